@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fresh Debian machine to a trained model: installs the Vulkan driver and Fashion-MNIST, builds,
+# and runs every stage of pipelines/quickstart.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+cargo build --release
+exec target/release/alexnet run pipelines/quickstart.toml "$@"

@@ -1,0 +1,1 @@
+//! gpu (under construction).

@@ -1,0 +1,15 @@
+//! alexnet: the 2012 paper's pipeline with today's parts.
+//!
+//! Layers only look down: `train`/`export` use `model` and `dataset`; `model` uses `gpu`;
+//! `ingest` uses `dataset` for the shard schema. `gpu` knows nothing of AlexNet and `model`
+//! knows nothing of Parquet.
+#![warn(missing_docs)]
+
+pub mod dataset;
+pub mod export;
+pub mod gpu;
+pub mod ingest;
+pub mod model;
+pub mod reference;
+pub mod shape;
+pub mod train;
