@@ -165,11 +165,38 @@ mod tests {
 
     #[test]
     fn conv_geometry_matches_the_paper() {
-        let c1 = ConvShape { n: 1, c_in: 3, h: 227, w: 227, c_out: 96, k: 11, stride: 4, pad: 0, groups: 1 };
+        let c1 = ConvShape {
+            n: 1,
+            c_in: 3,
+            h: 227,
+            w: 227,
+            c_out: 96,
+            k: 11,
+            stride: 4,
+            pad: 0,
+            groups: 1,
+        };
         assert_eq!((c1.out_h(), c1.out_w()), (55, 55));
-        let p1 = PoolShape { n: 1, c: 96, h: 55, w: 55, k: 3, stride: 2 };
+        let p1 = PoolShape {
+            n: 1,
+            c: 96,
+            h: 55,
+            w: 55,
+            k: 3,
+            stride: 2,
+        };
         assert_eq!(p1.out_h(), 27);
-        let c2 = ConvShape { n: 1, c_in: 96, h: 27, w: 27, c_out: 256, k: 5, stride: 1, pad: 2, groups: 2 };
+        let c2 = ConvShape {
+            n: 1,
+            c_in: 96,
+            h: 27,
+            w: 27,
+            c_out: 256,
+            k: 5,
+            stride: 1,
+            pad: 2,
+            groups: 2,
+        };
         assert_eq!(c2.out_h(), 27);
         assert_eq!(c2.weight_len(), 256 * 48 * 25);
     }
@@ -182,9 +209,41 @@ mod tests {
         let z: Vec<f64> = (0..n).map(|i| normal(7, i) as f64).collect();
         let zm = z.iter().sum::<f64>() / n as f64;
         let zv = z.iter().map(|v| (v - zm) * (v - zm)).sum::<f64>() / n as f64;
-        assert!(zm.abs() < 0.02 && (zv - 1.0).abs() < 0.03, "normal mean {zm} var {zv}");
+        assert!(
+            zm.abs() < 0.02 && (zv - 1.0).abs() < 0.03,
+            "normal mean {zm} var {zv}"
+        );
         assert_ne!(uniform01(7, 0), uniform01(8, 0));
         assert_ne!(stream_seed(1, 0, 0), stream_seed(1, 1, 0));
         assert_ne!(stream_seed(1, 0, 0), stream_seed(1, 0, 1));
     }
+}
+
+/// One image's augmentation draws, as the augment kernel reads them (`shaders/augment.wgsl`,
+/// 32 bytes, std430 layout). Drawn on the host from the run's random stream, so the CPU
+/// reference can replay exactly what the GPU did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AugmentDraw {
+    /// Column of the crop's top-left corner in the stored S×S image.
+    pub x0: u32,
+    /// Row of the crop's top-left corner.
+    pub y0: u32,
+    /// 1 to mirror the crop horizontally.
+    pub flip: u32,
+    /// Keeps `shift` 16-byte aligned as WGSL's vec4 requires.
+    pub _pad: u32,
+    /// The PCA lighting offset added to every pixel, [r, g, b, unused], in 0..255 units.
+    pub shift: [f32; 4],
+}
+
+/// Geometry of one augmentation: a batch of stored S×S RGB u8 images to model inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AugmentShape {
+    /// Images in the batch.
+    pub n: usize,
+    /// Side of the stored images (the shards' `size`).
+    pub stored: usize,
+    /// Side of the model input crop.
+    pub crop: usize,
 }

@@ -1,1 +1,2 @@
-//! reference (under construction).
+//! Plain CPU implementations of every op, the truth the kernels are tested against.
+pub mod augment;

@@ -1,1 +1,2 @@
-//! train (under construction).
+//! Training: the loop, SGD, the learning-rate schedule, metrics, evaluation.
+pub mod augment;
