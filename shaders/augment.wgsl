@@ -7,14 +7,14 @@
 //   3 draws   storage  [N] Draw: crop corner, mirror flag, lighting shift (host-drawn, so the CPU
 //                      reference can replay them)
 //   4 out     storage  [N,3,I,I] f32, the model input
-// Workgroup 256 threads, one output element each; dispatch (ceil(N·3·I·I / 256), 1, 1), folded to
-// 2-D by the launcher when it exceeds the 65535 limit (x = 65535 groups per row).
+// Workgroup 256 threads, one output element each; ceil(N·3·I·I / 256) workgroups spread over x
+// (≤ the per-dimension limit) and y, as every element-wise kernel here.
 
 struct AugmentParams {
     n: u32,
     stored: u32,
     crop: u32,
-    row_groups: u32, // workgroups per dispatch row when the grid is folded
+    _pad: u32,
 }
 
 struct Draw {
@@ -32,8 +32,12 @@ struct Draw {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(256)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let idx = (wg.y * params.row_groups + wg.x) * 256u + li;
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wid.y * nwg.x + wid.x) * 256u + lid;
     let i = params.crop;
     let total = params.n * 3u * i * i;
     if (idx >= total) {
