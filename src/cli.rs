@@ -11,9 +11,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// List the adapters wgpu sees, with the limits that matter for training.
+    Devices,
+}
 
+/// Parse the command line and run the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Devices => alexnet::gpu::print_devices()?,
+    }
+    Ok(())
 }

@@ -1,1 +1,117 @@
-//! gpu (under construction).
+//! The WGSL compute engine: wgpu instance, adapters and devices ([`context`]), f32 tensors in
+//! storage buffers ([`tensor`]), the pipeline cache and dispatch plumbing ([`kernel`]), and one
+//! launcher per shader in `shaders/` (GEMM, convolution, activation, LRN, max pooling, dropout,
+//! softmax cross-entropy, SGD).
+//!
+//! Launchers only *record*: each takes the caller's [`wgpu::CommandEncoder`] and adds compute
+//! passes to it, so a whole training step is one encoder and one submit. Reading results back
+//! ([`Tensor::download`]) is a separate, blocking call meant for tests and metrics.
+//!
+//! The layer knows nothing of AlexNet: shapes come in as [`crate::shape`] types or plain sizes.
+
+pub mod activation;
+pub mod context;
+pub mod conv;
+pub mod dropout;
+pub mod gemm;
+pub mod kernel;
+pub mod lrn;
+pub mod maxpool;
+pub mod sgd;
+pub mod softmax_xent;
+pub mod tensor;
+
+pub use context::{list_adapters, print_devices, AdapterSummary, Gpu};
+pub use tensor::Tensor;
+
+/// Everything that can go wrong in the GPU layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// wgpu sees no adapter at all.
+    #[error(
+        "no GPU adapter found: install a GPU driver, or `apt-get install mesa-vulkan-drivers` for the software one"
+    )]
+    NoAdapter,
+    /// The requested adapter index does not exist.
+    #[error(
+        "adapter {index} does not exist: only {count} adapter(s) found (run `alexnet devices`)"
+    )]
+    AdapterIndex {
+        /// The index asked for.
+        index: usize,
+        /// How many adapters there are.
+        count: usize,
+    },
+    /// The adapter refused to create a device.
+    #[error("could not create a device on adapter {index} ({name}): {source}")]
+    RequestDevice {
+        /// Adapter index.
+        index: usize,
+        /// Adapter name.
+        name: String,
+        /// wgpu's reason.
+        source: wgpu::RequestDeviceError,
+    },
+    /// A tensor's size does not match what the op needs.
+    #[error("{op}: tensor `{tensor}` has {got} elements, expected {expected}")]
+    Shape {
+        /// The op (shader) name.
+        op: &'static str,
+        /// Which operand.
+        tensor: &'static str,
+        /// Elements the op needs.
+        expected: usize,
+        /// Elements the tensor holds.
+        got: usize,
+    },
+    /// Invalid op arguments (zero sizes, bad groups, probabilities out of range).
+    #[error("{op}: {reason}")]
+    Invalid {
+        /// The op (shader) name.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An operand is larger than one storage binding may be and the op cannot split it.
+    #[error(
+        "{op}: tensor `{tensor}` needs a {bytes}-byte binding but the device allows {limit}; use a smaller batch or a GPU with a larger max_storage_buffer_binding_size"
+    )]
+    BindingTooLarge {
+        /// The op (shader) name.
+        op: &'static str,
+        /// Which operand.
+        tensor: &'static str,
+        /// Bytes the binding needs.
+        bytes: u64,
+        /// The device's binding limit.
+        limit: u64,
+    },
+    /// A size does not fit the u32 indices the shaders use.
+    #[error("{op}: size {size} does not fit the shaders' 32-bit indices")]
+    TooLarge {
+        /// The op (shader) name.
+        op: &'static str,
+        /// The offending size.
+        size: u64,
+    },
+    /// Mapping a staging buffer for readback failed.
+    #[error("reading back tensor `{label}` failed: {reason}")]
+    Readback {
+        /// The tensor's label.
+        label: String,
+        /// What failed.
+        reason: String,
+    },
+    /// wgpu reported a validation or out-of-memory error inside an error scope.
+    #[error("wgpu error during {what}: {source}")]
+    Wgpu {
+        /// What was being done.
+        what: String,
+        /// wgpu's error.
+        source: wgpu::Error,
+    },
+}
+
+/// Result type of the GPU layer.
+pub type Result<T> = std::result::Result<T, GpuError>;

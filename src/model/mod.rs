@@ -1,5 +1,13 @@
 //! The AlexNet model: configuration and geometry, parameters and init, safetensors checkpoints,
 //! and the forward/backward graph over the GPU ops.
+pub mod checkpoint;
 pub mod config;
+pub mod geometry;
+pub mod params;
+pub mod seeds;
 
+pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
 pub use config::ModelConfig;
+pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
+pub use params::{param_specs, ParamSpec, Params, Tensor};
+pub use seeds::dropout_seed;

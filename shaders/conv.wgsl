@@ -1,0 +1,313 @@
+// conv.wgsl: 2-D convolution (square kernel k, stride s, zero padding, channel groups) as an
+// implicit GEMM: the im2col matrix is never stored, each tile load gathers from the image.
+// Layouts: x [N,C_in,H,W], y [N,C_out,OH,OW], w [C_out, C_in/G, k, k], bias [C_out].
+// Cig = C_in/G, Cog = C_out/G; group g = workgroup_id.z.
+//
+//   forward          y = w ⋆ x + bias      GEMM M = Cog, N = N·OH·OW, K = Cig·k·k
+//   backward_input   dX = wᵀ ⋆ dY          GEMM M = Cig, N = N·H·W,   K = Cog·k·k
+//   backward_weight  dW (+)= dY ⋆ x        GEMM M = Cog, N = Cig·k·k, K = N·OH·OW
+//   backward_bias    db[c] (+)= Σ_{n,oh,ow} dY[n,c,oh,ow]
+//
+// Bindings: 0 `p` Params (uniform);
+//   forward:         1 `mat_a` = w, 2 `mat_b` = x,  3 `out` = y (read_write), 4 `bias` read
+//   backward_input:  1 `mat_a` = w, 2 `mat_b` = dY, 3 `out` = dX
+//   backward_weight: 1 `mat_a` = dY, 2 `mat_b` = x, 3 `out` = dW
+//   backward_bias:   1 `mat_a` = dY, 3 `out` = db
+// flags bit 1: accumulate into `out` (backward_input, backward_weight, backward_bias).
+//
+// GEMM entries: workgroup (WG_N, WG_M) threads, a (4·WG_M)×(4·WG_N) tile, 4×4 outputs per
+// thread, K step TILE_K (override constants, defaults 16/16/16); dispatch
+// (ceil(N_gemm / BN), ceil(M_gemm / BM), G). Every gather checks its image bounds and every
+// store m < M, n < N. backward_bias: workgroup 256, dispatch (C_out, 1, 1).
+
+struct Params {
+    n: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    groups: u32,
+    oh: u32,
+    ow: u32,
+    flags: u32,
+}
+
+override WG_M: u32 = 16u;
+override WG_N: u32 = 16u;
+override TILE_K: u32 = 16u;
+
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+
+const MODE_FORWARD: u32 = 0u;
+const MODE_BACKWARD_INPUT: u32 = 1u;
+const MODE_BACKWARD_WEIGHT: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> mat_a: array<f32>;
+@group(0) @binding(2) var<storage, read> mat_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+var<workgroup> As: array<f32, WG_M * 4u * TILE_K>;
+var<workgroup> Bs: array<f32, WG_N * 4u * TILE_K>;
+
+struct Dims {
+    m: u32,
+    n: u32,
+    k: u32,
+}
+
+fn gemm_dims(mode: u32) -> Dims {
+    let cig = p.c_in / p.groups;
+    let cog = p.c_out / p.groups;
+    let kk = p.k * p.k;
+    if mode == MODE_FORWARD {
+        return Dims(cog, p.n * p.oh * p.ow, cig * kk);
+    } else if mode == MODE_BACKWARD_INPUT {
+        return Dims(cig, p.n * p.h * p.w, cog * kk);
+    }
+    return Dims(cog, cig * kk, p.n * p.oh * p.ow);
+}
+
+// op(A)[m, kk] for group g (caller checked m < M, kk < K).
+fn load_a(mode: u32, g: u32, m: u32, kk: u32) -> f32 {
+    let cig = p.c_in / p.groups;
+    let cog = p.c_out / p.groups;
+    let k2 = p.k * p.k;
+    if mode == MODE_FORWARD {
+        return mat_a[(g * cog + m) * cig * k2 + kk];
+    } else if mode == MODE_BACKWARD_INPUT {
+        // A[ci, (co, r)] = w[g·Cog + co, ci, r]
+        let co = kk / k2;
+        let r = kk % k2;
+        return mat_a[((g * cog + co) * cig + m) * k2 + r];
+    }
+    // A[co, (b, q)] = dY[b, g·Cog + co, q]
+    let ohw = p.oh * p.ow;
+    let b = kk / ohw;
+    let q = kk % ohw;
+    return mat_a[(b * p.c_out + g * cog + m) * ohw + q];
+}
+
+// op(B)[kk, col] for group g (caller checked kk < K, col < N); zero outside the image.
+fn load_b(mode: u32, g: u32, kk: u32, col: u32) -> f32 {
+    let cig = p.c_in / p.groups;
+    let cog = p.c_out / p.groups;
+    let k2 = p.k * p.k;
+    if mode == MODE_FORWARD {
+        // B[(ci, kh, kw), (b, oy, ox)] = x[b, g·Cig + ci, oy·s + kh − pad, ox·s + kw − pad]
+        let ci = kk / k2;
+        let r = kk % k2;
+        let kh = r / p.k;
+        let kw = r % p.k;
+        let ohw = p.oh * p.ow;
+        let b = col / ohw;
+        let q = col % ohw;
+        let oy = q / p.ow;
+        let ox = q % p.ow;
+        let iy = i32(oy * p.stride + kh) - i32(p.pad);
+        let ix = i32(ox * p.stride + kw) - i32(p.pad);
+        if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
+            return 0.0;
+        }
+        return mat_b[((b * p.c_in + g * cig + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+    } else if mode == MODE_BACKWARD_INPUT {
+        // B[(co, kh, kw), (b, iy, ix)] = dY[b, g·Cog + co, (iy + pad − kh)/s, (ix + pad − kw)/s]
+        // where the division is exact and the output position exists.
+        let co = kk / k2;
+        let r = kk % k2;
+        let kh = r / p.k;
+        let kw = r % p.k;
+        let hw = p.h * p.w;
+        let b = col / hw;
+        let q = col % hw;
+        let iy = q / p.w;
+        let ix = q % p.w;
+        let ty = i32(iy + p.pad) - i32(kh);
+        let tx = i32(ix + p.pad) - i32(kw);
+        if ty < 0 || tx < 0 {
+            return 0.0;
+        }
+        let uy = u32(ty);
+        let ux = u32(tx);
+        if uy % p.stride != 0u || ux % p.stride != 0u {
+            return 0.0;
+        }
+        let oy = uy / p.stride;
+        let ox = ux / p.stride;
+        if oy >= p.oh || ox >= p.ow {
+            return 0.0;
+        }
+        return mat_b[((b * p.c_out + g * cog + co) * p.oh + oy) * p.ow + ox];
+    }
+    // B[(b, oy, ox), (ci, kh, kw)] = x[b, g·Cig + ci, oy·s + kh − pad, ox·s + kw − pad]
+    let ohw = p.oh * p.ow;
+    let b = kk / ohw;
+    let q = kk % ohw;
+    let oy = q / p.ow;
+    let ox = q % p.ow;
+    let ci = col / k2;
+    let r = col % k2;
+    let kh = r / p.k;
+    let kw = r % p.k;
+    let iy = i32(oy * p.stride + kh) - i32(p.pad);
+    let ix = i32(ox * p.stride + kw) - i32(p.pad);
+    if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
+        return 0.0;
+    }
+    return mat_b[((b * p.c_in + g * cig + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+}
+
+// The tile at (m0, n0) of group g; `mode` is a literal at every call.
+fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, tx: u32, ty: u32, lidx: u32) -> array<vec4<f32>, 4> {
+    let d = gemm_dims(mode);
+    let bm = WG_M * TM;
+    let bn = WG_N * TN;
+    let threads = WG_M * WG_N;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < d.k; k0 += TILE_K) {
+        for (var e = lidx; e < bm * TILE_K; e += threads) {
+            let kk = e % TILE_K;
+            let mm = e / TILE_K;
+            var v = 0.0;
+            if m0 + mm < d.m && k0 + kk < d.k {
+                v = load_a(mode, g, m0 + mm, k0 + kk);
+            }
+            As[kk * bm + mm] = v;
+        }
+        for (var e = lidx; e < bn * TILE_K; e += threads) {
+            let nn = e % bn;
+            let kk = e / bn;
+            var v = 0.0;
+            if n0 + nn < d.n && k0 + kk < d.k {
+                v = load_b(mode, g, k0 + kk, n0 + nn);
+            }
+            Bs[kk * bn + nn] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let ai = kk * bm + ty * TM;
+            let bi = kk * bn + tx * TN;
+            let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
+            let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+fn accumulate_store(idx: u32, v: f32) {
+    if (p.flags & 2u) != 0u {
+        out[idx] = out[idx] + v;
+    } else {
+        out[idx] = v;
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let g = wid.z;
+    let m0 = wid.y * WG_M * TM;
+    let n0 = wid.x * WG_N * TN;
+    let acc = conv_tile(MODE_FORWARD, g, m0, n0, lid.x, lid.y, lidx);
+    let d = gemm_dims(MODE_FORWARD);
+    let cog = p.c_out / p.groups;
+    let ohw = p.oh * p.ow;
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + lid.y * TM + i;
+        if m >= d.m {
+            break;
+        }
+        let co = g * cog + m;
+        let bv = bias[co];
+        for (var j = 0u; j < TN; j++) {
+            let col = n0 + lid.x * TN + j;
+            if col < d.n {
+                let b = col / ohw;
+                let q = col % ohw;
+                out[(b * p.c_out + co) * ohw + q] = acc[i][j] + bv;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let g = wid.z;
+    let m0 = wid.y * WG_M * TM;
+    let n0 = wid.x * WG_N * TN;
+    let acc = conv_tile(MODE_BACKWARD_INPUT, g, m0, n0, lid.x, lid.y, lidx);
+    let d = gemm_dims(MODE_BACKWARD_INPUT);
+    let cig = p.c_in / p.groups;
+    let hw = p.h * p.w;
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + lid.y * TM + i;
+        if m >= d.m {
+            break;
+        }
+        for (var j = 0u; j < TN; j++) {
+            let col = n0 + lid.x * TN + j;
+            if col < d.n {
+                let b = col / hw;
+                let q = col % hw;
+                accumulate_store((b * p.c_in + g * cig + m) * hw + q, acc[i][j]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let g = wid.z;
+    let m0 = wid.y * WG_M * TM;
+    let n0 = wid.x * WG_N * TN;
+    let acc = conv_tile(MODE_BACKWARD_WEIGHT, g, m0, n0, lid.x, lid.y, lidx);
+    let d = gemm_dims(MODE_BACKWARD_WEIGHT);
+    let cog = p.c_out / p.groups;
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + lid.y * TM + i;
+        if m >= d.m {
+            break;
+        }
+        for (var j = 0u; j < TN; j++) {
+            let col = n0 + lid.x * TN + j;
+            if col < d.n {
+                accumulate_store((g * cog + m) * d.n + col, acc[i][j]);
+            }
+        }
+    }
+}
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let c = wid.x;
+    let ohw = p.oh * p.ow;
+    let total = p.n * ohw;
+    var s = 0.0;
+    for (var i = lidx; i < total; i += 256u) {
+        let b = i / ohw;
+        let q = i % ohw;
+        s += mat_a[(b * p.c_out + c) * ohw + q];
+    }
+    partial[lidx] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if lidx < stride {
+            partial[lidx] += partial[lidx + stride];
+        }
+        workgroupBarrier();
+    }
+    if lidx == 0u && c < p.c_out {
+        accumulate_store(c, partial[0]);
+    }
+}

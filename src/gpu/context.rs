@@ -1,0 +1,270 @@
+//! Instance, adapters and logical devices. A [`Gpu`] is one logical device with its queue, the
+//! adapter's limits (requested in full: the defaults are far too small for AlexNet) and the
+//! pipeline cache shared by every launcher.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{GpuError, Result};
+
+/// What `alexnet devices` prints about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Position in [`list_adapters`]' order: the index `--devices` and [`Gpu::new`] take.
+    pub index: usize,
+    /// Adapter name ("llvmpipe" for lavapipe).
+    pub name: String,
+    /// Graphics backend (Vulkan, Metal, Dx12, Gl).
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU or other.
+    pub device_type: wgpu::DeviceType,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage binding in bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer in bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup (shared) memory in bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Smallest and largest subgroup size; (0, 0) when unknown.
+    pub subgroup_sizes: (u32, u32),
+    /// Alignment of storage binding offsets in bytes.
+    pub min_storage_buffer_offset_alignment: u32,
+    /// Features the adapter offers.
+    pub features: wgpu::Features,
+}
+
+fn instance() -> wgpu::Instance {
+    // Environment variables (WGPU_BACKEND, ...) still let a user narrow the backends.
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        // Only adapters that can run compute shaders are of use here.
+        .filter(|a| {
+            a.get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        })
+        .collect()
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterSummary {
+        index,
+        name: info.name,
+        backend: info.backend,
+        device_type: info.device_type,
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
+        features: adapter.features(),
+    }
+}
+
+/// Every adapter wgpu sees that supports compute, in a stable order.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    adapters(&instance())
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The table `alexnet devices` prints.
+pub fn devices_table(adapters: &[AdapterSummary]) -> String {
+    let mut out = String::new();
+    for a in adapters {
+        let interesting = [
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+            (wgpu::Features::SUBGROUP, "subgroup"),
+            (wgpu::Features::IMMEDIATES, "immediates"),
+            (
+                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+                "cooperative-matrix",
+            ),
+        ];
+        let feats: Vec<&str> = interesting
+            .iter()
+            .filter(|(f, _)| a.features.contains(*f))
+            .map(|(_, n)| *n)
+            .collect();
+        out.push_str(&format!(
+            "[{}] {} ({:?}, {:?}) driver: {}\n    storage binding {}  buffer {}  workgroup memory {} KiB  invocations {}  subgroup {}..{}  offset alignment {}\n    features: {}\n",
+            a.index,
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.driver.is_empty() { "?" } else { &a.driver },
+            mib(a.max_storage_buffer_binding_size),
+            mib(a.max_buffer_size),
+            a.max_compute_workgroup_storage_size / 1024,
+            a.max_compute_invocations_per_workgroup,
+            a.subgroup_sizes.0,
+            a.subgroup_sizes.1,
+            a.min_storage_buffer_offset_alignment,
+            if feats.is_empty() { "-".to_string() } else { feats.join(", ") },
+        ));
+    }
+    out
+}
+
+/// `alexnet devices`: print the adapter table, or fail with [`GpuError::NoAdapter`].
+pub fn print_devices() -> Result<()> {
+    let list = list_adapters();
+    if list.is_empty() {
+        return Err(GpuError::NoAdapter);
+    }
+    print!("{}", devices_table(&list));
+    Ok(())
+}
+
+/// Key of a cached compute pipeline: shader, entry point and override constants (as bits, so
+/// the key is `Eq + Hash`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    /// Shader name (the file stem in `shaders/`).
+    pub shader: &'static str,
+    /// Entry point.
+    pub entry: &'static str,
+    /// Override constants, name and `f64::to_bits` of the value.
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+/// One logical device: device, queue, the adapter's description and the pipeline cache.
+pub struct Gpu {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// The adapter it was made on.
+    pub adapter: AdapterSummary,
+    /// The limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+    /// Largest storage binding the launchers use, in bytes: the device limit by default.
+    /// Tests lower it to exercise the split paths for tensors larger than one binding.
+    pub binding_limit: u64,
+    pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pub(crate) layouts:
+        Mutex<HashMap<(&'static str, &'static str), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+}
+
+impl Gpu {
+    /// A logical device on adapter `index` of [`list_adapters`], with the adapter's full limits.
+    /// Calling it twice with one index gives two independent devices on one adapter.
+    pub fn new(index: usize) -> Result<Gpu> {
+        let instance = instance();
+        let list = adapters(&instance);
+        if list.is_empty() {
+            return Err(GpuError::NoAdapter);
+        }
+        let count = list.len();
+        let adapter = list
+            .into_iter()
+            .nth(index)
+            .ok_or(GpuError::AdapterIndex { index, count })?;
+        Self::from_adapter(index, &adapter)
+    }
+
+    /// The first adapter that is a real GPU if there is one, else the first (lavapipe on a
+    /// machine without a GPU). Tests and benches use this.
+    pub fn best() -> Result<Gpu> {
+        let list = list_adapters();
+        if list.is_empty() {
+            return Err(GpuError::NoAdapter);
+        }
+        let index = list
+            .iter()
+            .find(|a| {
+                matches!(
+                    a.device_type,
+                    wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+                )
+            })
+            .map_or(0, |a| a.index);
+        Self::new(index)
+    }
+
+    /// A device on an already enumerated adapter.
+    pub fn from_adapter(index: usize, adapter: &wgpu::Adapter) -> Result<Gpu> {
+        let summary = summarize(index, adapter);
+        let limits = adapter.limits();
+        // Timestamps are the accurate way to time kernels; take them when offered.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("alexnet.device"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+                GpuError::RequestDevice {
+                    index,
+                    name: summary.name.clone(),
+                    source,
+                }
+            })?;
+        Ok(Gpu {
+            device,
+            queue,
+            adapter: summary,
+            binding_limit: limits.max_storage_buffer_binding_size,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Largest storage binding the launchers may use, in bytes ([`Gpu::binding_limit`]).
+    pub fn max_binding(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// Alignment of storage-binding offsets in bytes.
+    pub fn offset_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+
+    /// A fresh command encoder labelled `label`.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Submit a recorded encoder; returns at once (the GPU runs asynchronously).
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit(Some(encoder.finish()))
+    }
+
+    /// Block until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Readback {
+                label: "device.poll".into(),
+                reason: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,269 @@
+//! Launcher for `shaders/conv.wgsl`: convolution as implicit GEMM (no im2col buffer), forward
+//! with bias, backward to the input, the weight and the bias. Each operand is bound whole, so
+//! it must fit one storage binding ([`GpuError::BindingTooLarge`] otherwise).
+use super::gemm::GemmTiles;
+use super::kernel::{self, Entry, Shader, Slot};
+use super::{Gpu, GpuError, Result, Tensor};
+use crate::shape::ConvShape;
+
+/// The shader.
+pub static SHADER: Shader = Shader {
+    name: "conv",
+    source: include_str!("../../shaders/conv.wgsl"),
+    random: false,
+};
+static FORWARD: Entry = Entry {
+    name: "forward",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Read,
+    ],
+};
+static BACKWARD_INPUT: Entry = Entry {
+    name: "backward_input",
+    slots: &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+};
+static BACKWARD_WEIGHT: Entry = Entry {
+    name: "backward_weight",
+    slots: &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
+};
+static BACKWARD_BIAS: Entry = Entry {
+    name: "backward_bias",
+    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+};
+
+/// The WGSL `Params` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    /// Batch.
+    pub n: u32,
+    /// Input channels.
+    pub c_in: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output channels.
+    pub c_out: u32,
+    /// Kernel size.
+    pub k: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Padding.
+    pub pad: u32,
+    /// Groups.
+    pub groups: u32,
+    /// Output height.
+    pub oh: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Bit 1: accumulate into the output.
+    pub flags: u32,
+}
+
+fn params(s: &ConvShape, accumulate: bool) -> Result<ConvParams> {
+    let bad = |reason: String| Err(GpuError::Invalid { op: "conv", reason });
+    if s.groups == 0 || s.c_in % s.groups != 0 || s.c_out % s.groups != 0 {
+        return bad(format!(
+            "groups {} must divide c_in {} and c_out {}",
+            s.groups, s.c_in, s.c_out
+        ));
+    }
+    if s.k == 0 || s.stride == 0 || s.h + 2 * s.pad < s.k || s.w + 2 * s.pad < s.k || s.n == 0 {
+        return bad(format!(
+            "kernel {} stride {} does not fit the input {}×{} with padding {}",
+            s.k, s.stride, s.h, s.w, s.pad
+        ));
+    }
+    for len in [s.input_len(), s.output_len(), s.weight_len()] {
+        kernel::u32_of("conv", len)?;
+    }
+    let u = |v: usize| v as u32;
+    Ok(ConvParams {
+        n: u(s.n),
+        c_in: u(s.c_in),
+        h: u(s.h),
+        w: u(s.w),
+        c_out: u(s.c_out),
+        k: u(s.k),
+        stride: u(s.stride),
+        pad: u(s.pad),
+        groups: u(s.groups),
+        oh: u(s.out_h()),
+        ow: u(s.out_w()),
+        flags: u32::from(accumulate) << 1,
+    })
+}
+
+fn constants(t: GemmTiles) -> [(&'static str, f64); 3] {
+    [
+        ("WG_M", f64::from(t.wg_m)),
+        ("WG_N", f64::from(t.wg_n)),
+        ("TILE_K", f64::from(t.tile_k)),
+    ]
+}
+
+fn grid(gpu: &Gpu, m: usize, n: usize, groups: usize, t: GemmTiles) -> Result<[u32; 3]> {
+    let x = n.div_ceil(4 * t.wg_n as usize);
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    if x > max {
+        return Err(GpuError::TooLarge {
+            op: "conv",
+            size: n as u64,
+        });
+    }
+    Ok([
+        x as u32,
+        m.div_ceil(4 * t.wg_m as usize) as u32,
+        groups as u32,
+    ])
+}
+
+/// Record `y = conv(x, w) + bias`: x `[N,C_in,H,W]`, w `[C_out,C_in/G,k,k]`, bias `[C_out]`,
+/// y `[N,C_out,OH,OW]`.
+pub fn forward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    let p = params(s, false)?;
+    kernel::expect_len("conv", "x", x, s.input_len())?;
+    kernel::expect_len("conv", "w", w, s.weight_len())?;
+    kernel::expect_len("conv", "bias", bias, s.c_out)?;
+    kernel::expect_len("conv", "y", y, s.output_len())?;
+    let views = [
+        kernel::whole(gpu, "conv", "w", w)?,
+        kernel::whole(gpu, "conv", "x", x)?,
+        kernel::whole(gpu, "conv", "y", y)?,
+        kernel::whole(gpu, "conv", "bias", bias)?,
+    ];
+    let t = GemmTiles::default();
+    let groups = grid(
+        gpu,
+        s.c_out / s.groups,
+        s.n * s.out_h() * s.out_w(),
+        s.groups,
+        t,
+    )?;
+    kernel::record(
+        gpu,
+        encoder,
+        &SHADER,
+        &FORWARD,
+        &constants(t),
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
+    )
+}
+
+/// Record `dx (+)= ∂L/∂x` from `dy` `[N,C_out,OH,OW]` and `w`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
+    let p = params(s, accumulate)?;
+    kernel::expect_len("conv", "dy", dy, s.output_len())?;
+    kernel::expect_len("conv", "w", w, s.weight_len())?;
+    kernel::expect_len("conv", "dx", dx, s.input_len())?;
+    let views = [
+        kernel::whole(gpu, "conv", "w", w)?,
+        kernel::whole(gpu, "conv", "dy", dy)?,
+        kernel::whole(gpu, "conv", "dx", dx)?,
+    ];
+    let t = GemmTiles::default();
+    let groups = grid(gpu, s.c_in / s.groups, s.n * s.h * s.w, s.groups, t)?;
+    kernel::record(
+        gpu,
+        encoder,
+        &SHADER,
+        &BACKWARD_INPUT,
+        &constants(t),
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
+    )
+}
+
+/// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
+    let p = params(s, accumulate)?;
+    kernel::expect_len("conv", "dy", dy, s.output_len())?;
+    kernel::expect_len("conv", "x", x, s.input_len())?;
+    kernel::expect_len("conv", "dw", dw, s.weight_len())?;
+    let views = [
+        kernel::whole(gpu, "conv", "dy", dy)?,
+        kernel::whole(gpu, "conv", "x", x)?,
+        kernel::whole(gpu, "conv", "dw", dw)?,
+    ];
+    let t = GemmTiles::default();
+    let groups = grid(
+        gpu,
+        s.c_out / s.groups,
+        (s.c_in / s.groups) * s.k * s.k,
+        s.groups,
+        t,
+    )?;
+    kernel::record(
+        gpu,
+        encoder,
+        &SHADER,
+        &BACKWARD_WEIGHT,
+        &constants(t),
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
+    )
+}
+
+/// Record `db (+)= Σ_{n,oh,ow} dy`.
+pub fn backward_bias(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    s: &ConvShape,
+    dy: &Tensor,
+    db: &Tensor,
+    accumulate: bool,
+) -> Result<()> {
+    let p = params(s, accumulate)?;
+    kernel::expect_len("conv", "dy", dy, s.output_len())?;
+    kernel::expect_len("conv", "db", db, s.c_out)?;
+    let views = [
+        kernel::whole(gpu, "conv", "dy", dy)?,
+        kernel::whole(gpu, "conv", "db", db)?,
+    ];
+    let groups = [kernel::u32_of("conv", s.c_out)?, 1, 1];
+    kernel::record(
+        gpu,
+        encoder,
+        &SHADER,
+        &BACKWARD_BIAS,
+        &[],
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
+    )
+}

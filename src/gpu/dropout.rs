@@ -1,0 +1,99 @@
+//! Launcher for `shaders/dropout.wgsl`: inverted dropout in place, mask recomputed from
+//! `(seed, element index)` in backward, bit-identical to [`crate::shape::uniform01`].
+use super::kernel::{self, Entry, Shader, Slot};
+use super::{Gpu, GpuError, Result, Tensor};
+
+/// The shader (random.wgsl prepended).
+pub static SHADER: Shader = Shader {
+    name: "dropout",
+    source: include_str!("../../shaders/dropout.wgsl"),
+    random: true,
+};
+static FORWARD: Entry = Entry {
+    name: "forward",
+    slots: &[Slot::Uniform, Slot::ReadWrite],
+};
+static BACKWARD: Entry = Entry {
+    name: "backward",
+    slots: &[Slot::Uniform, Slot::ReadWrite],
+};
+
+/// The WGSL `Params` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DropoutParams {
+    /// Elements in this dispatch.
+    pub n: u32,
+    /// Global index of the dispatch's first element (the random stream's counter).
+    pub base: u32,
+    /// Stream seed ([`crate::shape::stream_seed`]).
+    pub seed: u32,
+    /// Drop probability.
+    pub p_drop: f32,
+    /// 1 / (1 − p_drop).
+    pub scale: f32,
+    /// Padding to 32 bytes.
+    pub _pad: [u32; 3],
+}
+
+fn run(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    entry: &'static Entry,
+    x: &Tensor,
+    seed: u32,
+    p_drop: f32,
+) -> Result<()> {
+    if !(0.0..1.0).contains(&p_drop) {
+        return Err(GpuError::Invalid {
+            op: "dropout",
+            reason: format!("drop probability {p_drop} is not in [0, 1)"),
+        });
+    }
+    kernel::u32_of("dropout", x.len)?;
+    for (start, n) in kernel::elementwise_chunks(gpu, x.len, gpu.max_binding()) {
+        let (v, _) = kernel::window(gpu, "dropout", "x", x, start, n, gpu.max_binding())?;
+        let params = DropoutParams {
+            n: n as u32,
+            base: start as u32,
+            seed,
+            p_drop,
+            scale: 1.0 / (1.0 - p_drop),
+            _pad: [0; 3],
+        };
+        let groups = kernel::grid_1d(gpu, "dropout", (n as u64).div_ceil(256))?;
+        kernel::record(
+            gpu,
+            encoder,
+            &SHADER,
+            entry,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[v],
+            groups,
+        )?;
+    }
+    Ok(())
+}
+
+/// Record `x ← x · mask / (1 − p)`: element i kept when `uniform01(seed, i) >= p_drop`.
+pub fn forward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &Tensor,
+    seed: u32,
+    p_drop: f32,
+) -> Result<()> {
+    run(gpu, encoder, &FORWARD, x, seed, p_drop)
+}
+
+/// Record `dy ← dy · mask / (1 − p)` with the forward's `seed` (dy becomes dX).
+pub fn backward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    dy: &Tensor,
+    seed: u32,
+    p_drop: f32,
+) -> Result<()> {
+    run(gpu, encoder, &BACKWARD, dy, seed, p_drop)
+}

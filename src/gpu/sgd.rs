@@ -1,0 +1,68 @@
+//! Launcher for `shaders/sgd.wgsl`: `v ← μ·v − wd·lr·w − lr·g; w ← w + v` in one pass.
+use super::kernel::{self, Entry, Shader, Slot};
+use super::{Gpu, Result, Tensor};
+
+/// The shader.
+pub static SHADER: Shader = Shader {
+    name: "sgd",
+    source: include_str!("../../shaders/sgd.wgsl"),
+    random: false,
+};
+static STEP: Entry = Entry {
+    name: "step",
+    slots: &[Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite, Slot::Read],
+};
+
+/// The WGSL `Params` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SgdParams {
+    /// Elements in this dispatch.
+    pub n: u32,
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum μ (the paper: 0.9).
+    pub momentum: f32,
+    /// Weight decay (the paper: 0.0005).
+    pub weight_decay: f32,
+}
+
+/// Record one SGD step on `w` (momentum `v`, gradient `g`, all the same length). Tensors
+/// larger than one binding (fc6's weight on lavapipe) are updated in chunks.
+pub fn step(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    w: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+) -> Result<()> {
+    kernel::expect_len("sgd", "v", v, w.len)?;
+    kernel::expect_len("sgd", "g", g, w.len)?;
+    let limit = gpu.max_binding();
+    for (start, n) in kernel::elementwise_chunks(gpu, w.len, limit) {
+        let (vw, _) = kernel::window(gpu, "sgd", "w", w, start, n, limit)?;
+        let (vv, _) = kernel::window(gpu, "sgd", "v", v, start, n, limit)?;
+        let (vg, _) = kernel::window(gpu, "sgd", "g", g, start, n, limit)?;
+        let params = SgdParams {
+            n: kernel::u32_of("sgd", n)?,
+            lr,
+            momentum,
+            weight_decay,
+        };
+        let groups = kernel::grid_1d(gpu, "sgd", (n as u64).div_ceil(256))?;
+        kernel::record(
+            gpu,
+            encoder,
+            &SHADER,
+            &STEP,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[vw, vv, vg],
+            groups,
+        )?;
+    }
+    Ok(())
+}

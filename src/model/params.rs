@@ -1,0 +1,211 @@
+//! The network's parameters as named f32 tensors, in PyTorch's names, layouts and order
+//! (`conv1.weight` [C1,3,11,11], `conv1.bias` [C1], … `fc8.bias` [classes]), and the paper's init.
+use super::config::ModelConfig;
+use super::geometry::{Geometry, GeometryError};
+use super::seeds::INIT_STREAM;
+use crate::shape::{normal, stream_seed};
+
+/// Standard deviation of the paper's weight init, N(0, 0.01²).
+pub const INIT_STD: f32 = 0.01;
+/// Layers whose bias the paper initialises to 1 (so their ReLUs start with positive inputs);
+/// every other bias starts at 0.
+pub const BIAS_ONE_LAYERS: [&str; 5] = ["conv2", "conv4", "conv5", "fc6", "fc7"];
+
+/// Name and shape of one parameter tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// PyTorch state-dict name, e.g. `conv2.weight`.
+    pub name: String,
+    /// PyTorch shape: conv `[out, in/groups, k, k]`, linear `[out, in]`, bias `[out]`.
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether the tensor has no elements (never for a valid config).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The layer prefix (`conv2` of `conv2.weight`).
+    pub fn layer(&self) -> &str {
+        self.name.split('.').next().unwrap_or(&self.name)
+    }
+}
+
+/// The parameters of `cfg` in state-dict order: for each of conv1…conv5, fc6…fc8 its
+/// `.weight` then its `.bias`.
+pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
+    let g = Geometry::new(cfg, 1)?;
+    let mut specs = Vec::with_capacity(16);
+    for s in &g.convs {
+        let c = &s.conv;
+        specs.push(ParamSpec {
+            name: format!("{}.weight", s.name),
+            shape: vec![c.c_out, c.c_in / c.groups, c.k, c.k],
+        });
+        specs.push(ParamSpec {
+            name: format!("{}.bias", s.name),
+            shape: vec![c.c_out],
+        });
+    }
+    for f in &g.fcs {
+        specs.push(ParamSpec {
+            name: format!("{}.weight", f.name),
+            shape: vec![f.linear.fout, f.linear.fin],
+        });
+        specs.push(ParamSpec {
+            name: format!("{}.bias", f.name),
+            shape: vec![f.linear.fout],
+        });
+    }
+    Ok(specs)
+}
+
+/// One named f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Name and shape.
+    pub spec: ParamSpec,
+    /// The values, row-major in `spec.shape`.
+    pub data: Vec<f32>,
+}
+
+/// A full set of tensors in [`param_specs`] order: the weights, or anything shaped like them
+/// (gradients, momentum).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// The tensors, in state-dict order.
+    pub tensors: Vec<Tensor>,
+}
+
+impl Params {
+    /// All zeros (momentum at the start of training, gradient accumulators).
+    pub fn zeros(cfg: &ModelConfig) -> Result<Params, GeometryError> {
+        let tensors = param_specs(cfg)?
+            .into_iter()
+            .map(|spec| Tensor {
+                data: vec![0.0; spec.len()],
+                spec,
+            })
+            .collect();
+        Ok(Params { tensors })
+    }
+
+    /// The paper's init: weights N(0, 0.01²), biases 1 in [`BIAS_ONE_LAYERS`] and 0 elsewhere.
+    /// Deterministic in `seed`: tensor t, element i is `0.01 · normal(stream_seed(seed, 0,
+    /// INIT_STREAM + t), i)`, so a tensor's values do not depend on the other tensors' sizes.
+    pub fn init(cfg: &ModelConfig, seed: u64) -> Result<Params, GeometryError> {
+        let mut p = Params::zeros(cfg)?;
+        for (t, tensor) in p.tensors.iter_mut().enumerate() {
+            if tensor.spec.name.ends_with(".weight") {
+                let s = stream_seed(seed, 0, INIT_STREAM + t as u32);
+                for (i, v) in tensor.data.iter_mut().enumerate() {
+                    *v = INIT_STD * normal(s, i as u32);
+                }
+            } else if BIAS_ONE_LAYERS.contains(&tensor.spec.layer()) {
+                tensor.data.fill(1.0);
+            }
+        }
+        Ok(p)
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.spec.name == name)
+    }
+
+    /// The tensor called `name`, mutable.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.tensors.iter_mut().find(|t| t.spec.name == name)
+    }
+
+    /// Total number of scalars (about 61 million for the paper's 1000-class model).
+    pub fn count(&self) -> usize {
+        self.tensors.iter().map(|t| t.data.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_names_shapes_and_count() {
+        let specs = param_specs(&ModelConfig::paper(1000)).unwrap();
+        let got: Vec<(&str, &[usize])> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.shape.as_slice()))
+            .collect();
+        let want: Vec<(&str, &[usize])> = vec![
+            ("conv1.weight", &[96, 3, 11, 11]),
+            ("conv1.bias", &[96]),
+            ("conv2.weight", &[256, 48, 5, 5]),
+            ("conv2.bias", &[256]),
+            ("conv3.weight", &[384, 256, 3, 3]),
+            ("conv3.bias", &[384]),
+            ("conv4.weight", &[384, 192, 3, 3]),
+            ("conv4.bias", &[384]),
+            ("conv5.weight", &[256, 192, 3, 3]),
+            ("conv5.bias", &[256]),
+            ("fc6.weight", &[4096, 9216]),
+            ("fc6.bias", &[4096]),
+            ("fc7.weight", &[4096, 4096]),
+            ("fc7.bias", &[4096]),
+            ("fc8.weight", &[1000, 4096]),
+            ("fc8.bias", &[1000]),
+        ];
+        assert_eq!(got, want);
+        // The paper's "60 million parameters" (two-GPU grouping included).
+        let total: usize = specs.iter().map(|s| s.len()).sum();
+        assert_eq!(total, 60_965_224);
+    }
+
+    #[test]
+    fn init_statistics_and_biases() {
+        let cfg = ModelConfig::small(67, 4, 10);
+        let a = Params::init(&cfg, 1).unwrap();
+        for t in &a.tensors {
+            let n = t.data.len() as f64;
+            if t.spec.name.ends_with(".weight") {
+                let mean = t.data.iter().map(|v| *v as f64).sum::<f64>() / n;
+                let std = (t
+                    .data
+                    .iter()
+                    .map(|v| (*v as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / n)
+                    .sqrt();
+                // Standard error of the std estimate is ≈ 0.01/√(2n); the smallest tensor has > 900.
+                assert!(
+                    (std - 0.01).abs() < 0.01 * 4.0 / (2.0 * n).sqrt() + 1e-4,
+                    "{}: std {std}",
+                    t.spec.name
+                );
+                assert!(
+                    mean.abs() < 0.01 * 4.0 / n.sqrt(),
+                    "{}: mean {mean}",
+                    t.spec.name
+                );
+            } else {
+                let want = if BIAS_ONE_LAYERS.contains(&t.spec.layer()) {
+                    1.0
+                } else {
+                    0.0
+                };
+                assert!(
+                    t.data.iter().all(|v| *v == want),
+                    "{}: bias should be {want}",
+                    t.spec.name
+                );
+            }
+        }
+        assert_eq!(a, Params::init(&cfg, 1).unwrap());
+        let b = Params::init(&cfg, 2).unwrap();
+        assert_ne!(a.get("conv1.weight"), b.get("conv1.weight"));
+        // Tensors draw from distinct streams: conv2's first weights are not conv1's.
+        assert_ne!(a.tensors[0].data[..8], a.tensors[2].data[..8]);
+    }
+}

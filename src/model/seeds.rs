@@ -1,0 +1,15 @@
+//! Seeds of the random streams the model draws during training, shared by the GPU graph and the
+//! CPU reference so a training step can be recomputed exactly.
+use crate::shape::stream_seed;
+
+/// Seed of the dropout mask after fully connected layer `layer` (6 for fc6, 7 for fc7) at
+/// training step `step`: `stream_seed(run_seed, step, layer)`. Element i of the `[N,F]` tensor
+/// is kept iff `uniform01(seed, i) ≥ p` (see [`crate::reference::dropout`]).
+pub fn dropout_seed(run_seed: u64, step: u64, layer: u32) -> u32 {
+    stream_seed(run_seed, step, layer)
+}
+
+/// Stream id namespace of parameter init: tensor number t of
+/// [`super::params::param_specs`] draws from `stream_seed(seed, 0, INIT_STREAM + t)`, far from
+/// the dropout (6, 7) and augmentation streams.
+pub const INIT_STREAM: u32 = 0x494e_0000;
