@@ -35,8 +35,9 @@ impl Shader {
 }
 
 /// Every shader, for the validation test and for warming caches.
-pub fn all_shaders() -> [&'static Shader; 9] {
+pub fn all_shaders() -> [&'static Shader; 10] {
     [
+        &super::augment::SHADER,
         &super::gemm::SHADER,
         &super::conv::SHADER,
         &super::activation::SHADER,

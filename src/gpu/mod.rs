@@ -10,6 +10,7 @@
 //! The layer knows nothing of AlexNet: shapes come in as [`crate::shape`] types or plain sizes.
 
 pub mod activation;
+pub mod augment;
 pub mod context;
 pub mod conv;
 pub mod dropout;
