@@ -237,7 +237,8 @@ pub(crate) fn image_bytes<'a>(
         .ok_or_else(|| bad("struct has no binary `bytes` field"))
 }
 
-/// Footer key-value entries for a shard: the JSON, the mean-image sums and the rejects.
+/// Footer key-value entries for a shard: the JSON, the mean-image sums, the rejects and the
+/// Hugging Face features.
 pub fn footer_key_values(
     stats: &Stats,
     encoding: Encoding,
@@ -257,6 +258,8 @@ pub fn footer_key_values(
         KeyValue::new(META_KEY.into(), json),
         KeyValue::new(MEAN_IMAGE_KEY.into(), mean),
         KeyValue::new(REJECTS_KEY.into(), rejects),
+        // Also in the Arrow schema; a plain footer key lets non-Arrow readers find it too.
+        KeyValue::new(HF_KEY.into(), hf_features_json(encoding, classes)),
     ]
 }
 
