@@ -38,7 +38,7 @@ pub fn resize_crop(rgb: RgbImage, s: u32) -> Result<Vec<u8>, String> {
 }
 
 /// JPEG quality of `--encoding jpeg` (high, so the stored pixels stay close to raw).
-pub const JPEG_QUALITY: u8 = 90;
+pub const JPEG_QUALITY: u8 = 95;
 
 /// Encodes [S,S,3] pixels for the `image` column; raw passes them through.
 pub fn encode(encoding: Encoding, pixels: Vec<u8>, s: u32) -> Result<Vec<u8>, String> {
