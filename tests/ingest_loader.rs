@@ -1,7 +1,8 @@
 //! The shard reader and training loader over shards made by ingest.
 mod common;
 use alexnet::dataset::{
-    footer_key_values, read_rows, record_batch, Encoding, Loader, LoaderConfig, Row, ShardSet, Shuffle, Stats,
+    footer_key_values, read_rows, record_batch, Encoding, Loader, LoaderConfig, Row, ShardSet,
+    Shuffle, Stats,
 };
 use alexnet::ingest::{ingest, IngestConfig};
 use common::*;
@@ -23,11 +24,26 @@ fn shards(dir: &Path) -> ShardSet {
 }
 
 fn cfg(batch: usize, shuffle: Shuffle, threads: usize) -> LoaderConfig {
-    LoaderConfig { batch, seed: 42, shuffle, drop_last: false, threads, prefetch: 2, window_groups: 2 }
+    LoaderConfig {
+        batch,
+        seed: 42,
+        shuffle,
+        drop_last: false,
+        threads,
+        prefetch: 2,
+        window_groups: 2,
+    }
 }
 
-fn collect(set: &ShardSet, c: &LoaderConfig, epoch: u64, skip: usize) -> Vec<alexnet::dataset::Batch> {
-    Loader::epoch(set, c, epoch, skip).map(|b| b.unwrap()).collect()
+fn collect(
+    set: &ShardSet,
+    c: &LoaderConfig,
+    epoch: u64,
+    skip: usize,
+) -> Vec<alexnet::dataset::Batch> {
+    Loader::epoch(set, c, epoch, skip)
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 #[test]
@@ -35,7 +51,11 @@ fn file_order_matches_random_access_and_drop_last() {
     let t = tempfile::tempdir().unwrap();
     let set = shards(t.path());
     assert_eq!(set.len(), 21);
-    assert!(set.row_groups().len() >= 7, "want several row groups, got {}", set.row_groups().len());
+    assert!(
+        set.row_groups().len() >= 7,
+        "want several row groups, got {}",
+        set.row_groups().len()
+    );
     let batches = collect(&set, &cfg(4, Shuffle::None, 2), 0, 0);
     assert_eq!(batches.len(), 6);
     assert_eq!(batches[5].len(), 1);
@@ -44,7 +64,13 @@ fn file_order_matches_random_access_and_drop_last() {
     let all = read_rows(&set, &rows).unwrap();
     let images: Vec<u8> = batches.iter().flat_map(|b| b.images.clone()).collect();
     assert!(images == all.images);
-    assert_eq!(batches.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>(), all.labels);
+    assert_eq!(
+        batches
+            .iter()
+            .flat_map(|b| b.labels.clone())
+            .collect::<Vec<_>>(),
+        all.labels
+    );
     // Labels follow the sorted class folders, 7 images each.
     assert_eq!(all.labels, (0..21).map(|i| i / 7).collect::<Vec<i32>>());
     let mut dl = cfg(4, Shuffle::None, 2);
@@ -63,12 +89,19 @@ fn full_shuffle_is_a_deterministic_permutation() {
     let rows: Vec<u64> = a.iter().flat_map(|b| b.rows.clone()).collect();
     let mut sorted = rows.clone();
     sorted.sort();
-    assert_eq!(sorted, (0..21).collect::<Vec<u64>>(), "an epoch visits every row once");
+    assert_eq!(
+        sorted,
+        (0..21).collect::<Vec<u64>>(),
+        "an epoch visits every row once"
+    );
     assert_ne!(rows, sorted, "shuffled");
     // Same (seed, epoch), more threads: the same batches, pixels included.
     assert!(collect(&set, &cfg(5, Shuffle::Full, 4), 3, 0) == a);
     // Another epoch, another order.
-    let other: Vec<u64> = collect(&set, &c, 4, 0).iter().flat_map(|b| b.rows.clone()).collect();
+    let other: Vec<u64> = collect(&set, &c, 4, 0)
+        .iter()
+        .flat_map(|b| b.rows.clone())
+        .collect();
     assert_ne!(other, rows);
     // Resuming mid-epoch gives the rest of the same epoch.
     assert!(collect(&set, &c, 3, 2) == a[2..]);
@@ -107,7 +140,9 @@ fn write_shard(path: &Path, size: usize, classes: &[String], version: Option<u64
     w.write(&batch).unwrap();
     for mut kv in footer_key_values(&stats, Encoding::Raw, classes, &[]) {
         if let (Some(v), "alexnet") = (version, kv.key.as_str()) {
-            kv.value = kv.value.map(|s| s.replace("\"format_version\":1", &format!("\"format_version\":{v}")));
+            kv.value = kv
+                .value
+                .map(|s| s.replace("\"format_version\":1", &format!("\"format_version\":{v}")));
         }
         w.append_key_value_metadata(kv);
     }
@@ -118,7 +153,9 @@ fn write_shard(path: &Path, size: usize, classes: &[String], version: Option<u64
 fn open_refuses_mismatched_shards_and_unknown_versions() {
     let t = tempfile::tempdir().unwrap();
     let classes = vec!["n1".to_string(), "n2".to_string()];
-    let (a, b, c, d) = ["a", "b", "c", "d"].map(|n| t.path().join(format!("{n}.parquet"))).into();
+    let (a, b, c, d) = ["a", "b", "c", "d"]
+        .map(|n| t.path().join(format!("{n}.parquet")))
+        .into();
     write_shard(&a, 8, &classes, None);
     write_shard(&b, 16, &classes, None);
     write_shard(&c, 8, &["n2".to_string(), "n1".to_string()], None);
@@ -126,10 +163,21 @@ fn open_refuses_mismatched_shards_and_unknown_versions() {
     let ok = ShardSet::open(&[a.clone(), a.clone()]).unwrap();
     assert_eq!(ok.stats().count, 2);
     for (other, word) in [(&b, "size"), (&c, "classes")] {
-        let err = ShardSet::open(&[a.clone(), other.clone()]).err().unwrap().to_string();
-        assert!(err.contains("a.parquet") && err.contains(other.file_name().unwrap().to_str().unwrap()) && err.contains(word), "{err}");
+        let err = ShardSet::open(&[a.clone(), other.clone()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("a.parquet")
+                && err.contains(other.file_name().unwrap().to_str().unwrap())
+                && err.contains(word),
+            "{err}"
+        );
     }
-    let err = ShardSet::open(&[d.clone()]).err().unwrap().to_string();
+    let err = ShardSet::open(std::slice::from_ref(&d))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("d.parquet") && err.contains("99"), "{err}");
     let empty: Vec<PathBuf> = Vec::new();
     assert!(ShardSet::open(&empty).is_err());

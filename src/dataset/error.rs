@@ -36,7 +36,9 @@ pub enum DatasetError {
         path: PathBuf,
     },
     /// The file has no `alexnet` footer key, or the key is malformed.
-    #[error("{path}: bad alexnet footer metadata: {reason}; re-create the shard with alexnet ingest")]
+    #[error(
+        "{path}: bad alexnet footer metadata: {reason}; re-create the shard with alexnet ingest"
+    )]
     BadMetadata {
         /// The shard.
         path: PathBuf,

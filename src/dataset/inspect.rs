@@ -34,7 +34,11 @@ impl InspectReport {
         out += &format!("files:        {}\n", s.files().len());
         out += &format!("images:       {}\n", s.len());
         out += &format!("rejects:      {}\n", s.rejects().len());
-        out += &format!("classes:      {} ({}{more})\n", classes.len(), shown.join(", "));
+        out += &format!(
+            "classes:      {} ({}{more})\n",
+            classes.len(),
+            shown.join(", ")
+        );
         out += &format!("size:         {0}×{0}\n", s.size());
         out += &format!("encoding:     {}\n", s.encoding());
         out += &format!("row groups:   {}\n", s.row_groups().len());

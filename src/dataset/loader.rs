@@ -90,8 +90,8 @@ pub fn read_rows(set: &ShardSet, rows: &[u64]) -> Result<Batch, DatasetError> {
     };
     for &row in rows {
         let g = set.group_of(row)?;
-        if !loaded.contains_key(&g) {
-            loaded.insert(g, set.read_group(g)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = loaded.entry(g) {
+            e.insert(set.read_group(g)?);
         }
         copy_row(set, &loaded, g, row, px, &mut batch);
     }
@@ -109,7 +109,9 @@ fn copy_row(
     // Callers insert group g before copying; a missing group would be a loader bug.
     if let Some(p) = loaded.get(&g) {
         let i = (row - set.row_groups()[g].first_row) as usize;
-        batch.images.extend_from_slice(&p.images[i * px..(i + 1) * px]);
+        batch
+            .images
+            .extend_from_slice(&p.images[i * px..(i + 1) * px]);
         batch.labels.push(p.labels[i]);
     }
 }
@@ -138,7 +140,11 @@ impl Loader {
         let batch = cfg.batch.max(1);
         let order = epoch_order(&set, cfg.shuffle, cfg.seed, epoch, cfg.window_groups);
         let n = order.len();
-        let total = if cfg.drop_last { n / batch } else { n.div_ceil(batch) };
+        let total = if cfg.drop_last {
+            n / batch
+        } else {
+            n.div_ceil(batch)
+        };
         let batches: Vec<std::ops::Range<usize>> = (skip_batches.min(total)..total)
             .map(|b| b * batch..((b + 1) * batch).min(n))
             .collect();
@@ -151,10 +157,10 @@ impl Loader {
             for &row in &order[r.clone()] {
                 // Rows come from the set itself, so group_of cannot fail here.
                 let g = set.group_of(row).unwrap_or(0);
-                if !first_use.contains_key(&g) {
-                    first_use.insert(g, b);
+                first_use.entry(g).or_insert_with(|| {
                     seq.push(g);
-                }
+                    b
+                });
                 last_use.insert(g, b);
             }
         }
@@ -196,7 +202,9 @@ impl Loader {
                     return;
                 }
                 {
-                    let Ok(mut allowed) = gate.allowed.lock() else { return };
+                    let Ok(mut allowed) = gate.allowed.lock() else {
+                        return;
+                    };
                     while i >= *allowed && !stop.load(Ordering::SeqCst) {
                         let Ok(a) = gate.cv.wait(allowed) else { return };
                         allowed = a;

@@ -202,10 +202,18 @@ pub fn record_batch(
     let cols: Vec<ArrayRef> = vec![
         image,
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.label))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.wnid.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.source.as_str()))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.orig_width))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.orig_height))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.wnid.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.source.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.orig_width),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.orig_height),
+        )),
     ];
     RecordBatch::try_new(Arc::new(arrow_schema(encoding, classes)), cols).map_err(|source| {
         DatasetError::Arrow {
@@ -344,10 +352,13 @@ mod tests {
         assert_eq!(rj, rejects);
         assert_eq!(meta.classes, classes);
         assert_eq!(meta.encoding, Encoding::Png);
-        kv[0].value = Some(kv[0].value.clone().unwrap().replace(
-            "\"format_version\":1",
-            "\"format_version\":99",
-        ));
+        kv[0].value = Some(
+            kv[0]
+                .value
+                .clone()
+                .unwrap()
+                .replace("\"format_version\":1", "\"format_version\":99"),
+        );
         let err = parse_footer(Path::new("x.parquet"), Some(&kv)).unwrap_err();
         assert!(err.to_string().contains("x.parquet") && err.to_string().contains("99"));
     }

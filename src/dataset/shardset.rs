@@ -212,7 +212,9 @@ impl ShardSet {
 
     /// Index into [`ShardSet::row_groups`] of the group holding global row `row`.
     pub(crate) fn group_of(&self, row: u64) -> Result<usize, DatasetError> {
-        let g = self.groups.partition_point(|g| g.first_row + g.rows as u64 <= row);
+        let g = self
+            .groups
+            .partition_point(|g| g.first_row + g.rows as u64 <= row);
         if g >= self.groups.len() {
             return Err(DatasetError::RowOutOfRange {
                 row,
@@ -266,7 +268,10 @@ impl ShardSet {
                             return Err(DatasetError::BadColumn {
                                 path: path.clone(),
                                 column: "image".into(),
-                                reason: format!("row {row} has {} bytes, expected {px}", data.len()),
+                                reason: format!(
+                                    "row {row} has {} bytes, expected {px}",
+                                    data.len()
+                                ),
                             });
                         }
                         out.images.extend_from_slice(data);

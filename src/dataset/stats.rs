@@ -39,7 +39,11 @@ impl Stats {
     /// When `image` is not S·S·3 bytes: callers build images of the set's size, so a
     /// mismatch is a bug, not bad data.
     pub fn add_image(&mut self, image: &[u8]) {
-        assert_eq!(image.len(), self.mean_image_sum.len(), "image is not S*S*3 bytes");
+        assert_eq!(
+            image.len(),
+            self.mean_image_sum.len(),
+            "image is not S*S*3 bytes"
+        );
         // Per-image sums fit u64 easily (65536·255² ≪ 2⁶⁴); accumulate locally, then add.
         let mut s = [0u64; 3];
         let mut o = [0u64; 6]; // rr rg rb gg gb bb
@@ -55,8 +59,8 @@ impl Stats {
             o[4] += g * b;
             o[5] += b * b;
         }
-        for c in 0..3 {
-            self.pixel_sum[c] += s[c];
+        for (acc, v) in self.pixel_sum.iter_mut().zip(s) {
+            *acc += v;
         }
         let idx = [[0, 1, 2], [1, 3, 4], [2, 4, 5]];
         for (i, row) in idx.iter().enumerate() {
@@ -157,6 +161,7 @@ impl Stats {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // index loops read like the maths
 mod tests {
     use super::*;
 
@@ -164,7 +169,9 @@ mod tests {
         let mut x = seed;
         (0..size * size * 3)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (x >> 56) as u8
             })
             .collect()
@@ -177,22 +184,39 @@ mod tests {
         let (mut a, mut b) = (Stats::new(4), Stats::new(4));
         for (k, im) in imgs.iter().enumerate() {
             all.add_image(im);
-            if k < 2 { a.add_image(im) } else { b.add_image(im) }
+            if k < 2 {
+                a.add_image(im)
+            } else {
+                b.add_image(im)
+            }
         }
         a.merge(&b).unwrap();
         assert_eq!(a, all);
         let px: Vec<[f64; 3]> = imgs
             .iter()
-            .flat_map(|im| im.chunks(3).map(|p| [p[0] as f64, p[1] as f64, p[2] as f64]))
+            .flat_map(|im| {
+                im.chunks(3)
+                    .map(|p| [p[0] as f64, p[1] as f64, p[2] as f64])
+            })
             .collect();
         let n = px.len() as f64;
-        let mean: Vec<f64> = (0..3).map(|c| px.iter().map(|p| p[c]).sum::<f64>() / n).collect();
+        let mean: Vec<f64> = (0..3)
+            .map(|c| px.iter().map(|p| p[c]).sum::<f64>() / n)
+            .collect();
         let cov = all.rgb_cov();
         for i in 0..3 {
             assert!((all.rgb_mean()[i] - mean[i]).abs() < 1e-9);
             for j in 0..3 {
-                let d: f64 = px.iter().map(|p| (p[i] - mean[i]) * (p[j] - mean[j])).sum::<f64>() / n;
-                assert!((cov[i][j] - d).abs() < 1e-6, "cov[{i}][{j}] {} vs {d}", cov[i][j]);
+                let d: f64 = px
+                    .iter()
+                    .map(|p| (p[i] - mean[i]) * (p[j] - mean[j]))
+                    .sum::<f64>()
+                    / n;
+                assert!(
+                    (cov[i][j] - d).abs() < 1e-6,
+                    "cov[{i}][{j}] {} vs {d}",
+                    cov[i][j]
+                );
             }
         }
         let (vals, vecs) = all.pca();

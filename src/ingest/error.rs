@@ -6,10 +6,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum IngestError {
     /// The raw folder does not exist or is not a directory.
-    #[error("{0}: no such folder; give the folder of class subfolders (or flat val images) to ingest")]
+    #[error(
+        "{0}: no such folder; give the folder of class subfolders (or flat val images) to ingest"
+    )]
     MissingRaw(PathBuf),
     /// The raw folder holds no image files.
-    #[error("{0}: no .jpg/.jpeg/.png/.bmp/.webp files found (in the folder or its class subfolders)")]
+    #[error(
+        "{0}: no .jpg/.jpeg/.png/.bmp/.webp files found (in the folder or its class subfolders)"
+    )]
     EmptyRaw(PathBuf),
     /// Flat images without a label file.
     #[error("{0}: holds images but no class subfolders; give --labels FILE (LOC_val_solution.csv or the devkit ground truth) for a flat val folder")]
@@ -56,7 +60,9 @@ pub enum IngestError {
         source: parquet::errors::ParquetError,
     },
     /// `--strict` and some inputs were rejected.
-    #[error("{count} input(s) rejected (first: {first}); see {rejects}, or drop --strict to skip them")]
+    #[error(
+        "{count} input(s) rejected (first: {first}); see {rejects}, or drop --strict to skip them"
+    )]
     Strict {
         /// Number of rejects.
         count: usize,

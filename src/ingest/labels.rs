@@ -43,8 +43,15 @@ pub fn read_label_file(
     synsets: Option<&Path>,
 ) -> Result<Vec<String>, IngestError> {
     let text = read(path)?;
-    let bad = |reason: String| IngestError::Labels { path: path.into(), reason };
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).peekable();
+    let bad = |reason: String| IngestError::Labels {
+        path: path.into(),
+        reason,
+    };
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .peekable();
     let first = lines.peek().copied().unwrap_or("");
     if first.contains(',') {
         let mut map = HashMap::new();
@@ -62,7 +69,10 @@ pub fn read_label_file(
         let mut missing = Vec::new();
         let mut out = Vec::with_capacity(files.len());
         for f in files {
-            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match map.get(&stem) {
                 Some(w) => out.push(w.clone()),
                 None => missing.push(stem),

@@ -45,8 +45,11 @@ pub fn encode(encoding: Encoding, pixels: Vec<u8>, s: u32) -> Result<Vec<u8>, St
     let mut out = Vec::new();
     match encoding {
         Encoding::Raw => return Ok(pixels),
-        Encoding::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
-            .write_image(&pixels, s, s, image::ExtendedColorType::Rgb8),
+        Encoding::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut out,
+            JPEG_QUALITY,
+        )
+        .write_image(&pixels, s, s, image::ExtendedColorType::Rgb8),
         Encoding::Png => image::codecs::png::PngEncoder::new(&mut out).write_image(
             &pixels,
             s,

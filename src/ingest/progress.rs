@@ -27,7 +27,14 @@ impl Progress {
             }
             bar
         });
-        Self { bar, total, done: 0, start: Instant::now(), last_line: Instant::now(), enabled }
+        Self {
+            bar,
+            total,
+            done: 0,
+            start: Instant::now(),
+            last_line: Instant::now(),
+            enabled,
+        }
     }
 
     /// Marks `n` more inputs done.

@@ -2,7 +2,7 @@
 //! pool in order, write shards on a writer thread, then write the rejects file.
 use super::progress::Progress;
 use super::writer::{temp_path, ShardWriter};
-use super::{decode_image, encode, resize_crop, scan, Input, IngestError};
+use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
 use crate::dataset::{Encoding, Reject, Row, ShardSet};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,14 @@ impl FromStr for ShardPart {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
-        let index: usize = i.trim().parse().map_err(|_| format!("`{i}` is not a number"))?;
-        let count: usize = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?;
         if count == 0 || index >= count {
             return Err(format!("need 0 <= I < N, got {index}/{count}"));
         }
@@ -83,7 +89,9 @@ impl IngestConfig {
             synsets: None,
             shard_rows: 1024,
             shard: None,
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             resume: false,
             overwrite: false,
             strict: false,
@@ -179,7 +187,10 @@ fn timed<T>(acc: &AtomicU64, f: impl FnOnce() -> T) -> T {
 }
 
 fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Processed, Reject> {
-    let reject = |reason: String| Reject { source: input.source.clone(), reason };
+    let reject = |reason: String| Reject {
+        source: input.source.clone(),
+        reason,
+    };
     let bytes = timed(&timers.read, || std::fs::read(&input.path))
         .map_err(|e| reject(format!("unreadable: {e}")))?;
     let decoded = timed(&timers.decode, || decode_image(&bytes, cfg.max_pixels)).map_err(reject)?;
@@ -193,7 +204,9 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
             Encoding::Jpeg => {
                 let jpeg = encode(Encoding::Jpeg, pixels, s)?;
                 // Statistics describe what readers get: the decoded JPEG, not the input to it.
-                let back = image::load_from_memory(&jpeg).map_err(|e| e.to_string())?.into_rgb8();
+                let back = image::load_from_memory(&jpeg)
+                    .map_err(|e| e.to_string())?
+                    .into_rgb8();
                 (jpeg, Some(back.into_raw()))
             }
         })
@@ -222,14 +235,19 @@ fn rejects_path(cfg: &IngestConfig) -> PathBuf {
     } else {
         match cfg.shard {
             None => cfg.out.join("rejects.jsonl"),
-            Some(p) => cfg.out.join(format!("rejects-{}-of-{}.jsonl", p.index, p.count)),
+            Some(p) => cfg
+                .out
+                .join(format!("rejects-{}-of-{}.jsonl", p.index, p.count)),
         }
     }
 }
 
 fn plan(cfg: &IngestConfig, n: usize) -> Vec<Target> {
     if is_file_output(&cfg.out) {
-        return vec![Target { path: cfg.out.clone(), items: 0..n }];
+        return vec![Target {
+            path: cfg.out.clone(),
+            items: 0..n,
+        }];
     }
     let rows = cfg.shard_rows.max(1);
     (0..n.div_ceil(rows))
@@ -253,7 +271,10 @@ fn existing_output(cfg: &IngestConfig, targets: &[Target]) -> Result<Vec<PathBuf
     if !is_file_output(&cfg.out) && cfg.shard.is_none() && cfg.out.is_dir() {
         for e in std::fs::read_dir(&cfg.out).map_err(|e| IngestError::io(&cfg.out, e))? {
             let p = e.map_err(|e| IngestError::io(&cfg.out, e))?.path();
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let shardish = (name.starts_with("part-") && name.ends_with(".parquet"))
                 || (name.starts_with(".part-") && name.ends_with(".tmp"))
                 || (name.starts_with("rejects") && name.ends_with(".jsonl"));
@@ -265,21 +286,83 @@ fn existing_output(cfg: &IngestConfig, targets: &[Target]) -> Result<Vec<PathBuf
     Ok(found)
 }
 
-fn check_kept(path: &Path, cfg: &IngestConfig, classes: &[String]) -> Result<(u64, Vec<Reject>), IngestError> {
+fn check_kept(
+    path: &Path,
+    cfg: &IngestConfig,
+    classes: &[String],
+) -> Result<(u64, Vec<Reject>), IngestError> {
     let set = ShardSet::open(&[path.to_path_buf()])?;
     let what = if set.size() != cfg.size {
         Some(format!("--size {} (this run: {})", set.size(), cfg.size))
     } else if set.encoding() != cfg.encoding {
-        Some(format!("--encoding {} (this run: {})", set.encoding(), cfg.encoding))
+        Some(format!(
+            "--encoding {} (this run: {})",
+            set.encoding(),
+            cfg.encoding
+        ))
     } else if set.classes() != classes {
         Some("a different class list".to_string())
     } else {
         None
     };
     if let Some(what) = what {
-        return Err(IngestError::ResumeMismatch { path: path.into(), what });
+        return Err(IngestError::ResumeMismatch {
+            path: path.into(),
+            what,
+        });
     }
     Ok((set.len() as u64, set.rejects().to_vec()))
+}
+
+/// Shards the writer thread finished: (target index, rows, rejects), and its busy time.
+struct Written {
+    done: Vec<(usize, u64, Vec<Reject>)>,
+    busy: Duration,
+}
+
+/// The writer thread: one shard open at a time, in the order the main thread sends them.
+fn write_shards(
+    rx: std::sync::mpsc::Receiver<Msg>,
+    paths: &[PathBuf],
+    encoding: Encoding,
+    classes: &[String],
+    size: usize,
+    budget: usize,
+) -> Result<Written, IngestError> {
+    let mut out = Written {
+        done: Vec::new(),
+        busy: Duration::ZERO,
+    };
+    let mut current: Option<(usize, ShardWriter)> = None;
+    for msg in rx {
+        let t = Instant::now();
+        match msg {
+            Msg::Begin(i) => {
+                current = Some((
+                    i,
+                    ShardWriter::create(&paths[i], encoding, classes, size, budget)?,
+                ));
+            }
+            Msg::Items(items) => {
+                if let Some((_, w)) = current.as_mut() {
+                    for item in items {
+                        match item {
+                            Ok(p) => w.push(p.row, p.pixels.as_deref())?,
+                            Err(r) => w.reject(r),
+                        }
+                    }
+                }
+            }
+            Msg::End => {
+                if let Some((i, w)) = current.take() {
+                    let (rows, rejects) = w.finish()?;
+                    out.done.push((i, rows, rejects));
+                }
+            }
+        }
+        out.busy += t.elapsed();
+    }
+    Ok(out)
 }
 
 enum Msg {
@@ -293,7 +376,9 @@ enum Msg {
 pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let start = Instant::now();
     if cfg.size == 0 || cfg.shard_rows == 0 || cfg.jobs == 0 {
-        return Err(IngestError::Config("--size, --shard-rows and --jobs must be at least 1".into()));
+        return Err(IngestError::Config(
+            "--size, --shard-rows and --jobs must be at least 1".into(),
+        ));
     }
     if cfg.shard.is_some() && is_file_output(&cfg.out) {
         return Err(IngestError::Config(format!(
@@ -301,7 +386,12 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             cfg.out.display()
         )));
     }
-    let scan = scan(&cfg.raw, cfg.labels.as_deref(), cfg.classes.as_deref(), cfg.synsets.as_deref())?;
+    let scan = scan(
+        &cfg.raw,
+        cfg.labels.as_deref(),
+        cfg.classes.as_deref(),
+        cfg.synsets.as_deref(),
+    )?;
     let targets = plan(cfg, scan.inputs.len());
     let existing = existing_output(cfg, &targets)?;
     if !existing.is_empty() {
@@ -334,14 +424,19 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             }
         }
     }
-    let todo: Vec<usize> = (0..targets.len()).filter(|&i| results[i].is_none()).collect();
+    let todo: Vec<usize> = (0..targets.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
     let covered: usize = targets.iter().map(|t| t.items.len()).sum();
     let remaining: u64 = todo.iter().map(|&i| targets[i].items.len() as u64).sum();
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.jobs)
         .build()
-        .map_err(|e| IngestError::Pool { jobs: cfg.jobs, reason: e.to_string() })?;
+        .map_err(|e| IngestError::Pool {
+            jobs: cfg.jobs,
+            reason: e.to_string(),
+        })?;
     let timers = Timers::default();
     let mut progress = Progress::new(remaining, cfg.progress);
     let (tx, rx) = sync_channel::<Msg>(2);
@@ -349,37 +444,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let classes = scan.classes.clone();
     let paths: Vec<PathBuf> = targets.iter().map(|t| t.path.clone()).collect();
     let written = std::thread::scope(|s| -> Result<_, IngestError> {
-        let writer = s.spawn(move || -> Result<(Vec<(usize, u64, Vec<Reject>)>, Duration), IngestError> {
-            let mut done = Vec::new();
-            let mut busy = Duration::ZERO;
-            let mut current: Option<(usize, ShardWriter)> = None;
-            for msg in rx {
-                let t = Instant::now();
-                match msg {
-                    Msg::Begin(i) => {
-                        current = Some((i, ShardWriter::create(&paths[i], encoding, &classes, size, budget)?));
-                    }
-                    Msg::Items(items) => {
-                        if let Some((_, w)) = current.as_mut() {
-                            for item in items {
-                                match item {
-                                    Ok(p) => w.push(p.row, p.pixels.as_deref())?,
-                                    Err(r) => w.reject(r),
-                                }
-                            }
-                        }
-                    }
-                    Msg::End => {
-                        if let Some((i, w)) = current.take() {
-                            let (rows, rejects) = w.finish()?;
-                            done.push((i, rows, rejects));
-                        }
-                    }
-                }
-                busy += t.elapsed();
-            }
-            Ok((done, busy))
-        });
+        let writer = s.spawn(move || write_shards(rx, &paths, encoding, &classes, size, budget));
         // Enough inputs per step to keep every worker busy, few enough to bound memory.
         let step = (cfg.jobs * 8).max(8);
         'targets: for &i in &todo {
@@ -388,7 +453,12 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             }
             let items = &scan.inputs[targets[i].items.clone()];
             for chunk in items.chunks(step) {
-                let out: Vec<_> = pool.install(|| chunk.par_iter().map(|inp| process(inp, cfg, &timers)).collect());
+                let out: Vec<_> = pool.install(|| {
+                    chunk
+                        .par_iter()
+                        .map(|inp| process(inp, cfg, &timers))
+                        .collect()
+                });
                 progress.add(chunk.len() as u64);
                 if tx.send(Msg::Items(out)).is_err() {
                     break 'targets;
@@ -404,7 +474,10 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             .map_err(|_| IngestError::Config("the shard writer thread panicked".into()))?
     });
     progress.finish();
-    let (done, write_time) = written?;
+    let Written {
+        done,
+        busy: write_time,
+    } = written?;
     let shards_written = done.len();
     for (i, rows, rejects) in done {
         results[i] = Some((rows, rejects));

@@ -86,7 +86,11 @@ pub fn scan(
     let mut inputs = Vec::new();
     let class_list;
     if let Some(label_path) = labels {
-        let files: Vec<PathBuf> = top.iter().filter(|p| p.is_file() && is_image_name(p)).cloned().collect();
+        let files: Vec<PathBuf> = top
+            .iter()
+            .filter(|p| p.is_file() && is_image_name(p))
+            .cloned()
+            .collect();
         if files.is_empty() {
             return Err(IngestError::EmptyRaw(raw.into()));
         }
@@ -102,7 +106,12 @@ pub fn scan(
         };
         for (p, wnid) in files.iter().zip(wnids) {
             let label = class_index(&class_list, &wnid, classes.unwrap_or(label_path))?;
-            inputs.push(Input { path: p.clone(), source: source_of(raw, p), label, wnid });
+            inputs.push(Input {
+                path: p.clone(),
+                source: source_of(raw, p),
+                label,
+                wnid,
+            });
         }
     } else {
         let dirs: Vec<&PathBuf> = top.iter().filter(|p| p.is_dir()).collect();
@@ -115,7 +124,11 @@ pub fn scan(
         }
         let names: Vec<String> = dirs
             .iter()
-            .map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         class_list = given.unwrap_or_else(|| names.clone());
         for (dir, wnid) in dirs.iter().zip(names) {
@@ -126,7 +139,12 @@ pub fn scan(
             }
             let label = class_index(&class_list, &wnid, classes.unwrap_or(raw))?;
             for p in files {
-                inputs.push(Input { source: source_of(raw, &p), path: p, label, wnid: wnid.clone() });
+                inputs.push(Input {
+                    source: source_of(raw, &p),
+                    path: p,
+                    label,
+                    wnid: wnid.clone(),
+                });
             }
         }
     }
@@ -134,7 +152,10 @@ pub fn scan(
         return Err(IngestError::EmptyRaw(raw.into()));
     }
     inputs.sort_by(|a, b| a.source.cmp(&b.source));
-    Ok(Scan { inputs, classes: class_list })
+    Ok(Scan {
+        inputs,
+        classes: class_list,
+    })
 }
 
 fn class_index(classes: &[String], wnid: &str, list: &Path) -> Result<i32, IngestError> {

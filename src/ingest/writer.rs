@@ -13,7 +13,10 @@ use std::sync::Arc;
 /// The temporary name a shard is written under: hidden and not ending in `.parquet`, so
 /// readers never pick up a half-written file.
 pub fn temp_path(final_path: &Path) -> PathBuf {
-    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     final_path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -43,7 +46,10 @@ impl ShardWriter {
     ) -> Result<Self, IngestError> {
         let tmp_path = temp_path(final_path);
         let file = File::create(&tmp_path).map_err(|e| IngestError::io(&tmp_path, e))?;
-        let image_cols = [ColumnPath::from("image"), ColumnPath::from(vec!["image".to_string(), "bytes".to_string()])];
+        let image_cols = [
+            ColumnPath::from("image"),
+            ColumnPath::from(vec!["image".to_string(), "bytes".to_string()]),
+        ];
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             // Row groups are cut by our byte budget, not by row count.
@@ -55,8 +61,12 @@ impl ShardWriter {
                 .set_column_statistics_enabled(c, EnabledStatistics::None);
         }
         let schema = Arc::new(arrow_schema(encoding, classes));
-        let writer = ArrowWriter::try_new(file, schema, Some(props.build()))
-            .map_err(|source| IngestError::Parquet { path: tmp_path.clone(), source })?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props.build())).map_err(|source| {
+            IngestError::Parquet {
+                path: tmp_path.clone(),
+                source,
+            }
+        })?;
         Ok(Self {
             final_path: final_path.into(),
             tmp_path,
@@ -92,7 +102,10 @@ impl ShardWriter {
             return Ok(());
         }
         let batch = record_batch(&self.tmp_path, self.encoding, &self.classes, &self.pending)?;
-        let perr = |source| IngestError::Parquet { path: self.tmp_path.clone(), source };
+        let perr = |source| IngestError::Parquet {
+            path: self.tmp_path.clone(),
+            source,
+        };
         self.writer.write(&batch).map_err(perr)?;
         self.writer.flush().map_err(perr)?;
         self.pending.clear();
@@ -111,11 +124,15 @@ impl ShardWriter {
         let file = self
             .writer
             .into_inner()
-            .map_err(|source| IngestError::Parquet { path: tmp.clone(), source })?;
+            .map_err(|source| IngestError::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
         // The rename must not become visible before the data: sync first.
         file.sync_all().map_err(|e| IngestError::io(&tmp, e))?;
         drop(file);
-        std::fs::rename(&tmp, &self.final_path).map_err(|e| IngestError::io(&self.final_path, e))?;
+        std::fs::rename(&tmp, &self.final_path)
+            .map_err(|e| IngestError::io(&self.final_path, e))?;
         Ok((self.stats.count, self.rejects))
     }
 }

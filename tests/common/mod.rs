@@ -4,7 +4,9 @@ use image::{ImageEncoder, RgbImage};
 use std::path::{Path, PathBuf};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ingest").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ingest")
+        .join(name)
 }
 
 pub fn load_rgb(path: &Path) -> RgbImage {
@@ -14,19 +16,30 @@ pub fn load_rgb(path: &Path) -> RgbImage {
 /// Mean absolute difference per channel value; panics on a size mismatch.
 pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "images differ in size");
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 pub fn png_bytes(data: &[u8], w: u32, h: u32, ct: image::ExtendedColorType) -> Vec<u8> {
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(data, w, h, ct).unwrap();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(data, w, h, ct)
+        .unwrap();
     out
 }
 
 pub fn jpeg_bytes(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
         .unwrap();
     out
 }
@@ -42,12 +55,22 @@ pub fn variant(img: &RgbImage, k: u32) -> RgbImage {
     out
 }
 
-pub const PHOTOS: [&str; 6] = ["astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field"];
+pub const PHOTOS: [&str; 6] = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "motorcycle_left",
+    "hubble_deep_field",
+];
 
 /// A raw tree of `classes` class folders with `per_class` JPEG variants each, plus, when
 /// `bad` is set, one of each bad kind in the last class. Returns the number of inputs.
 pub fn make_tree(root: &Path, classes: usize, per_class: usize, bad: bool) -> usize {
-    let photos: Vec<RgbImage> = PHOTOS.iter().map(|p| load_rgb(&fixture(&format!("{p}.jpg")))).collect();
+    let photos: Vec<RgbImage> = PHOTOS
+        .iter()
+        .map(|p| load_rgb(&fixture(&format!("{p}.jpg"))))
+        .collect();
     let mut n = 0;
     for c in 0..classes {
         let dir = root.join(format!("n{:08}", 1000 + c * 7));
@@ -79,9 +102,21 @@ pub fn bad_kinds() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let png = std::fs::read(fixture("chelsea_small.png")).unwrap();
     vec![
         ("zz_zero.JPEG", Vec::new(), "zero bytes"),
-        ("zz_truncated.JPEG", coffee[..coffee.len() / 2].to_vec(), "truncated"),
-        ("zz_truncated_png.png", png[..png.len() / 2].to_vec(), "undecodable"),
-        ("zz_text.JPEG", b"this is not a picture\n".to_vec(), "not an image"),
+        (
+            "zz_truncated.JPEG",
+            coffee[..coffee.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "zz_truncated_png.png",
+            png[..png.len() / 2].to_vec(),
+            "undecodable",
+        ),
+        (
+            "zz_text.JPEG",
+            b"this is not a picture\n".to_vec(),
+            "not an image",
+        ),
     ]
 }
 
@@ -91,7 +126,10 @@ pub fn bad_files() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Runs the built binary; returns (success, stdout, stderr).
 pub fn alexnet(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet")).args(args).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -116,7 +154,12 @@ pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
