@@ -3,11 +3,13 @@
 pub mod checkpoint;
 pub mod config;
 pub mod geometry;
+pub mod network;
 pub mod params;
 pub mod seeds;
 
 pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
 pub use config::ModelConfig;
 pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
+pub use network::{Dropout, Network, NetworkError};
 pub use params::{param_specs, ParamSpec, Params, Tensor};
 pub use seeds::dropout_seed;

@@ -1,0 +1,314 @@
+//! Opening a set of shards: file discovery, consistency checks, merged statistics, and
+//! reading whole row groups as decoded pixels.
+use super::schema::image_bytes;
+use super::{parse_footer, DatasetError, Encoding, Reject, Stats};
+use arrow_array::Int32Array;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// One row group of a set: which file, which group, and which global rows it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowGroupRef {
+    /// Index into [`ShardSet::files`].
+    pub file: usize,
+    /// Row-group index within the file.
+    pub group: usize,
+    /// Global index of the group's first row.
+    pub first_row: u64,
+    /// Rows in the group.
+    pub rows: usize,
+}
+
+#[derive(Clone)]
+struct Shard {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+}
+
+/// Pixels and labels of some rows, decoded.
+pub(crate) struct Pixels {
+    /// [rows, S, S, 3] u8.
+    pub images: Vec<u8>,
+    /// [rows].
+    pub labels: Vec<i32>,
+}
+
+/// A set of shards read as one data set: same size, encoding and classes; statistics merged.
+#[derive(Clone)]
+pub struct ShardSet {
+    shards: Vec<Shard>,
+    files: Vec<PathBuf>,
+    groups: Vec<RowGroupRef>,
+    size: usize,
+    encoding: Encoding,
+    classes: Vec<String>,
+    stats: Stats,
+    rejects: Vec<Reject>,
+    bytes_on_disk: u64,
+}
+
+/// Expands files and directories into shard files: a directory contributes its
+/// `*.parquet` files (not hidden, so in-progress temporaries are skipped) in name order.
+fn shard_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DatasetError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| DatasetError::io(p, e))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| DatasetError::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    name.ends_with(".parquet") && !name.starts_with('.') && f.is_file()
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(DatasetError::NoShards { path: p.clone() });
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(DatasetError::NoShards {
+            path: PathBuf::from("(no paths given)"),
+        });
+    }
+    Ok(out)
+}
+
+impl ShardSet {
+    /// Opens files, directories of shards, or several of either. Refuses shards whose size,
+    /// encoding or classes disagree (naming both files) and merges their statistics.
+    pub fn open(paths: &[PathBuf]) -> Result<ShardSet, DatasetError> {
+        let files = shard_files(paths)?;
+        let mut shards = Vec::with_capacity(files.len());
+        let mut groups = Vec::new();
+        let mut head: Option<(PathBuf, usize, Encoding, Vec<String>, Stats)> = None;
+        let mut rejects = Vec::new();
+        let mut first_row = 0u64;
+        let mut bytes_on_disk = 0;
+        for path in &files {
+            let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+            bytes_on_disk += file.metadata().map(|m| m.len()).unwrap_or(0);
+            let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                .map_err(|e| DatasetError::parquet(path, e))?;
+            let kv = meta.metadata().file_metadata().key_value_metadata();
+            let (fm, stats, rj) = parse_footer(path, kv)?;
+            rejects.extend(rj);
+            match &mut head {
+                None => head = Some((path.clone(), fm.size, fm.encoding, fm.classes, stats)),
+                Some((first, size, enc, classes, merged)) => {
+                    let what = if fm.size != *size {
+                        Some(format!("size ({} vs {})", size, fm.size))
+                    } else if fm.encoding != *enc {
+                        Some(format!("encoding ({} vs {})", enc, fm.encoding))
+                    } else if fm.classes != *classes {
+                        Some(format!(
+                            "classes ({} vs {} classes, or a different order)",
+                            classes.len(),
+                            fm.classes.len()
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(what) = what {
+                        return Err(DatasetError::Mismatch {
+                            first: first.clone(),
+                            other: path.clone(),
+                            what,
+                        });
+                    }
+                    merged.merge(&stats)?;
+                }
+            }
+            let index = shards.len();
+            for (g, rg) in meta.metadata().row_groups().iter().enumerate() {
+                let rows = rg.num_rows().max(0) as usize;
+                groups.push(RowGroupRef {
+                    file: index,
+                    group: g,
+                    first_row,
+                    rows,
+                });
+                first_row += rows as u64;
+            }
+            shards.push(Shard {
+                path: path.clone(),
+                meta,
+            });
+        }
+        let (_, size, encoding, classes, stats) = head.ok_or_else(|| DatasetError::NoShards {
+            path: PathBuf::from("(no paths given)"),
+        })?;
+        Ok(ShardSet {
+            shards,
+            files,
+            groups,
+            size,
+            encoding,
+            classes,
+            stats,
+            rejects,
+            bytes_on_disk,
+        })
+    }
+
+    /// Rows (images) in the set.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.rows).sum()
+    }
+
+    /// True when the set holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Image side S.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Pixel storage of the set.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// WordNet ids in label order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Merged statistics of all files.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The shard files, in global row order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Inputs the ingest runs that wrote these shards rejected.
+    pub fn rejects(&self) -> &[Reject] {
+        &self.rejects
+    }
+
+    /// Total size of the shard files in bytes.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.bytes_on_disk
+    }
+
+    /// All row groups in global row order.
+    pub fn row_groups(&self) -> &[RowGroupRef] {
+        &self.groups
+    }
+
+    /// Index into [`ShardSet::row_groups`] of the group holding global row `row`.
+    pub(crate) fn group_of(&self, row: u64) -> Result<usize, DatasetError> {
+        let g = self
+            .groups
+            .partition_point(|g| g.first_row + g.rows as u64 <= row);
+        if g >= self.groups.len() {
+            return Err(DatasetError::RowOutOfRange {
+                row,
+                len: self.len() as u64,
+            });
+        }
+        Ok(g)
+    }
+
+    /// Reads row group `g` (index into [`ShardSet::row_groups`]) and decodes its images.
+    pub(crate) fn read_group(&self, g: usize) -> Result<Pixels, DatasetError> {
+        let rg = self.groups[g];
+        let shard = &self.shards[rg.file];
+        let path = &shard.path;
+        let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+        let schema = shard.meta.parquet_schema();
+        // Leaves 0.. are image (1 or 2 leaves) then label; project by root column.
+        let mask = ProjectionMask::roots(schema, [0, 1]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, shard.meta.clone())
+            .with_row_groups(vec![rg.group])
+            .with_projection(mask)
+            .with_batch_size(rg.rows.max(1))
+            .build()
+            .map_err(|e| DatasetError::parquet(path, e))?;
+        let px = self.size * self.size * 3;
+        let mut out = Pixels {
+            images: Vec::with_capacity(rg.rows * px),
+            labels: Vec::with_capacity(rg.rows),
+        };
+        for batch in reader {
+            let batch = batch.map_err(|source| DatasetError::Arrow {
+                path: path.clone(),
+                source,
+            })?;
+            let bytes = image_bytes(path, batch.column(0).as_ref())?;
+            let labels = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .ok_or_else(|| DatasetError::BadColumn {
+                    path: path.clone(),
+                    column: "label".into(),
+                    reason: "not int32".into(),
+                })?;
+            for i in 0..batch.num_rows() {
+                let row = (out.labels.len()) as u64;
+                let data = bytes.value(i);
+                match self.encoding {
+                    Encoding::Raw => {
+                        if data.len() != px {
+                            return Err(DatasetError::BadColumn {
+                                path: path.clone(),
+                                column: "image".into(),
+                                reason: format!(
+                                    "row {row} has {} bytes, expected {px}",
+                                    data.len()
+                                ),
+                            });
+                        }
+                        out.images.extend_from_slice(data);
+                    }
+                    Encoding::Jpeg | Encoding::Png => {
+                        decode_stored(path, row, data, self.size, &mut out.images)?
+                    }
+                }
+                out.labels.push(labels.value(i));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a stored JPEG/PNG (always S×S RGB, written by ingest) and appends its pixels.
+fn decode_stored(
+    path: &Path,
+    row: u64,
+    data: &[u8],
+    size: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DatasetError> {
+    let err = |reason: String| DatasetError::StoredImage {
+        path: path.into(),
+        row,
+        reason,
+    };
+    let img = image::load_from_memory(data).map_err(|e| err(e.to_string()))?;
+    let rgb = img.to_rgb8();
+    if rgb.width() as usize != size || rgb.height() as usize != size {
+        return Err(err(format!(
+            "{}×{} instead of {size}×{size}",
+            rgb.width(),
+            rgb.height()
+        )));
+    }
+    out.extend_from_slice(rgb.as_raw());
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Label and class files: `LOC_val_solution.csv`, the devkit ground truth with its synset
+//! list, a wnid list, or the classes of an existing shard set.
+use super::IngestError;
+use crate::dataset::ShardSet;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn read(path: &Path) -> Result<String, IngestError> {
+    std::fs::read_to_string(path).map_err(|e| IngestError::io(path, e))
+}
+
+fn first_tokens(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The class list in label order: from a `.parquet` file or shard directory (its footer
+/// classes, so val labels line up with train), or a text file with a wnid first on each line.
+pub fn read_class_list(path: &Path) -> Result<Vec<String>, IngestError> {
+    let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+    if is_parquet || path.is_dir() {
+        let set = ShardSet::open(&[path.to_path_buf()])?;
+        return Ok(set.classes().to_vec());
+    }
+    let classes = first_tokens(&read(path)?);
+    if classes.is_empty() {
+        return Err(IngestError::Labels {
+            path: path.into(),
+            reason: "class list is empty; give one wnid per line".into(),
+        });
+    }
+    Ok(classes)
+}
+
+/// The wnid of each of `files` (flat folder, sorted by name) from a label file:
+/// `ImageId,PredictionString` CSV (the wnid starts the prediction string) or the devkit
+/// ground truth (one 1-based ILSVRC id per line, in file-name order, mapped by `synsets`).
+pub fn read_label_file(
+    path: &Path,
+    files: &[PathBuf],
+    synsets: Option<&Path>,
+) -> Result<Vec<String>, IngestError> {
+    let text = read(path)?;
+    let bad = |reason: String| IngestError::Labels {
+        path: path.into(),
+        reason,
+    };
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .peekable();
+    let first = lines.peek().copied().unwrap_or("");
+    if first.contains(',') {
+        let mut map = HashMap::new();
+        for line in lines {
+            let (id, pred) = line.split_once(',').unwrap_or((line, ""));
+            if id == "ImageId" {
+                continue;
+            }
+            let wnid = pred
+                .split_whitespace()
+                .next()
+                .ok_or_else(|| bad(format!("line `{line}` has no wnid after the comma")))?;
+            map.insert(id.to_string(), wnid.to_string());
+        }
+        let mut missing = Vec::new();
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match map.get(&stem) {
+                Some(w) => out.push(w.clone()),
+                None => missing.push(stem),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(bad(format!(
+                "no label for {} of the {} images (first: {}); the label file does not match the images",
+                missing.len(),
+                files.len(),
+                missing[0]
+            )));
+        }
+        return Ok(out);
+    }
+    let synsets = synsets.ok_or_else(|| {
+        bad("looks like devkit ground truth (one id per line); also give --synsets FILE (wnid of ILSVRC id i on line i)".into())
+    })?;
+    let wnids = first_tokens(&read(synsets)?);
+    let ids: Vec<&str> = lines.collect();
+    if ids.len() != files.len() {
+        return Err(bad(format!(
+            "{} labels for {} images; the label file does not match the images",
+            ids.len(),
+            files.len()
+        )));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let id: usize = s
+                .parse()
+                .map_err(|_| bad(format!("line {}: `{s}` is not an ILSVRC id", i + 1)))?;
+            id.checked_sub(1)
+                .and_then(|k| wnids.get(k))
+                .cloned()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "line {}: id {id} is outside 1..={} of {}",
+                        i + 1,
+                        wnids.len(),
+                        synsets.display()
+                    ))
+                })
+        })
+        .collect()
+}

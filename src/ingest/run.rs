@@ -1,0 +1,532 @@
+//! The ingest run: plan shards, skip or clear existing output, process inputs on a rayon
+//! pool in order, write shards on a writer thread, then write the rejects file.
+use super::progress::Progress;
+use super::writer::{temp_path, ShardWriter};
+use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
+use crate::dataset::{Encoding, Reject, Row, ShardSet};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+/// `--shard I/N`: this process writes shards k with k mod N = I.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardPart {
+    /// I, 0-based.
+    pub index: usize,
+    /// N.
+    pub count: usize,
+}
+
+impl FromStr for ShardPart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("need 0 <= I < N, got {index}/{count}"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+/// Everything an ingest run needs, validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Raw folder: class subfolders, or flat images with `labels`.
+    pub raw: PathBuf,
+    /// Output: a `.parquet` file, or a directory of `part-NNNNN.parquet` shards.
+    pub out: PathBuf,
+    /// Stored side S.
+    pub size: usize,
+    /// Pixel storage.
+    pub encoding: Encoding,
+    /// Label file for a flat folder.
+    pub labels: Option<PathBuf>,
+    /// Class order: a wnid list or an existing shard set.
+    pub classes: Option<PathBuf>,
+    /// Devkit synset list (wnid of ILSVRC id i on line i), for devkit ground truth.
+    pub synsets: Option<PathBuf>,
+    /// Inputs per shard (directory output).
+    pub shard_rows: usize,
+    /// Write only this part of the shards.
+    pub shard: Option<ShardPart>,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Keep complete shards, redo the rest.
+    pub resume: bool,
+    /// Replace existing output.
+    pub overwrite: bool,
+    /// Any reject makes the run fail.
+    pub strict: bool,
+    /// Decompression-bomb guard, checked from the header.
+    pub max_pixels: u64,
+    /// Image bytes per row group (raw 256² images are 192 KiB each).
+    pub row_group_bytes: usize,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl IngestConfig {
+    /// Defaults of the CLI for `raw` → `out`.
+    pub fn new(raw: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            raw: raw.into(),
+            out: out.into(),
+            size: 256,
+            encoding: Encoding::Raw,
+            labels: None,
+            classes: None,
+            synsets: None,
+            shard_rows: 1024,
+            shard: None,
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            resume: false,
+            overwrite: false,
+            strict: false,
+            max_pixels: super::DEFAULT_MAX_PIXELS,
+            row_group_bytes: 32 << 20,
+            progress: false,
+        }
+    }
+}
+
+/// Seconds spent per stage, summed over worker threads (so they can exceed wall time).
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes {
+    /// Reading files.
+    pub read: f64,
+    /// Decoding to RGB.
+    pub decode: f64,
+    /// Resize and crop.
+    pub resize: f64,
+    /// Encoding for the `image` column (and decoding it back for statistics).
+    pub encode: f64,
+    /// The writer thread: statistics, Parquet encoding, zstd, disk.
+    pub write: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct IngestSummary {
+    /// Inputs found (all parts).
+    pub inputs: usize,
+    /// Inputs this run covered (its part).
+    pub covered: usize,
+    /// Rows in this run's shards (written and kept).
+    pub rows: u64,
+    /// Rejected inputs in this run's shards.
+    pub rejects: usize,
+    /// Shards written now.
+    pub shards_written: usize,
+    /// Complete shards kept by `--resume`.
+    pub shards_kept: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Where the rejects were listed.
+    pub rejects_path: PathBuf,
+    /// Wall time.
+    pub seconds: f64,
+    /// Time per stage.
+    pub times: StageTimes,
+}
+
+impl std::fmt::Display for IngestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ingested {} images ({} rejected, see {}) from {} inputs in {} classes: {} shards written, {} kept, {:.1} s ({:.1} images/s)",
+            self.rows,
+            self.rejects,
+            self.rejects_path.display(),
+            self.covered,
+            self.classes,
+            self.shards_written,
+            self.shards_kept,
+            self.seconds,
+            self.covered as f64 / self.seconds.max(1e-9)
+        )
+    }
+}
+
+struct Target {
+    path: PathBuf,
+    items: std::ops::Range<usize>,
+}
+
+/// One processed input: the row and, for jpeg, the pixels a reader will decode.
+struct Processed {
+    row: Row,
+    pixels: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Timers {
+    read: AtomicU64,
+    decode: AtomicU64,
+    resize: AtomicU64,
+    encode: AtomicU64,
+}
+
+fn timed<T>(acc: &AtomicU64, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    acc.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
+}
+
+fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Processed, Reject> {
+    let reject = |reason: String| Reject {
+        source: input.source.clone(),
+        reason,
+    };
+    let bytes = timed(&timers.read, || std::fs::read(&input.path))
+        .map_err(|e| reject(format!("unreadable: {e}")))?;
+    let decoded = timed(&timers.decode, || decode_image(&bytes, cfg.max_pixels)).map_err(reject)?;
+    let (w, h) = decoded.rgb.dimensions();
+    let s = cfg.size as u32;
+    let pixels = timed(&timers.resize, || resize_crop(decoded.rgb, s)).map_err(reject)?;
+    let (image, pixels) = timed(&timers.encode, || -> Result<_, String> {
+        Ok(match cfg.encoding {
+            Encoding::Raw => (pixels, None),
+            Encoding::Png => (encode(Encoding::Png, pixels.clone(), s)?, Some(pixels)),
+            Encoding::Jpeg => {
+                let jpeg = encode(Encoding::Jpeg, pixels, s)?;
+                // Statistics describe what readers get: the decoded JPEG, not the input to it.
+                let back = image::load_from_memory(&jpeg)
+                    .map_err(|e| e.to_string())?
+                    .into_rgb8();
+                (jpeg, Some(back.into_raw()))
+            }
+        })
+    })
+    .map_err(reject)?;
+    Ok(Processed {
+        row: Row {
+            image,
+            label: input.label,
+            wnid: input.wnid.clone(),
+            source: input.source.clone(),
+            orig_width: w as i32,
+            orig_height: h as i32,
+        },
+        pixels,
+    })
+}
+
+fn is_file_output(out: &Path) -> bool {
+    out.extension().is_some_and(|e| e == "parquet")
+}
+
+fn rejects_path(cfg: &IngestConfig) -> PathBuf {
+    if is_file_output(&cfg.out) {
+        cfg.out.with_extension("rejects.jsonl")
+    } else {
+        match cfg.shard {
+            None => cfg.out.join("rejects.jsonl"),
+            Some(p) => cfg
+                .out
+                .join(format!("rejects-{}-of-{}.jsonl", p.index, p.count)),
+        }
+    }
+}
+
+fn plan(cfg: &IngestConfig, n: usize) -> Vec<Target> {
+    if is_file_output(&cfg.out) {
+        return vec![Target {
+            path: cfg.out.clone(),
+            items: 0..n,
+        }];
+    }
+    let rows = cfg.shard_rows.max(1);
+    (0..n.div_ceil(rows))
+        .filter(|k| cfg.shard.is_none_or(|p| k % p.count == p.index))
+        .map(|k| Target {
+            path: cfg.out.join(format!("part-{k:05}.parquet")),
+            items: k * rows..((k + 1) * rows).min(n),
+        })
+        .collect()
+}
+
+/// Existing files that belong to this run's output: its targets, their temporaries, its
+/// rejects file, and (for a whole-set directory run) any other shard in the folder.
+fn existing_output(cfg: &IngestConfig, targets: &[Target]) -> Result<Vec<PathBuf>, IngestError> {
+    let mut found: Vec<PathBuf> = targets
+        .iter()
+        .flat_map(|t| [t.path.clone(), temp_path(&t.path)])
+        .chain([rejects_path(cfg)])
+        .filter(|p| p.exists())
+        .collect();
+    if !is_file_output(&cfg.out) && cfg.shard.is_none() && cfg.out.is_dir() {
+        for e in std::fs::read_dir(&cfg.out).map_err(|e| IngestError::io(&cfg.out, e))? {
+            let p = e.map_err(|e| IngestError::io(&cfg.out, e))?.path();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let shardish = (name.starts_with("part-") && name.ends_with(".parquet"))
+                || (name.starts_with(".part-") && name.ends_with(".tmp"))
+                || (name.starts_with("rejects") && name.ends_with(".jsonl"));
+            if shardish && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn check_kept(
+    path: &Path,
+    cfg: &IngestConfig,
+    classes: &[String],
+) -> Result<(u64, Vec<Reject>), IngestError> {
+    let set = ShardSet::open(&[path.to_path_buf()])?;
+    let what = if set.size() != cfg.size {
+        Some(format!("--size {} (this run: {})", set.size(), cfg.size))
+    } else if set.encoding() != cfg.encoding {
+        Some(format!(
+            "--encoding {} (this run: {})",
+            set.encoding(),
+            cfg.encoding
+        ))
+    } else if set.classes() != classes {
+        Some("a different class list".to_string())
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(IngestError::ResumeMismatch {
+            path: path.into(),
+            what,
+        });
+    }
+    Ok((set.len() as u64, set.rejects().to_vec()))
+}
+
+/// Shards the writer thread finished: (target index, rows, rejects), and its busy time.
+struct Written {
+    done: Vec<(usize, u64, Vec<Reject>)>,
+    busy: Duration,
+}
+
+/// The writer thread: one shard open at a time, in the order the main thread sends them.
+fn write_shards(
+    rx: std::sync::mpsc::Receiver<Msg>,
+    paths: &[PathBuf],
+    encoding: Encoding,
+    classes: &[String],
+    size: usize,
+    budget: usize,
+) -> Result<Written, IngestError> {
+    let mut out = Written {
+        done: Vec::new(),
+        busy: Duration::ZERO,
+    };
+    let mut current: Option<(usize, ShardWriter)> = None;
+    for msg in rx {
+        let t = Instant::now();
+        match msg {
+            Msg::Begin(i) => {
+                current = Some((
+                    i,
+                    ShardWriter::create(&paths[i], encoding, classes, size, budget)?,
+                ));
+            }
+            Msg::Items(items) => {
+                if let Some((_, w)) = current.as_mut() {
+                    for item in items {
+                        match item {
+                            Ok(p) => w.push(p.row, p.pixels.as_deref())?,
+                            Err(r) => w.reject(r),
+                        }
+                    }
+                }
+            }
+            Msg::End => {
+                if let Some((i, w)) = current.take() {
+                    let (rows, rejects) = w.finish()?;
+                    out.done.push((i, rows, rejects));
+                }
+            }
+        }
+        out.busy += t.elapsed();
+    }
+    Ok(out)
+}
+
+enum Msg {
+    Begin(usize),
+    Items(Vec<Result<Processed, Reject>>),
+    End,
+}
+
+/// Runs an ingest. Bad images become rejects; errors are reserved for problems with the
+/// folder, label files, output, or disk (and for rejects under `--strict`).
+pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
+    let start = Instant::now();
+    if cfg.size == 0 || cfg.shard_rows == 0 || cfg.jobs == 0 {
+        return Err(IngestError::Config(
+            "--size, --shard-rows and --jobs must be at least 1".into(),
+        ));
+    }
+    if cfg.shard.is_some() && is_file_output(&cfg.out) {
+        return Err(IngestError::Config(format!(
+            "{}: --shard needs a directory output (OUT not ending in .parquet)",
+            cfg.out.display()
+        )));
+    }
+    let scan = scan(
+        &cfg.raw,
+        cfg.labels.as_deref(),
+        cfg.classes.as_deref(),
+        cfg.synsets.as_deref(),
+    )?;
+    let targets = plan(cfg, scan.inputs.len());
+    let existing = existing_output(cfg, &targets)?;
+    if !existing.is_empty() {
+        if cfg.overwrite {
+            for p in &existing {
+                std::fs::remove_file(p).map_err(|e| IngestError::io(p, e))?;
+            }
+        } else if !cfg.resume {
+            return Err(IngestError::OutputExists(if is_file_output(&cfg.out) {
+                cfg.out.clone()
+            } else {
+                existing[0].clone()
+            }));
+        }
+    }
+    if !is_file_output(&cfg.out) {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| IngestError::io(&cfg.out, e))?;
+    } else if let Some(parent) = cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| IngestError::io(parent, e))?;
+    }
+
+    // Per target: (rows, rejects), filled from kept shards now and written shards later.
+    let mut results: Vec<Option<(u64, Vec<Reject>)>> = vec![None; targets.len()];
+    let mut kept = 0;
+    if cfg.resume {
+        for (i, t) in targets.iter().enumerate() {
+            if t.path.exists() {
+                results[i] = Some(check_kept(&t.path, cfg, &scan.classes)?);
+                kept += 1;
+            }
+        }
+    }
+    let todo: Vec<usize> = (0..targets.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+    let covered: usize = targets.iter().map(|t| t.items.len()).sum();
+    let remaining: u64 = todo.iter().map(|&i| targets[i].items.len() as u64).sum();
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.jobs)
+        .build()
+        .map_err(|e| IngestError::Pool {
+            jobs: cfg.jobs,
+            reason: e.to_string(),
+        })?;
+    let timers = Timers::default();
+    let mut progress = Progress::new(remaining, cfg.progress);
+    let (tx, rx) = sync_channel::<Msg>(2);
+    let (size, encoding, budget) = (cfg.size, cfg.encoding, cfg.row_group_bytes);
+    let classes = scan.classes.clone();
+    let paths: Vec<PathBuf> = targets.iter().map(|t| t.path.clone()).collect();
+    let written = std::thread::scope(|s| -> Result<_, IngestError> {
+        let writer = s.spawn(move || write_shards(rx, &paths, encoding, &classes, size, budget));
+        // Enough inputs per step to keep every worker busy, few enough to bound memory.
+        let step = (cfg.jobs * 8).max(8);
+        'targets: for &i in &todo {
+            if tx.send(Msg::Begin(i)).is_err() {
+                break;
+            }
+            let items = &scan.inputs[targets[i].items.clone()];
+            for chunk in items.chunks(step) {
+                let out: Vec<_> = pool.install(|| {
+                    chunk
+                        .par_iter()
+                        .map(|inp| process(inp, cfg, &timers))
+                        .collect()
+                });
+                progress.add(chunk.len() as u64);
+                if tx.send(Msg::Items(out)).is_err() {
+                    break 'targets;
+                }
+            }
+            if tx.send(Msg::End).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        writer
+            .join()
+            .map_err(|_| IngestError::Config("the shard writer thread panicked".into()))?
+    });
+    progress.finish();
+    let Written {
+        done,
+        busy: write_time,
+    } = written?;
+    let shards_written = done.len();
+    for (i, rows, rejects) in done {
+        results[i] = Some((rows, rejects));
+    }
+
+    let mut rows = 0;
+    let mut rejects = Vec::new();
+    for (r, rj) in results.into_iter().flatten() {
+        rows += r;
+        rejects.extend(rj);
+    }
+    let rpath = rejects_path(cfg);
+    write_rejects(&rpath, &rejects)?;
+    if cfg.strict && !rejects.is_empty() {
+        return Err(IngestError::Strict {
+            count: rejects.len(),
+            first: format!("{}: {}", rejects[0].source, rejects[0].reason),
+            rejects: rpath,
+        });
+    }
+    let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 * 1e-9;
+    Ok(IngestSummary {
+        inputs: scan.inputs.len(),
+        covered,
+        rows,
+        rejects: rejects.len(),
+        shards_written,
+        shards_kept: kept,
+        classes: scan.classes.len(),
+        rejects_path: rpath,
+        seconds: start.elapsed().as_secs_f64(),
+        times: StageTimes {
+            read: secs(&timers.read),
+            decode: secs(&timers.decode),
+            resize: secs(&timers.resize),
+            encode: secs(&timers.encode),
+            write: write_time.as_secs_f64(),
+        },
+    })
+}
+
+/// Writes `rejects` as JSON lines, atomically.
+fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
+    let mut text = String::new();
+    for r in rejects {
+        text += &serde_json::to_string(r).unwrap_or_default();
+        text.push('\n');
+    }
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, text).map_err(|e| IngestError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e))
+}

@@ -1,0 +1,138 @@
+//! Writing one shard: rows into row groups sized by a byte budget, statistics and rejects
+//! into the footer, under a hidden temporary name renamed into place only when complete.
+use super::IngestError;
+use crate::dataset::{arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The temporary name a shard is written under: hidden and not ending in `.parquet`, so
+/// readers never pick up a half-written file.
+pub fn temp_path(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// A shard being written.
+pub struct ShardWriter {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    writer: ArrowWriter<File>,
+    encoding: Encoding,
+    classes: Vec<String>,
+    pending: Vec<Row>,
+    pending_bytes: usize,
+    budget: usize,
+    stats: Stats,
+    rejects: Vec<Reject>,
+}
+
+impl ShardWriter {
+    /// Starts `final_path` (written under [`temp_path`]); row groups close once their image
+    /// bytes reach `row_group_bytes`.
+    pub fn create(
+        final_path: &Path,
+        encoding: Encoding,
+        classes: &[String],
+        size: usize,
+        row_group_bytes: usize,
+    ) -> Result<Self, IngestError> {
+        let tmp_path = temp_path(final_path);
+        let file = File::create(&tmp_path).map_err(|e| IngestError::io(&tmp_path, e))?;
+        let image_cols = [
+            ColumnPath::from("image"),
+            ColumnPath::from(vec!["image".to_string(), "bytes".to_string()]),
+        ];
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            // Row groups are cut by our byte budget, not by row count.
+            .set_max_row_group_row_count(None);
+        for c in image_cols {
+            // Pixels never repeat and min/max of image bytes is meaningless.
+            props = props
+                .set_column_dictionary_enabled(c.clone(), false)
+                .set_column_statistics_enabled(c, EnabledStatistics::None);
+        }
+        let schema = Arc::new(arrow_schema(encoding, classes));
+        let writer = ArrowWriter::try_new(file, schema, Some(props.build())).map_err(|source| {
+            IngestError::Parquet {
+                path: tmp_path.clone(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            final_path: final_path.into(),
+            tmp_path,
+            writer,
+            encoding,
+            classes: classes.to_vec(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            budget: row_group_bytes.max(1),
+            stats: Stats::new(size),
+            rejects: Vec::new(),
+        })
+    }
+
+    /// Adds a row; `pixels` are its stored pixels as a reader will decode them.
+    pub fn push(&mut self, row: Row, pixels: Option<&[u8]>) -> Result<(), IngestError> {
+        self.stats.add_image(pixels.unwrap_or(&row.image));
+        self.pending_bytes += row.image.len();
+        self.pending.push(row);
+        if self.pending_bytes >= self.budget {
+            self.flush_group()?;
+        }
+        Ok(())
+    }
+
+    /// Records an input that did not become a row.
+    pub fn reject(&mut self, reject: Reject) {
+        self.rejects.push(reject);
+    }
+
+    fn flush_group(&mut self) -> Result<(), IngestError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = record_batch(&self.tmp_path, self.encoding, &self.classes, &self.pending)?;
+        let perr = |source| IngestError::Parquet {
+            path: self.tmp_path.clone(),
+            source,
+        };
+        self.writer.write(&batch).map_err(perr)?;
+        self.writer.flush().map_err(perr)?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes the footer, syncs, and renames the shard into place. Returns its row count
+    /// and rejects.
+    pub fn finish(mut self) -> Result<(u64, Vec<Reject>), IngestError> {
+        self.flush_group()?;
+        for kv in footer_key_values(&self.stats, self.encoding, &self.classes, &self.rejects) {
+            self.writer.append_key_value_metadata(kv);
+        }
+        let tmp = self.tmp_path.clone();
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| IngestError::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
+        // The rename must not become visible before the data: sync first.
+        file.sync_all().map_err(|e| IngestError::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, &self.final_path)
+            .map_err(|e| IngestError::io(&self.final_path, e))?;
+        Ok((self.stats.count, self.rejects))
+    }
+}
