@@ -165,11 +165,38 @@ mod tests {
 
     #[test]
     fn conv_geometry_matches_the_paper() {
-        let c1 = ConvShape { n: 1, c_in: 3, h: 227, w: 227, c_out: 96, k: 11, stride: 4, pad: 0, groups: 1 };
+        let c1 = ConvShape {
+            n: 1,
+            c_in: 3,
+            h: 227,
+            w: 227,
+            c_out: 96,
+            k: 11,
+            stride: 4,
+            pad: 0,
+            groups: 1,
+        };
         assert_eq!((c1.out_h(), c1.out_w()), (55, 55));
-        let p1 = PoolShape { n: 1, c: 96, h: 55, w: 55, k: 3, stride: 2 };
+        let p1 = PoolShape {
+            n: 1,
+            c: 96,
+            h: 55,
+            w: 55,
+            k: 3,
+            stride: 2,
+        };
         assert_eq!(p1.out_h(), 27);
-        let c2 = ConvShape { n: 1, c_in: 96, h: 27, w: 27, c_out: 256, k: 5, stride: 1, pad: 2, groups: 2 };
+        let c2 = ConvShape {
+            n: 1,
+            c_in: 96,
+            h: 27,
+            w: 27,
+            c_out: 256,
+            k: 5,
+            stride: 1,
+            pad: 2,
+            groups: 2,
+        };
         assert_eq!(c2.out_h(), 27);
         assert_eq!(c2.weight_len(), 256 * 48 * 25);
     }
@@ -182,7 +209,10 @@ mod tests {
         let z: Vec<f64> = (0..n).map(|i| normal(7, i) as f64).collect();
         let zm = z.iter().sum::<f64>() / n as f64;
         let zv = z.iter().map(|v| (v - zm) * (v - zm)).sum::<f64>() / n as f64;
-        assert!(zm.abs() < 0.02 && (zv - 1.0).abs() < 0.03, "normal mean {zm} var {zv}");
+        assert!(
+            zm.abs() < 0.02 && (zv - 1.0).abs() < 0.03,
+            "normal mean {zm} var {zv}"
+        );
         assert_ne!(uniform01(7, 0), uniform01(8, 0));
         assert_ne!(stream_seed(1, 0, 0), stream_seed(1, 1, 0));
         assert_ne!(stream_seed(1, 0, 0), stream_seed(1, 0, 1));
