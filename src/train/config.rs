@@ -580,16 +580,18 @@ mod tests {
 
     #[test]
     fn toml_round_trip_keeps_every_field() {
-        let mut c = TrainConfig::default();
-        c.model = ModelConfig::small(67, 8, 10);
-        c.schedule = Schedule::Steps {
-            milestones: vec![30, 60, 80],
-            factor: 0.1,
+        let c = TrainConfig {
+            model: ModelConfig::small(67, 8, 10),
+            schedule: Schedule::Steps {
+                milestones: vec![30, 60, 80],
+                factor: 0.1,
+            },
+            max_steps: Some(17),
+            shuffle: Shuffle::None,
+            devices: "1,".parse().unwrap(),
+            lr: 0.0123456789,
+            ..Default::default()
         };
-        c.max_steps = Some(17);
-        c.shuffle = Shuffle::None;
-        c.devices = "1,".parse().unwrap();
-        c.lr = 0.0123456789;
         let text = c.to_toml().unwrap();
         let back: TrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, c, "{text}");
@@ -601,8 +603,10 @@ mod tests {
     fn save_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        let mut c = TrainConfig::default();
-        c.seed = 42;
+        let c = TrainConfig {
+            seed: 42,
+            ..Default::default()
+        };
         c.save(&p).unwrap();
         assert_eq!(TrainConfig::load(&p).unwrap(), c);
         assert!(!dir.path().join("config.toml.tmp").exists());
@@ -765,28 +769,37 @@ mod tests {
 
     #[test]
     fn schedule_validation() {
-        let mut c = TrainConfig::default();
-        c.schedule = Schedule::Steps {
-            milestones: vec![30, 30],
-            factor: 0.1,
-        };
-        assert!(c.validate("t").is_err());
-        c.schedule = Schedule::Steps {
-            milestones: vec![30, 60],
-            factor: 1.5,
-        };
-        assert!(c.validate("t").is_err());
-        c.schedule = Schedule::Plateau {
-            patience: 0,
-            factor: 0.1,
-            min_lr: 0.0,
-        };
-        assert!(c.validate("t").is_err());
-        c.schedule = Schedule::Plateau {
-            patience: 1,
-            factor: 0.1,
-            min_lr: 1.0,
-        };
-        assert!(c.validate("t").is_err());
+        let bad = [
+            Schedule::Steps {
+                milestones: vec![30, 30],
+                factor: 0.1,
+            },
+            Schedule::Steps {
+                milestones: vec![0, 60],
+                factor: 0.1,
+            },
+            Schedule::Steps {
+                milestones: vec![30, 60],
+                factor: 1.5,
+            },
+            Schedule::Plateau {
+                patience: 0,
+                factor: 0.1,
+                min_lr: 0.0,
+            },
+            Schedule::Plateau {
+                patience: 1,
+                factor: 0.1,
+                min_lr: 1.0,
+            },
+        ];
+        for schedule in bad {
+            let c = TrainConfig {
+                schedule: schedule.clone(),
+                ..Default::default()
+            };
+            let e = c.validate("t.toml").unwrap_err().to_string();
+            assert!(e.contains("schedule."), "{schedule:?}: {e}");
+        }
     }
 }
