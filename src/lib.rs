@@ -8,6 +8,7 @@
 pub mod dataset;
 pub mod export;
 pub mod gpu;
+pub mod idx;
 pub mod ingest;
 pub mod model;
 pub mod reference;
