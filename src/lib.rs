@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod idx;
 pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod reference;
 pub mod shape;
 pub mod train;
