@@ -37,7 +37,7 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 #[non_exhaustive]
 pub enum IdxError {
     /// A file could not be read or decompressed.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Read {
         /// The file.
         path: PathBuf,

@@ -38,7 +38,7 @@ pub type StageError = Box<dyn std::error::Error + Send + Sync>;
 #[non_exhaustive]
 pub enum PipelineError {
     /// The pipeline file could not be read.
-    #[error("{path}: cannot read the pipeline: {source}")]
+    #[error("{path}: cannot read the pipeline")]
     Read {
         /// The pipeline file.
         path: PathBuf,
@@ -46,9 +46,7 @@ pub enum PipelineError {
         source: std::io::Error,
     },
     /// The file is not TOML, or its top level has unknown fields.
-    #[error(
-        "{path}: not a valid pipeline (top level: `work_dir` and `[[stage]]` tables): {source}"
-    )]
+    #[error("{path}: not a valid pipeline (top level: `work_dir` and `[[stage]]` tables)")]
     Parse {
         /// The pipeline file.
         path: PathBuf,
@@ -86,7 +84,7 @@ pub enum PipelineError {
         source: StageError,
     },
     /// The work directory or a stage record could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot write")]
     Io {
         /// The file or folder.
         path: PathBuf,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("{path}: cannot read the training config: {source}")]
+    #[error("{path}: cannot read the training config")]
     Read {
         /// The file.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has fields a `TrainConfig` does not know.
-    #[error("{path}: not a valid training config (fix the field named below; see pipelines/imagenet.toml for every field): {source}")]
+    #[error("{path}: not a valid training config (see pipelines/imagenet.toml for every field)")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum ConfigError {
         problem: String,
     },
     /// The configuration could not be written.
-    #[error("{path}: cannot write the training config: {source}")]
+    #[error("{path}: cannot write the training config")]
     Write {
         /// The file.
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The configuration could not be turned into TOML (a value TOML cannot hold).
-    #[error("cannot serialise the training config to TOML: {0}")]
+    #[error("cannot serialise the training config to TOML")]
     Serialize(#[from] toml::ser::Error),
 }
 
@@ -643,6 +643,12 @@ mod tests {
         std::fs::write(&p, "lr = -1.0\n").unwrap();
         let e = TrainConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("lr -1"), "{e}");
+        // A parse error names the file; the TOML detail is its cause, which `main` prints.
+        std::fs::write(&p, "epoch = 3\n").unwrap();
+        let e = TrainConfig::load(&p).unwrap_err();
+        assert!(e.to_string().contains("bad.toml"), "{e}");
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("unknown field `epoch`"), "{cause}");
         let e = TrainConfig::load(&dir.path().join("none.toml"))
             .unwrap_err()
             .to_string();

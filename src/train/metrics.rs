@@ -18,7 +18,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 #[non_exhaustive]
 pub enum MetricsError {
     /// The file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot read or write the metrics file")]
     Io {
         /// The file.
         path: PathBuf,
@@ -32,9 +32,7 @@ pub enum MetricsError {
         path: PathBuf,
     },
     /// A line is not a metrics record.
-    #[error(
-        "{path}:{line}: not a metrics record ({source}); delete that line or the file to continue"
-    )]
+    #[error("{path}:{line}: not a metrics record; delete that line or the file to continue")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -115,7 +115,7 @@ impl LrSchedule {
 
 /// The schedule state stored in a checkpoint could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{origin}: the learning-rate schedule state is unreadable ({source}); resume with --init-from instead of --resume to start a fresh schedule")]
+#[error("{origin}: the learning-rate schedule state is unreadable; resume with --init-from instead of --resume to start a fresh schedule")]
 pub struct ScheduleError {
     /// The checkpoint or file the state came from.
     pub origin: String,
