@@ -21,6 +21,38 @@ enum Command {
     Ingest(IngestArgs),
     /// Show what a shard file, directory or set holds.
     Inspect(InspectArgs),
+    /// Loss and error curves of a run (RUN/metrics.jsonl), as a PNG.
+    Report {
+        /// The run directory.
+        run: PathBuf,
+        /// Where to write the image [default: RUN/report.png].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// IDX files (MNIST, Fashion-MNIST) to class folders of PNGs that `ingest` reads.
+    ImportIdx {
+        /// The images file (`*-images-idx3-ubyte`, gzipped or not).
+        images: PathBuf,
+        /// The labels file (`*-labels-idx1-ubyte`, gzipped or not).
+        labels: PathBuf,
+        /// The folder to create: OUT/<NN_class>/<index>.png.
+        out: PathBuf,
+        /// `fashion-mnist`, or a file with one class name per line in label order
+        /// [default: the label numbers].
+        #[arg(long)]
+        classes: Option<String>,
+        /// Import only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Every stage of a pipeline file, in order; stages already done are skipped.
+    Run {
+        /// The pipeline file, e.g. pipelines/quickstart.toml.
+        pipeline: PathBuf,
+        /// Run every stage again, even those already done.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `image` column encodings as typed on the command line.
@@ -95,7 +127,7 @@ struct InspectArgs {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Devices => Ok(alexnet::gpu::print_devices()?),
+        Command::Devices => alexnet::gpu::print_devices()?,
         Command::Ingest(a) => {
             let mut cfg = IngestConfig::new(a.raw, a.out);
             cfg.size = a.size;
@@ -120,7 +152,6 @@ pub fn run() -> anyhow::Result<()> {
             cfg.progress = !a.quiet;
             let summary = alexnet::ingest::ingest(&cfg)?;
             eprintln!("{summary}");
-            Ok(())
         }
         Command::Inspect(a) => {
             let report = alexnet::dataset::inspect(&a.data)?;
@@ -129,7 +160,40 @@ pub fn run() -> anyhow::Result<()> {
             } else {
                 print!("{}", report.text());
             }
-            Ok(())
+        }
+        Command::Report { run, out } => {
+            let path = alexnet::export::plot::write_report(&run, out.as_deref())?;
+            println!("{}", path.display());
+        }
+        Command::ImportIdx {
+            images,
+            labels,
+            out,
+            classes,
+            limit,
+        } => {
+            let classes = match classes {
+                Some(s) => s.parse()?,
+                None => alexnet::idx::ClassNames::Numbers,
+            };
+            let s = alexnet::idx::import_idx(&alexnet::idx::ImportIdxConfig {
+                images,
+                labels,
+                out: out.clone(),
+                classes,
+                limit,
+            })?;
+            let verb = if s.skipped { "already held" } else { "wrote" };
+            println!(
+                "{}: {verb} {} images in {} class folders",
+                out.display(),
+                s.images,
+                s.classes
+            );
+        }
+        Command::Run { pipeline, force } => {
+            alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
         }
     }
+    Ok(())
 }

@@ -8,8 +8,10 @@
 pub mod dataset;
 pub mod export;
 pub mod gpu;
+pub mod idx;
 pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod reference;
 pub mod shape;
 pub mod train;

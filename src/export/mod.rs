@@ -1,1 +1,3 @@
-//! export (under construction).
+//! Exports of a trained run: feature vectors, nearest neighbours, and images (filters,
+//! contact sheets, the report's curves).
+pub mod plot;

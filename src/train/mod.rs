@@ -1,2 +1,8 @@
-//! Training: the loop, SGD, the learning-rate schedule, metrics, evaluation.
+//! Training: the configuration of a run, the loop (GPU augmentation, forward, backward, SGD),
+//! the learning-rate schedule, the metrics log and evaluation.
 pub mod augment;
+pub mod config;
+pub mod metrics;
+pub mod schedule;
+
+pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};

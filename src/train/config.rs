@@ -1,0 +1,811 @@
+//! The training configuration: every knob of a run, with the paper's values as defaults, the
+//! command-line overrides on top, and the round trip to the `RUN/config.toml` a run saves.
+//!
+//! Everything here is plain data checked by [`TrainConfig::validate`]; nothing below the CLI
+//! sees a raw string except [`Devices`], which parses the `--devices` spelling once.
+use crate::model::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// What can go wrong reading, checking or writing a training configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{path}: cannot read the training config")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has fields a `TrainConfig` does not know.
+    #[error("{path}: not a valid training config (see pipelines/imagenet.toml for every field)")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range; `origin` says where it came from (a file, or the command line).
+    #[error("{origin}: {problem}")]
+    Invalid {
+        /// The file, or "command line" for overrides.
+        origin: String,
+        /// What is wrong and what to change.
+        problem: String,
+    },
+    /// The configuration could not be written.
+    #[error("{path}: cannot write the training config")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration could not be turned into TOML (a value TOML cannot hold).
+    #[error("cannot serialise the training config to TOML")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+fn invalid(origin: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything a training run needs besides its data. Defaults are the paper's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// The network.
+    pub model: ModelConfig,
+    /// Passes over the training set (the paper: about 90).
+    pub epochs: usize,
+    /// Images per SGD step, over all devices together (the paper: 128).
+    pub batch: usize,
+    /// Initial learning rate (the paper: 0.01).
+    pub lr: f64,
+    /// Momentum of the SGD velocity (the paper: 0.9).
+    pub momentum: f64,
+    /// Weight decay, applied to every parameter (the paper: 0.0005).
+    pub weight_decay: f64,
+    /// Dropout probability in fc6 and fc7 (the paper: 0.5; 0 disables it).
+    pub dropout: f64,
+    /// How the learning rate changes over the run.
+    pub schedule: Schedule,
+    /// Seed of every random stream of the run (init, shuffling, augmentation, dropout).
+    pub seed: u64,
+    /// Order in which training rows are read.
+    pub shuffle: Shuffle,
+    /// Data augmentation on the GPU.
+    pub augment: Augment,
+    /// Write `last.safetensors` every this many steps (0: only at the end of each epoch).
+    pub checkpoint_every: u64,
+    /// Append a step record to `metrics.jsonl` every this many steps.
+    pub log_every: u64,
+    /// Evaluate on the validation set every this many epochs.
+    pub val_every: usize,
+    /// Stop after this many steps in all, whatever `epochs` says (for smoke runs and tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
+    /// The background loader.
+    pub loader: LoaderConfig,
+    /// Which adapters train, in the `--devices` spelling (`"0"`, `"0,1"`, `"0,0"`, `"2"`).
+    pub devices: Devices,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelConfig::default(),
+            epochs: 90,
+            batch: 128,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            dropout: 0.5,
+            schedule: Schedule::default(),
+            seed: 0,
+            shuffle: Shuffle::Full,
+            augment: Augment::default(),
+            checkpoint_every: 0,
+            log_every: 10,
+            val_every: 1,
+            max_steps: None,
+            loader: LoaderConfig::default(),
+            devices: Devices::default(),
+        }
+    }
+}
+
+/// The learning-rate schedule, tagged by `kind` in TOML (`[schedule] kind = "plateau"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Schedule {
+    /// The paper's rule: multiply by `factor` when the validation top-1 error has not improved
+    /// for `patience` epochs, never going below `min_lr`.
+    Plateau {
+        /// Epochs without a new best validation error before the rate drops.
+        patience: usize,
+        /// Multiplier applied at each drop (the paper: 0.1).
+        factor: f64,
+        /// The rate never drops below this; once there, it stays.
+        min_lr: f64,
+    },
+    /// Multiply by `factor` after each listed epoch (epochs counted from 1).
+    Steps {
+        /// Epoch numbers after which the rate drops, strictly increasing.
+        milestones: Vec<usize>,
+        /// Multiplier applied at each milestone.
+        factor: f64,
+    },
+}
+
+impl Default for Schedule {
+    /// Patience 5: the paper dropped the rate three times in about 90 epochs, so a plateau
+    /// lasted tens of epochs; validation error on 50,000 images wobbles by a few tenths of a
+    /// percent, so one epoch without a new best is common while the net still learns, and
+    /// patience 1 would drop the rate on noise. Five epochs costs at most ~5% of the run per
+    /// drop. `min_lr` 1e-5 allows exactly the paper's three drops from 0.01.
+    fn default() -> Self {
+        Schedule::Plateau {
+            patience: 5,
+            factor: 0.1,
+            min_lr: 1e-5,
+        }
+    }
+}
+
+/// Order in which training rows are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shuffle {
+    /// File order, row order: reproducible by any framework reading the same shards.
+    None,
+    /// A fresh permutation of all rows each epoch, from the run's seed.
+    Full,
+}
+
+impl FromStr for Shuffle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Shuffle::None),
+            "full" => Ok(Shuffle::Full),
+            other => Err(format!("shuffle must be none or full, not {other:?}")),
+        }
+    }
+}
+
+/// The paper's augmentation: random crops, horizontal flips, PCA lighting noise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Off: the evaluation view (centre crop minus the mean image, no flip, no noise).
+    pub enabled: bool,
+    /// Mirror half of the images left to right.
+    pub flip: bool,
+    /// Standard deviation of the PCA lighting coefficients (the paper: 0.1; 0 disables it).
+    pub lighting_std: f64,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            enabled: true,
+            flip: true,
+            lighting_std: 0.1,
+        }
+    }
+}
+
+/// The background loader that decodes shards into batches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoaderConfig {
+    /// Reader threads (0: one per core).
+    pub threads: usize,
+    /// Batches prepared ahead of the GPU.
+    pub prefetch: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            threads: 0,
+            prefetch: 4,
+        }
+    }
+}
+
+/// The most logical devices a run may ask for; more is surely a typo.
+pub const MAX_DEVICES: usize = 16;
+
+/// The logical training devices: one adapter index per device; an index may repeat (two
+/// logical devices on one adapter).
+///
+/// Spelled as in DESIGN.md's `--devices`: a comma list names adapters (`"0,1"`, `"0,0"`); a bare
+/// number `n` means `n` logical devices on adapter 0 (`"2"` is `0,0`; `"0"` and `"1"` are both
+/// adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Devices(Vec<usize>);
+
+impl Devices {
+    /// The adapter index of each logical device, in order.
+    pub fn adapters(&self) -> &[usize] {
+        &self.0
+    }
+    /// Number of logical devices.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Always false: a parsed `Devices` names at least one device.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices(vec![0])
+    }
+}
+
+impl FromStr for Devices {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = |why: &str| {
+            format!(
+                "devices {s:?}: {why}; write adapter indices separated by commas (\"0,1\", \"0,0\", adapter 1 alone: \"1,\") or a count of devices on adapter 0 (\"2\")"
+            )
+        };
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        let list = if s.contains(',') {
+            let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+            // A single trailing comma is how adapter n alone is written; other empties are typos.
+            let parts = match parts.split_last() {
+                Some((last, rest)) if last.is_empty() && !rest.is_empty() => rest,
+                _ => &parts[..],
+            };
+            parts
+                .iter()
+                .map(|p| {
+                    p.parse::<usize>()
+                        .map_err(|_| bad(&format!("{p:?} is not an adapter index")))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let n: usize = s.parse().map_err(|_| bad("not a number"))?;
+            vec![0; n.max(1)]
+        };
+        if list.len() > MAX_DEVICES {
+            return Err(bad(&format!("more than {MAX_DEVICES} devices")));
+        }
+        Ok(Devices(list))
+    }
+}
+
+impl TryFrom<String> for Devices {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Devices {
+    /// The canonical spelling, which parses back to the same list.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [only] if *only != 0 => write!(f, "{only},"),
+            list => {
+                let parts: Vec<String> = list.iter().map(usize::to_string).collect();
+                write!(f, "{}", parts.join(","))
+            }
+        }
+    }
+}
+
+impl From<Devices> for String {
+    fn from(d: Devices) -> String {
+        d.to_string()
+    }
+}
+
+/// The `train` command's flags that change the configuration; `None`/`false` keeps the value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainOverrides {
+    /// `--epochs`.
+    pub epochs: Option<usize>,
+    /// `--steps`: sets `max_steps`.
+    pub steps: Option<u64>,
+    /// `--batch`.
+    pub batch: Option<usize>,
+    /// `--lr`.
+    pub lr: Option<f64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--devices`, as typed.
+    pub devices: Option<String>,
+    /// `--dropout`.
+    pub dropout: Option<f64>,
+    /// `--no-augment`: the evaluation view for training too.
+    pub no_augment: bool,
+    /// `--shuffle`, as typed (`none` or `full`).
+    pub shuffle: Option<String>,
+    /// `--input-size`.
+    pub input_size: Option<usize>,
+    /// `--widths c1,c2,c3,c4,c5,f6,f7`, as typed.
+    pub widths: Option<String>,
+    /// `--classes`.
+    pub classes: Option<usize>,
+}
+
+const CLI: &str = "command line";
+
+/// Parses `--widths`: exactly seven positive integers separated by commas.
+pub fn parse_widths(s: &str) -> Result<[usize; 7], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let bad = || {
+        format!("widths {s:?}: expected seven positive integers c1,c2,c3,c4,c5,f6,f7 (the paper: 96,256,384,384,256,4096,4096)")
+    };
+    if parts.len() != 7 {
+        return Err(bad());
+    }
+    let mut out = [0usize; 7];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p.parse().map_err(|_| bad())?;
+        if *o == 0 {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+impl TrainConfig {
+    /// Reads and validates a configuration file (a `RUN/config.toml` or a hand-written one).
+    pub fn load(path: &Path) -> Result<TrainConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// The configuration as TOML, which [`TrainConfig::load`] reads back to an equal value.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// Writes the configuration as TOML, atomically (a temporary file, then a rename), so a
+    /// crash never leaves half a `config.toml` beside a run.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = self.to_toml()?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(|source| ConfigError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Applies the command-line flags on top of this configuration, then validates the result.
+    /// Errors name the flag and say what values it takes.
+    pub fn apply_overrides(&mut self, o: &TrainOverrides) -> Result<(), ConfigError> {
+        if let Some(v) = o.epochs {
+            self.epochs = v;
+        }
+        if let Some(v) = o.steps {
+            self.max_steps = Some(v);
+        }
+        if let Some(v) = o.batch {
+            self.batch = v;
+        }
+        if let Some(v) = o.lr {
+            self.lr = v;
+        }
+        if let Some(v) = o.seed {
+            self.seed = v;
+        }
+        if let Some(v) = &o.devices {
+            self.devices = v
+                .parse()
+                .map_err(|e| invalid(CLI, format!("--devices: {e}")))?;
+        }
+        if let Some(v) = o.dropout {
+            self.dropout = v;
+        }
+        if o.no_augment {
+            self.augment.enabled = false;
+        }
+        if let Some(v) = &o.shuffle {
+            self.shuffle = v
+                .parse()
+                .map_err(|e| invalid(CLI, format!("--shuffle: {e}")))?;
+        }
+        if let Some(v) = o.input_size {
+            self.model.input_size = v;
+        }
+        if let Some(v) = &o.widths {
+            self.model.widths =
+                parse_widths(v).map_err(|e| invalid(CLI, format!("--widths: {e}")))?;
+        }
+        if let Some(v) = o.classes {
+            self.model.classes = v;
+        }
+        self.validate("configuration after command-line overrides")
+    }
+
+    /// Checks every value; `origin` (a file name, or "command line") starts the message.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |p: String| Err(invalid(origin, p));
+        if let Err(p) = self.model.validate() {
+            return err(format!("model: {p}"));
+        }
+        if self.epochs == 0 {
+            return err("epochs must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return err("batch must be at least 1 (the paper: 128)".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return err(format!(
+                "lr {} must be a positive number (the paper: 0.01)",
+                self.lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return err(format!(
+                "momentum {} must be in [0, 1) (the paper: 0.9)",
+                self.momentum
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return err(format!(
+                "weight_decay {} must be 0 or more (the paper: 0.0005)",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!(
+                "dropout {} must be in [0, 1): it is the probability of dropping a unit (the paper: 0.5)",
+                self.dropout
+            ));
+        }
+        match &self.schedule {
+            Schedule::Plateau {
+                patience,
+                factor,
+                min_lr,
+            } => {
+                if *patience == 0 {
+                    return err("schedule.patience must be at least 1 epoch".into());
+                }
+                check_factor(origin, *factor)?;
+                if !(min_lr.is_finite() && *min_lr >= 0.0 && *min_lr <= self.lr) {
+                    return err(format!(
+                        "schedule.min_lr {min_lr} must be between 0 and lr = {}",
+                        self.lr
+                    ));
+                }
+            }
+            Schedule::Steps { milestones, factor } => {
+                check_factor(origin, *factor)?;
+                if milestones.first() == Some(&0) || milestones.windows(2).any(|w| w[0] >= w[1]) {
+                    return err(format!(
+                        "schedule.milestones {milestones:?} must be epoch numbers from 1, strictly increasing"
+                    ));
+                }
+            }
+        }
+        if !(self.augment.lighting_std.is_finite() && self.augment.lighting_std >= 0.0) {
+            return err(format!(
+                "augment.lighting_std {} must be 0 or more (the paper: 0.1)",
+                self.augment.lighting_std
+            ));
+        }
+        if self.log_every == 0 {
+            return err("log_every must be at least 1 step".into());
+        }
+        if self.val_every == 0 {
+            return err("val_every must be at least 1 epoch".into());
+        }
+        if self.max_steps == Some(0) {
+            return err("max_steps (--steps) must be at least 1".into());
+        }
+        if self.loader.prefetch == 0 {
+            return err("loader.prefetch must be at least 1 batch".into());
+        }
+        if self.devices.is_empty() {
+            return err("devices must name at least one device".into());
+        }
+        // Each logical device takes an equal share of every batch; an uneven split would
+        // make the devices' gradients differ in weight.
+        if self.batch % self.devices.len() != 0 {
+            return err(format!(
+                "batch {} does not split evenly over {} devices ({}): choose a multiple of {}",
+                self.batch,
+                self.devices.len(),
+                self.devices,
+                self.devices.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_factor(origin: &str, factor: f64) -> Result<(), ConfigError> {
+    if factor > 0.0 && factor < 1.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            origin,
+            format!("schedule.factor {factor} must be between 0 and 1 (the paper: 0.1)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_paper() {
+        let c = TrainConfig::default();
+        assert_eq!(c.model, ModelConfig::paper(1000));
+        assert_eq!((c.epochs, c.batch), (90, 128));
+        assert_eq!(
+            (c.lr, c.momentum, c.weight_decay, c.dropout),
+            (0.01, 0.9, 5e-4, 0.5)
+        );
+        assert!(c.augment.enabled && c.augment.flip && c.augment.lighting_std == 0.1);
+        assert_eq!(c.devices.adapters(), &[0]);
+        c.validate("test").unwrap();
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_every_field() {
+        let c = TrainConfig {
+            model: ModelConfig::small(67, 8, 10),
+            schedule: Schedule::Steps {
+                milestones: vec![30, 60, 80],
+                factor: 0.1,
+            },
+            max_steps: Some(17),
+            shuffle: Shuffle::None,
+            devices: "1,".parse().unwrap(),
+            lr: 0.0123456789,
+            ..Default::default()
+        };
+        let text = c.to_toml().unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c, "{text}");
+        assert!(text.contains("devices = \"1,\""), "{text}");
+        assert!(text.contains("kind = \"steps\""), "{text}");
+    }
+
+    #[test]
+    fn save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        let c = TrainConfig {
+            seed: 42,
+            ..Default::default()
+        };
+        c.save(&p).unwrap();
+        assert_eq!(TrainConfig::load(&p).unwrap(), c);
+        assert!(!dir.path().join("config.toml.tmp").exists());
+    }
+
+    #[test]
+    fn partial_file_takes_defaults_and_unknown_fields_are_rejected() {
+        let c: TrainConfig = toml::from_str("epochs = 3\n[schedule]\nkind = \"plateau\"\npatience = 2\nfactor = 0.5\nmin_lr = 0.0\n").unwrap();
+        assert_eq!(c.epochs, 3);
+        assert_eq!(c.batch, 128);
+        assert_eq!(
+            c.schedule,
+            Schedule::Plateau {
+                patience: 2,
+                factor: 0.5,
+                min_lr: 0.0
+            }
+        );
+        let e = toml::from_str::<TrainConfig>("epoch = 3\n").unwrap_err();
+        assert!(e.to_string().contains("epoch"), "{e}");
+        let e = toml::from_str::<TrainConfig>("[augment]\nflips = true\n").unwrap_err();
+        assert!(e.to_string().contains("flips"), "{e}");
+        let e = toml::from_str::<TrainConfig>(
+            "[schedule]\nkind = \"steps\"\nmilestones = [1]\nfactor = 0.1\npatience = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("patience"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "lr = -1.0\n").unwrap();
+        let e = TrainConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("lr -1"), "{e}");
+        // A parse error names the file; the TOML detail is its cause, which `main` prints.
+        std::fs::write(&p, "epoch = 3\n").unwrap();
+        let e = TrainConfig::load(&p).unwrap_err();
+        assert!(e.to_string().contains("bad.toml"), "{e}");
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("unknown field `epoch`"), "{cause}");
+        let e = TrainConfig::load(&dir.path().join("none.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.toml"), "{e}");
+    }
+
+    #[test]
+    fn devices_spellings() {
+        let d = |s: &str| s.parse::<Devices>().map(|d| d.adapters().to_vec());
+        assert_eq!(d("0"), Ok(vec![0]));
+        assert_eq!(d("1"), Ok(vec![0]));
+        assert_eq!(d("2"), Ok(vec![0, 0]));
+        assert_eq!(d("0,1"), Ok(vec![0, 1]));
+        assert_eq!(d("0,0"), Ok(vec![0, 0]));
+        assert_eq!(d(" 1, 0 "), Ok(vec![1, 0]));
+        assert_eq!(d("1,"), Ok(vec![1]));
+        for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99"] {
+            assert!(d(bad).is_err(), "{bad:?} should be rejected");
+        }
+        for s in ["0", "0,1", "0,0", "1,", "3,2,1"] {
+            let v: Devices = s.parse().unwrap();
+            assert_eq!(v.to_string().parse::<Devices>().unwrap(), v, "{s}");
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_validate() {
+        let mut c = TrainConfig::default();
+        let o = TrainOverrides {
+            epochs: Some(2),
+            steps: Some(1),
+            batch: Some(64),
+            lr: Some(0.02),
+            seed: Some(7),
+            devices: Some("0,0".into()),
+            dropout: Some(0.0),
+            no_augment: true,
+            shuffle: Some("none".into()),
+            input_size: Some(67),
+            widths: Some("16,32,48,48,32,256,256".into()),
+            classes: Some(10),
+        };
+        c.apply_overrides(&o).unwrap();
+        assert_eq!(
+            (c.epochs, c.max_steps, c.batch, c.seed),
+            (2, Some(1), 64, 7)
+        );
+        assert_eq!((c.lr, c.dropout), (0.02, 0.0));
+        assert_eq!(c.devices.adapters(), &[0, 0]);
+        assert!(!c.augment.enabled);
+        assert_eq!(c.shuffle, Shuffle::None);
+        assert_eq!(c.model.input_size, 67);
+        assert_eq!(c.model.widths, [16, 32, 48, 48, 32, 256, 256]);
+        assert_eq!(c.model.classes, 10);
+
+        // Nothing set: nothing changes.
+        let before = c.clone();
+        c.apply_overrides(&TrainOverrides::default()).unwrap();
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn bad_overrides_say_which_flag() {
+        let cases: Vec<(TrainOverrides, &str)> = vec![
+            (
+                TrainOverrides {
+                    widths: Some("1,2,3".into()),
+                    ..Default::default()
+                },
+                "--widths",
+            ),
+            (
+                TrainOverrides {
+                    shuffle: Some("some".into()),
+                    ..Default::default()
+                },
+                "--shuffle",
+            ),
+            (
+                TrainOverrides {
+                    devices: Some("x".into()),
+                    ..Default::default()
+                },
+                "--devices",
+            ),
+            (
+                TrainOverrides {
+                    input_size: Some(60),
+                    ..Default::default()
+                },
+                "input size 60",
+            ),
+            (
+                TrainOverrides {
+                    dropout: Some(1.0),
+                    ..Default::default()
+                },
+                "dropout",
+            ),
+            (
+                TrainOverrides {
+                    batch: Some(127),
+                    devices: Some("2".into()),
+                    ..Default::default()
+                },
+                "split evenly",
+            ),
+            (
+                TrainOverrides {
+                    steps: Some(0),
+                    ..Default::default()
+                },
+                "max_steps",
+            ),
+        ];
+        for (o, want) in cases {
+            let e = TrainConfig::default()
+                .apply_overrides(&o)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{o:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn schedule_validation() {
+        let bad = [
+            Schedule::Steps {
+                milestones: vec![30, 30],
+                factor: 0.1,
+            },
+            Schedule::Steps {
+                milestones: vec![0, 60],
+                factor: 0.1,
+            },
+            Schedule::Steps {
+                milestones: vec![30, 60],
+                factor: 1.5,
+            },
+            Schedule::Plateau {
+                patience: 0,
+                factor: 0.1,
+                min_lr: 0.0,
+            },
+            Schedule::Plateau {
+                patience: 1,
+                factor: 0.1,
+                min_lr: 1.0,
+            },
+        ];
+        for schedule in bad {
+            let c = TrainConfig {
+                schedule: schedule.clone(),
+                ..Default::default()
+            };
+            let e = c.validate("t.toml").unwrap_err().to_string();
+            assert!(e.contains("schedule."), "{schedule:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `RUN/metrics.jsonl`: one JSON object per line, a `step` record every `log_every` steps and an
+//! `epoch` record at the end of each epoch. Written by appending and flushing each line, so a
+//! crash loses at most the line being written; read back by `report` and by a resumed run,
+//! which first cuts the records after its checkpoint's step.
+//!
+//! Numbers that are not finite (a diverged loss) are written as `null`, since JSON has no NaN,
+//! and read back as NaN.
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// The file name inside a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// What can go wrong with a metrics file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: cannot read or write the metrics file")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not exist: the run has not logged anything.
+    #[error("{path}: no metrics file; is this a run directory made by `alexnet train` (it writes metrics.jsonl)?")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line is not a metrics record.
+    #[error("{path}:{line}: not a metrics record; delete that line or the file to continue")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
+    move |source| MetricsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a number that may have been written as `null` (not finite) back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One logged training step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Steps done so far, this one included (from 1).
+    pub step: u64,
+    /// The epoch this step belongs to (from 1).
+    pub epoch: usize,
+    /// Mean loss of this step's batch.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub loss: f64,
+    /// Learning rate used for this step.
+    pub lr: f64,
+    /// Training throughput since the previous step record.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub images_per_s: f64,
+    /// Seconds the GPU waited for the loader since the previous step record.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub data_wait_s: f64,
+}
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch that ended (from 1).
+    pub epoch: usize,
+    /// Steps done so far.
+    pub step: u64,
+    /// Mean training loss over the epoch.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub train_loss: f64,
+    /// Validation loss; `None` on epochs without validation.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    /// Validation top-1 error in [0, 1]; `None` on epochs without validation.
+    #[serde(default)]
+    pub val_top1_error: Option<f64>,
+    /// Validation top-5 error in [0, 1]; `None` on epochs without validation.
+    #[serde(default)]
+    pub val_top5_error: Option<f64>,
+    /// Learning rate used during the epoch.
+    pub lr: f64,
+    /// Wall-clock seconds of the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// A line of `metrics.jsonl`, tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    /// `{"kind":"step",...}`.
+    Step(StepRecord),
+    /// `{"kind":"epoch",...}`.
+    Epoch(EpochRecord),
+}
+
+impl Record {
+    /// The step count at which the record was written.
+    pub fn step(&self) -> u64 {
+        match self {
+            Record::Step(s) => s.step,
+            Record::Epoch(e) => e.step,
+        }
+    }
+}
+
+/// Appends records to a metrics file, flushing each line.
+#[derive(Debug)]
+pub struct MetricsWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsWriter {
+    /// Opens `RUN/metrics.jsonl` for a fresh run, emptying any earlier file.
+    pub fn create(run_dir: &Path) -> Result<Self, MetricsError> {
+        let path = run_dir.join(METRICS_FILE);
+        let file = File::create(&path).map_err(io(&path))?;
+        Ok(MetricsWriter { path, file })
+    }
+
+    /// Opens `RUN/metrics.jsonl` for a run resumed from a checkpoint taken at `step`: records
+    /// written after that step (by the part of the run that the checkpoint does not hold) are
+    /// cut, atomically, then new records append. A missing file starts empty.
+    pub fn resume(run_dir: &Path, step: u64) -> Result<Self, MetricsError> {
+        let path = run_dir.join(METRICS_FILE);
+        if path.exists() {
+            let kept: Vec<Record> = read_metrics(&path)?
+                .into_iter()
+                .filter(|r| r.step() <= step)
+                .collect();
+            let tmp = path.with_extension("jsonl.tmp");
+            let mut text = String::new();
+            for r in &kept {
+                text.push_str(&to_line(r));
+            }
+            std::fs::write(&tmp, text).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(MetricsWriter { path, file })
+    }
+
+    /// Appends one record as one line and flushes it to the file.
+    pub fn write(&mut self, record: &Record) -> Result<(), MetricsError> {
+        // One write call per line, so a reader never sees half a line from a live run
+        // (up to the OS's atomic append size, far above a record's ~200 bytes).
+        self.file
+            .write_all(to_line(record).as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(io(&self.path))
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn to_line(r: &Record) -> String {
+    // A record is plain numbers and an enum tag; serde_json cannot fail on it (non-finite
+    // floats become null, which the reader maps back to NaN).
+    let mut s = serde_json::to_string(r).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Reads every record of a metrics file, in order. A last line without its newline that does
+/// not parse is the trace of a crash mid-write and is dropped; any other bad line is an error.
+pub fn read_metrics(path: &Path) -> Result<Vec<Record>, MetricsError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MetricsError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io(path))? == 0 {
+            break;
+        }
+        n += 1;
+        let complete = line.ends_with('\n');
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(text) {
+            Ok(r) => out.push(r),
+            Err(_) if !complete => break,
+            Err(source) => {
+                return Err(MetricsError::Parse {
+                    path: path.to_path_buf(),
+                    line: n,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: u64, loss: f64) -> Record {
+        Record::Step(StepRecord {
+            step,
+            epoch: 1,
+            loss,
+            lr: 0.01,
+            images_per_s: 100.0,
+            data_wait_s: 0.5,
+        })
+    }
+
+    fn epoch(epoch: usize, step: u64, val: Option<f64>) -> Record {
+        Record::Epoch(EpochRecord {
+            epoch,
+            step,
+            train_loss: 2.0,
+            val_loss: val.map(|v| v * 2.0),
+            val_top1_error: val,
+            val_top5_error: val.map(|v| v / 2.0),
+            lr: 0.01,
+            seconds: 12.5,
+        })
+    }
+
+    #[test]
+    fn lines_have_the_documented_fields() {
+        let s = to_line(&step(3, 1.5));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for k in [
+            "kind",
+            "step",
+            "epoch",
+            "loss",
+            "lr",
+            "images_per_s",
+            "data_wait_s",
+        ] {
+            assert!(keys.contains(&k), "{k} missing in {s}");
+        }
+        assert_eq!(v["kind"], "step");
+        let v: serde_json::Value =
+            serde_json::from_str(&to_line(&epoch(1, 10, Some(0.3)))).unwrap();
+        assert_eq!(v["kind"], "epoch");
+        for k in [
+            "epoch",
+            "step",
+            "train_loss",
+            "val_loss",
+            "val_top1_error",
+            "val_top5_error",
+            "lr",
+            "seconds",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing in {v}");
+        }
+    }
+
+    #[test]
+    fn write_then_read_back_with_nan_and_missing_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = MetricsWriter::create(dir.path()).unwrap();
+        let recs = vec![
+            step(1, 2.3),
+            step(2, f64::NAN),
+            epoch(1, 2, None),
+            epoch(2, 4, Some(0.25)),
+        ];
+        for r in &recs {
+            w.write(r).unwrap();
+        }
+        let back = read_metrics(w.path()).unwrap();
+        assert_eq!(back.len(), 4);
+        match &back[1] {
+            Record::Step(s) => assert!(s.loss.is_nan()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(back[0], recs[0]);
+        assert_eq!(back[2..], recs[2..]);
+    }
+
+    #[test]
+    fn resume_cuts_records_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = MetricsWriter::create(dir.path()).unwrap();
+        for s in 1..=10 {
+            w.write(&step(s, 1.0)).unwrap();
+        }
+        w.write(&epoch(1, 10, Some(0.5))).unwrap();
+        drop(w);
+        let mut w = MetricsWriter::resume(dir.path(), 6).unwrap();
+        w.write(&step(7, 0.9)).unwrap();
+        let back = read_metrics(w.path()).unwrap();
+        let steps: Vec<u64> = back.iter().map(Record::step).collect();
+        assert_eq!(steps, vec![1, 2, 3, 4, 5, 6, 7]);
+        // A resume with nothing logged yet starts an empty file.
+        let empty = tempfile::tempdir().unwrap();
+        MetricsWriter::resume(empty.path(), 5).unwrap();
+        assert!(read_metrics(&empty.path().join(METRICS_FILE))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn torn_last_line_is_dropped_but_bad_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(METRICS_FILE);
+        let good = to_line(&step(1, 1.0));
+        std::fs::write(&p, format!("{good}{{\"kind\":\"st")).unwrap();
+        assert_eq!(read_metrics(&p).unwrap().len(), 1);
+        std::fs::write(&p, format!("{good}garbage\n{good}")).unwrap();
+        let e = read_metrics(&p).unwrap_err().to_string();
+        assert!(e.contains("metrics.jsonl:2"), "{e}");
+        let e = read_metrics(&dir.path().join("nope.jsonl")).unwrap_err();
+        assert!(matches!(e, MetricsError::Missing { .. }), "{e}");
+    }
+}
