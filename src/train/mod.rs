@@ -6,3 +6,11 @@ pub mod metrics;
 pub mod schedule;
 
 pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
+pub mod error;
+pub mod eval;
+pub mod input;
+pub mod run;
+
+pub use error::TrainError;
+pub use eval::{evaluate, EvalResult, View};
+pub use run::{train, TrainJob, TrainSummary};

@@ -1,0 +1,69 @@
+//! Errors of training and evaluation.
+use std::path::PathBuf;
+
+/// What can stop a training run or an evaluation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// Reading shards failed.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    /// A GPU operation failed.
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    /// Building or running the network failed.
+    #[error(transparent)]
+    Network(#[from] crate::model::NetworkError),
+    /// Reading or writing a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::model::CheckpointError),
+    /// The model's shapes are invalid.
+    #[error(transparent)]
+    Geometry(#[from] crate::model::GeometryError),
+    /// The run configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// Writing metrics failed.
+    #[error(transparent)]
+    Metrics(#[from] super::metrics::MetricsError),
+    /// The data and the model or the training and validation sets do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The run directory holds a run already.
+    #[error("{} already holds a run (last.safetensors): pass --resume to continue it, or choose another --out", .0.display())]
+    RunExists(PathBuf),
+    /// `--resume` without a checkpoint to resume from.
+    #[error("nothing to resume: {} does not exist; start the run without --resume", .0.display())]
+    NothingToResume(PathBuf),
+    /// A checkpoint's run state is unreadable.
+    #[error("{}: run state `{key}` is missing or malformed; the file was not written by `alexnet train`", path.display())]
+    RunState {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+    },
+    /// The loss stopped being a number.
+    #[error("the loss became {loss} at step {step}; the last good checkpoint is kept in {}. Lower --lr (now {lr}) or check the data, then --resume or start again", run.display())]
+    Diverged {
+        /// The step at which it was seen.
+        step: u64,
+        /// The loss value.
+        loss: f64,
+        /// The learning rate in use.
+        lr: f64,
+        /// The run directory.
+        run: PathBuf,
+    },
+    /// Something not built yet was asked for.
+    #[error("{0}")]
+    NotBuilt(String),
+    /// An I/O error on the run directory.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

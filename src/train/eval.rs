@@ -1,0 +1,146 @@
+//! Evaluation: loss, top-1 and top-5 accuracy on the centre crop, or the paper's ten views
+//! (four corners and the centre, each mirrored) with their softmax outputs averaged.
+use super::augment::{centre_draws, ten_crop_draws};
+use super::input::{pad_images, InputStage};
+use super::TrainError;
+use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
+use crate::gpu::Gpu;
+use crate::model::Network;
+
+/// Which views of each image are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// The centre crop (DESIGN.md's evaluation view).
+    Centre,
+    /// The paper's ten views, softmax averaged.
+    TenCrop,
+}
+
+/// The result of an evaluation, in `eval --json`'s field names.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct EvalResult {
+    /// Images scored.
+    pub count: usize,
+    /// Mean cross-entropy of the (averaged) softmax.
+    pub loss: f64,
+    /// Fraction whose top class is the label.
+    pub top1_accuracy: f64,
+    /// Fraction whose label is among the five top classes.
+    pub top5_accuracy: f64,
+}
+
+/// Softmax of one row of logits, in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let e: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// Running sums of an evaluation.
+#[derive(Default)]
+struct Tally {
+    count: usize,
+    loss: f64,
+    top1: usize,
+    top5: usize,
+}
+
+impl Tally {
+    fn add(&mut self, probs: &[f64], label: usize) {
+        let p = probs[label];
+        // Rank = how many classes score strictly higher; ties go the label's way.
+        let rank = probs.iter().filter(|&&q| q > p).count();
+        self.count += 1;
+        self.loss -= p.max(1e-45).ln();
+        self.top1 += (rank < 1) as usize;
+        self.top5 += (rank < 5) as usize;
+    }
+
+    fn result(&self) -> EvalResult {
+        let n = self.count.max(1) as f64;
+        EvalResult {
+            count: self.count,
+            loss: self.loss / n,
+            top1_accuracy: self.top1 as f64 / n,
+            top5_accuracy: self.top5 as f64 / n,
+        }
+    }
+}
+
+/// Scores every image of `set` in file order with `net` (evaluation view, no dropout).
+/// `input` must be sized for `net`'s batch and hold the mean image the model trained with.
+pub fn evaluate(
+    gpu: &Gpu,
+    net: &Network,
+    input: &InputStage,
+    set: &ShardSet,
+    view: View,
+    threads: usize,
+) -> Result<EvalResult, TrainError> {
+    let n = net.batch();
+    let crop = net.config.input_size;
+    let classes = net.config.classes;
+    let cfg = LoaderConfig {
+        batch: n,
+        seed: 0,
+        shuffle: Shuffle::None,
+        drop_last: false,
+        threads: threads.max(1),
+        prefetch: 2,
+        ..LoaderConfig::default()
+    };
+    let views: Vec<Vec<_>> = match view {
+        View::Centre => vec![centre_draws(n, set.size(), crop)],
+        View::TenCrop => ten_crop_draws(set.size(), crop)
+            .iter()
+            .map(|d| vec![*d; n])
+            .collect(),
+    };
+    let mut tally = Tally::default();
+    for batch in Loader::epoch(set, &cfg, 0, 0) {
+        let mut batch = batch?;
+        let have = batch.len();
+        pad_images(&mut batch.images, have, n);
+        input.upload_images(gpu, &batch.images)?;
+        let mut probs = vec![0f64; have * classes];
+        for draws in &views {
+            let mut enc = gpu.encoder("eval");
+            input.record(gpu, &mut enc, draws, net.input())?;
+            net.record_forward(gpu, &mut enc, None)?;
+            gpu.submit(enc);
+            let logits = net.logits().download(gpu)?;
+            for (i, row) in logits.chunks_exact(classes).take(have).enumerate() {
+                for (acc, p) in probs[i * classes..(i + 1) * classes].iter_mut().zip(softmax(row)) {
+                    *acc += p / views.len() as f64;
+                }
+            }
+        }
+        for (i, &label) in batch.labels.iter().enumerate() {
+            tally.add(&probs[i * classes..(i + 1) * classes], label as usize);
+        }
+    }
+    Ok(tally.result())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_ranks_with_ties_in_the_labels_favour() {
+        let mut t = Tally::default();
+        let p = softmax(&[3.0, 1.0, 2.0, 0.0, -1.0, -2.0, -3.0]);
+        t.add(&p, 0); // top-1
+        t.add(&p, 2); // second
+        t.add(&p, 6); // last of 7: outside the top 5
+        let r = t.result();
+        assert_eq!(r.count, 3);
+        assert!((r.top1_accuracy - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r.top5_accuracy - 2.0 / 3.0).abs() < 1e-12);
+        let want = -(p[0].ln() + p[2].ln() + p[6].ln()) / 3.0;
+        assert!((r.loss - want).abs() < 1e-12);
+        let s = softmax(&[1000.0, 1000.0]);
+        assert!((s[0] - 0.5).abs() < 1e-12, "softmax must not overflow");
+    }
+}

@@ -1,0 +1,56 @@
+//! The GPU side of the input pipeline: a batch of stored u8 images, the draws and the mean
+//! image on the device, and the augment kernel that writes the network's input.
+use crate::gpu::{augment, Gpu, GpuError, Tensor};
+use crate::shape::{AugmentDraw, AugmentShape};
+
+/// Device buffers that turn a loader batch into a network input.
+pub struct InputStage {
+    shape: AugmentShape,
+    images: Tensor,
+    draws: Tensor,
+    mean: Tensor,
+}
+
+impl InputStage {
+    /// Buffers for batches of `n` stored `stored`² images cropped to `crop`², with the training
+    /// set's mean image `[S,S,3]` (0..255).
+    pub fn new(gpu: &Gpu, n: usize, stored: usize, crop: usize, mean: &[f32]) -> InputStage {
+        let shape = AugmentShape { n, stored, crop };
+        InputStage {
+            images: Tensor::zeros(gpu, augment::image_words(&shape), "augment.images"),
+            draws: Tensor::zeros(gpu, augment::draw_words(n), "augment.draws"),
+            mean: Tensor::from_slice(gpu, mean, "augment.mean"),
+            shape,
+        }
+    }
+
+    /// Uploads a batch `[N,S,S,3]` u8 (exactly N images) for the next submit.
+    pub fn upload_images(&self, gpu: &Gpu, images: &[u8]) -> Result<(), GpuError> {
+        augment::upload_images(gpu, &self.images, images)
+    }
+
+    /// Uploads the draws and records the augment kernel writing `out` `[N,3,I,I]`.
+    pub fn record(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        draws: &[AugmentDraw],
+        out: &Tensor,
+    ) -> Result<(), GpuError> {
+        augment::upload_draws(gpu, &self.draws, draws)?;
+        augment::forward(gpu, enc, &self.shape, &self.images, &self.mean, &self.draws, out)
+    }
+}
+
+/// Pads a batch of `have` images `[have,S,S,3]` to `n` by repeating its last image, so a short
+/// last batch runs through a network sized for `n`; callers only count the first `have`.
+pub fn pad_images(images: &mut Vec<u8>, have: usize, n: usize) {
+    if have == 0 || have >= n {
+        return;
+    }
+    let px = images.len() / have;
+    let last = images[(have - 1) * px..have * px].to_vec();
+    for _ in have..n {
+        images.extend_from_slice(&last);
+    }
+}

@@ -1,0 +1,572 @@
+//! The training loop: shards stream from a background loader, each batch is uploaded as u8,
+//! augmented on the GPU, and one encoder holds the whole step (augment, forward, loss,
+//! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
+//! and never queues more than two steps ahead of the GPU.
+use super::augment::{centre_draws, random_draws, AugmentSettings, Pca};
+use super::eval::{evaluate, EvalResult, View};
+use super::input::InputStage;
+use super::metrics::{EpochRecord, MetricsWriter, Record, StepRecord};
+use super::schedule::LrSchedule;
+use super::{TrainConfig, TrainError};
+use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
+use crate::gpu::{Gpu, Tensor};
+use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout, Network, Params};
+use crate::shape::stream_seed;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Stream id of the augmentation draws (dropout uses 6 and 7, init its own namespace).
+pub const AUGMENT_STREAM: u32 = 1;
+/// The checkpoint written every `checkpoint_every` steps and at each epoch end.
+pub const LAST: &str = "last.safetensors";
+/// The checkpoint of the best validation top-1 error so far.
+pub const BEST: &str = "best.safetensors";
+
+/// A training run: data, output and the resolved configuration.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// Training shards (files and/or directories).
+    pub data: Vec<PathBuf>,
+    /// Validation shards; empty for none.
+    pub val: Vec<PathBuf>,
+    /// The run directory.
+    pub out: PathBuf,
+    /// The resolved configuration (saved as `RUN/config.toml`).
+    pub config: TrainConfig,
+    /// Continue from `RUN/last.safetensors`.
+    pub resume: bool,
+    /// Start from these weights instead of the paper's init.
+    pub init_from: Option<PathBuf>,
+    /// Draw a progress bar (on a terminal) or print progress lines.
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    /// Steps done in all.
+    pub steps: u64,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Mean loss of the last logging window.
+    pub last_loss: f64,
+    /// The last validation result, if any.
+    pub last_val: Option<EvalResult>,
+    /// True when Ctrl-C stopped the run (a checkpoint was written).
+    pub interrupted: bool,
+    /// Training images per second over the run (validation excluded).
+    pub images_per_s: f64,
+    /// Seconds the step loop waited for the loader.
+    pub data_wait_s: f64,
+}
+
+/// The run state a checkpoint carries so `--resume` continues exactly.
+struct RunState {
+    step: u64,
+    epoch: usize,
+    batch_in_epoch: usize,
+    schedule: LrSchedule,
+    best_error: Option<f64>,
+}
+
+fn interrupted_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        // A second handler cannot be installed (another library owns SIGINT); training then
+        // simply stops the old way, killed, and resumes from the last checkpoint.
+        let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+fn data_stats(set: &ShardSet) -> DataStats {
+    let (values, vectors) = set.stats().pca();
+    DataStats {
+        size: set.size(),
+        mean_image: set.stats().mean_image(),
+        pca_eigenvalues: values.map(|v| v as f32),
+        pca_eigenvectors: vectors.map(|r| r.map(|v| v as f32)),
+    }
+}
+
+fn check_data(job: &TrainJob, set: &ShardSet, val: Option<&ShardSet>) -> Result<(), TrainError> {
+    let m = &job.config.model;
+    if m.classes != set.classes().len() {
+        return Err(TrainError::Mismatch(format!(
+            "the model has {} classes but {} has {}; pass --classes {} or fix the config's model.classes",
+            m.classes,
+            set.files()[0].display(),
+            set.classes().len(),
+            set.classes().len()
+        )));
+    }
+    if m.input_size > set.size() {
+        return Err(TrainError::Mismatch(format!(
+            "the model's input is {}² but the shards store {}² images; ingest with --size {} or lower --input-size",
+            m.input_size,
+            set.size(),
+            m.input_size
+        )));
+    }
+    if let Some(v) = val {
+        if v.size() != set.size() || v.classes() != set.classes() {
+            return Err(TrainError::Mismatch(format!(
+                "validation shards {} (size {}, {} classes) do not match training shards {} (size {}, {} classes); ingest them with --size {} --classes {}",
+                v.files()[0].display(),
+                v.size(),
+                v.classes().len(),
+                set.files()[0].display(),
+                set.size(),
+                set.classes().len(),
+                set.size(),
+                set.files()[0].display()
+            )));
+        }
+    }
+    if set.len() < job.config.batch {
+        return Err(TrainError::Mismatch(format!(
+            "{} holds {} images, fewer than one batch of {}; lower --batch",
+            set.files()[0].display(),
+            set.len(),
+            job.config.batch
+        )));
+    }
+    Ok(())
+}
+
+fn state_value<T: std::str::FromStr>(
+    ck: &Checkpoint,
+    path: &Path,
+    key: &str,
+) -> Result<T, TrainError> {
+    ck.run_state
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| TrainError::RunState {
+            path: path.into(),
+            key: key.into(),
+        })
+}
+
+fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
+    let schedule_text = ck.run_state.get("schedule").ok_or_else(|| TrainError::RunState {
+        path: path.into(),
+        key: "schedule".into(),
+    })?;
+    let schedule = LrSchedule::from_json(schedule_text, &path.display().to_string()).map_err(
+        |_| TrainError::RunState {
+            path: path.into(),
+            key: "schedule".into(),
+        },
+    )?;
+    Ok(RunState {
+        step: state_value(ck, path, "step")?,
+        epoch: state_value(ck, path, "epoch")?,
+        batch_in_epoch: state_value(ck, path, "batch_in_epoch")?,
+        schedule,
+        best_error: ck
+            .run_state
+            .get("best_val_top1_error")
+            .and_then(|v| v.parse().ok()),
+    })
+}
+
+/// Everything a checkpoint write needs besides the state.
+struct Saver<'a> {
+    gpu: &'a Gpu,
+    net: &'a Network,
+    stats: &'a DataStats,
+    config: &'a TrainConfig,
+    out: &'a Path,
+}
+
+impl Saver<'_> {
+    fn save(&self, st: &RunState, best_too: bool) -> Result<(), TrainError> {
+        let mut run_state = BTreeMap::new();
+        run_state.insert("step".into(), st.step.to_string());
+        run_state.insert("epoch".into(), st.epoch.to_string());
+        run_state.insert("batch_in_epoch".into(), st.batch_in_epoch.to_string());
+        run_state.insert("schedule".into(), st.schedule.to_json());
+        run_state.insert("lr".into(), st.schedule.lr().to_string());
+        run_state.insert("seed".into(), self.config.seed.to_string());
+        if let Some(b) = st.best_error {
+            run_state.insert("best_val_top1_error".into(), b.to_string());
+        }
+        let ck = Checkpoint {
+            config: self.config.model.clone(),
+            params: self.net.download_params(self.gpu)?,
+            momentum: Some(self.net.download_momentum(self.gpu)?),
+            stats: Some(self.stats.clone()),
+            run_state,
+            foreign: false,
+        };
+        ck.save(&self.out.join(LAST))?;
+        if best_too {
+            ck.save(&self.out.join(BEST))?;
+        }
+        Ok(())
+    }
+}
+
+/// Trains as `job` says; see the module docs for the data flow.
+pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
+    let cfg = &job.config;
+    cfg.validate("the resolved configuration")?;
+    let set = ShardSet::open(&job.data)?;
+    let val = if job.val.is_empty() {
+        None
+    } else {
+        Some(ShardSet::open(&job.val)?)
+    };
+    check_data(job, &set, val.as_ref())?;
+    if cfg.devices.len() > 1 {
+        return Err(TrainError::NotBuilt(format!(
+            "--devices {}: the two-column split over several devices is not built yet; train on one device (--devices 0)",
+            cfg.devices
+        )));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(&job.out).map_err(io(&job.out))?;
+    let last_path = job.out.join(LAST);
+
+    let (params, momentum, mut st) = if job.resume {
+        if !last_path.exists() {
+            return Err(TrainError::NothingToResume(last_path));
+        }
+        let ck = Checkpoint::load(&last_path, None)?;
+        if ck.config != cfg.model {
+            return Err(TrainError::Mismatch(format!(
+                "{} holds a different model than the configuration asks for; resume with the run's own config.toml",
+                last_path.display()
+            )));
+        }
+        let st = resume_state(&ck, &last_path)?;
+        (ck.params, ck.momentum, st)
+    } else {
+        if last_path.exists() {
+            return Err(TrainError::RunExists(job.out.clone()));
+        }
+        let params = match &job.init_from {
+            Some(p) => {
+                let ck = Checkpoint::load(p, Some(cfg.model.input_size))?;
+                if ck.config.widths != cfg.model.widths
+                    || ck.config.classes != cfg.model.classes
+                    || ck.config.groups != cfg.model.groups
+                {
+                    return Err(TrainError::Mismatch(format!(
+                        "{} holds widths {:?}, {} classes, groups {}; the run asks for widths {:?}, {} classes, groups {}",
+                        p.display(),
+                        ck.config.widths,
+                        ck.config.classes,
+                        ck.config.groups,
+                        cfg.model.widths,
+                        cfg.model.classes,
+                        cfg.model.groups
+                    )));
+                }
+                ck.params
+            }
+            None => Params::init(&cfg.model, cfg.seed)?,
+        };
+        let st = RunState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            schedule: LrSchedule::new(cfg.schedule.clone(), cfg.lr),
+            best_error: None,
+        };
+        (params, None, st)
+    };
+    cfg.save(&job.out.join("config.toml"))?;
+    let mut metrics = if job.resume {
+        MetricsWriter::resume(&job.out, st.step)?
+    } else {
+        MetricsWriter::create(&job.out)?
+    };
+
+    let gpu = Gpu::new(cfg.devices.adapters()[0])?;
+    let stats = data_stats(&set);
+    let pca = Pca {
+        eigenvalues: stats.pca_eigenvalues,
+        eigenvectors: stats.pca_eigenvectors,
+    };
+    let (batch, stored, crop) = (cfg.batch, set.size(), cfg.model.input_size);
+    let net = Network::new(&gpu, &cfg.model, batch, &params)?;
+    if let Some(m) = &momentum {
+        net.upload_momentum(&gpu, m)?;
+    }
+    let input = InputStage::new(&gpu, batch, stored, crop, &stats.mean_image);
+    let saver = Saver {
+        gpu: &gpu,
+        net: &net,
+        stats: &stats,
+        config: cfg,
+        out: &job.out,
+    };
+    let settings = AugmentSettings {
+        random_crop: cfg.augment.enabled,
+        flip: cfg.augment.enabled && cfg.augment.flip,
+        lighting_std: if cfg.augment.enabled {
+            cfg.augment.lighting_std as f32
+        } else {
+            0.0
+        },
+    };
+    let threads = if cfg.loader.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.loader.threads
+    };
+    let loader_cfg = LoaderConfig {
+        batch,
+        seed: cfg.seed,
+        shuffle: match cfg.shuffle {
+            super::Shuffle::None => LoaderShuffle::None,
+            super::Shuffle::Full => LoaderShuffle::Full,
+        },
+        drop_last: true,
+        threads,
+        prefetch: cfg.loader.prefetch.max(1),
+        ..LoaderConfig::default()
+    };
+    let steps_per_epoch = (set.len() / batch) as u64;
+    let total_steps = cfg
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(steps_per_epoch * cfg.epochs as u64);
+    let log_every = cfg.log_every.max(1) as usize;
+    let hist = Tensor::zeros(&gpu, log_every * batch * 3, "loss.history");
+    let row_bytes = (batch * 3 * 4) as u64;
+    let stop = interrupted_flag();
+    let bar = progress_bar(job.progress, total_steps.saturating_sub(st.step));
+
+    let mut summary = TrainSummary {
+        steps: st.step,
+        epochs: st.epoch,
+        last_loss: f64::NAN,
+        last_val: None,
+        interrupted: false,
+        images_per_s: 0.0,
+        data_wait_s: 0.0,
+    };
+    let run_t0 = Instant::now();
+    let mut train_secs = 0.0;
+    let mut trained_images = 0u64;
+    while st.epoch < cfg.epochs && st.step < total_steps {
+        let epoch_t0 = Instant::now();
+        let mut loader = Loader::epoch(&set, &loader_cfg, st.epoch as u64, st.batch_in_epoch);
+        let (mut epoch_loss, mut epoch_steps) = (0.0f64, 0u64);
+        let mut pending: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+        let mut window = (0usize, Instant::now(), loader.wait_time());
+        let mut stopped = false;
+        while st.step < total_steps {
+            let Some(b) = loader.next() else { break };
+            let b = b?;
+            st.step += 1;
+            st.batch_in_epoch += 1;
+            let lr = st.schedule.lr();
+            let draws = if cfg.augment.enabled {
+                let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
+                random_draws(seed, batch, stored, crop, &settings, &pca)
+            } else {
+                centre_draws(batch, stored, crop)
+            };
+            let dropout = Dropout {
+                p: cfg.dropout as f32,
+                seeds: [
+                    dropout_seed(cfg.seed, st.step, 6),
+                    dropout_seed(cfg.seed, st.step, 7),
+                ],
+            };
+            input.upload_images(&gpu, &b.images)?;
+            net.upload_labels(&gpu, &b.labels)?;
+            let mut enc = gpu.encoder("train.step");
+            input.record(&gpu, &mut enc, &draws, net.input())?;
+            net.record_forward(&gpu, &mut enc, Some(dropout))?;
+            net.record_loss(&gpu, &mut enc)?;
+            net.record_backward(&gpu, &mut enc, Some(dropout))?;
+            net.record_sgd(
+                &gpu,
+                &mut enc,
+                lr as f32,
+                cfg.momentum as f32,
+                cfg.weight_decay as f32,
+            )?;
+            enc.copy_buffer_to_buffer(
+                &net.stats().buffer,
+                0,
+                &hist.buffer,
+                window.0 as u64 * row_bytes,
+                row_bytes,
+            );
+            window.0 += 1;
+            pending.push_back(gpu.submit(enc));
+            if pending.len() > 2 {
+                if let Some(idx) = pending.pop_front() {
+                    let _ = gpu.device.poll(wgpu::PollType::Wait {
+                        submission_index: Some(idx),
+                        timeout: None,
+                    });
+                }
+            }
+            stopped = stop.load(Ordering::SeqCst);
+            let checkpoint_now = cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0;
+            let epoch_end = st.batch_in_epoch as u64 >= steps_per_epoch;
+            if window.0 == log_every || checkpoint_now || stopped || epoch_end || st.step == total_steps
+            {
+                let rows = hist.download(&gpu)?;
+                pending.clear();
+                let n = window.0;
+                let loss = rows[..n * batch * 3]
+                    .chunks_exact(3)
+                    .map(|r| r[0] as f64)
+                    .sum::<f64>()
+                    / (n * batch) as f64;
+                if !loss.is_finite() {
+                    bar.finish_and_clear();
+                    return Err(TrainError::Diverged {
+                        step: st.step,
+                        loss,
+                        lr,
+                        run: job.out.clone(),
+                    });
+                }
+                let dt = window.1.elapsed().as_secs_f64();
+                let waited = (loader.wait_time() - window.2).as_secs_f64();
+                train_secs += dt;
+                trained_images += (n * batch) as u64;
+                epoch_loss += loss * n as f64;
+                epoch_steps += n as u64;
+                summary.last_loss = loss;
+                let rec = StepRecord {
+                    step: st.step,
+                    epoch: st.epoch + 1,
+                    loss,
+                    lr,
+                    images_per_s: (n * batch) as f64 / dt.max(1e-9),
+                    data_wait_s: waited,
+                };
+                report_step(&bar, &rec, cfg.epochs);
+                metrics.write(&Record::Step(rec))?;
+                window = (0, Instant::now(), loader.wait_time());
+                if checkpoint_now || stopped {
+                    saver.save(&st, false)?;
+                }
+            }
+            bar.inc(1);
+            if stopped {
+                break;
+            }
+        }
+        summary.data_wait_s += loader.wait_time().as_secs_f64();
+        drop(loader);
+        if stopped {
+            summary.interrupted = true;
+            break;
+        }
+        if (st.batch_in_epoch as u64) < steps_per_epoch {
+            // Stopped by max_steps inside the epoch: keep the position for --resume.
+            saver.save(&st, false)?;
+            break;
+        }
+        st.epoch += 1;
+        st.batch_in_epoch = 0;
+        let val_result = match &val {
+            Some(v) if st.epoch % cfg.val_every.max(1) == 0 => {
+                Some(evaluate(&gpu, &net, &input, v, View::Centre, threads)?)
+            }
+            _ => None,
+        };
+        let val_error = val_result.map(|r| 1.0 - r.top1_accuracy);
+        let improved = match (val_error, st.best_error) {
+            (Some(e), Some(b)) => e < b,
+            (Some(_), None) => true,
+            _ => val.is_none(),
+        };
+        if let (true, Some(e)) = (improved, val_error) {
+            st.best_error = Some(e);
+        }
+        let lr_used = st.schedule.lr();
+        if let Some(change) = st.schedule.end_epoch(st.epoch, val_error) {
+            bar.println(format!(
+                "epoch {}: learning rate {} → {}",
+                st.epoch, change.from, change.to
+            ));
+        }
+        saver.save(&st, improved)?;
+        let rec = EpochRecord {
+            epoch: st.epoch,
+            step: st.step,
+            train_loss: if epoch_steps > 0 {
+                epoch_loss / epoch_steps as f64
+            } else {
+                f64::NAN
+            },
+            val_loss: val_result.map(|r| r.loss),
+            val_top1_error: val_error,
+            val_top5_error: val_result.map(|r| 1.0 - r.top5_accuracy),
+            lr: lr_used,
+            seconds: epoch_t0.elapsed().as_secs_f64(),
+        };
+        bar.println(epoch_line(&rec));
+        metrics.write(&Record::Epoch(rec))?;
+        summary.last_val = val_result.or(summary.last_val);
+    }
+    bar.finish_and_clear();
+    summary.steps = st.step;
+    summary.epochs = st.epoch;
+    summary.images_per_s = trained_images as f64 / train_secs.max(1e-9);
+    let _ = run_t0;
+    Ok(summary)
+}
+
+fn progress_bar(enabled: bool, steps: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn report_step(bar: &indicatif::ProgressBar, r: &StepRecord, epochs: usize) {
+    let msg = format!(
+        "epoch {}/{epochs}  loss {:.4}  lr {:.2e}  {:.0} img/s  data wait {:.1}s",
+        r.epoch, r.loss, r.lr, r.images_per_s, r.data_wait_s
+    );
+    if bar.is_hidden() {
+        // Not a terminal (CI, a log file): plain lines instead of a redrawn bar.
+        eprintln!("step {}  {msg}", r.step);
+    } else {
+        bar.set_message(msg);
+    }
+}
+
+fn epoch_line(r: &EpochRecord) -> String {
+    let val = match (r.val_loss, r.val_top1_error, r.val_top5_error) {
+        (Some(l), Some(t1), Some(t5)) => format!(
+            "  val loss {l:.4}  top-1 error {:.2}%  top-5 error {:.2}%",
+            t1 * 100.0,
+            t5 * 100.0
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {} done (step {}): train loss {:.4}{val}  {:.0}s",
+        r.epoch, r.step, r.train_loss, r.seconds
+    )
+}
