@@ -83,6 +83,17 @@ pub enum PipelineError {
         /// The stage's error.
         source: StageError,
     },
+    /// A training configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::train::config::ConfigError),
+    /// `train --config` got a pipeline without exactly one train stage.
+    #[error("{path}: {count} train stages; `train --config` takes a pipeline with exactly one, or a plain config file such as RUN/config.toml")]
+    TrainStages {
+        /// The pipeline file.
+        path: PathBuf,
+        /// How many train stages it has.
+        count: usize,
+    },
     /// The work directory or a stage record could not be written.
     #[error("{path}: cannot write")]
     Io {
@@ -480,6 +491,38 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// The training configuration in a file given to `train --config`: a plain config (as a run's
+/// `RUN/config.toml`), or a pipeline file, whose single train stage's `[stage.config]` is used.
+pub fn load_train_config(path: &Path) -> Result<TrainConfig, PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A pipeline is recognised by its top-level `[[stage]]` array; anything else is a config.
+    let is_pipeline = toml::from_str::<toml::Table>(&text)
+        .map(|t| t.contains_key("stage"))
+        .unwrap_or(false);
+    if !is_pipeline {
+        return Ok(TrainConfig::load(path)?);
+    }
+    let p = Pipeline::parse(path, &text)?;
+    let mut trains: Vec<TrainConfig> = p
+        .stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Train(t) => Some(t.config.clone()),
+            _ => None,
+        })
+        .collect();
+    match trains.len() {
+        1 => Ok(trains.remove(0)),
+        count => Err(PipelineError::TrainStages {
+            path: path.to_path_buf(),
+            count,
+        }),
     }
 }
 
@@ -932,6 +975,37 @@ out = "curves.png"
             .unwrap_err()
             .to_string();
         assert!(e.contains("`ingest` stage is not wired"), "{e}");
+    }
+
+    #[test]
+    fn train_config_from_a_pipeline_or_a_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_pipeline(dir.path(), ALL);
+        let c = load_train_config(&path).unwrap();
+        assert_eq!((c.epochs, c.model.input_size), (2, 67));
+
+        let plain = dir.path().join("config.toml");
+        let want = TrainConfig {
+            seed: 9,
+            ..Default::default()
+        };
+        want.save(&plain).unwrap();
+        assert_eq!(load_train_config(&plain).unwrap(), want);
+
+        let none = write_pipeline(
+            dir.path(),
+            "work_dir = \".\"\n[[stage]]\nkind = \"report\"\nrun = \"r\"\n",
+        );
+        let e = load_train_config(&none).unwrap_err().to_string();
+        assert!(e.contains("0 train stages"), "{e}");
+        let two = ALL.replace(
+            "[[stage]]\nkind = \"eval\"",
+            "[[stage]]\nkind = \"train\"\ndata = \"d\"\nout = \"r2\"\n[[stage]]\nkind = \"eval\"",
+        );
+        let e = load_train_config(&write_pipeline(dir.path(), &two))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 train stages"), "{e}");
     }
 
     #[test]

@@ -236,6 +236,17 @@ pub const MAX_DEVICES: usize = 16;
 pub struct Devices(Vec<usize>);
 
 impl Devices {
+    /// Logical devices on the given adapters; empty lists and more than [`MAX_DEVICES`] are
+    /// refused.
+    pub fn new(adapters: Vec<usize>) -> Result<Self, String> {
+        if adapters.is_empty() || adapters.len() > MAX_DEVICES {
+            return Err(format!(
+                "{} devices: a run needs between 1 and {MAX_DEVICES}",
+                adapters.len()
+            ));
+        }
+        Ok(Devices(adapters))
+    }
     /// The adapter index of each logical device, in order.
     pub fn adapters(&self) -> &[usize] {
         &self.0
@@ -665,6 +676,8 @@ mod tests {
         assert_eq!(d("0,0"), Ok(vec![0, 0]));
         assert_eq!(d(" 1, 0 "), Ok(vec![1, 0]));
         assert_eq!(d("1,"), Ok(vec![1]));
+        assert!(Devices::new(vec![]).is_err());
+        assert_eq!(Devices::new(vec![2, 2]).unwrap().to_string(), "2,2");
         for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99"] {
             assert!(d(bad).is_err(), "{bad:?} should be rejected");
         }
