@@ -15,6 +15,7 @@ pub mod dropout;
 pub mod linear;
 pub mod lrn;
 pub mod maxpool;
+pub mod network;
 pub mod sgd;
 pub mod softmax;
 
@@ -28,6 +29,10 @@ pub use dropout::{dropout_backward, dropout_forward};
 pub use linear::{linear_backward, linear_forward, matmul};
 pub use lrn::{lrn_backward, lrn_forward};
 pub use maxpool::{maxpool_backward, maxpool_forward};
+pub use network::{
+    network_backward, network_forward, network_loss_and_grads, network_sgd_step, Forward,
+    NetworkError, TrainMode,
+};
 pub use sgd::sgd_update;
 pub use softmax::{softmax_cross_entropy, topk_correct};
 

@@ -1,0 +1,650 @@
+//! The whole network on the CPU: forward to every named activation, backward to the gradient of
+//! every parameter, and an SGD step over all parameters. The truth the GPU graph is tested
+//! against, built only from this module's single-op references.
+//!
+//! Training mode applies dropout after the activations of fc6 and fc7, with the masks of
+//! [`crate::model::dropout_seed`]: fc6's seed is `stream_seed(run_seed, step, 6)`, fc7's
+//! `stream_seed(run_seed, step, 7)`; element i of the `[N,F]` tensor is kept iff
+//! `uniform01(seed, i) ≥ p`. LRN uses the paper's constants ([`LrnParams::default`]).
+//!
+//! Dims: N batch, I input side, K classes; activations `[N,C,H,W]`, fc activations `[N,F]`.
+use super::{
+    activation_backward, activation_forward, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward, dropout_backward, dropout_forward, linear_backward, linear_forward,
+    lrn_backward, lrn_forward, maxpool_backward, maxpool_forward, sgd_update,
+    softmax_cross_entropy,
+};
+use crate::model::{dropout_seed, Geometry, GeometryError, ModelConfig, Params};
+use crate::shape::{Activation, LrnParams};
+use thiserror::Error;
+
+/// Why the reference network could not run.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// The config is not a buildable network.
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    /// A parameter is absent or has the wrong number of values.
+    #[error("parameter `{name}` has {got} values, the model config needs {want}; load parameters made for this config")]
+    Param {
+        /// The parameter.
+        name: String,
+        /// Values present (0 when absent).
+        got: usize,
+        /// Values the config needs.
+        want: usize,
+    },
+    /// An input tensor has the wrong length.
+    #[error("`{tensor}` has {got} values, expected {want} ({shape})")]
+    Input {
+        /// The tensor.
+        tensor: &'static str,
+        /// Values given.
+        got: usize,
+        /// Values expected.
+        want: usize,
+        /// The expected shape in words.
+        shape: String,
+    },
+}
+
+/// Dropout during training: the probability and where its random streams come from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainMode {
+    /// Drop probability of fc6's and fc7's outputs (the paper: 0.5; 0 disables dropout).
+    pub dropout: f32,
+    /// The run's seed.
+    pub run_seed: u64,
+    /// The training step (each step draws new masks).
+    pub step: u64,
+}
+
+impl TrainMode {
+    /// The dropout seed of fc layer `layer` (6 or 7).
+    pub fn seed(&self, layer: u32) -> u32 {
+        dropout_seed(self.run_seed, self.step, layer)
+    }
+}
+
+/// What one convolutional block keeps for the backward pass.
+#[derive(Clone, Debug)]
+struct ConvSaved {
+    /// The block's input `[N,Cin,H,W]`.
+    input: Vec<f32>,
+    /// After the activation `[N,C,OH,OW]`.
+    act: Vec<f32>,
+    /// After LRN `[N,C,OH,OW]`, when the block has it.
+    lrn: Option<Vec<f32>>,
+}
+
+/// What one fully connected block keeps for the backward pass.
+#[derive(Clone, Debug)]
+struct FcSaved {
+    /// The block's input `[N,Fin]` (fc7's and fc8's after dropout).
+    input: Vec<f32>,
+}
+
+/// Every activation of one forward pass, plus what backward needs.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// Outputs of conv1 … conv5 as DESIGN.md's `forward` lists them: conv1 and conv2 after
+    /// activation, LRN and pool; conv3, conv4 after activation; conv5 after activation and pool.
+    /// Each `[N,C,H,W]`.
+    pub conv: [Vec<f32>; 5],
+    /// fc6 and fc7 after the activation, before dropout, each `[N,F]`.
+    pub fc: [Vec<f32>; 2],
+    /// fc8's output `[N,K]`.
+    pub logits: Vec<f32>,
+    geometry: Geometry,
+    activation: Activation,
+    train: Option<TrainMode>,
+    conv_saved: Vec<ConvSaved>,
+    fc_saved: Vec<FcSaved>,
+}
+
+impl Forward {
+    /// The activations under DESIGN.md's names (`conv1` … `conv5`, `fc6`, `fc7`, `logits`),
+    /// with their shapes.
+    pub fn named(&self) -> Vec<(&'static str, Vec<usize>, &[f32])> {
+        let g = &self.geometry;
+        let mut out: Vec<(&'static str, Vec<usize>, &[f32])> = g
+            .convs
+            .iter()
+            .zip(&self.conv)
+            .map(|(s, a)| (s.name, s.out_dims().to_vec(), a.as_slice()))
+            .collect();
+        for (f, a) in g.fcs.iter().zip(&self.fc) {
+            out.push((f.name, vec![g.batch, f.linear.fout], a));
+        }
+        out.push(("logits", vec![g.batch, g.fcs[2].linear.fout], &self.logits));
+        out
+    }
+
+    /// The layer shapes this pass ran with.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+}
+
+/// The values of parameter `name`, checked against the length the geometry needs.
+fn param<'a>(params: &'a Params, name: &str, want: usize) -> Result<&'a [f32], NetworkError> {
+    match params.get(name) {
+        Some(t) if t.data.len() == want => Ok(&t.data),
+        other => Err(NetworkError::Param {
+            name: name.into(),
+            got: other.map_or(0, |t| t.data.len()),
+            want,
+        }),
+    }
+}
+
+/// Runs the network on `images` `[N,3,I,I]` (already preprocessed). `train`: `Some` applies
+/// dropout as described in the module docs; `None` is evaluation.
+pub fn network_forward(
+    cfg: &ModelConfig,
+    params: &Params,
+    batch: usize,
+    images: &[f32],
+    train: Option<TrainMode>,
+) -> Result<Forward, NetworkError> {
+    let g = Geometry::new(cfg, batch)?;
+    if images.len() != g.input_len() {
+        return Err(NetworkError::Input {
+            tensor: "images",
+            got: images.len(),
+            want: g.input_len(),
+            shape: format!("[{batch},3,{0},{0}]", g.input_size),
+        });
+    }
+    let lrn = LrnParams::default();
+    let mut x = images.to_vec();
+    let mut conv: [Vec<f32>; 5] = Default::default();
+    let mut conv_saved = Vec::with_capacity(5);
+    for (i, s) in g.convs.iter().enumerate() {
+        let c = &s.conv;
+        let w = param(params, &format!("{}.weight", s.name), c.weight_len())?;
+        let b = param(params, &format!("{}.bias", s.name), c.c_out)?;
+        let act = activation_forward(cfg.activation, &conv2d_forward(c, &x, w, b));
+        let [n, ch, h, wd] = s.conv_dims();
+        let lrn_out = s.lrn.then(|| lrn_forward(&lrn, n, ch, h, wd, &act));
+        let before_pool = lrn_out.as_ref().unwrap_or(&act);
+        let out = match &s.pool {
+            Some(p) => maxpool_forward(p, before_pool),
+            None => before_pool.clone(),
+        };
+        conv_saved.push(ConvSaved {
+            input: std::mem::replace(&mut x, out.clone()),
+            act,
+            lrn: lrn_out,
+        });
+        conv[i] = out;
+    }
+    // conv5's [N,C,H,W] output is already the [N, C·H·W] matrix fc6 reads (C,H,W flatten order).
+    let mut fc: [Vec<f32>; 2] = Default::default();
+    let mut fc_saved = Vec::with_capacity(3);
+    for (f, layer) in g.fcs.iter().zip([6u32, 7, 8]) {
+        let l = &f.linear;
+        let w = param(params, &format!("{}.weight", f.name), l.fout * l.fin)?;
+        let b = param(params, &format!("{}.bias", f.name), l.fout)?;
+        let y = linear_forward(l.n, l.fin, l.fout, &x, w, b);
+        let next = if f.hidden {
+            let act = activation_forward(cfg.activation, &y);
+            let dropped = match train {
+                Some(t) => dropout_forward(t.dropout, t.seed(layer), &act),
+                None => act.clone(),
+            };
+            fc[layer as usize - 6] = act;
+            dropped
+        } else {
+            y
+        };
+        fc_saved.push(FcSaved {
+            input: std::mem::replace(&mut x, next),
+        });
+    }
+    Ok(Forward {
+        conv,
+        fc,
+        logits: x,
+        geometry: g,
+        activation: cfg.activation,
+        train,
+        conv_saved,
+        fc_saved,
+    })
+}
+
+/// Gradients of the loss to every parameter (same names and shapes as `params`), given the
+/// gradient to the logits `dlogits` `[N,K]` and the forward pass `fwd` that produced them.
+pub fn network_backward(
+    params: &Params,
+    fwd: &Forward,
+    dlogits: &[f32],
+) -> Result<Params, NetworkError> {
+    let g = &fwd.geometry;
+    if dlogits.len() != g.logits_len() {
+        return Err(NetworkError::Input {
+            tensor: "dlogits",
+            got: dlogits.len(),
+            want: g.logits_len(),
+            shape: format!("[{},{}]", g.batch, g.fcs[2].linear.fout),
+        });
+    }
+    let mut grads = params.clone();
+    let mut set = |name: String, data: Vec<f32>| -> Result<(), NetworkError> {
+        let want = data.len();
+        match grads.get_mut(&name) {
+            Some(t) if t.data.len() == want => {
+                t.data = data;
+                Ok(())
+            }
+            other => Err(NetworkError::Param {
+                got: other.map_or(0, |t| t.data.len()),
+                name,
+                want,
+            }),
+        }
+    };
+    let mut d = dlogits.to_vec();
+    for ((f, saved), layer) in g.fcs.iter().zip(&fwd.fc_saved).zip([6u32, 7, 8]).rev() {
+        let l = &f.linear;
+        if f.hidden {
+            if let Some(t) = fwd.train {
+                d = dropout_backward(t.dropout, t.seed(layer), &d);
+            }
+            d = activation_backward(fwd.activation, &d, &fwd.fc[layer as usize - 6]);
+        }
+        let w = param(params, &format!("{}.weight", f.name), l.fout * l.fin)?;
+        let (dx, dw, db) = linear_backward(l.n, l.fin, l.fout, &d, &saved.input, w);
+        set(format!("{}.weight", f.name), dw)?;
+        set(format!("{}.bias", f.name), db)?;
+        d = dx;
+    }
+    let lrn = LrnParams::default();
+    for (i, (s, saved)) in g.convs.iter().zip(&fwd.conv_saved).enumerate().rev() {
+        let before_pool = saved.lrn.as_ref().unwrap_or(&saved.act);
+        if let Some(p) = &s.pool {
+            d = maxpool_backward(p, before_pool, &d);
+        }
+        if s.lrn {
+            let [n, ch, h, wd] = s.conv_dims();
+            d = lrn_backward(&lrn, n, ch, h, wd, &saved.act, &d);
+        }
+        d = activation_backward(fwd.activation, &d, &saved.act);
+        let (dw, db) = conv2d_backward_weight(&s.conv, &d, &saved.input);
+        set(format!("{}.weight", s.name), dw)?;
+        set(format!("{}.bias", s.name), db)?;
+        // conv1's input is the images: no gradient needed there.
+        if i > 0 {
+            let w = param(params, &format!("{}.weight", s.name), s.conv.weight_len())?;
+            d = conv2d_backward_input(&s.conv, &d, w);
+        }
+    }
+    Ok(grads)
+}
+
+/// One training evaluation: forward, mean softmax cross-entropy on `labels` `[N]`, backward.
+/// Returns (loss, the forward pass, the gradients).
+pub fn network_loss_and_grads(
+    cfg: &ModelConfig,
+    params: &Params,
+    batch: usize,
+    images: &[f32],
+    labels: &[i32],
+    train: Option<TrainMode>,
+) -> Result<(f32, Forward, Params), NetworkError> {
+    if labels.len() != batch {
+        return Err(NetworkError::Input {
+            tensor: "labels",
+            got: labels.len(),
+            want: batch,
+            shape: format!("[{batch}]"),
+        });
+    }
+    let fwd = network_forward(cfg, params, batch, images, train)?;
+    let (loss, dlogits) = softmax_cross_entropy(batch, cfg.classes, &fwd.logits, labels);
+    let grads = network_backward(params, &fwd, &dlogits)?;
+    Ok((loss, fwd, grads))
+}
+
+/// The paper's SGD step ([`sgd_update`]) on every parameter: `v ← μ·v − wd·lr·w − lr·g;
+/// w ← w + v`, weight decay on every tensor, biases included (DESIGN.md).
+pub fn network_sgd_step(
+    params: &mut Params,
+    velocity: &mut Params,
+    grads: &Params,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+) -> Result<(), NetworkError> {
+    for w in params.tensors.iter_mut() {
+        let name = &w.spec.name;
+        let want = w.data.len();
+        let bad = |got: usize| NetworkError::Param {
+            name: name.clone(),
+            got,
+            want,
+        };
+        let v = velocity.get_mut(name).ok_or_else(|| bad(0))?;
+        let g = grads.get(name).ok_or_else(|| bad(0))?;
+        if v.data.len() != want {
+            return Err(bad(v.data.len()));
+        }
+        if g.data.len() != want {
+            return Err(bad(g.data.len()));
+        }
+        sgd_update(
+            &mut w.data,
+            &mut v.data,
+            &g.data,
+            lr,
+            momentum,
+            weight_decay,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{check_close, random_tensor};
+
+    /// A tiny network: input 67 (final map 1×1), a few channels per layer.
+    fn tiny(groups: usize, lrn: bool, activation: Activation) -> ModelConfig {
+        ModelConfig {
+            input_size: 67,
+            widths: [4, 6, 8, 6, 4, 12, 10],
+            classes: 5,
+            groups,
+            lrn,
+            activation,
+        }
+    }
+
+    /// Random parameters with variance 0.5/fan-in: signals neither vanish nor explode through
+    /// eight layers (the paper's N(0, 0.01²) would leave early gradients below finite-difference
+    /// noise), and tanh stays out of saturation, where near-equal values make pooling switch.
+    fn scaled_params(cfg: &ModelConfig, seed: u32) -> Params {
+        let mut p = Params::zeros(cfg).unwrap();
+        for (t, tensor) in p.tensors.iter_mut().enumerate() {
+            let shape = &tensor.spec.shape;
+            let std = if shape.len() > 1 {
+                (0.5 / shape[1..].iter().product::<usize>() as f32).sqrt()
+            } else {
+                0.2
+            };
+            tensor.data = random_tensor(seed + t as u32, tensor.data.len(), std);
+        }
+        p
+    }
+
+    /// Mean cross-entropy in f64 from the logits, so the finite differences below are not
+    /// limited by an f32 loss's resolution. logits `[N,K]`, labels `[N]`.
+    fn loss64(classes: usize, logits: &[f32], labels: &[i32]) -> f64 {
+        let rows = logits.chunks_exact(classes);
+        let n = rows.len() as f64;
+        rows.zip(labels)
+            .map(|(row, &l)| {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                sum.ln() + max - row[l as usize] as f64
+            })
+            .sum::<f64>()
+            / n
+    }
+
+    /// Smallest gap between the largest and second-largest value of any pooling window of a
+    /// forward pass. A step of ε on one weight moves a pooled value by about ε·|input|, so with
+    /// every gap above 5e-4 the 3e-4 step below rarely switches a window's maximum.
+    fn min_pool_gap(f: &Forward) -> f32 {
+        let mut min = f32::INFINITY;
+        for (s, saved) in f.geometry.convs.iter().zip(&f.conv_saved) {
+            let Some(p) = s.pool else { continue };
+            let a = saved.lrn.as_ref().unwrap_or(&saved.act);
+            for plane in a.chunks_exact(p.h * p.w) {
+                for oy in 0..p.out_h() {
+                    for ox in 0..p.out_w() {
+                        let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                        for ky in 0..p.k {
+                            for kx in 0..p.k {
+                                let v = plane[(oy * p.stride + ky) * p.w + ox * p.stride + kx];
+                                if v > first {
+                                    (first, second) = (v, first);
+                                } else if v > second {
+                                    second = v;
+                                }
+                            }
+                        }
+                        // A window of ReLU zeros has no gradient to misroute; skip it.
+                        if first > 0.0 || second < first {
+                            min = min.min(first - second);
+                        }
+                    }
+                }
+            }
+        }
+        min
+    }
+
+    /// Smallest |pre-activation| of any unit (conv and hidden fc layers): how close a forward
+    /// pass is to a ReLU kink.
+    fn min_preactivation(f: &Forward, params: &Params) -> f32 {
+        let get = |name: String| params.get(&name).unwrap().data.as_slice();
+        let mut min = f32::INFINITY;
+        for (s, saved) in f.geometry.convs.iter().zip(&f.conv_saved) {
+            let w = get(format!("{}.weight", s.name));
+            let b = get(format!("{}.bias", s.name));
+            let pre = conv2d_forward(&s.conv, &saved.input, w, b);
+            min = pre.iter().fold(min, |m, v| m.min(v.abs()));
+        }
+        for (fc, saved) in f
+            .geometry
+            .fcs
+            .iter()
+            .zip(&f.fc_saved)
+            .filter(|(fc, _)| fc.hidden)
+        {
+            let l = &fc.linear;
+            let w = get(format!("{}.weight", fc.name));
+            let b = get(format!("{}.bias", fc.name));
+            let pre = linear_forward(l.n, l.fin, l.fout, &saved.input, w, b);
+            min = pre.iter().fold(min, |m, v| m.min(v.abs()));
+        }
+        min
+    }
+
+    /// Checks every parameter's gradient against central differences of the f64 loss at 16
+    /// elements spread over each tensor.
+    ///
+    /// Max pooling and ReLU are not smooth: when a step moves a window's two largest values
+    /// past each other, the difference quotient mixes two slopes. A conv1 weight feeds about a
+    /// hundred pooling windows, so the input is chosen without near-ties (see
+    /// [`min_pool_gap`]), and small steps that avoid ReLU kinks meet f32 rounding. So each
+    /// element is tried at steps 3e-3, 1e-3 and 3e-4 and the closest quotient counts: a correct
+    /// gradient matches at one of them, a wrong one at none. The bar: every sampled element within 25% (+1% of the
+    /// tensor's largest gradient), all but two within 2% (+0.2% of the largest). A real bug
+    /// (wrong layout, missing term, wrong sign) breaks most elements of a tensor.
+    fn check_network(cfg: &ModelConfig, train: Option<TrainMode>) {
+        let n = 2;
+        let params = scaled_params(cfg, 11);
+        // Inputs whose pooling windows hold no near-equal maxima (see min_pool_gap) and, for
+        // ReLU, no unit near its kink.
+        let smooth_enough = |x: &Vec<f32>| {
+            let f = network_forward(cfg, &params, n, x, train).unwrap();
+            min_pool_gap(&f) > 5e-4
+                && (cfg.activation != Activation::Relu || min_preactivation(&f, &params) > 3e-4)
+        };
+        let images = (1..400)
+            .map(|seed| random_tensor(seed, n * 3 * 67 * 67, 1.0))
+            .find(smooth_enough)
+            .expect("no test input without near-ties in pooling among 400 seeds");
+        let labels = [3, 1];
+        let loss = |p: &Params| -> f64 {
+            let f = network_forward(cfg, p, n, &images, train).unwrap();
+            loss64(cfg.classes, &f.logits, &labels)
+        };
+        let (l0, _, grads) =
+            network_loss_and_grads(cfg, &params, n, &images, &labels, train).unwrap();
+        assert!((l0 as f64 - loss(&params)).abs() < 1e-5);
+        let mut probe = params.clone();
+        for (ti, g) in grads.tensors.iter().enumerate() {
+            let len = g.data.len();
+            let scale = g.data.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+            assert!(
+                scale > 1e-7,
+                "{}: gradient is zero everywhere; the test network is degenerate",
+                g.spec.name
+            );
+            let mut idx: Vec<usize> = (0..16).map(|k| (k * len / 16 + k * 7) % len).collect();
+            idx.dedup();
+            let mut loose_fail = Vec::new();
+            let mut tight_fail = Vec::new();
+            for &i in &idx {
+                let x = params.tensors[ti].data[i];
+                let analytic = g.data[i] as f64;
+                let mut best = f64::NAN;
+                for eps in [3e-3f32, 1e-3, 3e-4] {
+                    probe.tensors[ti].data[i] = x + eps;
+                    let lp = loss(&probe);
+                    probe.tensors[ti].data[i] = x - eps;
+                    let lm = loss(&probe);
+                    let numeric = (lp - lm) / ((x + eps) as f64 - (x - eps) as f64);
+                    if best.is_nan() || (numeric - analytic).abs() < (best - analytic).abs() {
+                        best = numeric;
+                    }
+                }
+                probe.tensors[ti].data[i] = x;
+                let err = (best - analytic).abs();
+                let report = format!("[{i}] analytic {analytic:e} numeric {best:e}");
+                if err > 0.25 * best.abs() + 1e-2 * scale {
+                    loose_fail.push(report.clone());
+                }
+                if err > 2e-2 * best.abs() + 2e-3 * scale {
+                    tight_fail.push(report);
+                }
+            }
+            assert!(
+                loose_fail.is_empty() && tight_fail.len() <= 2,
+                "{cfg:?}: gradient of `{}` differs from finite differences (largest |g| {scale:e}); \
+                 beyond 25%: {loose_fail:?}; beyond 2%: {tight_fail:?}",
+                g.spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_groups2_lrn_relu_with_dropout() {
+        let train = TrainMode {
+            dropout: 0.5,
+            run_seed: 5,
+            step: 3,
+        };
+        check_network(&tiny(2, true, Activation::Relu), Some(train));
+    }
+
+    #[test]
+    fn gradients_groups1_lrn_tanh() {
+        check_network(&tiny(1, true, Activation::Tanh), None);
+    }
+
+    #[test]
+    fn gradients_groups2_no_lrn_tanh_with_dropout() {
+        let train = TrainMode {
+            dropout: 0.3,
+            run_seed: 9,
+            step: 0,
+        };
+        check_network(&tiny(2, false, Activation::Tanh), Some(train));
+    }
+
+    #[test]
+    fn forward_shapes_and_dropout_modes() {
+        let cfg = ModelConfig::small(75, 16, 5);
+        let params = Params::init(&cfg, 4).unwrap();
+        let images = random_tensor(2, 3 * 3 * 75 * 75, 1.0);
+        let eval = network_forward(&cfg, &params, 3, &images, None).unwrap();
+        let names: Vec<(&str, Vec<usize>)> = eval
+            .named()
+            .into_iter()
+            .map(|(n, s, a)| {
+                assert_eq!(a.len(), s.iter().product::<usize>(), "{n}");
+                (n, s)
+            })
+            .collect();
+        let w = cfg.widths;
+        assert_eq!(
+            names,
+            vec![
+                ("conv1", vec![3, w[0], 8, 8]),
+                ("conv2", vec![3, w[1], 3, 3]),
+                ("conv3", vec![3, w[2], 3, 3]),
+                ("conv4", vec![3, w[3], 3, 3]),
+                ("conv5", vec![3, w[4], 1, 1]),
+                ("fc6", vec![3, w[5]]),
+                ("fc7", vec![3, w[6]]),
+                ("logits", vec![3, 5]),
+            ]
+        );
+        let no_drop = network_forward(
+            &cfg,
+            &params,
+            3,
+            &images,
+            Some(TrainMode {
+                dropout: 0.0,
+                run_seed: 1,
+                step: 0,
+            }),
+        )
+        .unwrap();
+        assert_eq!(no_drop.logits, eval.logits);
+        let t = |step| {
+            Some(TrainMode {
+                dropout: 0.5,
+                run_seed: 1,
+                step,
+            })
+        };
+        let a = network_forward(&cfg, &params, 3, &images, t(0)).unwrap();
+        let b = network_forward(&cfg, &params, 3, &images, t(1)).unwrap();
+        assert_ne!(a.logits, eval.logits);
+        assert_ne!(a.logits, b.logits, "each step must draw new masks");
+        assert_eq!(a.fc[0], eval.fc[0], "fc6 is reported before dropout");
+        assert!(network_forward(&cfg, &params, 2, &images, None).is_err());
+    }
+
+    #[test]
+    fn sgd_step_lowers_the_loss_and_matches_the_formula() {
+        let cfg = tiny(2, true, Activation::Relu);
+        let mut params = scaled_params(&cfg, 3);
+        let images = random_tensor(4, 4 * 3 * 67 * 67, 1.0);
+        let labels = [0, 1, 2, 4];
+        let (l0, _, g) = network_loss_and_grads(&cfg, &params, 4, &images, &labels, None).unwrap();
+        let before = params.clone();
+        let mut v = Params::zeros(&cfg).unwrap();
+        network_sgd_step(&mut params, &mut v, &g, 0.01, 0.9, 0.0005).unwrap();
+        // From zero momentum: v = −wd·lr·w − lr·g and w' = w + v.
+        for ((w0, w1), (gt, vt)) in before
+            .tensors
+            .iter()
+            .zip(&params.tensors)
+            .zip(g.tensors.iter().zip(&v.tensors))
+        {
+            let want: Vec<f32> = w0
+                .data
+                .iter()
+                .zip(&gt.data)
+                .map(|(w, g)| -0.0005 * 0.01 * w - 0.01 * g)
+                .collect();
+            check_close(&vt.spec.name, &vt.data, &want, 1e-9, 1e-5).unwrap();
+            let moved: Vec<f32> = w0.data.iter().zip(&vt.data).map(|(w, d)| w + d).collect();
+            check_close(&w1.spec.name, &w1.data, &moved, 0.0, 0.0).unwrap();
+        }
+        let (l1, _, _) = network_loss_and_grads(&cfg, &params, 4, &images, &labels, None).unwrap();
+        assert!(
+            l1 < l0,
+            "one SGD step should lower the loss on its own batch: {l0} -> {l1}"
+        );
+    }
+}
