@@ -111,7 +111,10 @@ pub fn evaluate(
             gpu.submit(enc);
             let logits = net.logits().download(gpu)?;
             for (i, row) in logits.chunks_exact(classes).take(have).enumerate() {
-                for (acc, p) in probs[i * classes..(i + 1) * classes].iter_mut().zip(softmax(row)) {
+                for (acc, p) in probs[i * classes..(i + 1) * classes]
+                    .iter_mut()
+                    .zip(softmax(row))
+                {
                     *acc += p / views.len() as f64;
                 }
             }

@@ -38,7 +38,15 @@ impl InputStage {
         out: &Tensor,
     ) -> Result<(), GpuError> {
         augment::upload_draws(gpu, &self.draws, draws)?;
-        augment::forward(gpu, enc, &self.shape, &self.images, &self.mean, &self.draws, out)
+        augment::forward(
+            gpu,
+            enc,
+            &self.shape,
+            &self.images,
+            &self.mean,
+            &self.draws,
+            out,
+        )
     }
 }
 

@@ -155,16 +155,20 @@ fn state_value<T: std::str::FromStr>(
 }
 
 fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
-    let schedule_text = ck.run_state.get("schedule").ok_or_else(|| TrainError::RunState {
-        path: path.into(),
-        key: "schedule".into(),
-    })?;
-    let schedule = LrSchedule::from_json(schedule_text, &path.display().to_string()).map_err(
-        |_| TrainError::RunState {
+    let schedule_text = ck
+        .run_state
+        .get("schedule")
+        .ok_or_else(|| TrainError::RunState {
             path: path.into(),
             key: "schedule".into(),
-        },
-    )?;
+        })?;
+    let schedule =
+        LrSchedule::from_json(schedule_text, &path.display().to_string()).map_err(|_| {
+            TrainError::RunState {
+                path: path.into(),
+                key: "schedule".into(),
+            }
+        })?;
     Ok(RunState {
         step: state_value(ck, path, "step")?,
         epoch: state_value(ck, path, "epoch")?,
@@ -421,7 +425,11 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
             stopped = stop.load(Ordering::SeqCst);
             let checkpoint_now = cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0;
             let epoch_end = st.batch_in_epoch as u64 >= steps_per_epoch;
-            if window.0 == log_every || checkpoint_now || stopped || epoch_end || st.step == total_steps
+            if window.0 == log_every
+                || checkpoint_now
+                || stopped
+                || epoch_end
+                || st.step == total_steps
             {
                 let rows = hist.download(&gpu)?;
                 pending.clear();
