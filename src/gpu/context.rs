@@ -36,12 +36,15 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
-    // Environment variables (WGPU_BACKEND, ...) still let a user narrow the backends.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    // Vulkan, Metal, DX12: the GL backend gives compute-capable adapters too, but with lower
+    // limits and noisy windowing-system probing, and every machine that has GL has one of these.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    wgpu::Instance::new(desc)
 }
 
 fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .into_iter()
         // Only adapters that can run compute shaders are of use here.
         .filter(|a| {
@@ -147,6 +150,9 @@ pub struct PipelineKey {
     pub constants: Vec<(&'static str, u64)>,
 }
 
+/// The bind-group layout of one entry point and the pipeline layout around it.
+pub(crate) type LayoutPair = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 /// One logical device: device, queue, the adapter's description and the pipeline cache.
 pub struct Gpu {
     /// The wgpu device.
@@ -162,8 +168,7 @@ pub struct Gpu {
     pub binding_limit: u64,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
-    pub(crate) layouts:
-        Mutex<HashMap<(&'static str, &'static str), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pub(crate) layouts: Mutex<HashMap<(&'static str, &'static str), LayoutPair>>,
 }
 
 impl Gpu {

@@ -32,7 +32,7 @@ static BACKWARD_WEIGHT: Entry = Entry {
 };
 static BACKWARD_BIAS: Entry = Entry {
     name: "backward_bias",
-    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
 
 /// The WGSL `Params` uniform.
