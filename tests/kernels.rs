@@ -172,10 +172,13 @@ fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
     let dx = Tensor::zeros(g, s.input_len(), "t.dx");
     let dw = Tensor::zeros(g, s.weight_len(), "t.dw");
     let db = up(g, &vec![1.0; s.c_out], "t.db");
+    let dw_split = up(g, &vec![0.25; s.weight_len()], "t.dw_split");
     run(g, |e| {
         conv::forward(g, e, &s, &tx, &tw, &tb, &y)?;
         conv::backward_input(g, e, &s, &tdy, &tw, &dx, false)?;
-        conv::backward_weight(g, e, &s, &tdy, &tx, &dw, false)?;
+        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw, false, 1)?;
+        // Split-K with partials, accumulated onto 0.25.
+        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw_split, true, 3)?;
         conv::backward_bias(g, e, &s, &tdy, &db, true)
     });
     let want_y = r::conv2d_forward(&s, &x, &w, &b);

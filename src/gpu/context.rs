@@ -168,6 +168,7 @@ pub struct Gpu {
     pub binding_limit: u64,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
     pub(crate) layouts: Mutex<HashMap<(&'static str, &'static str), LayoutPair>>,
 }
 
@@ -238,6 +239,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(HashMap::new()),
         })
     }
 
@@ -249,6 +251,26 @@ impl Gpu {
     /// Alignment of storage-binding offsets in bytes.
     pub fn offset_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+
+    /// A scratch storage buffer of at least `bytes` for an op's intermediates, kept and grown
+    /// per name. Dispatches recorded in order see each other's writes, so one buffer serves
+    /// every call of the op within an encoder.
+    pub(crate) fn scratch_buffer(&self, name: &'static str, bytes: u64) -> wgpu::Buffer {
+        let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(name) {
+            if b.size() >= bytes {
+                return b.clone();
+            }
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        map.insert(name, b.clone());
+        b
     }
 
     /// A fresh command encoder labelled `label`.
