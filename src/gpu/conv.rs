@@ -222,8 +222,7 @@ pub fn weight_splits(s: &ConvShape, t: GemmTiles, max_scratch: u64) -> usize {
         .div_ceil(tiles)
         .min(by_k)
         .min(by_mem)
-        .min(256)
-        .max(1)
+        .clamp(1, 256)
 }
 
 /// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over
