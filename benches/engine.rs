@@ -10,10 +10,13 @@ use std::time::Instant;
 use alexnet::gpu::{conv, gemm, list_adapters, Gpu, Tensor};
 use alexnet::shape::ConvShape;
 
+/// Records one call of the kernel under test.
+type Recorder = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> alexnet::gpu::Result<()>>;
+
 struct Case {
     name: String,
     flops: f64,
-    record: Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> alexnet::gpu::Result<()>>,
+    record: Recorder,
 }
 
 fn time(gpu: &Gpu, case: &Case, iters: usize) -> alexnet::gpu::Result<f64> {
@@ -170,9 +173,60 @@ fn main() {
         };
         let mut cases = gemm_cases(&gpu, "gemm", big, big, big);
         cases.truncate(1);
+        if args.iter().any(|a| a == "--sweep") {
+            cases.clear();
+            let (x, w, y) = (
+                filled(&gpu, big * big, "bench.x"),
+                filled(&gpu, big * big, "bench.w"),
+                filled(&gpu, big * big, "bench.y"),
+            );
+            let (x, w, y) = (
+                std::rc::Rc::new(x),
+                std::rc::Rc::new(w),
+                std::rc::Rc::new(y),
+            );
+            for (wg_m, wg_n, tile_k) in [
+                (16, 16, 8),
+                (16, 16, 16),
+                (16, 16, 32),
+                (8, 8, 16),
+                (8, 16, 16),
+                (16, 8, 16),
+                (8, 8, 32),
+                (4, 16, 16),
+            ] {
+                for form in [gemm::GemmForm::ABt, gemm::GemmForm::AB, gemm::GemmForm::AtB] {
+                    let (x, w, y) = (x.clone(), w.clone(), y.clone());
+                    let tiles = gemm::GemmTiles { wg_m, wg_n, tile_k };
+                    cases.push(Case {
+                        name: format!("gemm {form:?} {big}³ tiles {wg_m}×{wg_n}×{tile_k}"),
+                        flops: 2.0 * (big * big * big) as f64,
+                        record: Box::new(move |g, e| {
+                            let args = gemm::GemmArgs {
+                                form,
+                                m: big,
+                                n: big,
+                                k: big,
+                                a: &x,
+                                b: &w,
+                                c: &y,
+                                bias: None,
+                                accumulate: false,
+                                alpha: 1.0,
+                            };
+                            gemm::record_with_tiles(g, e, &args, tiles)
+                        }),
+                    });
+                }
+            }
+        }
         cases.extend(gemm_cases(&gpu, "fc6", fc.0, fc.1, fc.2));
-        for (name, s) in paper_convs(batch) {
-            cases.extend(conv_cases(&gpu, name, s));
+        if !args.iter().any(|a| a == "--sweep") {
+            for (name, s) in paper_convs(batch) {
+                cases.extend(conv_cases(&gpu, name, s));
+            }
+        } else {
+            cases.retain(|c| c.name.contains("tiles"));
         }
         for case in &cases {
             match time(&gpu, case, iters) {
