@@ -61,8 +61,10 @@ const MODE_BACKWARD_WEIGHT: u32 = 2u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-var<workgroup> As: array<f32, WG_M * 4u * TILE_K>;
-var<workgroup> Bs: array<f32, WG_N * 4u * TILE_K>;
+// Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
+// stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
+var<workgroup> As: array<f32, (WG_M * 4u + 1u) * TILE_K>;
+var<workgroup> Bs: array<f32, (WG_N * 4u + 1u) * TILE_K>;
 
 struct Dims {
     m: u32,
@@ -186,7 +188,7 @@ fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, tx: 
             if m0 + mm < d.m && k0 + kk < k_end {
                 v = load_a(mode, g, m0 + mm, k0 + kk);
             }
-            As[kk * bm + mm] = v;
+            As[kk * (bm + 1u) + mm] = v;
         }
         for (var e = lidx; e < bn * TILE_K; e += threads) {
             let nn = e % bn;
@@ -195,12 +197,12 @@ fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, tx: 
             if n0 + nn < d.n && k0 + kk < k_end {
                 v = load_b(mode, g, k0 + kk, n0 + nn);
             }
-            Bs[kk * bn + nn] = v;
+            Bs[kk * (bn + 1u) + nn] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ai = kk * bm + ty * TM;
-            let bi = kk * bn + tx * TN;
+            let ai = kk * (bm + 1u) + ty * TM;
+            let bi = kk * (bn + 1u) + tx * TN;
             let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
             let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
             acc[0] += av.x * bv;
