@@ -570,3 +570,37 @@ fn shape_errors_name_the_op_and_tensor() {
         .to_string();
     assert!(err.contains("conv") && err.contains("`x`"), "{err}");
 }
+
+#[test]
+fn gemm_with_a_weight_larger_than_the_device_binding_limit() {
+    let g = device();
+    // Just over lavapipe's 128 MiB binding (fc6's weight is 151 MB); on a GPU with a larger
+    // limit the same call simply runs unsplit.
+    let (m, n, k) = (2, 4099, 8209);
+    assert!((n * k * 4) as u64 > 128 << 20);
+    let x = random_tensor(120, m * k, 1.0);
+    let w = random_tensor(121, n * k, 1.0);
+    let b = random_tensor(122, n, 1.0);
+    let (tx, tw, tb) = (up(&g, &x, "t.x"), up(&g, &w, "t.w"), up(&g, &b, "t.b"));
+    let y = Tensor::zeros(&g, m * n, "t.y");
+    run(&g, |e| {
+        gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)
+    });
+    close(
+        "gemm > binding limit forward y",
+        &down(&g, &y),
+        &r::linear_forward(m, k, n, &x, &w, &b),
+        2e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn devices_table_lists_the_adapter() {
+    let g = device();
+    let table = gpu::context::devices_table(&gpu::list_adapters());
+    assert!(
+        table.contains(&g.adapter.name) && table.contains("storage binding"),
+        "{table}"
+    );
+}
