@@ -13,7 +13,12 @@
 //   backward_input:  1 `mat_a` = w, 2 `mat_b` = dY, 3 `out` = dX
 //   backward_weight: 1 `mat_a` = dY, 2 `mat_b` = x, 3 `out` = dW
 //   backward_bias:   1 `mat_a` = dY, 3 `out` = db
+//   reduce_splits:   1 `mat_a` = partials, 3 `out` = dW (see the entry point)
 // flags bit 1: accumulate into `out` (backward_input, backward_weight, backward_bias).
+// splits: backward_weight's split-K factor (its K = N·OH·OW is long and its M×N is small, so
+// one tile per output would leave a GPU idle). With splits > 1 it writes partial sums to
+// `out` = a scratch [splits, C_out·Cig·k·k] and reduce_splits adds them into dW; its
+// dispatch z is G·splits.
 //
 // GEMM entries: workgroup (WG_N, WG_M) threads, a (4·WG_M)×(4·WG_N) tile, 4×4 outputs per
 // thread, K step TILE_K (override constants, defaults 16/16/16); dispatch
@@ -33,6 +38,10 @@ struct Params {
     oh: u32,
     ow: u32,
     flags: u32,
+    splits: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG_M: u32 = 16u;
@@ -52,8 +61,10 @@ const MODE_BACKWARD_WEIGHT: u32 = 2u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-var<workgroup> As: array<f32, WG_M * 4u * TILE_K>;
-var<workgroup> Bs: array<f32, WG_N * 4u * TILE_K>;
+// Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
+// stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
+var<workgroup> As: array<f32, (WG_M * 4u + 1u) * TILE_K>;
+var<workgroup> Bs: array<f32, (WG_N * 4u + 1u) * TILE_K>;
 
 struct Dims {
     m: u32,
@@ -163,35 +174,35 @@ fn load_b(mode: u32, g: u32, kk: u32, col: u32) -> f32 {
 }
 
 // The tile at (m0, n0) of group g; `mode` is a literal at every call.
-fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, tx: u32, ty: u32, lidx: u32) -> array<vec4<f32>, 4> {
+fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, tx: u32, ty: u32, lidx: u32) -> array<vec4<f32>, 4> {
     let d = gemm_dims(mode);
     let bm = WG_M * TM;
     let bn = WG_N * TN;
     let threads = WG_M * WG_N;
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < d.k; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var e = lidx; e < bm * TILE_K; e += threads) {
             let kk = e % TILE_K;
             let mm = e / TILE_K;
             var v = 0.0;
-            if m0 + mm < d.m && k0 + kk < d.k {
+            if m0 + mm < d.m && k0 + kk < k_end {
                 v = load_a(mode, g, m0 + mm, k0 + kk);
             }
-            As[kk * bm + mm] = v;
+            As[kk * (bm + 1u) + mm] = v;
         }
         for (var e = lidx; e < bn * TILE_K; e += threads) {
             let nn = e % bn;
             let kk = e / bn;
             var v = 0.0;
-            if n0 + nn < d.n && k0 + kk < d.k {
+            if n0 + nn < d.n && k0 + kk < k_end {
                 v = load_b(mode, g, k0 + kk, n0 + nn);
             }
-            Bs[kk * bn + nn] = v;
+            Bs[kk * (bn + 1u) + nn] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ai = kk * bm + ty * TM;
-            let bi = kk * bn + tx * TN;
+            let ai = kk * (bm + 1u) + ty * TM;
+            let bi = kk * (bn + 1u) + tx * TN;
             let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
             let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
             acc[0] += av.x * bv;
@@ -217,8 +228,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let g = wid.z;
     let m0 = wid.y * WG_M * TM;
     let n0 = wid.x * WG_N * TN;
-    let acc = conv_tile(MODE_FORWARD, g, m0, n0, lid.x, lid.y, lidx);
     let d = gemm_dims(MODE_FORWARD);
+    let acc = conv_tile(MODE_FORWARD, g, m0, n0, 0u, d.k, lid.x, lid.y, lidx);
     let cog = p.c_out / p.groups;
     let ohw = p.oh * p.ow;
     for (var i = 0u; i < TM; i++) {
@@ -244,8 +255,8 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let g = wid.z;
     let m0 = wid.y * WG_M * TM;
     let n0 = wid.x * WG_N * TN;
-    let acc = conv_tile(MODE_BACKWARD_INPUT, g, m0, n0, lid.x, lid.y, lidx);
     let d = gemm_dims(MODE_BACKWARD_INPUT);
+    let acc = conv_tile(MODE_BACKWARD_INPUT, g, m0, n0, 0u, d.k, lid.x, lid.y, lidx);
     let cig = p.c_in / p.groups;
     let hw = p.h * p.w;
     for (var i = 0u; i < TM; i++) {
@@ -266,12 +277,19 @@ fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 
 @compute @workgroup_size(WG_N, WG_M)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let g = wid.z;
+    // z = g·splits + split: split-K over N·OH·OW, which is long while Cog × Cig·k·k is small.
+    let g = wid.z / p.splits;
+    let split = wid.z % p.splits;
     let m0 = wid.y * WG_M * TM;
     let n0 = wid.x * WG_N * TN;
-    let acc = conv_tile(MODE_BACKWARD_WEIGHT, g, m0, n0, lid.x, lid.y, lidx);
     let d = gemm_dims(MODE_BACKWARD_WEIGHT);
+    // Split length rounded to TILE_K so splits start on tile boundaries.
+    let per = ((d.k + p.splits - 1u) / p.splits + TILE_K - 1u) / TILE_K * TILE_K;
+    let k_begin = min(split * per, d.k);
+    let k_end = min(k_begin + per, d.k);
+    let acc = conv_tile(MODE_BACKWARD_WEIGHT, g, m0, n0, k_begin, k_end, lid.x, lid.y, lidx);
     let cog = p.c_out / p.groups;
+    let weight_len = p.c_out * d.n;
     for (var i = 0u; i < TM; i++) {
         let m = m0 + lid.y * TM + i;
         if m >= d.m {
@@ -280,10 +298,33 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         for (var j = 0u; j < TN; j++) {
             let col = n0 + lid.x * TN + j;
             if col < d.n {
-                accumulate_store((g * cog + m) * d.n + col, acc[i][j]);
+                let idx = (g * cog + m) * d.n + col;
+                if p.splits == 1u {
+                    accumulate_store(idx, acc[i][j]);
+                } else {
+                    // Partial sums [splits, C_out, Cig·k·k], summed by reduce_splits.
+                    out[split * weight_len + idx] = acc[i][j];
+                }
             }
         }
     }
+}
+
+// dW (+)= Σ_split partial[split]: binding 1 `mat_a` = partials [splits, weight_len] read,
+// binding 3 `out` = dW read_write. Workgroup 256, one invocation per weight, dispatch
+// ceil(weight_len / 256) spread over x and y.
+@compute @workgroup_size(256)
+fn reduce_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
+    let weight_len = p.c_out * (p.c_in / p.groups) * p.k * p.k;
+    if i >= weight_len {
+        return;
+    }
+    var s = 0.0;
+    for (var split = 0u; split < p.splits; split++) {
+        s += mat_a[split * weight_len + i];
+    }
+    accumulate_store(i, s);
 }
 
 var<workgroup> partial: array<f32, 256>;

@@ -26,7 +26,9 @@ struct Params {
 
 fn apply(i: u32) {
     let keep = uniform01(p.seed, p.base + i) >= p.p_drop;
-    data[i] = select(0.0, data[i] * p.scale, keep);
+    // Multiply by the mask (not select 0): a dropped negative value becomes −0.0 as on the
+    // CPU, so GPU and reference agree bit for bit.
+    data[i] = data[i] * select(0.0, p.scale, keep);
 }
 
 @compute @workgroup_size(256)

@@ -46,9 +46,11 @@ const TN: u32 = 4u;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-// As[kk * BM + mm] = op(A)[m0 + mm, k0 + kk]; Bs[kk * BN + nn] = op(B)[k0 + kk, n0 + nn].
-var<workgroup> As: array<f32, WG_M * 4u * TILE_K>;
-var<workgroup> Bs: array<f32, WG_N * 4u * TILE_K>;
+// As[kk * (BM + 1) + mm] = op(A)[m0 + mm, k0 + kk]; Bs[kk * (BN + 1) + nn] = op(B)[k0 + kk, n0 + nn].
+// Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
+// stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
+var<workgroup> As: array<f32, (WG_M * 4u + 1u) * TILE_K>;
+var<workgroup> Bs: array<f32, (WG_N * 4u + 1u) * TILE_K>;
 
 // The BM×BN tile at (m0, n0), returned as 4 rows of 4 columns per thread. `ta`/`tb` are
 // literals at every call, so the branches fold away after inlining.
@@ -79,7 +81,7 @@ fn gemm_tile(ta: bool, tb: bool, m0: u32, n0: u32, tx: u32, ty: u32, lidx: u32) 
                     v = a[p.a_off + gm * p.lda + gk];
                 }
             }
-            As[kk * bm + mm] = v;
+            As[kk * (bm + 1u) + mm] = v;
         }
         for (var e = lidx; e < bn * TILE_K; e += threads) {
             var nn: u32;
@@ -101,12 +103,12 @@ fn gemm_tile(ta: bool, tb: bool, m0: u32, n0: u32, tx: u32, ty: u32, lidx: u32) 
                     v = b[p.b_off + gk * p.ldb + gn];
                 }
             }
-            Bs[kk * bn + nn] = v;
+            Bs[kk * (bn + 1u) + nn] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ai = kk * bm + ty * TM;
-            let bi = kk * bn + tx * TN;
+            let ai = kk * (bm + 1u) + ty * TM;
+            let bi = kk * (bn + 1u) + tx * TN;
             let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
             let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
             acc[0] += av.x * bv;

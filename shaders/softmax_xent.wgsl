@@ -5,7 +5,8 @@
 //
 // forward:  1 `logits` [N,C] read, 2 `labels` [N] u32 read, 3 `stats` [N,3] read_write:
 //           per sample (loss = logsumexp(z) − z[label], top1, top5) where topK = 1.0 when the
-//           label's rank r = #{c : z_c > z_l} + #{c < l : z_c = z_l} is below K, else 0.0.
+//           label's rank r = #{c : z_c > z_l} is below K, else 0.0 (ties count in the label's
+//           favour, as `reference::topk_correct` does).
 //           The batch loss is the mean of stats[:,0] (the caller reduces N numbers).
 // backward: 1 `logits`, 2 `labels`, 3 `dlogits` [N,C] read_write:
 //           dlogits = (softmax(z) − onehot(label)) / N.
@@ -86,7 +87,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var rank = 0.0;
     for (var c = lid; c < p.classes; c += 256u) {
         let z = logits[base + c];
-        if z > zl || (z == zl && c < label) {
+        if z > zl {
             rank += 1.0;
         }
     }

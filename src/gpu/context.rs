@@ -36,12 +36,15 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
-    // Environment variables (WGPU_BACKEND, ...) still let a user narrow the backends.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    // Vulkan, Metal, DX12: the GL backend gives compute-capable adapters too, but with lower
+    // limits and noisy windowing-system probing, and every machine that has GL has one of these.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    wgpu::Instance::new(desc)
 }
 
 fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .into_iter()
         // Only adapters that can run compute shaders are of use here.
         .filter(|a| {
@@ -147,6 +150,9 @@ pub struct PipelineKey {
     pub constants: Vec<(&'static str, u64)>,
 }
 
+/// The bind-group layout of one entry point and the pipeline layout around it.
+pub(crate) type LayoutPair = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 /// One logical device: device, queue, the adapter's description and the pipeline cache.
 pub struct Gpu {
     /// The wgpu device.
@@ -162,8 +168,8 @@ pub struct Gpu {
     pub binding_limit: u64,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
-    pub(crate) layouts:
-        Mutex<HashMap<(&'static str, &'static str), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
+    pub(crate) layouts: Mutex<HashMap<(&'static str, &'static str), LayoutPair>>,
 }
 
 impl Gpu {
@@ -233,6 +239,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(HashMap::new()),
         })
     }
 
@@ -244,6 +251,26 @@ impl Gpu {
     /// Alignment of storage-binding offsets in bytes.
     pub fn offset_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment)
+    }
+
+    /// A scratch storage buffer of at least `bytes` for an op's intermediates, kept and grown
+    /// per name. Dispatches recorded in order see each other's writes, so one buffer serves
+    /// every call of the op within an encoder.
+    pub(crate) fn scratch_buffer(&self, name: &'static str, bytes: u64) -> wgpu::Buffer {
+        let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(name) {
+            if b.size() >= bytes {
+                return b.clone();
+            }
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        map.insert(name, b.clone());
+        b
     }
 
     /// A fresh command encoder labelled `label`.

@@ -30,9 +30,13 @@ static BACKWARD_WEIGHT: Entry = Entry {
     name: "backward_weight",
     slots: &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
 };
+static REDUCE_SPLITS: Entry = Entry {
+    name: "reduce_splits",
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
+};
 static BACKWARD_BIAS: Entry = Entry {
     name: "backward_bias",
-    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
 
 /// The WGSL `Params` uniform.
@@ -63,6 +67,10 @@ pub struct ConvParams {
     pub ow: u32,
     /// Bit 1: accumulate into the output.
     pub flags: u32,
+    /// backward_weight's split-K factor (1 elsewhere).
+    pub splits: u32,
+    /// Padding to 64 bytes.
+    pub _pad: [u32; 3],
 }
 
 fn params(s: &ConvShape, accumulate: bool) -> Result<ConvParams> {
@@ -96,6 +104,8 @@ fn params(s: &ConvShape, accumulate: bool) -> Result<ConvParams> {
         oh: u(s.out_h()),
         ow: u(s.out_w()),
         flags: u32::from(accumulate) << 1,
+        splits: 1,
+        _pad: [0; 3],
     })
 }
 
@@ -199,7 +209,24 @@ pub fn backward_input(
     )
 }
 
-/// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`.
+/// Split-K factor for backward_weight: enough workgroups to fill a large GPU (~1024), each
+/// split at least 8 K-steps long, partials within `max_scratch` bytes.
+pub fn weight_splits(s: &ConvShape, t: GemmTiles, max_scratch: u64) -> usize {
+    let m = s.c_out / s.groups;
+    let n = (s.c_in / s.groups) * s.k * s.k;
+    let k = s.n * s.out_h() * s.out_w();
+    let tiles = m.div_ceil(4 * t.wg_m as usize) * n.div_ceil(4 * t.wg_n as usize) * s.groups;
+    let by_k = (k / (8 * t.tile_k as usize)).max(1);
+    let by_mem = ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1);
+    1024usize
+        .div_ceil(tiles)
+        .min(by_k)
+        .min(by_mem)
+        .clamp(1, 256)
+}
+
+/// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over
+/// several workgroups into a scratch buffer, then summed (see [`weight_splits`]).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_weight(
     gpu: &Gpu,
@@ -210,29 +237,99 @@ pub fn backward_weight(
     dw: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
-    let p = params(s, accumulate)?;
+    let t = GemmTiles::default();
+    backward_weight_split(
+        gpu,
+        encoder,
+        s,
+        dy,
+        x,
+        dw,
+        accumulate,
+        weight_splits(s, t, gpu.max_binding().min(256 << 20)),
+    )
+}
+
+/// [`backward_weight`] with an explicit split-K factor (tests and tuning).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight_split(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+    splits: usize,
+) -> Result<()> {
+    let mut p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "x", x, s.input_len())?;
     kernel::expect_len("conv", "dw", dw, s.weight_len())?;
-    let views = [
-        kernel::whole(gpu, "conv", "dy", dy)?,
-        kernel::whole(gpu, "conv", "x", x)?,
-        kernel::whole(gpu, "conv", "dw", dw)?,
-    ];
+    let splits = splits.max(1);
+    p.splits = kernel::u32_of("conv", splits)?;
     let t = GemmTiles::default();
-    let groups = grid(
+    let mut groups = grid(
         gpu,
         s.c_out / s.groups,
         (s.c_in / s.groups) * s.k * s.k,
-        s.groups,
+        s.groups * splits,
         t,
     )?;
+    if groups[2] > gpu.limits.max_compute_workgroups_per_dimension {
+        return Err(GpuError::TooLarge {
+            op: "conv",
+            size: u64::from(groups[2]),
+        });
+    }
+    let dy_v = kernel::whole(gpu, "conv", "dy", dy)?;
+    let x_v = kernel::whole(gpu, "conv", "x", x)?;
+    if splits == 1 {
+        let views = [dy_v, x_v, kernel::whole(gpu, "conv", "dw", dw)?];
+        return kernel::record(
+            gpu,
+            encoder,
+            &SHADER,
+            &BACKWARD_WEIGHT,
+            &constants(t),
+            bytemuck::bytes_of(&p),
+            &views,
+            groups,
+        );
+    }
+    let bytes = (splits * s.weight_len()) as u64 * 4;
+    if bytes > gpu.max_binding() {
+        return Err(GpuError::BindingTooLarge {
+            op: "conv",
+            tensor: "dw partials",
+            bytes,
+            limit: gpu.max_binding(),
+        });
+    }
+    let scratch = gpu.scratch_buffer("conv.dw_partials", bytes);
+    let part = kernel::View {
+        buffer: &scratch,
+        offset: 0,
+        size: bytes,
+    };
     kernel::record(
         gpu,
         encoder,
         &SHADER,
         &BACKWARD_WEIGHT,
         &constants(t),
+        bytemuck::bytes_of(&p),
+        &[dy_v, x_v, part],
+        groups,
+    )?;
+    groups = kernel::grid_1d(gpu, "conv", (s.weight_len() as u64).div_ceil(256))?;
+    let views = [part, kernel::whole(gpu, "conv", "dw", dw)?];
+    kernel::record(
+        gpu,
+        encoder,
+        &SHADER,
+        &REDUCE_SPLITS,
+        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,

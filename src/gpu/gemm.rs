@@ -32,7 +32,7 @@ static BACKWARD_WEIGHT: Entry = Entry {
 };
 static BACKWARD_BIAS: Entry = Entry {
     name: "backward_bias",
-    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
 
 /// The WGSL `Params` uniform.
@@ -198,8 +198,6 @@ fn span(rows: usize, cols: usize, ld: usize) -> usize {
 /// `align` slack of an aligned window start). Public so tests can check the plan with small
 /// limits.
 pub fn plan(args: &GemmArgs<'_>, limit: u64, align: u64) -> Result<Vec<GemmChunk>> {
-    let (sa, sb) = (args.a_stored(), args.b_stored());
-    let fits = |elems: usize| elems as u64 * 4 + align <= limit;
     let whole = GemmChunk {
         m: args.m,
         n: args.n,
@@ -211,91 +209,92 @@ pub fn plan(args: &GemmArgs<'_>, limit: u64, align: u64) -> Result<Vec<GemmChunk
         accumulate: args.accumulate,
         add_bias: args.bias.is_some(),
     };
-    let sizes = [
+    let mut out = Vec::new();
+    split(
+        args.form,
+        whole,
+        (args.a_stored().cols, args.b_stored().cols, args.n),
+        limit,
+        align,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Recursive step of [`plan`]: split `p` along the row dimension of its largest operand that
+/// does not fit, then split each piece again until every operand fits. `ld` = (lda, ldb, ldc).
+fn split(
+    form: GemmForm,
+    p: GemmChunk,
+    ld: (usize, usize, usize),
+    limit: u64,
+    align: u64,
+    out: &mut Vec<GemmChunk>,
+) -> Result<()> {
+    let (ta, tb) = (form == GemmForm::AtB, form == GemmForm::ABt);
+    let (a_rows, a_cols) = if ta { (p.k, p.m) } else { (p.m, p.k) };
+    let (b_rows, b_cols) = if tb { (p.n, p.k) } else { (p.k, p.n) };
+    let operands = [
         (
-            span(sa.rows, sa.cols, sa.cols),
-            sa.cols,
-            if args.form == GemmForm::AtB {
-                Dim::K
-            } else {
-                Dim::M
-            },
+            span(a_rows, a_cols, ld.0),
+            a_rows,
+            ld.0,
+            if ta { Dim::K } else { Dim::M },
             "a",
         ),
         (
-            span(sb.rows, sb.cols, sb.cols),
-            sb.cols,
-            if args.form == GemmForm::ABt {
-                Dim::N
-            } else {
-                Dim::K
-            },
+            span(b_rows, b_cols, ld.1),
+            b_rows,
+            ld.1,
+            if tb { Dim::N } else { Dim::K },
             "b",
         ),
-        (span(args.m, args.n, args.n), args.n, Dim::M, "c"),
+        (span(p.m, p.n, ld.2), p.m, ld.2, Dim::M, "c"),
     ];
-    let Some(&(_, ld, dim, name)) = sizes.iter().filter(|s| !fits(s.0)).max_by_key(|s| s.0) else {
-        return Ok(vec![whole]);
+    let fits = |elems: usize| elems as u64 * 4 + align <= limit;
+    let Some(&(elems, rows, row_len, dim, name)) =
+        operands.iter().filter(|o| !fits(o.0)).max_by_key(|o| o.0)
+    else {
+        out.push(p);
+        return Ok(());
     };
-    let rows_per_chunk = ((limit.saturating_sub(align)) / (ld as u64 * 4)) as usize;
-    if rows_per_chunk == 0 {
+    if rows <= 1 {
         return Err(GpuError::BindingTooLarge {
             op: "gemm",
             tensor: name,
-            bytes: ld as u64 * 4 + align,
+            bytes: elems as u64 * 4 + align,
             limit,
         });
     }
-    let total = match dim {
-        Dim::M => args.m,
-        Dim::N => args.n,
-        Dim::K => args.k,
-    };
-    let mut chunks = Vec::new();
+    let per_chunk = ((limit.saturating_sub(align) / 4) as usize / row_len).clamp(1, rows - 1);
     let mut d0 = 0;
-    while d0 < total {
-        let r = rows_per_chunk.min(total - d0);
-        let mut c = whole;
+    while d0 < rows {
+        let r = per_chunk.min(rows - d0);
+        let mut c = p;
         match dim {
             Dim::M => {
                 c.m = r;
-                c.a_start = if args.form == GemmForm::AtB {
-                    d0
-                } else {
-                    d0 * sa.cols
-                };
-                c.c_start = d0 * args.n;
+                c.a_start += if ta { d0 } else { d0 * ld.0 };
+                c.c_start += d0 * ld.2;
             }
             Dim::N => {
                 c.n = r;
-                c.b_start = if args.form == GemmForm::ABt {
-                    d0 * sb.cols
-                } else {
-                    d0
-                };
-                c.c_start = d0;
-                c.bias_start = d0;
+                c.b_start += if tb { d0 * ld.1 } else { d0 };
+                c.c_start += d0;
+                c.bias_start += d0;
             }
             Dim::K => {
                 c.k = r;
-                c.a_start = if args.form == GemmForm::AtB {
-                    d0 * sa.cols
-                } else {
-                    d0
-                };
-                c.b_start = if args.form == GemmForm::ABt {
-                    d0
-                } else {
-                    d0 * sb.cols
-                };
-                c.accumulate = args.accumulate || d0 > 0;
-                c.add_bias = args.bias.is_some() && d0 == 0;
+                c.a_start += if ta { d0 * ld.0 } else { d0 };
+                c.b_start += if tb { d0 } else { d0 * ld.1 };
+                c.accumulate = p.accumulate || d0 > 0;
+                c.add_bias = p.add_bias && d0 == 0;
             }
         }
-        chunks.push(c);
+        split(form, c, ld, limit, align, out)?;
         d0 += r;
     }
-    Ok(chunks)
+    Ok(())
 }
 
 /// Record `args` into `encoder` with the default tiles.

@@ -66,6 +66,8 @@ pub enum Slot {
     Read,
     /// `var<storage, read_write>`.
     ReadWrite,
+    /// A binding number this entry point does not use (left out of its layout).
+    Unused,
 }
 
 /// An entry point and the bindings it uses, which must match the WGSL declarations.
@@ -199,19 +201,23 @@ fn layout(
         .slots
         .iter()
         .enumerate()
-        .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
-            binding: i as u32,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: match slot {
-                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
-                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+        .filter_map(|(i, slot)| {
+            let ty = match slot {
+                Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                Slot::Unused => return None,
+            };
+            Some(wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
                 },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
+                count: None,
+            })
         })
         .collect();
     let label = format!("{}.{}", shader.name, entry.name);
@@ -291,7 +297,7 @@ pub fn pipeline(
 }
 
 /// Record one dispatch of `entry` into `encoder`: a uniform buffer with `params` in binding 0,
-/// `views` in bindings 1.., `groups` workgroups.
+/// `views` in the entry's used bindings 1.. in order, `groups` workgroups.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     gpu: &Gpu,
@@ -303,13 +309,17 @@ pub fn record(
     views: &[View<'_>],
     groups: [u32; 3],
 ) -> Result<()> {
-    if views.len() + 1 != entry.slots.len() {
+    let bindings: Vec<u32> = (1..entry.slots.len())
+        .filter(|&i| entry.slots[i] != Slot::Unused)
+        .map(|i| i as u32)
+        .collect();
+    if views.len() != bindings.len() {
         return Err(GpuError::Invalid {
             op: shader.name,
             reason: format!(
                 "entry {} takes {} buffers, got {}",
                 entry.name,
-                entry.slots.len() - 1,
+                bindings.len(),
                 views.len()
             ),
         });
@@ -332,9 +342,9 @@ pub fn record(
         binding: 0,
         resource: uniform.as_entire_binding(),
     }];
-    for (i, v) in views.iter().enumerate() {
+    for (&binding, v) in bindings.iter().zip(views) {
         entries.push(wgpu::BindGroupEntry {
-            binding: i as u32 + 1,
+            binding,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: v.buffer,
                 offset: v.offset,
@@ -374,4 +384,113 @@ pub fn expect_len(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(shader: &Shader) -> naga::Module {
+        let src = shader.full_source();
+        match naga::front::wgsl::parse_str(&src) {
+            Ok(m) => m,
+            Err(e) => panic!(
+                "shaders/{}.wgsl: {}",
+                shader.name,
+                e.emit_to_string_with_path(&src, shader.name)
+            ),
+        }
+    }
+
+    #[test]
+    fn every_shader_parses_and_validates() {
+        for shader in all_shaders() {
+            let module = parse(shader);
+            let mut v = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            );
+            if let Err(e) = v.validate(&module) {
+                panic!(
+                    "shaders/{}.wgsl: {}",
+                    shader.name,
+                    e.emit_to_string_with_path(&shader.full_source(), shader.name)
+                );
+            }
+        }
+    }
+
+    /// Byte size of the type of the `var<uniform>` at binding 0.
+    fn uniform_size(shader: &Shader) -> u32 {
+        let module = parse(shader);
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        let (_, var) = module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.space == naga::AddressSpace::Uniform)
+            .unwrap_or_else(|| panic!("{} has no uniform", shader.name));
+        layouter[var.ty].size
+    }
+
+    #[test]
+    fn params_structs_match_the_wgsl_uniforms() {
+        use std::mem::size_of;
+        let cases: [(&Shader, usize); 8] = [
+            (
+                &super::super::gemm::SHADER,
+                size_of::<super::super::gemm::GemmParams>(),
+            ),
+            (
+                &super::super::conv::SHADER,
+                size_of::<super::super::conv::ConvParams>(),
+            ),
+            (
+                &super::super::activation::SHADER,
+                size_of::<super::super::activation::ActivationParams>(),
+            ),
+            (
+                &super::super::lrn::SHADER,
+                size_of::<super::super::lrn::LrnShaderParams>(),
+            ),
+            (
+                &super::super::maxpool::SHADER,
+                size_of::<super::super::maxpool::PoolParams>(),
+            ),
+            (
+                &super::super::dropout::SHADER,
+                size_of::<super::super::dropout::DropoutParams>(),
+            ),
+            (
+                &super::super::softmax_xent::SHADER,
+                size_of::<super::super::softmax_xent::XentParams>(),
+            ),
+            (
+                &super::super::sgd::SHADER,
+                size_of::<super::super::sgd::SgdParams>(),
+            ),
+        ];
+        for (shader, rust) in cases {
+            assert_eq!(
+                uniform_size(shader) as usize,
+                rust,
+                "{}: WGSL Params vs Rust struct size",
+                shader.name
+            );
+        }
+    }
+
+    #[test]
+    fn pipeline_keys_tell_shaders_entries_and_constants_apart() {
+        let k = |shader, entry, c: &[(&'static str, f64)]| PipelineKey {
+            shader,
+            entry,
+            constants: c.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        };
+        let base = k("gemm", "forward", &[("TILE_K", 16.0)]);
+        assert_eq!(base, k("gemm", "forward", &[("TILE_K", 16.0)]));
+        assert_ne!(base, k("conv", "forward", &[("TILE_K", 16.0)]));
+        assert_ne!(base, k("gemm", "backward_input", &[("TILE_K", 16.0)]));
+        assert_ne!(base, k("gemm", "forward", &[("TILE_K", 8.0)]));
+    }
 }

@@ -8,6 +8,24 @@
 //! ([`Tensor::download`]) is a separate, blocking call meant for tests and metrics.
 //!
 //! The layer knows nothing of AlexNet: shapes come in as [`crate::shape`] types or plain sizes.
+//!
+//! ```no_run
+//! use alexnet::gpu::{gemm, activation, Gpu, Tensor};
+//! use alexnet::shape::Activation;
+//! # fn main() -> alexnet::gpu::Result<()> {
+//! let gpu = Gpu::new(0)?; // adapter 0 of `alexnet devices`, with the adapter's full limits
+//! let (m, n, k) = (128, 4096, 9216);
+//! let x = Tensor::from_slice(&gpu, &vec![0.5; m * k], "fc6.input");
+//! let w = Tensor::zeros(&gpu, n * k, "fc6.weight");
+//! let b = Tensor::zeros(&gpu, n, "fc6.bias");
+//! let y = Tensor::zeros(&gpu, m * n, "fc6.output");
+//! let mut encoder = gpu.encoder("train.step");
+//! gemm::linear_forward(&gpu, &mut encoder, &x, &w, Some(&b), &y, m, n, k)?;
+//! activation::forward(&gpu, &mut encoder, Activation::Relu, &y)?;
+//! gpu.submit(encoder); // one submit for everything recorded
+//! let host: Vec<f32> = y.download(&gpu)?; // blocking readback: tests and metrics only
+//! # Ok(()) }
+//! ```
 
 pub mod activation;
 pub mod augment;

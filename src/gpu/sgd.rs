@@ -27,6 +27,17 @@ pub struct SgdParams {
     pub weight_decay: f32,
 }
 
+/// The optimizer's hyper-parameters for one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdHyper {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum μ (the paper: 0.9).
+    pub momentum: f32,
+    /// Weight decay (the paper: 0.0005, applied to every parameter).
+    pub weight_decay: f32,
+}
+
 /// Record one SGD step on `w` (momentum `v`, gradient `g`, all the same length). Tensors
 /// larger than one binding (fc6's weight on lavapipe) are updated in chunks.
 pub fn step(
@@ -35,9 +46,7 @@ pub fn step(
     w: &Tensor,
     v: &Tensor,
     g: &Tensor,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
+    h: SgdHyper,
 ) -> Result<()> {
     kernel::expect_len("sgd", "v", v, w.len)?;
     kernel::expect_len("sgd", "g", g, w.len)?;
@@ -48,9 +57,9 @@ pub fn step(
         let (vg, _) = kernel::window(gpu, "sgd", "g", g, start, n, limit)?;
         let params = SgdParams {
             n: kernel::u32_of("sgd", n)?,
-            lr,
-            momentum,
-            weight_decay,
+            lr: h.lr,
+            momentum: h.momentum,
+            weight_decay: h.weight_decay,
         };
         let groups = kernel::grid_1d(gpu, "sgd", (n as u64).div_ceil(256))?;
         kernel::record(

@@ -1,0 +1,606 @@
+//! Every WGSL kernel against the CPU reference (`alexnet::reference`) on random inputs with
+//! awkward shapes (no tile multiples, batch 1 and 3, groups 1 and 2, stride 4 with k 11, odd
+//! channel counts). Runs on the first real GPU, else on lavapipe; with no adapter at all the
+//! tests fail and say to install `mesa-vulkan-drivers`.
+use alexnet::gpu::{self, conv, gemm, Gpu, Tensor};
+use alexnet::reference::{self as r, check_close, random_tensor};
+use alexnet::shape::{Activation, ConvShape, LrnParams, PoolShape};
+
+fn device() -> Gpu {
+    match Gpu::best() {
+        Ok(g) => g,
+        Err(e) => panic!("{e} (the kernel tests need an adapter; CI installs mesa-vulkan-drivers)"),
+    }
+}
+
+fn up(g: &Gpu, data: &[f32], label: &str) -> Tensor {
+    Tensor::from_slice(g, data, label)
+}
+
+fn run(g: &Gpu, f: impl FnOnce(&mut wgpu::CommandEncoder) -> gpu::Result<()>) {
+    let mut enc = g.encoder("test");
+    f(&mut enc).expect("record");
+    g.submit(enc);
+}
+
+fn down(g: &Gpu, t: &Tensor) -> Vec<f32> {
+    t.download(g).expect("download")
+}
+
+#[track_caller]
+fn close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    if let Err(msg) = check_close(name, got, want, atol, rtol) {
+        panic!("{msg}");
+    }
+}
+
+#[test]
+fn gemm_three_forms_bias_accumulate_and_bias_grad() {
+    let g = device();
+    for &(m, n, k) in &[(1, 7, 5), (3, 70, 33), (67, 45, 129)] {
+        let x = random_tensor(1, m * k, 1.0);
+        let w = random_tensor(2, n * k, 1.0);
+        let b = random_tensor(3, n, 1.0);
+        let dy = random_tensor(4, m * n, 1.0);
+        let (tx, tw, tb, tdy) = (
+            up(&g, &x, "t.x"),
+            up(&g, &w, "t.w"),
+            up(&g, &b, "t.b"),
+            up(&g, &dy, "t.dy"),
+        );
+        let y = Tensor::zeros(&g, m * n, "t.y");
+        let dx = Tensor::zeros(&g, m * k, "t.dx");
+        let dw = up(&g, &vec![0.5; n * k], "t.dw");
+        let db = Tensor::zeros(&g, n, "t.db");
+        run(&g, |e| {
+            gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)?;
+            gemm::linear_backward_input(&g, e, &tdy, &tw, &dx, m, n, k, false)?;
+            // Accumulate onto 0.5 to test β = 1.
+            gemm::linear_backward_weight(&g, e, &tdy, &tx, &dw, m, n, k, true)?;
+            gemm::linear_backward_bias(&g, e, &tdy, &db, m, n, false)
+        });
+        let want_y = r::linear_forward(m, k, n, &x, &w, &b);
+        let (want_dx, want_dw, want_db) = r::linear_backward(m, k, n, &dy, &x, &w);
+        let want_dw: Vec<f32> = want_dw.iter().map(|v| v + 0.5).collect();
+        let tag = format!("gemm m{m} n{n} k{k}");
+        close(
+            &format!("{tag} forward y"),
+            &down(&g, &y),
+            &want_y,
+            1e-4,
+            1e-4,
+        );
+        close(
+            &format!("{tag} backward_input dx"),
+            &down(&g, &dx),
+            &want_dx,
+            1e-4,
+            1e-4,
+        );
+        close(
+            &format!("{tag} backward_weight dw (accumulated)"),
+            &down(&g, &dw),
+            &want_dw,
+            1e-4,
+            1e-4,
+        );
+        close(
+            &format!("{tag} backward_bias db"),
+            &down(&g, &db),
+            &want_db,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn gemm_splits_operands_larger_than_a_binding() {
+    let mut g = device();
+    let (m, n, k) = (5, 300, 77);
+    // A limit that forces every operand of this size to be split into several windows with
+    // unaligned element offsets.
+    g.binding_limit = 4096;
+    let x = random_tensor(11, m * k, 1.0);
+    let w = random_tensor(12, n * k, 1.0);
+    let b = random_tensor(13, n, 1.0);
+    let dy = random_tensor(14, m * n, 1.0);
+    let (tx, tw, tb, tdy) = (
+        up(&g, &x, "t.x"),
+        up(&g, &w, "t.w"),
+        up(&g, &b, "t.b"),
+        up(&g, &dy, "t.dy"),
+    );
+    let args = gemm::GemmArgs {
+        form: gemm::GemmForm::ABt,
+        m,
+        n,
+        k,
+        a: &tx,
+        b: &tw,
+        c: &tx,
+        bias: Some(&tb),
+        accumulate: false,
+        alpha: 1.0,
+    };
+    let plan = gemm::plan(&args, g.binding_limit, g.offset_alignment()).expect("plan");
+    assert!(plan.len() > 1, "the weight should be split, got {plan:?}");
+    let y = Tensor::zeros(&g, m * n, "t.y");
+    let dx = Tensor::zeros(&g, m * k, "t.dx");
+    let dw = Tensor::zeros(&g, n * k, "t.dw");
+    run(&g, |e| {
+        gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)?;
+        // dX = dY·W reduces over N: a K-dimension split that must accumulate its chunks.
+        gemm::linear_backward_input(&g, e, &tdy, &tw, &dx, m, n, k, false)?;
+        gemm::linear_backward_weight(&g, e, &tdy, &tx, &dw, m, n, k, false)
+    });
+    let want_y = r::linear_forward(m, k, n, &x, &w, &b);
+    let (want_dx, want_dw, _) = r::linear_backward(m, k, n, &dy, &x, &w);
+    close("gemm split forward y", &down(&g, &y), &want_y, 1e-4, 1e-4);
+    close(
+        "gemm split backward_input dx",
+        &down(&g, &dx),
+        &want_dx,
+        1e-4,
+        1e-4,
+    );
+    close(
+        "gemm split backward_weight dw",
+        &down(&g, &dw),
+        &want_dw,
+        1e-4,
+        1e-4,
+    );
+    // A row longer than the limit cannot be split and must say so.
+    g.binding_limit = 128;
+    let err = gemm::plan(&args, g.binding_limit, g.offset_alignment()).unwrap_err();
+    assert!(err.to_string().contains("binding"), "{err}");
+}
+
+fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
+    let x = random_tensor(seed, s.input_len(), 1.0);
+    let w = random_tensor(seed + 1, s.weight_len(), 1.0);
+    let b = random_tensor(seed + 2, s.c_out, 1.0);
+    let dy = random_tensor(seed + 3, s.output_len(), 1.0);
+    let (tx, tw, tb, tdy) = (
+        up(g, &x, "t.x"),
+        up(g, &w, "t.w"),
+        up(g, &b, "t.b"),
+        up(g, &dy, "t.dy"),
+    );
+    let y = Tensor::zeros(g, s.output_len(), "t.y");
+    let dx = Tensor::zeros(g, s.input_len(), "t.dx");
+    let dw = Tensor::zeros(g, s.weight_len(), "t.dw");
+    let db = up(g, &vec![1.0; s.c_out], "t.db");
+    let dw_split = up(g, &vec![0.25; s.weight_len()], "t.dw_split");
+    run(g, |e| {
+        conv::forward(g, e, &s, &tx, &tw, &tb, &y)?;
+        conv::backward_input(g, e, &s, &tdy, &tw, &dx, false)?;
+        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw, false, 1)?;
+        // Split-K with partials, accumulated onto 0.25.
+        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw_split, true, 3)?;
+        conv::backward_bias(g, e, &s, &tdy, &db, true)
+    });
+    let want_y = r::conv2d_forward(&s, &x, &w, &b);
+    let want_dx = r::conv2d_backward_input(&s, &dy, &w);
+    let (want_dw, want_db) = r::conv2d_backward_weight(&s, &dy, &x);
+    let want_db: Vec<f32> = want_db.iter().map(|v| v + 1.0).collect();
+    let tag = format!("conv {s:?}");
+    close(
+        &format!("{tag} forward y"),
+        &down(g, &y),
+        &want_y,
+        1e-4,
+        1e-4,
+    );
+    close(
+        &format!("{tag} backward_input dx"),
+        &down(g, &dx),
+        &want_dx,
+        1e-4,
+        1e-4,
+    );
+    close(
+        &format!("{tag} backward_weight dw"),
+        &down(g, &dw),
+        &want_dw,
+        2e-4,
+        1e-4,
+    );
+    close(
+        &format!("{tag} backward_bias db (accumulated)"),
+        &down(g, &db),
+        &want_db,
+        1e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn conv_like_conv1_stride4_k11() {
+    let g = device();
+    conv_case(
+        &g,
+        ConvShape {
+            n: 1,
+            c_in: 3,
+            h: 31,
+            w: 31,
+            c_out: 5,
+            k: 11,
+            stride: 4,
+            pad: 0,
+            groups: 1,
+        },
+        20,
+    );
+}
+
+#[test]
+fn conv_grouped_padded_batch3() {
+    let g = device();
+    conv_case(
+        &g,
+        ConvShape {
+            n: 3,
+            c_in: 6,
+            h: 9,
+            w: 7,
+            c_out: 10,
+            k: 5,
+            stride: 1,
+            pad: 2,
+            groups: 2,
+        },
+        30,
+    );
+    conv_case(
+        &g,
+        ConvShape {
+            n: 3,
+            c_in: 7,
+            h: 6,
+            w: 6,
+            c_out: 67,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+        },
+        40,
+    );
+    conv_case(
+        &g,
+        ConvShape {
+            n: 1,
+            c_in: 4,
+            h: 8,
+            w: 9,
+            c_out: 6,
+            k: 3,
+            stride: 2,
+            pad: 1,
+            groups: 2,
+        },
+        50,
+    );
+}
+
+#[test]
+fn activation_relu_and_tanh() {
+    let g = device();
+    for act in [Activation::Relu, Activation::Tanh] {
+        let n = 1000;
+        let x = random_tensor(60, n, 1.0);
+        let dy = random_tensor(61, n, 1.0);
+        let t = up(&g, &x, "t.x");
+        run(&g, |e| gpu::activation::forward(&g, e, act, &t));
+        let y = down(&g, &t);
+        close(
+            &format!("activation {act:?} forward"),
+            &y,
+            &r::activation_forward(act, &x),
+            1e-6,
+            1e-5,
+        );
+        let td = up(&g, &dy, "t.dy");
+        run(&g, |e| gpu::activation::backward(&g, e, act, &td, &t));
+        close(
+            &format!("activation {act:?} backward"),
+            &down(&g, &td),
+            &r::activation_backward(act, &dy, &y),
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn elementwise_ops_split_beyond_the_binding_limit() {
+    let mut g = device();
+    g.binding_limit = 1024; // 256 elements per window
+    let n = 1000;
+    let x = random_tensor(62, n, 1.0);
+    let t = up(&g, &x, "t.x");
+    run(&g, |e| {
+        gpu::activation::forward(&g, e, Activation::Relu, &t)
+    });
+    close(
+        "activation split forward",
+        &down(&g, &t),
+        &r::activation_forward(Activation::Relu, &x),
+        0.0,
+        0.0,
+    );
+    let t = up(&g, &x, "t.x");
+    run(&g, |e| gpu::dropout::forward(&g, e, &t, 99, 0.5));
+    close(
+        "dropout split forward",
+        &down(&g, &t),
+        &r::dropout_forward(0.5, 99, &x),
+        0.0,
+        0.0,
+    );
+}
+
+#[test]
+fn lrn_forward_backward() {
+    let g = device();
+    let lrn = LrnParams::default();
+    for &(n, c, h, w, std) in &[(1, 7, 3, 5, 1.0), (3, 2, 4, 3, 1.0), (2, 9, 5, 5, 30.0)] {
+        // std 30 puts α·Σa² near k so the normalisation actually bites.
+        let a = random_tensor(70, n * c * h * w, std);
+        let db = random_tensor(71, a.len(), 1.0);
+        let ta = up(&g, &a, "t.a");
+        let tb = Tensor::zeros(&g, a.len(), "t.b");
+        let ts = Tensor::zeros(&g, a.len(), "t.scale");
+        let tdb = up(&g, &db, "t.db");
+        let tda = Tensor::zeros(&g, a.len(), "t.da");
+        run(&g, |e| {
+            gpu::lrn::forward(&g, e, n, c, h * w, &lrn, &ta, &tb, &ts)?;
+            gpu::lrn::backward(&g, e, n, c, h * w, &lrn, &ta, &ts, &tdb, &tda)
+        });
+        let tag = format!("lrn n{n} c{c} {h}×{w} std{std}");
+        close(
+            &format!("{tag} forward b"),
+            &down(&g, &tb),
+            &r::lrn_forward(&lrn, n, c, h, w, &a),
+            1e-5,
+            1e-4,
+        );
+        close(
+            &format!("{tag} backward da"),
+            &down(&g, &tda),
+            &r::lrn_backward(&lrn, n, c, h, w, &a, &db),
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn maxpool_overlapping_with_ties() {
+    let g = device();
+    for &(n, c, h, w, k, s) in &[
+        (1, 3, 7, 9, 3, 2),
+        (3, 2, 13, 13, 3, 2),
+        (2, 1, 6, 7, 2, 2),
+        (1, 2, 8, 8, 3, 1),
+    ] {
+        let sh = PoolShape {
+            n,
+            c,
+            h,
+            w,
+            k,
+            stride: s,
+        };
+        // Rounded values (ReLU-like zeros and repeats) make ties common, to check the
+        // first-maximum rule.
+        let x: Vec<f32> = random_tensor(80, sh.input_len(), 2.0)
+            .iter()
+            .map(|v| v.round().max(0.0))
+            .collect();
+        let dy = random_tensor(81, sh.output_len(), 1.0);
+        let (tx, tdy) = (up(&g, &x, "t.x"), up(&g, &dy, "t.dy"));
+        let ty = Tensor::zeros(&g, sh.output_len(), "t.y");
+        let tdx = Tensor::zeros(&g, sh.input_len(), "t.dx");
+        run(&g, |e| {
+            gpu::maxpool::forward(&g, e, &sh, &tx, &ty)?;
+            gpu::maxpool::backward(&g, e, &sh, &tx, &tdy, &tdx)
+        });
+        let tag = format!("maxpool {sh:?}");
+        close(
+            &format!("{tag} forward y"),
+            &down(&g, &ty),
+            &r::maxpool_forward(&sh, &x),
+            0.0,
+            0.0,
+        );
+        close(
+            &format!("{tag} backward dx"),
+            &down(&g, &tdx),
+            &r::maxpool_backward(&sh, &x, &dy),
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn dropout_mask_is_bit_identical_to_the_cpu() {
+    let g = device();
+    let n = 5003;
+    let x = random_tensor(90, n, 1.0);
+    for (seed, p) in [(7u32, 0.5f32), (12345, 0.1), (3, 0.0)] {
+        let t = up(&g, &x, "t.x");
+        run(&g, |e| gpu::dropout::forward(&g, e, &t, seed, p));
+        let got = down(&g, &t);
+        let want = r::dropout_forward(p, seed, &x);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "dropout forward seed {seed} p {p}: not bit-identical"
+        );
+        run(&g, |e| gpu::dropout::backward(&g, e, &t, seed, p));
+        let want2 = r::dropout_backward(p, seed, &want);
+        assert!(
+            down(&g, &t)
+                .iter()
+                .zip(&want2)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "dropout backward seed {seed} p {p}"
+        );
+    }
+    let kept = r::dropout_forward(0.5, 7, &vec![1.0; n])
+        .iter()
+        .filter(|v| **v != 0.0)
+        .count();
+    assert!((2300..2700).contains(&kept), "p=0.5 kept {kept} of {n}");
+}
+
+#[test]
+fn softmax_xent_loss_grad_and_topk() {
+    let g = device();
+    for &(n, classes) in &[(1, 10), (3, 1000), (5, 7)] {
+        let logits = random_tensor(100, n * classes, 3.0);
+        let labels: Vec<i32> = (0..n).map(|i| ((i * 7919 + 3) % classes) as i32).collect();
+        let labels_u: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        let tl = up(&g, &logits, "t.logits");
+        let tlab = Tensor::from_u32(&g, &labels_u, "t.labels");
+        let stats = Tensor::zeros(&g, n * 3, "t.stats");
+        let dl = Tensor::zeros(&g, n * classes, "t.dlogits");
+        run(&g, |e| {
+            gpu::softmax_xent::forward(&g, e, n, classes, &tl, &tlab, &stats)?;
+            gpu::softmax_xent::backward(&g, e, n, classes, &tl, &tlab, &dl)
+        });
+        let (want_loss, want_d) = r::softmax_cross_entropy(n, classes, &logits, &labels);
+        let (loss, top1, top5) = gpu::softmax_xent::summarize(&down(&g, &stats));
+        let tag = format!("softmax_xent n{n} classes{classes}");
+        close(&format!("{tag} loss"), &[loss], &[want_loss], 1e-5, 1e-5);
+        close(
+            &format!("{tag} dlogits"),
+            &down(&g, &dl),
+            &want_d,
+            1e-6,
+            1e-4,
+        );
+        let t1 = r::topk_correct(n, classes, &logits, &labels, 1) as f32 / n as f32;
+        let t5 = r::topk_correct(n, classes, &logits, &labels, 5) as f32 / n as f32;
+        assert_eq!((top1, top5), (t1, t5), "{tag} top1/top5");
+    }
+    // Logits of 1000 must not overflow.
+    let tl = up(&g, &[1000.0, 0.0], "t.logits");
+    let tlab = Tensor::from_u32(&g, &[1], "t.labels");
+    let stats = Tensor::zeros(&g, 3, "t.stats");
+    run(&g, |e| {
+        gpu::softmax_xent::forward(&g, e, 1, 2, &tl, &tlab, &stats)
+    });
+    close(
+        "softmax_xent large logits",
+        &down(&g, &stats),
+        &[1000.0, 0.0, 1.0],
+        1e-3,
+        1e-6,
+    );
+}
+
+#[test]
+fn sgd_step_matches_reference() {
+    let mut g = device();
+    let n = 777;
+    let w = random_tensor(110, n, 1.0);
+    let v = random_tensor(111, n, 0.1);
+    let gr = random_tensor(112, n, 1.0);
+    let (tw, tv, tg) = (up(&g, &w, "t.w"), up(&g, &v, "t.v"), up(&g, &gr, "t.g"));
+    g.binding_limit = 512; // exercise the chunked path too
+    run(&g, |e| {
+        gpu::sgd::step(
+            &g,
+            e,
+            &tw,
+            &tv,
+            &tg,
+            gpu::sgd::SgdHyper {
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 0.0005,
+            },
+        )
+    });
+    let (mut ww, mut vv) = (w.clone(), v.clone());
+    r::sgd_update(&mut ww, &mut vv, &gr, 0.01, 0.9, 0.0005);
+    close("sgd w", &down(&g, &tw), &ww, 1e-7, 1e-6);
+    close("sgd v", &down(&g, &tv), &vv, 1e-7, 1e-6);
+}
+
+#[test]
+fn two_devices_on_one_adapter_both_compute() {
+    let a = device();
+    let b = Gpu::new(a.adapter.index).expect("second device");
+    for g in [&a, &b] {
+        let t = up(g, &[-1.0, 2.0], "t.x");
+        run(g, |e| gpu::activation::forward(g, e, Activation::Relu, &t));
+        assert_eq!(down(g, &t), vec![0.0, 2.0]);
+    }
+}
+
+#[test]
+fn shape_errors_name_the_op_and_tensor() {
+    let g = device();
+    let s = ConvShape {
+        n: 1,
+        c_in: 3,
+        h: 8,
+        w: 8,
+        c_out: 4,
+        k: 3,
+        stride: 1,
+        pad: 0,
+        groups: 1,
+    };
+    let x = Tensor::zeros(&g, 10, "t.x");
+    let w = Tensor::zeros(&g, s.weight_len(), "t.w");
+    let b = Tensor::zeros(&g, 4, "t.b");
+    let y = Tensor::zeros(&g, s.output_len(), "t.y");
+    let mut e = g.encoder("t");
+    let err = conv::forward(&g, &mut e, &s, &x, &w, &b, &y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv") && err.contains("`x`"), "{err}");
+}
+
+#[test]
+fn gemm_with_a_weight_larger_than_the_device_binding_limit() {
+    let g = device();
+    // Just over lavapipe's 128 MiB binding (fc6's weight is 151 MB); on a GPU with a larger
+    // limit the same call simply runs unsplit.
+    let (m, n, k) = (2, 4099, 8209);
+    assert!((n * k * 4) as u64 > 128 << 20);
+    let x = random_tensor(120, m * k, 1.0);
+    let w = random_tensor(121, n * k, 1.0);
+    let b = random_tensor(122, n, 1.0);
+    let (tx, tw, tb) = (up(&g, &x, "t.x"), up(&g, &w, "t.w"), up(&g, &b, "t.b"));
+    let y = Tensor::zeros(&g, m * n, "t.y");
+    run(&g, |e| {
+        gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)
+    });
+    close(
+        "gemm > binding limit forward y",
+        &down(&g, &y),
+        &r::linear_forward(m, k, n, &x, &w, &b),
+        2e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn devices_table_lists_the_adapter() {
+    let g = device();
+    let table = gpu::context::devices_table(&gpu::list_adapters());
+    assert!(
+        table.contains(&g.adapter.name) && table.contains("storage binding"),
+        "{table}"
+    );
+}
