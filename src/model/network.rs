@@ -487,8 +487,13 @@ impl Network {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<()> {
+        let h = gpu::sgd::SgdHyper {
+            lr,
+            momentum,
+            weight_decay,
+        };
         for ((w, v), g) in self.params.iter().zip(&self.momentum).zip(&self.grads) {
-            gpu::sgd::step(gpu, enc, w, v, g, lr, momentum, weight_decay)?;
+            gpu::sgd::step(gpu, enc, w, v, g, h)?;
         }
         Ok(())
     }
