@@ -331,7 +331,20 @@ impl Checkpoint {
                 path: path.into(),
                 source,
             }
-        })
+        })?;
+        // The temporary file safetensors renames into place is created owner-only (0600); a
+        // checkpoint is shared like any output, so make it readable as a plain file would be.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(
+                |e| CheckpointError::Write {
+                    path: path.into(),
+                    source: SafeTensorError::IoError(e),
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Reads a checkpoint. `fallback_input_size` is used only for a foreign file without
@@ -655,6 +668,12 @@ mod tests {
         // Saving again over the file works and leaves no temporary files behind.
         back.save(&path).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644, "checkpoint mode {mode:o}");
+        }
         // The raw file has the DESIGN.md names and layouts.
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();

@@ -1,0 +1,111 @@
+//! The CPU reference network against a PyTorch dump (STYLE.md rule 7): logits, every reported
+//! activation, the loss, every gradient, then a few SGD steps.
+//!
+//! The fixture is made by (torch is not a CI dependency; the output file is committed):
+//!
+//! ```text
+//! python tests/fixtures/make_torch_fixture.py --out tests/fixtures/torch_small.safetensors \
+//!     --input-size 67 --widths 6,16,24,24,16,256,256 --classes 5 --groups 2 --batch 4 \
+//!     --dropout 0.5 --run-seed 7 --steps 3
+//! ```
+//!
+//! Until that file is committed the test is ignored, with the reason shown by `cargo test`.
+use alexnet::model::{Checkpoint, Params};
+use alexnet::reference::{check_close, network_loss_and_grads, network_sgd_step, TrainMode};
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::path::Path;
+
+const FIXTURE: &str = "tests/fixtures/torch_small.safetensors";
+
+/// Tensor `name` of the fixture as f32 (i32 tensors are converted).
+fn tensor(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let v = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{FIXTURE}: `{name}` is missing; re-run make_torch_fixture.py"));
+    let words = v.data().chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]);
+    match v.dtype() {
+        Dtype::F32 => words.map(f32::from_le_bytes).collect(),
+        Dtype::I32 => words.map(|w| i32::from_le_bytes(w) as f32).collect(),
+        d => panic!("{FIXTURE}: `{name}` is {d:?}, expected F32 or I32"),
+    }
+}
+
+/// Compares with a tolerance scaled to the reference tensor's largest value: PyTorch ran in
+/// f64, we store f32 between layers.
+fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if let Err(e) = check_close(name, got, want, rel * scale, rel) {
+        panic!("against PyTorch: {e}");
+    }
+}
+
+#[test]
+#[ignore = "needs tests/fixtures/torch_small.safetensors: run tests/fixtures/make_torch_fixture.py (see this file's header)"]
+fn matches_pytorch() {
+    let bytes = std::fs::read(FIXTURE).expect("read the fixture");
+    let st = SafeTensors::deserialize(&bytes).expect("the fixture is safetensors");
+    let (_, header) = SafeTensors::read_metadata(&bytes).expect("fixture metadata");
+    let meta = header.metadata().clone().unwrap_or_default();
+    let num = |k: &str| -> f64 {
+        meta.get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{FIXTURE}: metadata `{k}`"))
+    };
+    let ck = Checkpoint::from_bytes(Path::new(FIXTURE), &bytes, None)
+        .expect("the fixture is a checkpoint");
+    let cfg = ck.config.clone();
+    let labels: Vec<i32> = tensor(&st, "fixture.labels")
+        .into_iter()
+        .map(|v| v as i32)
+        .collect();
+    let images = tensor(&st, "fixture.images");
+    let n = labels.len();
+    let train = TrainMode {
+        dropout: num("fixture.dropout") as f32,
+        run_seed: num("fixture.run_seed") as u64,
+        step: 0,
+    };
+
+    let (loss, fwd, grads) =
+        network_loss_and_grads(&cfg, &ck.params, n, &images, &labels, Some(train)).unwrap();
+    for (name, _, got) in fwd.named() {
+        close(name, got, &tensor(&st, &format!("fixture.{name}")), 1e-4);
+    }
+    close("loss", &[loss], &tensor(&st, "fixture.loss"), 1e-5);
+    for g in &grads.tensors {
+        close(
+            &format!("grad {}", g.spec.name),
+            &g.data,
+            &tensor(&st, &format!("fixture.grad.{}", g.spec.name)),
+            1e-3,
+        );
+    }
+
+    let (lr, mom, wd) = (
+        num("fixture.lr") as f32,
+        num("fixture.momentum") as f32,
+        num("fixture.weight_decay") as f32,
+    );
+    let mut params = ck.params.clone();
+    let mut velocity = Params::zeros(&cfg).unwrap();
+    for step in 0..num("fixture.steps") as u64 {
+        let t = TrainMode { step, ..train };
+        let (l, _, g) =
+            network_loss_and_grads(&cfg, &params, n, &images, &labels, Some(t)).unwrap();
+        close(
+            &format!("step {step} loss"),
+            &[l],
+            &tensor(&st, &format!("fixture.step{step}.loss")),
+            1e-4,
+        );
+        network_sgd_step(&mut params, &mut velocity, &g, lr, mom, wd).unwrap();
+    }
+    for p in &params.tensors {
+        close(
+            &format!("final {}", p.spec.name),
+            &p.data,
+            &tensor(&st, &format!("fixture.final.{}", p.spec.name)),
+            1e-3,
+        );
+    }
+}
