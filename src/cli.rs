@@ -17,6 +17,17 @@ struct Cli {
 enum Command {
     /// List the adapters wgpu sees, with the limits that matter for training.
     Devices,
+    /// Train the network on shards (the paper's recipe unless told otherwise).
+    ///
+    /// Writes RUN/last.safetensors (every --checkpoint-every steps and each epoch),
+    /// RUN/best.safetensors (best validation top-1), RUN/metrics.jsonl and RUN/config.toml.
+    /// Ctrl-C writes a checkpoint; `--resume` continues exactly where it stopped.
+    Train(TrainArgs),
+    /// Score a checkpoint on shards: loss, top-1 and top-5 accuracy.
+    Eval(EvalArgs),
+    /// Run a checkpoint on preprocessed images: safetensors `images` [N,3,H,W] in, `logits`
+    /// and the activations conv1..conv5, fc6, fc7 out (for checks against other frameworks).
+    Forward(ForwardArgs),
     /// Turn a folder of images into Parquet shards (pixels, labels, statistics).
     Ingest(IngestArgs),
     /// Show what a shard file, directory or set holds.
@@ -53,6 +64,108 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training shards: .parquet files and/or directories of shards.
+    #[arg(required = true)]
+    data: Vec<PathBuf>,
+    /// Validation shards (drive the learning-rate schedule and best.safetensors).
+    #[arg(long)]
+    val: Vec<PathBuf>,
+    /// A training config (TOML, as RUN/config.toml) or a pipeline file with one train stage.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The run directory.
+    #[arg(long, default_value = "runs/alexnet")]
+    out: PathBuf,
+    /// Passes over the training set.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps in all.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Images per step.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Initial learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed of every random stream (init, shuffle, augmentation, dropout).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Adapters: `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
+    #[arg(long)]
+    devices: Option<String>,
+    /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
+    #[arg(long)]
+    resume: bool,
+    /// Start from these weights instead of the paper's init.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Train on the evaluation view: centre crop, no flip, no lighting noise.
+    #[arg(long)]
+    no_augment: bool,
+    /// Dropout probability of fc6 and fc7 (0 turns it off).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Row order: `full` (a new permutation each epoch) or `none` (file order).
+    #[arg(long)]
+    shuffle: Option<String>,
+    /// Side of the model's input crop.
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// Widths of conv1..conv5, fc6, fc7: seven comma-separated numbers.
+    #[arg(long)]
+    widths: Option<String>,
+    /// Number of classes [default: the shards' class count].
+    #[arg(long)]
+    classes: Option<usize>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Shards to score.
+    #[arg(required = true)]
+    data: Vec<PathBuf>,
+    /// The paper's ten views (corners and centre, mirrored), softmax averaged.
+    #[arg(long)]
+    ten_crop: bool,
+    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy.
+    #[arg(long)]
+    json: bool,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Adapter index (see `alexnet devices`).
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+    /// Input size of a checkpoint that does not record one.
+    #[arg(long)]
+    input_size: Option<usize>,
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// The checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// safetensors file holding `images` [N,3,H,W] f32.
+    #[arg(long)]
+    input: PathBuf,
+    /// safetensors file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Adapter index.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
 }
 
 /// `image` column encodings as typed on the command line.
@@ -128,6 +241,42 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Devices => alexnet::gpu::print_devices()?,
+        Command::Train(a) => train(a)?,
+        Command::Eval(a) => {
+            let job = alexnet::train::EvalJob {
+                checkpoint: a.checkpoint,
+                data: a.data,
+                view: if a.ten_crop {
+                    alexnet::train::View::TenCrop
+                } else {
+                    alexnet::train::View::Centre
+                },
+                batch: a.batch,
+                device: a.device,
+                input_size: a.input_size,
+            };
+            let r = alexnet::train::eval_checkpoint(&job)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} images: loss {:.4}, top-1 accuracy {:.2}% (error {:.2}%), top-5 accuracy {:.2}%",
+                    r.count,
+                    r.loss,
+                    r.top1_accuracy * 100.0,
+                    (1.0 - r.top1_accuracy) * 100.0,
+                    r.top5_accuracy * 100.0
+                );
+            }
+        }
+        Command::Forward(a) => {
+            alexnet::model::forward::forward(&alexnet::model::forward::ForwardJob {
+                checkpoint: a.checkpoint,
+                input: a.input,
+                out: a.out,
+                device: a.device,
+            })?
+        }
         Command::Ingest(a) => {
             let mut cfg = IngestConfig::new(a.raw, a.out);
             cfg.size = a.size;
@@ -195,5 +344,60 @@ pub fn run() -> anyhow::Result<()> {
             alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
         }
     }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    use alexnet::train::{TrainConfig, TrainJob, TrainOverrides};
+    let saved = a.out.join("config.toml");
+    let mut config = match (&a.config, a.resume) {
+        (Some(path), _) => alexnet::pipeline::load_train_config(path)?,
+        (None, true) if saved.exists() => TrainConfig::load(&saved)?,
+        _ => TrainConfig::default(),
+    };
+    let overrides = TrainOverrides {
+        epochs: a.epochs,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        devices: a.devices,
+        dropout: a.dropout,
+        no_augment: a.no_augment,
+        shuffle: a.shuffle,
+        input_size: a.input_size,
+        widths: a.widths,
+        classes: a.classes,
+    };
+    config.apply_overrides(&overrides)?;
+    let job = TrainJob {
+        data: a.data,
+        val: a.val,
+        out: a.out,
+        config,
+        resume: a.resume,
+        init_from: a.init_from,
+        progress: !a.quiet,
+        classes_from_data: a.classes.is_none() && a.config.is_none() && !a.resume,
+    };
+    let s = alexnet::train::train(&job)?;
+    let val = s
+        .last_val
+        .map(|v| {
+            format!(
+                ", validation top-1 error {:.2}%",
+                (1.0 - v.top1_accuracy) * 100.0
+            )
+        })
+        .unwrap_or_default();
+    let how = if s.interrupted { "interrupted" } else { "done" };
+    eprintln!(
+        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s; checkpoints in {}",
+        s.steps,
+        s.epochs,
+        s.last_loss,
+        s.images_per_s,
+        job.out.display()
+    );
     Ok(())
 }

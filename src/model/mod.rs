@@ -2,6 +2,7 @@
 //! and the forward/backward graph over the GPU ops.
 pub mod checkpoint;
 pub mod config;
+pub mod forward;
 pub mod geometry;
 pub mod network;
 pub mod params;

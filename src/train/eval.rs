@@ -147,3 +147,71 @@ mod tests {
         assert!((s[0] - 0.5).abs() < 1e-12, "softmax must not overflow");
     }
 }
+
+/// An `alexnet eval` request.
+#[derive(Clone, Debug)]
+pub struct EvalJob {
+    /// The checkpoint.
+    pub checkpoint: std::path::PathBuf,
+    /// Shards to score.
+    pub data: Vec<std::path::PathBuf>,
+    /// Centre crop or ten views.
+    pub view: View,
+    /// Images per GPU batch.
+    pub batch: usize,
+    /// Adapter index.
+    pub device: usize,
+    /// Input size of a foreign checkpoint without `input_size` metadata.
+    pub input_size: Option<usize>,
+}
+
+/// Loads a checkpoint and scores it on a shard set, with the checkpoint's own mean image
+/// (or, for a checkpoint made elsewhere, the data's, with a warning on stderr).
+pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
+    let ck = crate::model::Checkpoint::load(&job.checkpoint, job.input_size)?;
+    let set = ShardSet::open(&job.data)?;
+    if ck.config.classes != set.classes().len() {
+        return Err(TrainError::Mismatch(format!(
+            "{} predicts {} classes but {} has {}",
+            job.checkpoint.display(),
+            ck.config.classes,
+            set.files()[0].display(),
+            set.classes().len()
+        )));
+    }
+    let mean = match &ck.stats {
+        Some(s) if s.size == set.size() => s.mean_image.clone(),
+        Some(s) => {
+            return Err(TrainError::Mismatch(format!(
+                "{} was trained on {}² images but {} stores {}²; ingest the data with --size {}",
+                job.checkpoint.display(),
+                s.size,
+                set.files()[0].display(),
+                set.size(),
+                s.size
+            )))
+        }
+        None => {
+            eprintln!(
+                "warning: {} carries no data statistics; subtracting the mean image of {} instead",
+                job.checkpoint.display(),
+                set.files()[0].display()
+            );
+            set.stats().mean_image()
+        }
+    };
+    if ck.config.input_size > set.size() {
+        return Err(TrainError::Mismatch(format!(
+            "the model's input is {}² but {} stores {}² images",
+            ck.config.input_size,
+            set.files()[0].display(),
+            set.size()
+        )));
+    }
+    let gpu = Gpu::new(job.device)?;
+    let batch = job.batch.clamp(1, set.len().max(1));
+    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
+    let input = InputStage::new(&gpu, batch, set.size(), ck.config.input_size, &mean);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    evaluate(&gpu, &net, &input, &set, job.view, threads)
+}

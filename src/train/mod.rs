@@ -12,5 +12,5 @@ pub mod input;
 pub mod run;
 
 pub use error::TrainError;
-pub use eval::{evaluate, EvalResult, View};
+pub use eval::{eval_checkpoint, evaluate, EvalJob, EvalResult, View};
 pub use run::{train, TrainJob, TrainSummary};

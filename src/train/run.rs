@@ -42,6 +42,9 @@ pub struct TrainJob {
     pub init_from: Option<PathBuf>,
     /// Draw a progress bar (on a terminal) or print progress lines.
     pub progress: bool,
+    /// Take the class count from the training shards instead of the configuration (the
+    /// command line does this unless `--classes` is given).
+    pub classes_from_data: bool,
 }
 
 /// How a run ended.
@@ -95,8 +98,8 @@ fn data_stats(set: &ShardSet) -> DataStats {
     }
 }
 
-fn check_data(job: &TrainJob, set: &ShardSet, val: Option<&ShardSet>) -> Result<(), TrainError> {
-    let m = &job.config.model;
+fn check_data(cfg: &TrainConfig, set: &ShardSet, val: Option<&ShardSet>) -> Result<(), TrainError> {
+    let m = &cfg.model;
     if m.classes != set.classes().len() {
         return Err(TrainError::Mismatch(format!(
             "the model has {} classes but {} has {}; pass --classes {} or fix the config's model.classes",
@@ -129,12 +132,12 @@ fn check_data(job: &TrainJob, set: &ShardSet, val: Option<&ShardSet>) -> Result<
             )));
         }
     }
-    if set.len() < job.config.batch {
+    if set.len() < cfg.batch {
         return Err(TrainError::Mismatch(format!(
             "{} holds {} images, fewer than one batch of {}; lower --batch",
             set.files()[0].display(),
             set.len(),
-            job.config.batch
+            cfg.batch
         )));
     }
     Ok(())
@@ -220,15 +223,19 @@ impl Saver<'_> {
 
 /// Trains as `job` says; see the module docs for the data flow.
 pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
-    let cfg = &job.config;
-    cfg.validate("the resolved configuration")?;
     let set = ShardSet::open(&job.data)?;
+    let mut resolved = job.config.clone();
+    if job.classes_from_data {
+        resolved.model.classes = set.classes().len();
+    }
+    let cfg = &resolved;
+    cfg.validate("the resolved configuration")?;
     let val = if job.val.is_empty() {
         None
     } else {
         Some(ShardSet::open(&job.val)?)
     };
-    check_data(job, &set, val.as_ref())?;
+    check_data(cfg, &set, val.as_ref())?;
     if cfg.devices.len() > 1 {
         return Err(TrainError::NotBuilt(format!(
             "--devices {}: the two-column split over several devices is not built yet; train on one device (--devices 0)",

@@ -1,0 +1,119 @@
+//! `alexnet forward`: the tensor-in, tensor-out door for checking the network against any other
+//! framework. Reads `images` `[N,3,H,W]` f32 from a safetensors file, writes `logits` and the
+//! activations DESIGN.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
+use super::{Checkpoint, CheckpointError, Network, NetworkError};
+use crate::gpu::{Gpu, GpuError};
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::{Path, PathBuf};
+
+/// What can go wrong in `forward`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// A GPU operation failed.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// The input file is unusable.
+    #[error("{}: {reason}", path.display())]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The output could not be written.
+    #[error("{}: {reason}", path.display())]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A `forward` request.
+#[derive(Clone, Debug)]
+pub struct ForwardJob {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// safetensors file with `images` `[N,3,H,W]` f32, already preprocessed.
+    pub input: PathBuf,
+    /// safetensors file to write.
+    pub out: PathBuf,
+    /// Adapter index.
+    pub device: usize,
+}
+
+fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
+    let bad = |reason: String| ForwardError::Input {
+        path: path.into(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let t = st
+        .tensor("images")
+        .map_err(|_| bad("no tensor `images` [N,3,H,W] f32 in the file".into()))?;
+    if t.dtype() != Dtype::F32 || t.shape().len() != 4 || t.shape()[1] != 3 {
+        return Err(bad(format!(
+            "`images` is {:?} {:?}; it must be f32 [N,3,H,W]",
+            t.dtype(),
+            t.shape()
+        )));
+    }
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((t.shape().to_vec(), data))
+}
+
+/// Runs the evaluation-mode network (no dropout) on the input and writes every activation.
+pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
+    let (shape, images) = read_images(&job.input)?;
+    let ck = Checkpoint::load(&job.checkpoint, Some(shape[2]))?;
+    let size = ck.config.input_size;
+    if shape[2] != size || shape[3] != size {
+        return Err(ForwardError::Input {
+            path: job.input.clone(),
+            reason: format!(
+                "images are {}×{} but the model takes {size}×{size}",
+                shape[2], shape[3]
+            ),
+        });
+    }
+    let gpu = Gpu::new(job.device)?;
+    let net = Network::new(&gpu, &ck.config, shape[0], &ck.params)?;
+    net.input().upload(&gpu, &images)?;
+    let mut enc = gpu.encoder("forward");
+    net.record_forward(&gpu, &mut enc, None)?;
+    gpu.submit(enc);
+    let mut tensors = Vec::new();
+    for (name, shape, t) in net.activations() {
+        tensors.push((name.to_string(), shape, t.download(&gpu)?));
+    }
+    let out_err = |reason: String| ForwardError::Output {
+        path: job.out.clone(),
+        reason,
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| out_err(e.to_string()))?;
+    // Written beside the target and renamed, so a reader never sees half a file.
+    let tmp = job.out.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| out_err(e.to_string()))?;
+    std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string()))
+}
