@@ -225,6 +225,18 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
     })
 }
 
+/// [`process`], with a decoder panic on a hostile file turned into a reject instead of
+/// taking the whole run down.
+fn guarded(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Processed, Reject> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(input, cfg, timers)))
+        .unwrap_or_else(|_| {
+            Err(Reject {
+                source: input.source.clone(),
+                reason: "undecodable: the decoder panicked on this file".into(),
+            })
+        })
+}
+
 fn is_file_output(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "parquet")
 }
@@ -456,7 +468,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
                 let out: Vec<_> = pool.install(|| {
                     chunk
                         .par_iter()
-                        .map(|inp| process(inp, cfg, &timers))
+                        .map(|inp| guarded(inp, cfg, &timers))
                         .collect()
                 });
                 progress.add(chunk.len() as u64);
@@ -529,4 +541,34 @@ fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
     let tmp = temp_path(path);
     std::fs::write(&tmp, text).map_err(|e| IngestError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_part_parses_and_plans_disjoint_covering_shards() {
+        assert_eq!(
+            "1/4".parse::<ShardPart>(),
+            Ok(ShardPart { index: 1, count: 4 })
+        );
+        for bad in ["4/4", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<ShardPart>().is_err(), "{bad}");
+        }
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let mut cfg = IngestConfig::new("raw", "out");
+            cfg.shard_rows = 4;
+            cfg.shard = Some(ShardPart { index: i, count: 3 });
+            for t in plan(&cfg, 30) {
+                seen.extend(t.items.clone());
+                assert!(t
+                    .path
+                    .ends_with(format!("part-{:05}.parquet", t.items.start / 4)));
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
+    }
 }
