@@ -1,7 +1,8 @@
 //! Ingest throughput on synthetic ImageNet-like JPEGs (500×375, quality 90, made from the
 //! fixture photos): images/s, images/s per core, and where the time goes.
 //!
-//! `cargo bench --bench ingest` (optionally `-- N` images, default 600). The raw folder is
+//! `cargo bench --bench ingest` (optionally `-- N` images, default 600; under `cargo test` a
+//! 12-image smoke run). The raw folder is
 //! kept under `$CARGO_TARGET_TMPDIR/bench-ingest/raw` so `benches/ingest_baseline.py` can run
 //! Pillow + pyarrow on the very same files.
 use alexnet::dataset::Encoding;
@@ -45,11 +46,19 @@ fn synthesise(raw: &Path, n: usize) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and then a small smoke run keeps the test suite fast.
+    let bench = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(600);
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-ingest");
+        .unwrap_or(if bench { 600 } else { 12 });
+    let dir = if bench {
+        "bench-ingest"
+    } else {
+        "bench-ingest-smoke"
+    };
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
     let raw = root.join("raw");
     let count = std::fs::read_dir(&raw).map(|d| d.count()).unwrap_or(0);
     let have: usize = (0..count)
