@@ -19,8 +19,9 @@ pub use inspect::{inspect, InspectReport};
 pub use loader::{read_rows, Batch, Loader, LoaderConfig, Shuffle};
 pub use order::epoch_order;
 pub use schema::{
-    arrow_schema, footer_key_values, hf_features_json, parse_footer, record_batch, Encoding,
-    FooterMeta, Reject, Row, FORMAT_VERSION, HF_KEY, MEAN_IMAGE_KEY, META_KEY, REJECTS_KEY,
+    arrow_schema, footer_key_values, footer_value, hf_features_json, parse_footer, record_batch,
+    Encoding, FooterMeta, Reject, Row, FORMAT_VERSION, HF_KEY, INPUTS_KEY, MEAN_IMAGE_KEY,
+    META_KEY, REJECTS_KEY,
 };
 pub use shardset::{RowGroupRef, ShardSet};
 pub use stats::Stats;

@@ -3,7 +3,7 @@
 use super::progress::Progress;
 use super::writer::{temp_path, ShardWriter};
 use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
-use crate::dataset::{Encoding, Reject, Row, ShardSet};
+use crate::dataset::{footer_value, Encoding, Reject, Row, ShardSet, INPUTS_KEY};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -165,6 +165,16 @@ struct Target {
     items: std::ops::Range<usize>,
 }
 
+/// The [`INPUTS_KEY`] footer value of a target: which inputs it was made from.
+fn inputs_fingerprint(inputs: &[Input]) -> String {
+    serde_json::json!({
+        "first": inputs.first().map(|i| i.source.as_str()),
+        "last": inputs.last().map(|i| i.source.as_str()),
+        "inputs": inputs.len(),
+    })
+    .to_string()
+}
+
 /// One processed input: the row and, for jpeg, the pixels a reader will decode.
 struct Processed {
     row: Row,
@@ -302,9 +312,12 @@ fn check_kept(
     path: &Path,
     cfg: &IngestConfig,
     classes: &[String],
+    inputs: &str,
 ) -> Result<(u64, Vec<Reject>), IngestError> {
     let set = ShardSet::open(&[path.to_path_buf()])?;
-    let what = if set.size() != cfg.size {
+    let what = if footer_value(path, INPUTS_KEY)?.as_deref() != Some(inputs) {
+        Some("other inputs (a different folder, file list or --shard-rows)".to_string())
+    } else if set.size() != cfg.size {
         Some(format!("--size {} (this run: {})", set.size(), cfg.size))
     } else if set.encoding() != cfg.encoding {
         Some(format!(
@@ -335,7 +348,7 @@ struct Written {
 /// The writer thread: one shard open at a time, in the order the main thread sends them.
 fn write_shards(
     rx: std::sync::mpsc::Receiver<Msg>,
-    paths: &[PathBuf],
+    plans: &[(PathBuf, String)],
     encoding: Encoding,
     classes: &[String],
     size: usize,
@@ -352,7 +365,7 @@ fn write_shards(
             Msg::Begin(i) => {
                 current = Some((
                     i,
-                    ShardWriter::create(&paths[i], encoding, classes, size, budget)?,
+                    ShardWriter::create(&plans[i].0, encoding, classes, size, budget, &plans[i].1)?,
                 ));
             }
             Msg::Items(items) => {
@@ -431,8 +444,24 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     if cfg.resume {
         for (i, t) in targets.iter().enumerate() {
             if t.path.exists() {
-                results[i] = Some(check_kept(&t.path, cfg, &scan.classes)?);
+                let fingerprint = inputs_fingerprint(&scan.inputs[t.items.clone()]);
+                results[i] = Some(check_kept(&t.path, cfg, &scan.classes, &fingerprint)?);
                 kept += 1;
+            }
+        }
+    }
+    if cfg.resume && cfg.shard.is_none() && !is_file_output(&cfg.out) {
+        // A shard this run would not write is left from a bigger or differently cut run;
+        // readers would mix it in, so refuse rather than keep it.
+        for p in existing
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        {
+            if !targets.iter().any(|t| &t.path == p) {
+                return Err(IngestError::ResumeMismatch {
+                    path: p.clone(),
+                    what: "a shard number this run does not write (fewer inputs or another --shard-rows)".into(),
+                });
             }
         }
     }
@@ -454,9 +483,17 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let (tx, rx) = sync_channel::<Msg>(2);
     let (size, encoding, budget) = (cfg.size, cfg.encoding, cfg.row_group_bytes);
     let classes = scan.classes.clone();
-    let paths: Vec<PathBuf> = targets.iter().map(|t| t.path.clone()).collect();
+    let plans: Vec<(PathBuf, String)> = targets
+        .iter()
+        .map(|t| {
+            (
+                t.path.clone(),
+                inputs_fingerprint(&scan.inputs[t.items.clone()]),
+            )
+        })
+        .collect();
     let written = std::thread::scope(|s| -> Result<_, IngestError> {
-        let writer = s.spawn(move || write_shards(rx, &paths, encoding, &classes, size, budget));
+        let writer = s.spawn(move || write_shards(rx, &plans, encoding, &classes, size, budget));
         // Enough inputs per step to keep every worker busy, few enough to bound memory.
         let step = (cfg.jobs * 8).max(8);
         'targets: for &i in &todo {
