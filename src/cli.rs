@@ -89,6 +89,15 @@ struct InspectArgs {
     json: bool,
 }
 
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -120,12 +129,12 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Inspect(a) => {
             let report = alexnet::dataset::inspect(&a.data)?;
-            if a.json {
-                println!("{}", report.json());
+            let text = if a.json {
+                report.json() + "\n"
             } else {
-                print!("{}", report.text());
-            }
-            Ok(())
+                report.text()
+            };
+            print_stdout(&text)
         }
     }
 }
