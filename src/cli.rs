@@ -236,6 +236,15 @@ struct InspectArgs {
     json: bool,
 }
 
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// Parse the command line and run the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -304,11 +313,12 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Inspect(a) => {
             let report = alexnet::dataset::inspect(&a.data)?;
-            if a.json {
-                println!("{}", report.json());
+            let text = if a.json {
+                report.json() + "\n"
             } else {
-                print!("{}", report.text());
-            }
+                report.text()
+            };
+            print_stdout(&text)?;
         }
         Command::Report { run, out } => {
             let path = alexnet::export::plot::write_report(&run, out.as_deref())?;

@@ -164,6 +164,24 @@ fn resume_after_a_kill_redoes_only_what_is_missing() {
     over.push("--overwrite");
     ingest_ok(&over);
     assert!(shard_bytes(&out) == full);
+    // --resume over shards cut from other inputs refuses to mix them.
+    for rows in ["3", "5"] {
+        let (ok, _, err) = alexnet(&[
+            "ingest",
+            "--quiet",
+            s(&raw),
+            s(&out),
+            "--size",
+            SIZE,
+            "--shard-rows",
+            rows,
+            "--resume",
+        ]);
+        assert!(
+            !ok && err.contains("--overwrite"),
+            "--shard-rows {rows}: {err}"
+        );
+    }
     // --resume with other settings refuses to mix.
     let (ok, _, err) = alexnet(&[
         "ingest",

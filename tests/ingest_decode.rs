@@ -27,6 +27,7 @@ fn committed_odd_formats_decode_to_the_reference() {
             "{name}: upright size"
         );
         let d = mean_abs_diff(got.as_raw(), reference.as_raw());
+        eprintln!("{name}: mean |Δ| {d:.2}");
         assert!(
             d < tol,
             "{name}: mean |Δ| {d:.2} vs the RGB original (tolerance {tol})"

@@ -58,11 +58,11 @@ impl Default for LoaderConfig {
 /// A batch of images in the loader's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
-    /// [B,S,S,3] u8, RGB, H,W,C.
+    /// `[B,S,S,3]` u8, RGB, H,W,C.
     pub images: Vec<u8>,
-    /// [B] class indices.
+    /// `[B]` class indices.
     pub labels: Vec<i32>,
-    /// [B] global row indices.
+    /// `[B]` global row indices.
     pub rows: Vec<u64>,
 }
 

@@ -21,6 +21,9 @@ pub const MEAN_IMAGE_KEY: &str = "alexnet.mean_image";
 /// Footer key of the inputs rejected while writing this shard (JSON list of [`Reject`]);
 /// kept in the shard so `--resume` can rebuild `rejects.jsonl` without redoing the shard.
 pub const REJECTS_KEY: &str = "alexnet.rejects";
+/// Footer key naming the slice of the sorted input list a shard was made from (JSON: first
+/// and last `source`, number of inputs), so `--resume` can tell a shard of another run.
+pub const INPUTS_KEY: &str = "alexnet.inputs";
 /// Footer (and Arrow schema) key Hugging Face `datasets` reads its features from.
 pub const HF_KEY: &str = "huggingface";
 
@@ -269,6 +272,19 @@ pub fn footer_key_values(
         // Also in the Arrow schema; a plain footer key lets non-Arrow readers find it too.
         KeyValue::new(HF_KEY.into(), hf_features_json(encoding, classes)),
     ]
+}
+
+/// The raw value of footer key `key` of the shard at `path`, if present.
+pub fn footer_value(path: &Path, key: &str) -> Result<Option<String>, DatasetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| DatasetError::parquet(path, e))?;
+    Ok(reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == key))
+        .and_then(|e| e.value.clone()))
 }
 
 /// Parses a shard's footer into its metadata, exact statistics and rejects. Rejects an

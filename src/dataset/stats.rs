@@ -33,7 +33,7 @@ impl Stats {
         }
     }
 
-    /// Adds one image, `image` [S,S,3] u8.
+    /// Adds one image, `image` `[S,S,3]` u8.
     ///
     /// # Panics
     /// When `image` is not S·S·3 bytes: callers build images of the set's size, so a
@@ -150,7 +150,7 @@ impl Stats {
         )
     }
 
-    /// Mean image [S,S,3] (H,W,C), values in 0..255; zeros when empty.
+    /// Mean image `[S,S,3]` (H,W,C), values in 0..255; zeros when empty.
     pub fn mean_image(&self) -> Vec<f32> {
         let n = self.count.max(1) as f64;
         self.mean_image_sum

@@ -120,3 +120,38 @@ pub fn read_label_file(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_devkit_label_files_map_files_to_wnids() {
+        let t = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = [
+            "ILSVRC2012_val_00000001.JPEG",
+            "ILSVRC2012_val_00000002.JPEG",
+        ]
+        .iter()
+        .map(|n| t.path().join(n))
+        .collect();
+        let csv = t.path().join("LOC_val_solution.csv");
+        std::fs::write(
+            &csv,
+            "ImageId,PredictionString\nILSVRC2012_val_00000002,n02 1 2 3 4 n02 5 6 7 8\nILSVRC2012_val_00000001,n09 0 0 9 9\n",
+        )
+        .unwrap();
+        assert_eq!(read_label_file(&csv, &files, None).unwrap(), ["n09", "n02"]);
+        let gt = t.path().join("gt.txt");
+        let syn = t.path().join("synsets.txt");
+        std::fs::write(&gt, "3\n1\n").unwrap();
+        std::fs::write(&syn, "n05 a\nn06 b\nn07 c\n").unwrap();
+        assert_eq!(
+            read_label_file(&gt, &files, Some(&syn)).unwrap(),
+            ["n07", "n05"]
+        );
+        assert!(read_label_file(&gt, &files, None).is_err());
+        std::fs::write(&gt, "4\n1\n").unwrap();
+        assert!(read_label_file(&gt, &files, Some(&syn)).is_err());
+    }
+}

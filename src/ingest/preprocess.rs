@@ -15,7 +15,7 @@ pub fn resized_dims(w: u32, h: u32, s: u32) -> (u32, u32) {
     }
 }
 
-/// [S,S,3] RGB bytes: `rgb` resized to short side `s`, then its centre S×S starting at
+/// `[S,S,3]` RGB bytes: `rgb` resized to short side `s`, then its centre S×S starting at
 /// `floor((larger - smaller)/2)`.
 ///
 /// The crop is done inside the resizer (a source-space crop box with the same scale), so a
@@ -40,7 +40,7 @@ pub fn resize_crop(rgb: RgbImage, s: u32) -> Result<Vec<u8>, String> {
 /// JPEG quality of `--encoding jpeg` (high, so the stored pixels stay close to raw).
 pub const JPEG_QUALITY: u8 = 95;
 
-/// Encodes [S,S,3] pixels for the `image` column; raw passes them through.
+/// Encodes `[S,S,3]` pixels for the `image` column; raw passes them through.
 pub fn encode(encoding: Encoding, pixels: Vec<u8>, s: u32) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     match encoding {

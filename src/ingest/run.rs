@@ -3,7 +3,7 @@
 use super::progress::Progress;
 use super::writer::{temp_path, ShardWriter};
 use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
-use crate::dataset::{Encoding, Reject, Row, ShardSet};
+use crate::dataset::{footer_value, Encoding, Reject, Row, ShardSet, INPUTS_KEY};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -165,6 +165,16 @@ struct Target {
     items: std::ops::Range<usize>,
 }
 
+/// The [`INPUTS_KEY`] footer value of a target: which inputs it was made from.
+fn inputs_fingerprint(inputs: &[Input]) -> String {
+    serde_json::json!({
+        "first": inputs.first().map(|i| i.source.as_str()),
+        "last": inputs.last().map(|i| i.source.as_str()),
+        "inputs": inputs.len(),
+    })
+    .to_string()
+}
+
 /// One processed input: the row and, for jpeg, the pixels a reader will decode.
 struct Processed {
     row: Row,
@@ -223,6 +233,18 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
         },
         pixels,
     })
+}
+
+/// [`process`], with a decoder panic on a hostile file turned into a reject instead of
+/// taking the whole run down.
+fn guarded(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Processed, Reject> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(input, cfg, timers)))
+        .unwrap_or_else(|_| {
+            Err(Reject {
+                source: input.source.clone(),
+                reason: "undecodable: the decoder panicked on this file".into(),
+            })
+        })
 }
 
 fn is_file_output(out: &Path) -> bool {
@@ -290,9 +312,12 @@ fn check_kept(
     path: &Path,
     cfg: &IngestConfig,
     classes: &[String],
+    inputs: &str,
 ) -> Result<(u64, Vec<Reject>), IngestError> {
     let set = ShardSet::open(&[path.to_path_buf()])?;
-    let what = if set.size() != cfg.size {
+    let what = if footer_value(path, INPUTS_KEY)?.as_deref() != Some(inputs) {
+        Some("other inputs (a different folder, file list or --shard-rows)".to_string())
+    } else if set.size() != cfg.size {
         Some(format!("--size {} (this run: {})", set.size(), cfg.size))
     } else if set.encoding() != cfg.encoding {
         Some(format!(
@@ -323,7 +348,7 @@ struct Written {
 /// The writer thread: one shard open at a time, in the order the main thread sends them.
 fn write_shards(
     rx: std::sync::mpsc::Receiver<Msg>,
-    paths: &[PathBuf],
+    plans: &[(PathBuf, String)],
     encoding: Encoding,
     classes: &[String],
     size: usize,
@@ -340,7 +365,7 @@ fn write_shards(
             Msg::Begin(i) => {
                 current = Some((
                     i,
-                    ShardWriter::create(&paths[i], encoding, classes, size, budget)?,
+                    ShardWriter::create(&plans[i].0, encoding, classes, size, budget, &plans[i].1)?,
                 ));
             }
             Msg::Items(items) => {
@@ -419,8 +444,24 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     if cfg.resume {
         for (i, t) in targets.iter().enumerate() {
             if t.path.exists() {
-                results[i] = Some(check_kept(&t.path, cfg, &scan.classes)?);
+                let fingerprint = inputs_fingerprint(&scan.inputs[t.items.clone()]);
+                results[i] = Some(check_kept(&t.path, cfg, &scan.classes, &fingerprint)?);
                 kept += 1;
+            }
+        }
+    }
+    if cfg.resume && cfg.shard.is_none() && !is_file_output(&cfg.out) {
+        // A shard this run would not write is left from a bigger or differently cut run;
+        // readers would mix it in, so refuse rather than keep it.
+        for p in existing
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        {
+            if !targets.iter().any(|t| &t.path == p) {
+                return Err(IngestError::ResumeMismatch {
+                    path: p.clone(),
+                    what: "a shard number this run does not write (fewer inputs or another --shard-rows)".into(),
+                });
             }
         }
     }
@@ -442,9 +483,17 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let (tx, rx) = sync_channel::<Msg>(2);
     let (size, encoding, budget) = (cfg.size, cfg.encoding, cfg.row_group_bytes);
     let classes = scan.classes.clone();
-    let paths: Vec<PathBuf> = targets.iter().map(|t| t.path.clone()).collect();
+    let plans: Vec<(PathBuf, String)> = targets
+        .iter()
+        .map(|t| {
+            (
+                t.path.clone(),
+                inputs_fingerprint(&scan.inputs[t.items.clone()]),
+            )
+        })
+        .collect();
     let written = std::thread::scope(|s| -> Result<_, IngestError> {
-        let writer = s.spawn(move || write_shards(rx, &paths, encoding, &classes, size, budget));
+        let writer = s.spawn(move || write_shards(rx, &plans, encoding, &classes, size, budget));
         // Enough inputs per step to keep every worker busy, few enough to bound memory.
         let step = (cfg.jobs * 8).max(8);
         'targets: for &i in &todo {
@@ -456,7 +505,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
                 let out: Vec<_> = pool.install(|| {
                     chunk
                         .par_iter()
-                        .map(|inp| process(inp, cfg, &timers))
+                        .map(|inp| guarded(inp, cfg, &timers))
                         .collect()
                 });
                 progress.add(chunk.len() as u64);
@@ -529,4 +578,34 @@ fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
     let tmp = temp_path(path);
     std::fs::write(&tmp, text).map_err(|e| IngestError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_part_parses_and_plans_disjoint_covering_shards() {
+        assert_eq!(
+            "1/4".parse::<ShardPart>(),
+            Ok(ShardPart { index: 1, count: 4 })
+        );
+        for bad in ["4/4", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<ShardPart>().is_err(), "{bad}");
+        }
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let mut cfg = IngestConfig::new("raw", "out");
+            cfg.shard_rows = 4;
+            cfg.shard = Some(ShardPart { index: i, count: 3 });
+            for t in plan(&cfg, 30) {
+                seen.extend(t.items.clone());
+                assert!(t
+                    .path
+                    .ends_with(format!("part-{:05}.parquet", t.items.start / 4)));
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
+    }
 }

@@ -1,9 +1,12 @@
 //! Writing one shard: rows into row groups sized by a byte budget, statistics and rejects
 //! into the footer, under a hidden temporary name renamed into place only when complete.
 use super::IngestError;
-use crate::dataset::{arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats};
+use crate::dataset::{
+    arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats, INPUTS_KEY,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::File;
@@ -36,13 +39,14 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Starts `final_path` (written under [`temp_path`]); row groups close once their image
-    /// bytes reach `row_group_bytes`.
+    /// bytes reach `row_group_bytes`. `inputs` goes to the footer under [`INPUTS_KEY`].
     pub fn create(
         final_path: &Path,
         encoding: Encoding,
         classes: &[String],
         size: usize,
         row_group_bytes: usize,
+        inputs: &str,
     ) -> Result<Self, IngestError> {
         let tmp_path = temp_path(final_path);
         let file = File::create(&tmp_path).map_err(|e| IngestError::io(&tmp_path, e))?;
@@ -61,12 +65,14 @@ impl ShardWriter {
                 .set_column_statistics_enabled(c, EnabledStatistics::None);
         }
         let schema = Arc::new(arrow_schema(encoding, classes));
-        let writer = ArrowWriter::try_new(file, schema, Some(props.build())).map_err(|source| {
-            IngestError::Parquet {
-                path: tmp_path.clone(),
-                source,
-            }
-        })?;
+        let mut writer =
+            ArrowWriter::try_new(file, schema, Some(props.build())).map_err(|source| {
+                IngestError::Parquet {
+                    path: tmp_path.clone(),
+                    source,
+                }
+            })?;
+        writer.append_key_value_metadata(KeyValue::new(INPUTS_KEY.into(), inputs.to_string()));
         Ok(Self {
             final_path: final_path.into(),
             tmp_path,
