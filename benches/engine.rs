@@ -228,8 +228,14 @@ fn main() {
         } else {
             cases.retain(|c| c.name.contains("tiles"));
         }
-        let filter = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
-        for case in cases.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f.as_str()))) {
+        let filter = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1));
+        for case in cases
+            .iter()
+            .filter(|c| filter.is_none_or(|f| c.name.contains(f.as_str())))
+        {
             match time(&gpu, case, iters) {
                 Ok(t) => println!(
                     "{:<58} {:>10.3} {:>10.1}",
