@@ -245,6 +245,8 @@ fn main() {
                 ),
                 Err(e) => println!("{:<58} skipped: {e}", case.name),
             }
+            // Show each row as soon as it is timed, also when piped.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
     }
 }
