@@ -228,7 +228,14 @@ fn main() {
         } else {
             cases.retain(|c| c.name.contains("tiles"));
         }
-        for case in &cases {
+        let filter = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1));
+        for case in cases
+            .iter()
+            .filter(|c| filter.is_none_or(|f| c.name.contains(f.as_str())))
+        {
             match time(&gpu, case, iters) {
                 Ok(t) => println!(
                     "{:<58} {:>10.3} {:>10.1}",
@@ -238,6 +245,8 @@ fn main() {
                 ),
                 Err(e) => println!("{:<58} skipped: {e}", case.name),
             }
+            // Show each row as soon as it is timed, also when piped.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
     }
 }
