@@ -135,6 +135,12 @@ fn paper_convs(n: usize) -> [(&'static str, ConvShape); 5] {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
+    // then it only checks that it starts: timing belongs to `cargo bench`, not the test suite.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("engine bench: run with `cargo bench --bench engine [-- --quick]`");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Option<usize> = args
         .iter()
