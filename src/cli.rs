@@ -45,6 +45,12 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// One layer's activations for every image of a shard set, as a Parquet features file.
+    ExportFeatures(ExportFeaturesArgs),
+    /// The nearest rows of a features file to a query image (the paper's Figure 4).
+    Neighbors(NeighborsArgs),
+    /// The conv1 kernels of a checkpoint as an image (the paper's Figure 3).
+    Filters(FiltersArgs),
     /// Every stage of a pipeline file, in order; stages already done are skipped.
     Run {
         /// The pipeline file, e.g. pipelines/quickstart.toml.
@@ -123,6 +129,75 @@ struct InspectArgs {
     json: bool,
 }
 
+/// Layers `export-features` can write.
+#[derive(Clone, Copy, ValueEnum)]
+enum LayerArg {
+    Conv5,
+    Fc6,
+    Fc7,
+    Logits,
+}
+
+#[derive(Args)]
+struct ExportFeaturesArgs {
+    /// The trained weights (safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Shard files and/or directories of shards, read as one set in file order.
+    #[arg(required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// The features file to write (.parquet): source, label, wnid, features.
+    out: PathBuf,
+    /// The layer whose activations (evaluation view, no dropout) become the vectors.
+    #[arg(long, value_enum, default_value = "fc7")]
+    layer: LayerArg,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Adapter index as `alexnet devices` lists it [default: the best adapter].
+    #[arg(long)]
+    device: Option<usize>,
+    /// Input size of a checkpoint made by another framework that does not record it.
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct NeighborsArgs {
+    /// A features file written by export-features.
+    features: PathBuf,
+    /// The query: a source path exactly as stored, or a row index.
+    #[arg(long)]
+    query: String,
+    /// Neighbours to list (the query itself is left out).
+    #[arg(short, long, default_value_t = 6)]
+    k: usize,
+    /// Also draw the query and its neighbours side by side into this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
+    /// Shards holding the pixels for --sheet [default: those named in the features file].
+    #[arg(long)]
+    data: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct FiltersArgs {
+    /// The trained weights (safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The PNG to write.
+    out: PathBuf,
+    /// Screen pixels per kernel pixel.
+    #[arg(long, default_value_t = 4)]
+    scale: u32,
+    /// Input size of a checkpoint made by another framework that does not record it.
+    #[arg(long)]
+    input_size: Option<usize>,
+}
+
 /// Parse the command line and run the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -190,6 +265,40 @@ pub fn run() -> anyhow::Result<()> {
                 s.images,
                 s.classes
             );
+        }
+        Command::ExportFeatures(a) => {
+            let mut cfg = alexnet::export::ExportConfig::new(a.checkpoint, a.data, a.out);
+            cfg.layer = match a.layer {
+                LayerArg::Conv5 => alexnet::export::Layer::Conv5,
+                LayerArg::Fc6 => alexnet::export::Layer::Fc6,
+                LayerArg::Fc7 => alexnet::export::Layer::Fc7,
+                LayerArg::Logits => alexnet::export::Layer::Logits,
+            };
+            cfg.batch = a.batch;
+            cfg.device = a.device;
+            cfg.input_size = a.input_size;
+            cfg.progress = !a.quiet;
+            let summary = alexnet::export::export_features(&cfg)?;
+            println!("{summary}");
+        }
+        Command::Neighbors(a) => {
+            let result = alexnet::export::neighbors(&alexnet::export::NeighborsConfig {
+                features: a.features,
+                query: a.query,
+                k: a.k,
+                sheet: a.sheet,
+                data: a.data,
+            })?;
+            print!("{result}");
+        }
+        Command::Filters(a) => {
+            let (w, h) = alexnet::export::write_filters(&alexnet::export::FiltersConfig {
+                checkpoint: a.checkpoint,
+                out: a.out.clone(),
+                scale: a.scale,
+                input_size: a.input_size,
+            })?;
+            println!("{}: {w}×{h}", a.out.display());
         }
         Command::Run { pipeline, force } => {
             alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
