@@ -176,7 +176,7 @@ fn exported_fc7_is_the_networks_fc7_of_the_evaluation_view() {
     assert_close("fc7", &got, &want);
 
     // Names and labels in shard order.
-    let set = ShardSet::open(&[f.shards.clone()]).unwrap();
+    let set = ShardSet::open(std::slice::from_ref(&f.shards)).unwrap();
     let names = read_shard_names(set.files()).unwrap();
     assert_eq!(file.sources, names.sources);
     assert_eq!(file.wnids, names.wnids);
@@ -221,7 +221,7 @@ fn without_statistics_the_datas_mean_image_is_used_for_conv5() {
     cfg.progress = false;
     let summary = export_features(&cfg).unwrap();
     assert!(summary.used_data_mean);
-    let set = ShardSet::open(&[f.shards.clone()]).unwrap();
+    let set = ShardSet::open(std::slice::from_ref(&f.shards)).unwrap();
     let (want, width) = network_layer(&ck, &set.stats().mean_image(), "conv5");
     assert_eq!(summary.width, width);
     let (_, got) = all_features(&out);
@@ -321,7 +321,7 @@ fn cli_shifted_copy_is_the_nearest_neighbour_and_the_sheet_shows_it() {
         img.dimensions(),
         alexnet::export::neighbors::sheet_size(4, S)
     );
-    let set = ShardSet::open(&[f.shards.clone()]).unwrap();
+    let set = ShardSet::open(std::slice::from_ref(&f.shards)).unwrap();
     let q = file
         .sources
         .iter()

@@ -91,7 +91,10 @@ fn a_perturbed_copy_is_found_across_row_groups() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("`5000`") && err.contains("below 5000"), "{err}");
+    assert!(
+        err.contains("`5000`") && err.contains("below 5000"),
+        "{err}"
+    );
     let err = neighbors(&NeighborsConfig {
         features: path.clone(),
         query: "1".into(),

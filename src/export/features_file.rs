@@ -65,9 +65,10 @@ pub fn features_schema(width: usize) -> Schema {
     ])
 }
 
-/// The list's item field as pyarrow names it by default, so its own writers produce the same type.
+/// The list's item field, named as pyarrow names it. Not nullable: a vector never has holes,
+/// and without definition levels per float the reader decodes the column markedly faster.
 fn item_field() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::Float32, true))
+    Arc::new(Field::new("item", DataType::Float32, false))
 }
 
 /// The hidden temporary a file is written under before the rename.

@@ -90,6 +90,24 @@ fn dot_and_norm(q: &[f32], x: &[f32]) -> (f64, f64) {
     (d, n)
 }
 
+/// q·x in f32 over eight lanes, summed in f64 at the end.
+#[inline]
+fn dot(q: &[f32], x: &[f32]) -> f64 {
+    let mut acc = [0f32; 8];
+    let (qc, xc) = (q.chunks_exact(8), x.chunks_exact(8));
+    let (qr, xr) = (qc.remainder(), xc.remainder());
+    for (a, b) in qc.zip(xc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut d: f64 = acc.iter().map(|&v| v as f64).sum();
+    for (&a, &b) in qr.iter().zip(xr) {
+        d += a as f64 * b as f64;
+    }
+    d
+}
+
 /// Exact squared distance in f64.
 fn exact_sq(q: &[f32], x: &[f32]) -> f64 {
     q.iter()
@@ -150,12 +168,21 @@ fn nearest_sq(
             |mut tops, (b, block)| {
                 for (i, x) in block.chunks_exact(dim).enumerate() {
                     let row = first_row + b * BLOCK_ROWS + i;
-                    // The row is read once from memory and stays in cache for every query.
+                    if nq == 1 {
+                        // One query: a single fused pass over the row.
+                        if skip.first().copied().flatten() != Some(row) {
+                            let (dot, xx) = dot_and_norm(&queries[0], x);
+                            tops[0].push((qq[0] - 2.0 * dot + xx).max(0.0), row);
+                        }
+                        continue;
+                    }
+                    // Several: ‖x‖² once, then the row stays in cache for every query's dot.
+                    let xx = dot_and_norm(x, x).0;
                     for (j, q) in queries.iter().enumerate() {
                         if skip.get(j).copied().flatten() == Some(row) {
                             continue;
                         }
-                        let (dot, xx) = dot_and_norm(q, x);
+                        let dot = dot(q, x);
                         tops[j].push((qq[j] - 2.0 * dot + xx).max(0.0), row);
                     }
                 }
@@ -263,14 +290,16 @@ fn resolve_query(file: &FeatureFile, query: &str) -> Result<usize, ExportError> 
 /// Finds the `k` nearest rows of the query row across the whole file, one row group at a time.
 pub fn search_file(file: &FeatureFile, row: usize, k: usize) -> Result<Vec<Neighbor>, ExportError> {
     let q = vec![file.row(row)?];
-    let mut top = TopK::new(k);
-    for g in 0..file.row_groups() {
-        let data = file.read_group(g)?;
-        let part = nearest_sq(&q, &[Some(row)], &data, file.width, file.group_start(g), k);
-        for t in part {
-            top = top.merge(t);
-        }
-    }
+    // Decoding Parquet costs far more than the distances, so row groups are decoded in
+    // parallel too; memory holds about one group (64 MiB at 4096 floats) per core.
+    let top = (0..file.row_groups())
+        .into_par_iter()
+        .map(|g| -> Result<TopK, ExportError> {
+            let data = file.read_group(g)?;
+            let part = nearest_sq(&q, &[Some(row)], &data, file.width, file.group_start(g), k);
+            Ok(part.into_iter().fold(TopK::new(k), TopK::merge))
+        })
+        .try_reduce(|| TopK::new(k), |a, b| Ok(a.merge(b)))?;
     Ok(top
         .items
         .into_iter()
