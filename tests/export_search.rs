@@ -108,6 +108,23 @@ fn a_perturbed_copy_is_found_across_row_groups() {
 }
 
 #[test]
+fn a_writer_dropped_before_finish_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("f.parquet");
+    let mut w = FeatureWriter::create(&path, &meta(2)).unwrap();
+    w.write(&["a"], &[0], &["c"], &[1.0, 2.0]).unwrap();
+    // A wrong number of floats is refused, naming the file.
+    let err = w
+        .write(&["b"], &[0], &["c"], &[1.0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("f.parquet"), "{err}");
+    drop(w);
+    let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn filters_draw_conv1_as_two_group_blocks() {
     let cfg = ModelConfig::small(67, 16, 3);
     assert_eq!(cfg.groups, 2);

@@ -86,8 +86,18 @@ pub struct FeatureWriter {
     tmp: PathBuf,
     width: usize,
     schema: Arc<Schema>,
-    writer: ArrowWriter<File>,
+    /// `None` once closed; a writer dropped while `Some` deletes its temporary.
+    writer: Option<ArrowWriter<File>>,
     rows: usize,
+}
+
+impl Drop for FeatureWriter {
+    fn drop(&mut self) {
+        // Dropped before `finish` (an error mid-export): leave no half-written file behind.
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl FeatureWriter {
@@ -118,7 +128,7 @@ impl FeatureWriter {
             tmp,
             width: meta.width,
             schema,
-            writer,
+            writer: Some(writer),
             rows: 0,
         })
     }
@@ -154,7 +164,13 @@ impl FeatureWriter {
         ];
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|e| ExportError::arrow(&self.tmp, e))?;
-        self.writer
+        let writer = self.writer.as_mut().ok_or_else(|| {
+            ExportError::Mismatch(format!(
+                "{}: written after finish (a caller bug)",
+                self.path.display()
+            ))
+        })?;
+        writer
             .write(&batch)
             .map_err(|e| ExportError::parquet(&self.tmp, e))?;
         self.rows += n;
@@ -167,12 +183,21 @@ impl FeatureWriter {
     }
 
     /// Closes the file and renames it into place.
-    pub fn finish(self) -> Result<PathBuf, ExportError> {
-        self.writer
-            .close()
-            .map_err(|e| ExportError::parquet(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| ExportError::io(&self.path, e))?;
-        Ok(self.path)
+    pub fn finish(mut self) -> Result<PathBuf, ExportError> {
+        if let Some(writer) = self.writer.take() {
+            let closed = writer
+                .close()
+                .map_err(|e| ExportError::parquet(&self.tmp, e))
+                .and_then(|_| {
+                    std::fs::rename(&self.tmp, &self.path)
+                        .map_err(|e| ExportError::io(&self.path, e))
+                });
+            if let Err(e) = closed {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(e);
+            }
+        }
+        Ok(self.path.clone())
     }
 }
 
