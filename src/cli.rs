@@ -56,6 +56,12 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// One layer's activations for every image of a shard set, as a Parquet features file.
+    ExportFeatures(ExportFeaturesArgs),
+    /// The nearest rows of a features file to a query image (the paper's Figure 4).
+    Neighbors(NeighborsArgs),
+    /// The conv1 kernels of a checkpoint as an image (the paper's Figure 3).
+    Filters(FiltersArgs),
     /// Every stage of a pipeline file, in order; stages already done are skipped.
     Run {
         /// The pipeline file, e.g. pipelines/quickstart.toml.
@@ -122,6 +128,9 @@ struct TrainArgs {
     /// Number of classes [default: the shards' class count].
     #[arg(long)]
     classes: Option<usize>,
+    /// Weight init: `paper` (N(0, 0.01²)) or `he` (N(0, 2/fan_in); for narrow variants).
+    #[arg(long, value_enum)]
+    init: Option<InitArg>,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -166,6 +175,13 @@ struct ForwardArgs {
     /// Adapter index.
     #[arg(long, default_value_t = 0)]
     device: usize,
+}
+
+/// Weight inits as typed on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum InitArg {
+    Paper,
+    He,
 }
 
 /// `image` column encodings as typed on the command line.
@@ -243,6 +259,75 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// Layers `export-features` can write.
+#[derive(Clone, Copy, ValueEnum)]
+enum LayerArg {
+    Conv5,
+    Fc6,
+    Fc7,
+    Logits,
+}
+
+#[derive(Args)]
+struct ExportFeaturesArgs {
+    /// The trained weights (safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Shard files and/or directories of shards, read as one set in file order.
+    #[arg(required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// The features file to write (.parquet): source, label, wnid, features.
+    out: PathBuf,
+    /// The layer whose activations (evaluation view, no dropout) become the vectors.
+    #[arg(long, value_enum, default_value = "fc7")]
+    layer: LayerArg,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Adapter index as `alexnet devices` lists it [default: the best adapter].
+    #[arg(long)]
+    device: Option<usize>,
+    /// Input size of a checkpoint made by another framework that does not record it.
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct NeighborsArgs {
+    /// A features file written by export-features.
+    features: PathBuf,
+    /// The query: a source path exactly as stored, or a row index.
+    #[arg(long)]
+    query: String,
+    /// Neighbours to list (the query itself is left out).
+    #[arg(short, long, default_value_t = 6)]
+    k: usize,
+    /// Also draw the query and its neighbours side by side into this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
+    /// Shards holding the pixels for --sheet [default: those named in the features file].
+    #[arg(long)]
+    data: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct FiltersArgs {
+    /// The trained weights (safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The PNG to write.
+    out: PathBuf,
+    /// Screen pixels per kernel pixel.
+    #[arg(long, default_value_t = 4)]
+    scale: u32,
+    /// Input size of a checkpoint made by another framework that does not record it.
+    #[arg(long)]
+    input_size: Option<usize>,
 }
 
 /// Parse the command line and run the command.
@@ -350,6 +435,40 @@ pub fn run() -> anyhow::Result<()> {
                 s.classes
             );
         }
+        Command::ExportFeatures(a) => {
+            let mut cfg = alexnet::export::ExportConfig::new(a.checkpoint, a.data, a.out);
+            cfg.layer = match a.layer {
+                LayerArg::Conv5 => alexnet::export::Layer::Conv5,
+                LayerArg::Fc6 => alexnet::export::Layer::Fc6,
+                LayerArg::Fc7 => alexnet::export::Layer::Fc7,
+                LayerArg::Logits => alexnet::export::Layer::Logits,
+            };
+            cfg.batch = a.batch;
+            cfg.device = a.device;
+            cfg.input_size = a.input_size;
+            cfg.progress = !a.quiet;
+            let summary = alexnet::export::export_features(&cfg)?;
+            println!("{summary}");
+        }
+        Command::Neighbors(a) => {
+            let result = alexnet::export::neighbors(&alexnet::export::NeighborsConfig {
+                features: a.features,
+                query: a.query,
+                k: a.k,
+                sheet: a.sheet,
+                data: a.data,
+            })?;
+            print!("{result}");
+        }
+        Command::Filters(a) => {
+            let (w, h) = alexnet::export::write_filters(&alexnet::export::FiltersConfig {
+                checkpoint: a.checkpoint,
+                out: a.out.clone(),
+                scale: a.scale,
+                input_size: a.input_size,
+            })?;
+            println!("{}: {w}×{h}", a.out.display());
+        }
         Command::Run { pipeline, force } => {
             alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
         }
@@ -380,6 +499,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         classes: a.classes,
     };
     config.apply_overrides(&overrides)?;
+    match a.init {
+        Some(InitArg::Paper) => config.init = alexnet::model::Init::Paper,
+        Some(InitArg::He) => config.init = alexnet::model::Init::He,
+        None => {}
+    }
     let job = TrainJob {
         data: a.data,
         val: a.val,

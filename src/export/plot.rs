@@ -446,6 +446,13 @@ fn glyph(ch: char) -> [u8; 7] {
     }
 }
 
+/// Writes `s` in the report's 5×7 font onto `img` (other exports caption their images with it).
+pub(crate) fn draw_text(img: &mut RgbImage, x: i64, y: i64, s: &str, scale: i64, color: Rgb<u8>) {
+    let mut c = Canvas(std::mem::take(img));
+    c.text(x, y, s, scale, color);
+    *img = c.0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,5 +12,5 @@ pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
 pub use config::ModelConfig;
 pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
 pub use network::{Dropout, Network, NetworkError};
-pub use params::{param_specs, ParamSpec, Params, Tensor};
+pub use params::{param_specs, Init, ParamSpec, Params, Tensor};
 pub use seeds::dropout_seed;

@@ -305,7 +305,7 @@ impl Network {
         (&self.params[i], &self.grads[i])
     }
 
-    fn stage_input<'a>(&'a self, i: usize) -> &'a Tensor {
+    fn stage_input(&self, i: usize) -> &Tensor {
         if i == 0 {
             &self.input
         } else {

@@ -64,6 +64,24 @@ pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
     Ok(specs)
 }
 
+/// The input's assumed standard deviation for [`Init::He`]: the network sees mean-subtracted
+/// pixel values on the 0..255 scale (the paper's preprocessing), whose spread is about 64, not
+/// the unit variance He's rule assumes; conv1's weights are divided by it.
+pub const HE_INPUT_STD: f32 = 64.0;
+
+/// How weights start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The paper's: N(0, 0.01²), biases 1 in conv2, conv4, conv5, fc6, fc7. Made for the full
+    /// widths; in narrow variants the signal shrinks layer by layer and learning stalls.
+    #[default]
+    Paper,
+    /// He et al. (2015): N(0, 2/fan_in), zero biases, conv1 divided by [`HE_INPUT_STD`];
+    /// keeps narrow variants trainable.
+    He,
+}
+
 /// One named f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -98,7 +116,30 @@ impl Params {
     /// Deterministic in `seed`: tensor t, element i is `0.01 · normal(stream_seed(seed, 0,
     /// INIT_STREAM + t), i)`, so a tensor's values do not depend on the other tensors' sizes.
     pub fn init(cfg: &ModelConfig, seed: u64) -> Result<Params, GeometryError> {
+        Self::init_with(cfg, seed, Init::Paper)
+    }
+
+    /// Init by `rule`; [`Init::Paper`] is [`Params::init`]. [`Init::He`] draws weights from
+    /// N(0, 2/fan_in) (fan_in = C_in/groups·K·K or in-features; conv1 also divided by
+    /// [`HE_INPUT_STD`]) with zero biases, from the same random streams.
+    pub fn init_with(cfg: &ModelConfig, seed: u64, rule: Init) -> Result<Params, GeometryError> {
         let mut p = Params::zeros(cfg)?;
+        if rule == Init::He {
+            for (t, tensor) in p.tensors.iter_mut().enumerate() {
+                if tensor.spec.name.ends_with(".weight") {
+                    let fan_in: usize = tensor.spec.shape[1..].iter().product();
+                    let mut std = (2.0 / fan_in as f32).sqrt();
+                    if tensor.spec.layer() == "conv1" {
+                        std /= HE_INPUT_STD;
+                    }
+                    let s = stream_seed(seed, 0, INIT_STREAM + t as u32);
+                    for (i, v) in tensor.data.iter_mut().enumerate() {
+                        *v = std * normal(s, i as u32);
+                    }
+                }
+            }
+            return Ok(p);
+        }
         for (t, tensor) in p.tensors.iter_mut().enumerate() {
             if tensor.spec.name.ends_with(".weight") {
                 let s = stream_seed(seed, 0, INIT_STREAM + t as u32);
@@ -203,6 +244,15 @@ mod tests {
             }
         }
         assert_eq!(a, Params::init(&cfg, 1).unwrap());
+        let he = Params::init_with(&cfg, 1, Init::He).unwrap();
+        let w = &he.get("conv2.weight").unwrap();
+        let fan_in: usize = w.spec.shape[1..].iter().product();
+        let var = w.data.iter().map(|v| (v * v) as f64).sum::<f64>() / w.data.len() as f64;
+        assert!(
+            (var * fan_in as f64 / 2.0 - 1.0).abs() < 0.1,
+            "He variance {var}"
+        );
+        assert!(he.get("fc6.bias").unwrap().data.iter().all(|&b| b == 0.0));
         let b = Params::init(&cfg, 2).unwrap();
         assert_ne!(a.get("conv1.weight"), b.get("conv1.weight"));
         // Tensors draw from distinct streams: conv2's first weights are not conv1's.

@@ -63,6 +63,9 @@ fn invalid(origin: &str, problem: impl Into<String>) -> ConfigError {
 pub struct TrainConfig {
     /// The network.
     pub model: ModelConfig,
+    /// How weights start: `paper` (N(0, 0.01²), biases 1 in conv2/4/5 and fc6/7) or `he`
+    /// (N(0, 2/fan_in), zero biases; for narrow variants, which stall under the paper's).
+    pub init: crate::model::Init,
     /// Passes over the training set (the paper: about 90).
     pub epochs: usize,
     /// Images per SGD step, over all devices together (the paper: 128).
@@ -102,6 +105,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: ModelConfig::default(),
+            init: crate::model::Init::Paper,
             epochs: 90,
             batch: 128,
             lr: 0.01,

@@ -44,7 +44,7 @@ pub enum TrainError {
         key: String,
     },
     /// The loss stopped being a number.
-    #[error("the loss became {loss} at step {step}; the last good checkpoint is kept in {}. Lower --lr (now {lr}) or check the data, then --resume or start again", run.display())]
+    #[error("the loss became {loss} at step {step} ({tensor} is no longer finite); the last good checkpoint is kept in {}. Lower --lr (now {lr}) or check the data, then --resume or start again", run.display())]
     Diverged {
         /// The step at which it was seen.
         step: u64,
@@ -54,6 +54,8 @@ pub enum TrainError {
         lr: f64,
         /// The run directory.
         run: PathBuf,
+        /// What was found non-finite: "the loss" or a parameter's name.
+        tensor: String,
     },
     /// Something not built yet was asked for.
     #[error("{0}")]

@@ -205,9 +205,25 @@ impl Saver<'_> {
         if let Some(b) = st.best_error {
             run_state.insert("best_val_top1_error".into(), b.to_string());
         }
+        let params = self.net.download_params(self.gpu)?;
+        // A step's loss is measured before its update: weights can blow up on the very step
+        // whose loss still looked fine. Never let such weights replace the last good file.
+        if let Some(t) = params
+            .tensors
+            .iter()
+            .find(|t| t.data.iter().any(|v| !v.is_finite()))
+        {
+            return Err(TrainError::Diverged {
+                step: st.step,
+                loss: f64::NAN,
+                lr: st.schedule.lr(),
+                run: self.out.to_path_buf(),
+                tensor: t.spec.name.clone(),
+            });
+        }
         let ck = Checkpoint {
             config: self.config.model.clone(),
-            params: self.net.download_params(self.gpu)?,
+            params,
             momentum: Some(self.net.download_momentum(self.gpu)?),
             stats: Some(self.stats.clone()),
             run_state,
@@ -223,6 +239,9 @@ impl Saver<'_> {
 
 /// Trains as `job` says; see the module docs for the data flow.
 pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
+    if job.resume && !job.out.join(LAST).exists() {
+        return Err(TrainError::NothingToResume(job.out.join(LAST)));
+    }
     let set = ShardSet::open(&job.data)?;
     let mut resolved = job.config.clone();
     if job.classes_from_data {
@@ -286,7 +305,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 }
                 ck.params
             }
-            None => Params::init(&cfg.model, cfg.seed)?,
+            None => Params::init_with(&cfg.model, cfg.seed, cfg.init)?,
         };
         let st = RunState {
             step: 0,
@@ -453,6 +472,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                         loss,
                         lr,
                         run: job.out.clone(),
+                        tensor: "the loss".into(),
                     });
                 }
                 let dt = window.1.elapsed().as_secs_f64();

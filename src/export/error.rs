@@ -1,0 +1,99 @@
+//! Errors of the exports (features, neighbours, filter and contact-sheet images). Every
+//! message names the file it is about and says what to do.
+use std::path::PathBuf;
+
+/// Why an export could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::model::CheckpointError),
+    /// The shards could not be read.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    /// The network could not be built or run.
+    #[error(transparent)]
+    Network(#[from] crate::model::NetworkError),
+    /// A GPU transfer failed.
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    /// A file could not be read or written.
+    #[error("{}: {source}; check the path and its permissions", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The Parquet reader or writer failed.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The parquet crate's error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Building or reading an Arrow batch failed.
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        /// The file.
+        path: PathBuf,
+        /// The arrow error.
+        source: arrow_schema::ArrowError,
+    },
+    /// The checkpoint and the data (or the options) do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A column of a shard or features file is missing or has the wrong type.
+    #[error("{}: column `{column}` {reason}; write the file with `alexnet ingest` / `alexnet export-features`", path.display())]
+    BadColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `--query` names neither a source nor a row of the features file.
+    #[error("{}: no row has source `{query}` and it is not a row number below {rows}; pass a source path exactly as stored, or a row index", path.display())]
+    QueryNotFound {
+        /// The features file.
+        path: PathBuf,
+        /// The query as given.
+        query: String,
+        /// Rows in the file.
+        rows: usize,
+    },
+    /// An image could not be written.
+    #[error("{}: cannot write the image: {problem}; check that the directory exists and is writable", path.display())]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+}
+
+impl ExportError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ExportError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn parquet(path: &std::path::Path, source: parquet::errors::ParquetError) -> Self {
+        ExportError::Parquet {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn arrow(path: &std::path::Path, source: arrow_schema::ArrowError) -> Self {
+        ExportError::Arrow {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `alexnet export-features`: one layer's activations for every image of a shard set, in the
+//! evaluation view (centre crop minus the checkpoint's mean image, no dropout), computed in
+//! batches on the GPU and written as a features file ([`super::features_file`]).
+use super::features_file::{FeatureWriter, FeaturesMeta};
+use super::shard_columns::read_shard_names;
+use super::ExportError;
+use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
+use crate::gpu::Gpu;
+use crate::model::{Checkpoint, Network};
+use crate::train::augment::centre_draws;
+use crate::train::input::{pad_images, InputStage};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Which activation becomes the feature vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// conv5 after ReLU and pooling, flattened in C,H,W order (the paper's model: 9216).
+    Conv5,
+    /// fc6 after ReLU (4096).
+    Fc6,
+    /// fc7 after ReLU (4096): the paper's Figure 4 vectors.
+    Fc7,
+    /// fc8's output before the softmax (classes).
+    Logits,
+}
+
+impl Layer {
+    /// The name [`Network::activations`] and the features file use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Conv5 => "conv5",
+            Layer::Fc6 => "fc6",
+            Layer::Fc7 => "fc7",
+            Layer::Logits => "logits",
+        }
+    }
+}
+
+/// What `export-features` does.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// The trained weights.
+    pub checkpoint: PathBuf,
+    /// Shard files and/or directories, read as one set in file order.
+    pub data: Vec<PathBuf>,
+    /// The features file to write.
+    pub out: PathBuf,
+    /// The layer to export.
+    pub layer: Layer,
+    /// Images per GPU batch.
+    pub batch: usize,
+    /// Adapter index ([`crate::gpu::list_adapters`]); `None` picks the best.
+    pub device: Option<usize>,
+    /// Input size of a foreign checkpoint that does not record it.
+    pub input_size: Option<usize>,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+impl ExportConfig {
+    /// fc7 in batches of 128 on the best adapter, with a progress bar.
+    pub fn new(checkpoint: PathBuf, data: Vec<PathBuf>, out: PathBuf) -> ExportConfig {
+        ExportConfig {
+            checkpoint,
+            data,
+            out,
+            layer: Layer::Fc7,
+            batch: 128,
+            device: None,
+            input_size: None,
+            progress: true,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportSummary {
+    /// The file written.
+    pub out: PathBuf,
+    /// Rows (images).
+    pub rows: usize,
+    /// Floats per vector.
+    pub width: usize,
+    /// True when the checkpoint had no statistics and the data's own mean image was used.
+    pub used_data_mean: bool,
+    /// Images per second, reading included.
+    pub images_per_s: f64,
+}
+
+impl std::fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} rows of {} floats ({:.0} images/s)",
+            self.out.display(),
+            self.rows,
+            self.width,
+            self.images_per_s
+        )
+    }
+}
+
+/// Exports `cfg.layer` for every image of `cfg.data`; see the module docs.
+pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError> {
+    let t0 = Instant::now();
+    let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
+    let set = ShardSet::open(&cfg.data)?;
+    let first = set.files()[0].display().to_string();
+    if set.is_empty() {
+        return Err(ExportError::Mismatch(format!(
+            "{first}: the shard set holds no images; nothing to export"
+        )));
+    }
+    let crop = ck.config.input_size;
+    if crop > set.size() {
+        return Err(ExportError::Mismatch(format!(
+            "{}: the model's input is {crop}² but {first} stores {}² images; export from shards ingested with --size {crop} or more",
+            cfg.checkpoint.display(),
+            set.size()
+        )));
+    }
+    let (mean, used_data_mean) = match &ck.stats {
+        Some(s) if s.size != set.size() => {
+            return Err(ExportError::Mismatch(format!(
+                "{}: the checkpoint's mean image is {}² but {first} stores {}² images; export from shards ingested with --size {} like the training data",
+                cfg.checkpoint.display(),
+                s.size,
+                set.size(),
+                s.size
+            )));
+        }
+        Some(s) => (s.mean_image.clone(), false),
+        None => {
+            eprintln!(
+                "warning: {} holds no data statistics (made by another framework?); subtracting the mean image of {first} and the other shards instead",
+                cfg.checkpoint.display()
+            );
+            (set.stats().mean_image(), true)
+        }
+    };
+    let names = read_shard_names(set.files())?;
+    if names.sources.len() != set.len() {
+        return Err(ExportError::Mismatch(format!(
+            "{first}: the shards' source column has {} rows but their row groups {}; re-run alexnet ingest",
+            names.sources.len(),
+            set.len()
+        )));
+    }
+
+    let gpu = match cfg.device {
+        Some(i) => Gpu::new(i)?,
+        None => Gpu::best()?,
+    };
+    let batch = cfg.batch.clamp(1, set.len());
+    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
+    let input = InputStage::new(&gpu, batch, set.size(), crop, &mean);
+    let acts = net.activations();
+    let (_, shape, tensor) = acts
+        .iter()
+        .find(|(name, _, _)| *name == cfg.layer.name())
+        .ok_or_else(|| {
+            ExportError::Mismatch(format!(
+                "the network reports no activation `{}`",
+                cfg.layer.name()
+            ))
+        })?;
+    // Every activation is [N, …]: one image's vector is the product of the other dimensions.
+    let width: usize = shape[1..].iter().product();
+
+    let meta = FeaturesMeta {
+        layer: cfg.layer.name().into(),
+        width,
+        checkpoint: cfg.checkpoint.display().to_string(),
+        data: set
+            .files()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        input_size: crop,
+        stored_size: set.size(),
+        mean_image: if used_data_mean { "data" } else { "checkpoint" }.into(),
+    };
+    let mut writer = FeatureWriter::create(&cfg.out, &meta)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let loader_cfg = LoaderConfig {
+        batch,
+        seed: 0,
+        shuffle: Shuffle::None,
+        drop_last: false,
+        threads,
+        prefetch: 2,
+        ..LoaderConfig::default()
+    };
+    let draws = centre_draws(batch, set.size(), crop);
+    let bar = progress_bar(cfg.progress, set.len() as u64);
+    for b in Loader::epoch(&set, &loader_cfg, 0, 0) {
+        let mut b = b?;
+        let have = b.len();
+        pad_images(&mut b.images, have, batch);
+        input.upload_images(&gpu, &b.images)?;
+        let mut enc = gpu.encoder("export.forward");
+        input.record(&gpu, &mut enc, &draws, net.input())?;
+        net.record_forward(&gpu, &mut enc, None)?;
+        gpu.submit(enc);
+        let feats = tensor.download(&gpu)?;
+        let rows: Vec<usize> = b.rows.iter().map(|&r| r as usize).collect();
+        let sources: Vec<&str> = rows.iter().map(|&r| names.sources[r].as_str()).collect();
+        let wnids: Vec<&str> = rows.iter().map(|&r| names.wnids[r].as_str()).collect();
+        writer.write(&sources, &b.labels, &wnids, &feats[..have * width])?;
+        bar.inc(have as u64);
+    }
+    bar.finish_and_clear();
+    let rows = writer.rows();
+    let out = writer.finish()?;
+    Ok(ExportSummary {
+        out,
+        rows,
+        width,
+        used_data_mean,
+        images_per_s: rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+    })
+}
+
+fn progress_bar(enabled: bool, rows: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(rows);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images  {per_sec}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,141 @@
+//! `alexnet filters`: conv1's kernels as a grid of colour patches (the paper's Figure 3).
+//! Each kernel is stretched on its own to 0..255 over all three channels (so its colours
+//! keep their balance), upscaled by pixel repetition, with 1-pixel gaps. A model with two
+//! groups draws each group's kernels as its own block, the first group above the second,
+//! as the paper shows the kernels learned on its two GPUs.
+use super::ExportError;
+use crate::model::Checkpoint;
+use image::{Rgb, RgbImage};
+use std::path::PathBuf;
+
+/// Kernels per row of a block (the paper's figure: 48 kernels per GPU in 3 rows of 16).
+const COLUMNS: usize = 16;
+/// Gap between kernels, in pixels.
+const GAP: u32 = 1;
+/// Extra gap between the group blocks, in pixels.
+const GROUP_GAP: u32 = 6;
+const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
+
+/// What `filters` does.
+#[derive(Clone, Debug)]
+pub struct FiltersConfig {
+    /// The trained weights.
+    pub checkpoint: PathBuf,
+    /// The PNG to write.
+    pub out: PathBuf,
+    /// Screen pixels per kernel pixel.
+    pub scale: u32,
+    /// Input size of a foreign checkpoint that does not record it (the kernels do not
+    /// depend on it, but reading the checkpoint does).
+    pub input_size: Option<usize>,
+}
+
+/// Grid layout of `count` kernels in `groups` blocks: (columns, rows per block).
+fn layout(count: usize, groups: usize) -> (usize, usize) {
+    let per_group = count.div_ceil(groups.max(1));
+    let cols = per_group.clamp(1, COLUMNS);
+    (cols, per_group.div_ceil(cols))
+}
+
+/// Size in pixels of the image [`render_filters`] draws.
+pub fn filters_size(count: usize, k: usize, groups: usize, scale: u32) -> (u32, u32) {
+    let (cols, rows) = layout(count, groups);
+    let cell = k as u32 * scale + GAP;
+    let groups = groups.max(1) as u32;
+    let w = GAP + cols as u32 * cell;
+    let h = GAP + groups * rows as u32 * cell + (groups - 1) * GROUP_GAP;
+    (w, h)
+}
+
+/// Draws `weights` `[count, 3, k, k]` (RGB input channels) as [`filters_size`] says.
+pub fn render_filters(
+    weights: &[f32],
+    count: usize,
+    k: usize,
+    groups: usize,
+    scale: u32,
+) -> RgbImage {
+    let (w, h) = filters_size(count, k, groups, scale);
+    let mut img = RgbImage::from_pixel(w, h, BACKGROUND);
+    let (cols, rows) = layout(count, groups);
+    let per_group = count.div_ceil(groups.max(1));
+    let cell = k as u32 * scale + GAP;
+    let plane = k * k;
+    for f in 0..count {
+        let kernel = &weights[f * 3 * plane..(f + 1) * 3 * plane];
+        let (lo, hi) = kernel
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        // A constant kernel has no contrast to show: draw it mid-grey rather than divide by 0.
+        let range = if hi > lo { hi - lo } else { 1.0 };
+        let (g, i) = (f / per_group, f % per_group);
+        let x0 = GAP + (i % cols) as u32 * cell;
+        let y0 = GAP + g as u32 * (rows as u32 * cell + GROUP_GAP) + (i / cols) as u32 * cell;
+        for y in 0..k {
+            for x in 0..k {
+                let c = |ch: usize| {
+                    let v = if hi > lo {
+                        (kernel[ch * plane + y * k + x] - lo) / range
+                    } else {
+                        0.5
+                    };
+                    (v * 255.0).round().clamp(0.0, 255.0) as u8
+                };
+                let px = Rgb([c(0), c(1), c(2)]);
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        img.put_pixel(x0 + x as u32 * scale + dx, y0 + y as u32 * scale + dy, px);
+                    }
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Reads conv1 from the checkpoint and writes the grid; returns the image's (width, height).
+pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
+    let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
+    let t = ck.params.get("conv1.weight").ok_or_else(|| {
+        ExportError::Mismatch(format!(
+            "{}: no conv1.weight tensor; pass a checkpoint written by alexnet train",
+            cfg.checkpoint.display()
+        ))
+    })?;
+    let shape = &t.spec.shape;
+    if shape.len() != 4 || shape[1] != 3 || shape[2] != shape[3] {
+        return Err(ExportError::Mismatch(format!(
+            "{}: conv1.weight has shape {shape:?}; filters draws [count, 3, k, k] RGB kernels",
+            cfg.checkpoint.display()
+        )));
+    }
+    let img = render_filters(
+        &t.data,
+        shape[0],
+        shape[2],
+        ck.config.groups,
+        cfg.scale.max(1),
+    );
+    super::save_png(&img, &cfg.out)?;
+    Ok(img.dimensions())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_are_stretched_and_placed_by_group() {
+        // Two 1×1 kernels in two groups: kernel 0 red-ish, kernel 1 constant.
+        let w = [2.0, 0.0, 1.0, 0.5, 0.5, 0.5];
+        let img = render_filters(&w, 2, 1, 2, 3);
+        assert_eq!(img.dimensions(), filters_size(2, 1, 2, 3));
+        assert_eq!(img.dimensions(), (1 + 4, 1 + 2 * 4 + GROUP_GAP));
+        assert_eq!(*img.get_pixel(1, 1), Rgb([255, 0, 128]));
+        // Second group starts below the first block and the group gap.
+        assert_eq!(*img.get_pixel(1, 1 + 4 + GROUP_GAP), Rgb([128, 128, 128]));
+        assert_eq!(*img.get_pixel(0, 0), BACKGROUND);
+    }
+}

@@ -1,0 +1,293 @@
+//! `alexnet train` and `alexnet eval` end to end on real Fashion-MNIST images (Debian's
+//! `dataset-fashion-mnist`), with a tiny model on lavapipe.
+mod common;
+
+use alexnet::dataset::{read_rows, ShardSet};
+use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
+use alexnet::reference::network::{network_loss_and_grads, network_sgd_step};
+use alexnet::reference::{augment_forward, check_close};
+use alexnet::shape::AugmentShape;
+use alexnet::train::augment::centre_draws;
+use common::alexnet;
+use std::path::{Path, PathBuf};
+
+const FM: &str = "/usr/share/datasets/fashion-mnist";
+const WIDTHS: &str = "8,16,24,24,16,64,64";
+
+/// `n` real images (the first n of the training set) as shards stored at 70×70.
+fn shards(dir: &Path, n: usize) -> PathBuf {
+    assert!(
+        Path::new(FM).is_dir(),
+        "{FM} is missing: install Debian's dataset-fashion-mnist (scripts/test.sh does)"
+    );
+    let raw = dir.join("raw");
+    let (ok, _, err) = alexnet(&[
+        "import-idx",
+        &format!("{FM}/train-images-idx3-ubyte.gz"),
+        &format!("{FM}/train-labels-idx1-ubyte.gz"),
+        raw.to_str().unwrap(),
+        "--classes",
+        "fashion-mnist",
+        "--limit",
+        &n.to_string(),
+    ]);
+    assert!(ok, "import-idx: {err}");
+    let out = dir.join("shards");
+    common::ingest_ok(&[
+        raw.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--size",
+        "70",
+        "--shard-rows",
+        "64",
+    ]);
+    out
+}
+
+fn train(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["train", "--quiet", "--input-size", "67", "--widths", WIDTHS];
+    all.extend_from_slice(args);
+    let (ok, _, err) = alexnet(&all);
+    (ok, err)
+}
+
+fn params(path: &Path) -> Params {
+    Checkpoint::load(path, None).unwrap().params
+}
+
+#[test]
+fn one_step_is_the_reference_sgd_step_on_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let cfg = {
+        let mut c = ModelConfig::small(67, 1, 10);
+        c.widths = [8, 16, 24, 24, 16, 64, 64];
+        c
+    };
+    let init = Params::init_with(&cfg, 9, Init::He).unwrap();
+    let w0 = dir.path().join("w0.safetensors");
+    Checkpoint::new(cfg.clone(), init.clone())
+        .save(&w0)
+        .unwrap();
+    let run = dir.path().join("run");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--init-from",
+        w0.to_str().unwrap(),
+        "--no-augment",
+        "--dropout",
+        "0",
+        "--shuffle",
+        "none",
+        "--steps",
+        "1",
+        "--batch",
+        "6",
+        "--lr",
+        "0.02",
+    ]);
+    assert!(ok, "train failed: {err}");
+
+    // The same step by the CPU reference: the first 6 rows, centre crop minus the mean image.
+    let set = ShardSet::open(&[data]).unwrap();
+    let batch = read_rows(&set, &(0..6).collect::<Vec<u64>>()).unwrap();
+    let s = AugmentShape {
+        n: 6,
+        stored: 70,
+        crop: 67,
+    };
+    let images = augment_forward(
+        &s,
+        &batch.images,
+        &set.stats().mean_image(),
+        &centre_draws(6, 70, 67),
+    );
+    let (_, _, grads) =
+        network_loss_and_grads(&cfg, &init, 6, &images, &batch.labels, None).unwrap();
+    let mut want = init.clone();
+    let mut velocity = Params::zeros(&cfg).unwrap();
+    network_sgd_step(&mut want, &mut velocity, &grads, 0.02, 0.9, 5e-4).unwrap();
+    let got = params(&run.join("last.safetensors"));
+    for ((g, w), w0) in got.tensors.iter().zip(&want.tensors).zip(&init.tensors) {
+        // Compare the change, so a step that did nothing cannot pass on the unchanged weights.
+        let dg: Vec<f32> = g.data.iter().zip(&w0.data).map(|(a, b)| a - b).collect();
+        let dw: Vec<f32> = w.data.iter().zip(&w0.data).map(|(a, b)| a - b).collect();
+        let scale = dw.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            scale > 0.0,
+            "{}: the reference step changed nothing",
+            w.spec.name
+        );
+        check_close(&w.spec.name, &dg, &dw, 2e-3 * scale, 2e-3).unwrap();
+    }
+}
+
+#[test]
+fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let d = data.to_str().unwrap();
+    let common_args = [
+        "--batch", "8", "--seed", "4", "--init", "he", "--epochs", "3",
+    ];
+    let a = dir.path().join("a");
+    let mut args = vec![d, "--out", a.to_str().unwrap(), "--steps", "7"];
+    args.extend_from_slice(&common_args);
+    let (ok, err) = train(&args);
+    assert!(ok, "{err}");
+    // 5 steps an epoch: stop at 3, resume to 7, crossing an epoch boundary.
+    let b = dir.path().join("b");
+    let mut args = vec![d, "--out", b.to_str().unwrap(), "--steps", "3"];
+    args.extend_from_slice(&common_args);
+    assert!(train(&args).0);
+    let mut args = vec![d, "--out", b.to_str().unwrap(), "--steps", "7", "--resume"];
+    args.extend_from_slice(&common_args);
+    let (ok, err) = train(&args);
+    assert!(ok, "resume failed: {err}");
+    let (pa, pb) = (
+        params(&a.join("last.safetensors")),
+        params(&b.join("last.safetensors")),
+    );
+    let start = Params::init_with(
+        &Checkpoint::load(&a.join("last.safetensors"), None)
+            .unwrap()
+            .config,
+        4,
+        Init::He,
+    )
+    .unwrap();
+    assert_ne!(pa, start, "training changed nothing");
+    assert_eq!(pa, pb, "resumed run differs from the uninterrupted one");
+    let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert!(lines.contains("\"kind\":\"epoch\""), "{lines}");
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 16);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "log_every = 1\ninit = \"he\"\n[model]\ninput_size = 67\nwidths = [8, 16, 24, 24, 16, 64, 64]\nclasses = 10\n").unwrap();
+    let run = dir.path().join("run");
+    let (ok, _, err) = alexnet(&[
+        "train",
+        "--quiet",
+        data.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--lr",
+        "1e12",
+        "--batch",
+        "8",
+        "--steps",
+        "8",
+    ]);
+    assert!(!ok, "a run at lr 1e12 should stop");
+    assert!(
+        err.contains("the loss became") && err.contains("--lr"),
+        "{err}"
+    );
+    // An epoch ended (2 steps of 8) before the loss blew up: that checkpoint is kept, and it
+    // must hold the last good, finite weights.
+    let last = run.join("last.safetensors");
+    if last.exists() {
+        let p = params(&last);
+        assert!(
+            p.tensors
+                .iter()
+                .all(|t| t.data.iter().all(|v| v.is_finite())),
+            "the kept checkpoint holds non-finite weights"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 16);
+    let missing = dir.path().join("no-such-shards");
+    let (ok, err) = train(&[
+        missing.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no-such-shards"), "{err}");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("r2").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(!ok && err.contains("nothing to resume"), "{err}");
+    let r3 = dir.path().join("r3");
+    let (ok, _, err) = alexnet(&[
+        "train",
+        "--quiet",
+        data.to_str().unwrap(),
+        "--input-size",
+        "71",
+        "--out",
+        r3.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--size"), "{err}");
+}
+
+#[test]
+fn a_small_variant_learns_and_eval_reports_json() {
+    // 3,000 real images, 3 epochs of 93 steps: measured at 70% top-1 on these images.
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 3000);
+    let run = dir.path().join("run");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--init",
+        "he",
+        "--lr",
+        "0.0002",
+        "--batch",
+        "32",
+        "--epochs",
+        "3",
+        "--no-augment",
+        "--dropout",
+        "0",
+        "--seed",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "epoch")
+        .map(|v| v["train_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3, "{text}");
+    // Well below chance level (ln 10 = 2.30) by the last epoch, and still falling.
+    assert!(
+        losses[2] < losses[1] && losses[2] < 0.6 * std::f64::consts::LN_10,
+        "training loss did not fall: {losses:?}"
+    );
+    let (ok, out, err) = alexnet(&[
+        "eval",
+        "--json",
+        "--checkpoint",
+        run.join("last.safetensors").to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["count"], 3000);
+    let top1 = v["top1_accuracy"].as_f64().unwrap();
+    assert!(
+        top1 > 0.4,
+        "top-1 {top1} on its training images after 3 epochs (chance: 0.1)"
+    );
+    assert!(v["top5_accuracy"].as_f64().unwrap() >= top1);
+}
