@@ -6,7 +6,7 @@
 //   2 mean    storage  [S,S,3] f32, the training set's mean image (0..255)
 //   3 draws   storage  [N] Draw: crop corner, mirror flag, lighting shift (host-drawn, so the CPU
 //                      reference can replay them)
-//   4 out     storage  [N,3,I,I] f32, the model input
+//   4 out     storage  [N,3,I,I] f32, the model input: (pixel + shift − mean) · scale
 // Workgroup 256 threads, one output element each; ceil(N·3·I·I / 256) workgroups spread over x
 // (≤ the per-dimension limit) and y, as every element-wise kernel here.
 
@@ -14,7 +14,7 @@ struct AugmentParams {
     n: u32,
     stored: u32,
     crop: u32,
-    _pad: u32,
+    scale: f32, // multiplies the result: the model's input_scale (1 in the paper)
 }
 
 struct Draw {
@@ -56,5 +56,5 @@ fn forward(
     let src = ((d.y0 + y) * s + d.x0 + xs) * 3u + c;
     let byte_index = b * s * s * 3u + src;
     let byte = (images[byte_index / 4u] >> ((byte_index % 4u) * 8u)) & 0xffu;
-    out[idx] = f32(byte) + d.shift[c] - mean[src];
+    out[idx] = (f32(byte) + d.shift[c] - mean[src]) * params.scale;
 }

@@ -15,6 +15,7 @@ fn run(
     images: &[u8],
     mean: &[f32],
     draws: &[AugmentDraw],
+    scale: f32,
 ) -> Vec<f32> {
     let img_t = Tensor::zeros(gpu, augment::image_words(s), "test.images");
     augment::upload_images(gpu, &img_t, images).unwrap();
@@ -23,7 +24,7 @@ fn run(
     augment::upload_draws(gpu, &draws_t, draws).unwrap();
     let out = Tensor::zeros(gpu, s.n * 3 * s.crop * s.crop, "test.out");
     let mut enc = gpu.encoder("test");
-    augment::forward(gpu, &mut enc, s, &img_t, &mean_t, &draws_t, &out).unwrap();
+    augment::forward(gpu, &mut enc, s, &img_t, &mean_t, &draws_t, &out, scale).unwrap();
     gpu.submit(enc);
     out.download(gpu).unwrap()
 }
@@ -60,9 +61,10 @@ fn augment_matches_reference_for_random_draws() {
     };
     let draws = random_draws(77, s.n, s.stored, s.crop, &settings, &pca);
     assert!(draws.iter().any(|d| d.shift[0] != 0.0));
-    let got = run(&gpu, &s, &images, &mean, &draws);
-    let want = augment_forward(&s, &images, &mean, &draws);
-    check_close("augment.out", &got, &want, 1e-4, 1e-6).unwrap();
+    // A non-trivial input scale, as a narrow variant uses.
+    let got = run(&gpu, &s, &images, &mean, &draws, 1.0 / 64.0);
+    let want = augment_forward(&s, &images, &mean, &draws, 1.0 / 64.0);
+    check_close("augment.out", &got, &want, 1e-6, 1e-6).unwrap();
 }
 
 #[test]
@@ -77,11 +79,11 @@ fn ten_crop_views_match_reference_and_mirror() {
     };
     let (one, mean) = inputs(&AugmentShape { n: 1, stored, crop }, 9);
     let images: Vec<u8> = one.iter().copied().cycle().take(one.len() * 10).collect();
-    let got = run(&gpu, &s, &images, &mean, &views);
+    let got = run(&gpu, &s, &images, &mean, &views, 1.0);
     check_close(
         "augment.ten_crop",
         &got,
-        &augment_forward(&s, &images, &mean, &views),
+        &augment_forward(&s, &images, &mean, &views, 1.0),
         1e-4,
         1e-6,
     )

@@ -103,6 +103,7 @@ fn one_step_is_the_reference_sgd_step_on_the_first_batch() {
         &batch.images,
         &set.stats().mean_image(),
         &centre_draws(6, 70, 67),
+        1.0,
     );
     let (_, _, grads) =
         network_loss_and_grads(&cfg, &init, 6, &images, &batch.labels, None).unwrap();

@@ -155,7 +155,7 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
     };
     let batch = cfg.batch.clamp(1, set.len());
     let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
-    let input = InputStage::new(&gpu, batch, set.size(), crop, &mean);
+    let input = InputStage::new(&gpu, batch, set.size(), crop, &mean, ck.config.input_scale);
     let acts = net.activations();
     let (_, shape, tensor) = acts
         .iter()

@@ -31,8 +31,8 @@ pub struct AugmentParams {
     pub stored: u32,
     /// Side I of the crop.
     pub crop: u32,
-    /// Padding to 16 bytes.
-    pub _pad: u32,
+    /// Factor applied to every output value (the model's input scale).
+    pub scale: f32,
 }
 
 /// f32 words a batch of `n` stored images occupies in the packed-bytes tensor
@@ -78,8 +78,9 @@ pub fn upload_draws(gpu: &Gpu, t: &Tensor, draws: &[AugmentDraw]) -> Result<()> 
     Ok(())
 }
 
-/// Record `out` `[N,3,I,I]` from `images` (packed `[N,S,S,3]` u8), `mean` `[S,S,3]` and
-/// `draws` `[N]`.
+/// Record `out` `[N,3,I,I]` = (crop + shift − mean) · `scale` from `images` (packed `[N,S,S,3]`
+/// u8), `mean` `[S,S,3]` and `draws` `[N]`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -88,6 +89,7 @@ pub fn forward(
     mean: &Tensor,
     draws: &Tensor,
     out: &Tensor,
+    scale: f32,
 ) -> Result<()> {
     if s.crop > s.stored || s.crop == 0 {
         return Err(GpuError::Invalid {
@@ -104,7 +106,7 @@ pub fn forward(
         n: kernel::u32_of("augment", s.n)?,
         stored: s.stored as u32,
         crop: s.crop as u32,
-        _pad: 0,
+        scale,
     };
     kernel::u32_of("augment", image_words(s) * 4)?;
     let views = [

@@ -621,6 +621,8 @@ pub fn infer_config(
         groups: widths[0] / per_group,
         lrn: true,
         activation: Activation::Relu,
+        // Another framework's preprocessing is the paper's unless the user rescales.
+        input_scale: 1.0,
     })
 }
 

@@ -130,7 +130,8 @@ impl Params {
                     let fan_in: usize = tensor.spec.shape[1..].iter().product();
                     let mut std = (2.0 / fan_in as f32).sqrt();
                     if tensor.spec.layer() == "conv1" {
-                        std /= HE_INPUT_STD;
+                        // The input's spread: about HE_INPUT_STD pixel levels, times the scale.
+                        std /= (HE_INPUT_STD * cfg.input_scale).max(1.0);
                     }
                     let s = stream_seed(seed, 0, INIT_STREAM + t as u32);
                     for (i, v) in tensor.data.iter_mut().enumerate() {

@@ -359,6 +359,7 @@ mod tests {
             groups,
             lrn,
             activation,
+            input_scale: 1.0,
         }
     }
 

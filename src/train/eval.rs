@@ -211,7 +211,14 @@ pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
     let gpu = Gpu::new(job.device)?;
     let batch = job.batch.clamp(1, set.len().max(1));
     let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
-    let input = InputStage::new(&gpu, batch, set.size(), ck.config.input_size, &mean);
+    let input = InputStage::new(
+        &gpu,
+        batch,
+        set.size(),
+        ck.config.input_size,
+        &mean,
+        ck.config.input_scale,
+    );
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     evaluate(&gpu, &net, &input, &set, job.view, threads)
 }

@@ -9,18 +9,27 @@ pub struct InputStage {
     images: Tensor,
     draws: Tensor,
     mean: Tensor,
+    scale: f32,
 }
 
 impl InputStage {
     /// Buffers for batches of `n` stored `stored`² images cropped to `crop`², with the training
-    /// set's mean image `[S,S,3]` (0..255).
-    pub fn new(gpu: &Gpu, n: usize, stored: usize, crop: usize, mean: &[f32]) -> InputStage {
+    /// set's mean image `[S,S,3]` (0..255) and the model's input scale.
+    pub fn new(
+        gpu: &Gpu,
+        n: usize,
+        stored: usize,
+        crop: usize,
+        mean: &[f32],
+        scale: f32,
+    ) -> InputStage {
         let shape = AugmentShape { n, stored, crop };
         InputStage {
             images: Tensor::zeros(gpu, augment::image_words(&shape), "augment.images"),
             draws: Tensor::zeros(gpu, augment::draw_words(n), "augment.draws"),
             mean: Tensor::from_slice(gpu, mean, "augment.mean"),
             shape,
+            scale,
         }
     }
 
@@ -46,6 +55,7 @@ impl InputStage {
             &self.mean,
             &self.draws,
             out,
+            self.scale,
         )
     }
 }

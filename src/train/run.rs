@@ -334,7 +334,14 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
     if let Some(m) = &momentum {
         net.upload_momentum(&gpu, m)?;
     }
-    let input = InputStage::new(&gpu, batch, stored, crop, &stats.mean_image);
+    let input = InputStage::new(
+        &gpu,
+        batch,
+        stored,
+        crop,
+        &stats.mean_image,
+        cfg.model.input_scale,
+    );
     let saver = Saver {
         gpu: &gpu,
         net: &net,
