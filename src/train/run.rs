@@ -395,7 +395,6 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         images_per_s: 0.0,
         data_wait_s: 0.0,
     };
-    let run_t0 = Instant::now();
     let mut train_secs = 0.0;
     let mut trained_images = 0u64;
     while st.epoch < cfg.epochs && st.step < total_steps {
@@ -567,7 +566,6 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
     summary.steps = st.step;
     summary.epochs = st.epoch;
     summary.images_per_s = trained_images as f64 / train_secs.max(1e-9);
-    let _ = run_t0;
     Ok(summary)
 }
 
