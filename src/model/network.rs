@@ -10,7 +10,7 @@ use super::geometry::{ConvStage, Geometry, GeometryError};
 use super::params::{param_specs, ParamSpec, Params};
 use super::ModelConfig;
 use crate::gpu::{self, Gpu, GpuError, Tensor};
-use crate::shape::{Activation, LrnParams};
+use crate::shape::LrnParams;
 
 /// What can go wrong building or running the network.
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +106,6 @@ pub struct Network {
     d_input_of_fc6: Tensor,
     stats: Tensor,
     lrn: LrnParams,
-}
-
-fn activation(cfg: &ModelConfig) -> Activation {
-    cfg.activation
 }
 
 impl Network {
@@ -222,9 +218,9 @@ impl Network {
     }
 
     fn upload_set(&self, gpu: &Gpu, dst: &[Tensor], src: &Params) -> Result<()> {
-        for ((spec, t), want) in self.specs.iter().zip(dst).zip(&self.specs) {
+        for (spec, t) in self.specs.iter().zip(dst) {
             let got = src
-                .get(&want.name)
+                .get(&spec.name)
                 .ok_or_else(|| NetworkError::ParamShape {
                     name: spec.name.clone(),
                     expected: spec.len(),
@@ -297,9 +293,7 @@ impl Network {
             .specs
             .iter()
             .position(|s| {
-                s.name.len() == layer.len() + 1 + kind.len()
-                    && s.name.starts_with(layer)
-                    && s.name.ends_with(kind)
+                s.name.strip_prefix(layer).and_then(|r| r.strip_prefix('.')) == Some(kind)
             })
             .unwrap_or(0);
         (&self.params[i], &self.grads[i])
@@ -321,7 +315,7 @@ impl Network {
         enc: &mut wgpu::CommandEncoder,
         dropout: Option<Dropout>,
     ) -> Result<()> {
-        let act = activation(&self.config);
+        let act = self.config.activation;
         for (i, (st, b)) in self.geometry.convs.iter().zip(&self.stages).enumerate() {
             let (w, _) = self.param(st.name, "weight");
             let (bias, _) = self.param(st.name, "bias");
@@ -383,7 +377,7 @@ impl Network {
         enc: &mut wgpu::CommandEncoder,
         dropout: Option<Dropout>,
     ) -> Result<()> {
-        let act = activation(&self.config);
+        let act = self.config.activation;
         let dropout = dropout.filter(|d| d.p > 0.0);
         let l8 = self.geometry.fcs[2].linear;
         gpu::softmax_xent::backward(

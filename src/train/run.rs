@@ -2,7 +2,7 @@
 //! augmented on the GPU, and one encoder holds the whole step (augment, forward, loss,
 //! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
 //! and never queues more than two steps ahead of the GPU.
-use super::augment::{centre_draws, random_draws, AugmentSettings, Pca};
+use super::augment::{random_draws, AugmentSettings, Pca};
 use super::eval::{evaluate, EvalResult, View};
 use super::input::InputStage;
 use super::metrics::{EpochRecord, MetricsWriter, Record, StepRecord};
@@ -410,12 +410,10 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
             st.step += 1;
             st.batch_in_epoch += 1;
             let lr = st.schedule.lr();
-            let draws = if cfg.augment.enabled {
-                let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
-                random_draws(seed, batch, stored, crop, &settings, &pca)
-            } else {
-                centre_draws(batch, stored, crop)
-            };
+            // With augmentation off, `settings` asks for the centre crop and no noise, which
+            // is the evaluation view DESIGN.md's --no-augment names.
+            let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
+            let draws = random_draws(seed, batch, stored, crop, &settings, &pca);
             let dropout = Dropout {
                 p: cfg.dropout as f32,
                 seeds: [
