@@ -1,7 +1,7 @@
 //! Command-line parsing only: every command turns its flags into a typed config and calls one
 //! library function.
 use alexnet::dataset::Encoding;
-use alexnet::ingest::{IngestConfig, ShardPart};
+use alexnet::ingest::{IngestConfig, RowOrder, ShardPart};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -192,6 +192,12 @@ enum EncodingArg {
     Png,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum OrderArg {
+    Shuffled,
+    Sorted,
+}
+
 #[derive(Args)]
 struct IngestArgs {
     /// Raw folder: class subfolders (RAW/<wnid>/*.JPEG), or flat images with --labels.
@@ -219,6 +225,13 @@ struct IngestArgs {
     /// Write only shards k with k mod N = I, so N machines can fill one folder.
     #[arg(long, value_name = "I/N")]
     shard: Option<ShardPart>,
+    /// Row order: `shuffled` (a permutation fixed by --seed, so every row group mixes the
+    /// classes, as training's windowed shuffle needs) or `sorted` (class, then file name).
+    #[arg(long, value_enum, default_value = "shuffled")]
+    order: OrderArg,
+    /// Seed of the shuffled row order; every machine of a --shard run must use the same one.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Worker threads (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -384,6 +397,10 @@ pub fn run() -> anyhow::Result<()> {
             cfg.synsets = a.synsets;
             cfg.shard_rows = a.shard_rows;
             cfg.shard = a.shard;
+            cfg.order = match a.order {
+                OrderArg::Shuffled => RowOrder::Shuffled(a.seed),
+                OrderArg::Sorted => RowOrder::Sorted,
+            };
             if let Some(j) = a.jobs {
                 cfg.jobs = j;
             }

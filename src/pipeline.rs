@@ -163,6 +163,23 @@ pub struct IngestStage {
     /// Fail on the first bad image instead of listing it in rejects.jsonl.
     #[serde(default)]
     pub strict: bool,
+    /// Row order: `shuffled` (the default; fixed by `seed`) or `sorted`.
+    #[serde(default)]
+    pub order: ShardOrder,
+    /// Seed of the shuffled order.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Row order of an ingest stage's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardOrder {
+    /// A seeded permutation, so row groups mix the classes.
+    #[default]
+    Shuffled,
+    /// Class, then file name.
+    Sorted,
 }
 
 fn default_size() -> usize {
@@ -599,6 +616,10 @@ impl StageRunner for LibraryRunner {
             cfg.jobs = j;
         }
         cfg.strict = s.strict;
+        cfg.order = match s.order {
+            ShardOrder::Shuffled => crate::ingest::RowOrder::Shuffled(s.seed),
+            ShardOrder::Sorted => crate::ingest::RowOrder::Sorted,
+        };
         // A stage that stopped half way keeps its complete shards.
         cfg.resume = s.out.exists();
         cfg.progress = true;
@@ -1040,6 +1061,8 @@ out = "curves.png"
                 shard_rows: None,
                 jobs: None,
                 strict: false,
+                order: ShardOrder::Shuffled,
+                seed: 0,
             })
             .unwrap_err()
             .to_string();

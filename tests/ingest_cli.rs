@@ -316,6 +316,43 @@ fn statistics_equal_a_direct_computation_over_stored_pixels() {
 }
 
 #[test]
+fn shuffled_order_is_a_seeded_permutation_of_the_sorted_one() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("raw");
+    make_tree(&raw, 3, 8, false);
+    let rows = |name: &str, extra: &[&str]| {
+        let out = t.path().join(name);
+        let mut args = vec![s(&raw), s(&out), "--size", SIZE, "--shard-rows", "5"];
+        args.extend_from_slice(extra);
+        ingest_ok(&args);
+        let b = all_rows(&open(&[&out]));
+        let px = b.images.len() / b.len();
+        b.labels
+            .iter()
+            .zip(b.images.chunks_exact(px))
+            .map(|(&l, img)| (l, img.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let sorted = rows("sorted", &["--order", "sorted"]);
+    let shuffled = rows("shuffled", &[]);
+    let again = rows("again", &["--seed", "0"]);
+    let other = rows("other", &["--seed", "1"]);
+    let labels = |v: &[(i32, Vec<u8>)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+    assert!(labels(&sorted).windows(2).all(|w| w[0] <= w[1]));
+    assert!(
+        !labels(&shuffled).windows(2).all(|w| w[0] <= w[1]),
+        "the default order is still class-sorted"
+    );
+    assert_eq!(shuffled, again, "the same seed gives the same order");
+    assert_ne!(shuffled, other, "another seed gives another order");
+    let mut a = shuffled.clone();
+    let mut b = sorted.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "shuffling lost or changed rows");
+}
+
+#[test]
 fn val_folder_labels_line_up_with_train() {
     let t = tempfile::tempdir().unwrap();
     let train_raw = t.path().join("train");
@@ -371,6 +408,8 @@ fn val_folder_labels_line_up_with_train() {
         s(&t.path().join("LOC_val_solution.csv")),
         "--classes",
         s(&train),
+        "--order",
+        "sorted",
     ]);
     ingest_ok(&[
         s(&val),
@@ -383,6 +422,8 @@ fn val_folder_labels_line_up_with_train() {
         s(&synset_path),
         "--classes",
         s(&train),
+        "--order",
+        "sorted",
     ]);
     for out in [&a, &b] {
         let set = open(&[out]);

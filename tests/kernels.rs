@@ -316,6 +316,58 @@ fn activation_relu_and_tanh() {
 }
 
 #[test]
+fn channel_slices_copy_and_accumulate() {
+    use gpu::channels::{Move, Slice};
+    let g = device();
+    // Awkward sizes: 3 images, 5 of 7 channels into 9 at offset 3, 13 values per channel.
+    let (n, hw, k) = (3, 13, 5);
+    let (src_c, src_off, dst_c, dst_off) = (7, 2, 9, 3);
+    let src = random_tensor(70, n * src_c * hw, 1.0);
+    let dst0 = random_tensor(71, n * dst_c * hw, 1.0);
+    for accumulate in [false, true] {
+        let ts = up(&g, &src, "t.src");
+        let td = up(&g, &dst0, "t.dst");
+        run(&g, |e| {
+            gpu::channels::copy(
+                &g,
+                e,
+                Move { n, k, hw },
+                (&ts, Slice::at(src_c, src_off)),
+                (&td, Slice::at(dst_c, dst_off)),
+                accumulate,
+            )
+        });
+        let mut want = dst0.clone();
+        r::copy_channels(
+            n,
+            k,
+            hw,
+            &src,
+            (src_c, src_off),
+            &mut want,
+            (dst_c, dst_off),
+            accumulate,
+        );
+        // A copy is exact and an add is one f32 rounding, the same on both sides.
+        assert_eq!(down(&g, &td), want, "accumulate {accumulate}");
+        assert_ne!(want, dst0);
+    }
+    let ts = up(&g, &src, "t.src");
+    let td = up(&g, &dst0, "t.dst");
+    let mut enc = g.encoder("t");
+    let err = gpu::channels::copy(
+        &g,
+        &mut enc,
+        Move { n, k: 6, hw },
+        (&ts, Slice::at(src_c, src_off)),
+        (&td, Slice::at(dst_c, dst_off)),
+        false,
+    )
+    .expect_err("a slice past the last channel is refused");
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
+
+#[test]
 fn elementwise_ops_split_beyond_the_binding_limit() {
     let mut g = device();
     g.binding_limit = 1024; // 256 elements per window

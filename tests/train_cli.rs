@@ -166,6 +166,56 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
 }
 
 #[test]
+fn two_devices_train_as_one_and_their_checkpoint_serves_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let d = data.to_str().unwrap();
+    // Augmentation and dropout on: both columns must draw the same crops, flips, lighting and
+    // masks as the one-device run.
+    let common_args = [
+        "--batch", "8", "--seed", "6", "--init", "he", "--steps", "3", "--val", d,
+    ];
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    for (out, devices) in [(&one, "0"), (&two, "2")] {
+        let mut args = vec![d, "--out", out.to_str().unwrap(), "--devices", devices];
+        args.extend_from_slice(&common_args);
+        let (ok, err) = train(&args);
+        assert!(ok, "--devices {devices}: {err}");
+    }
+    let ck = Checkpoint::load(&one.join("last.safetensors"), None).unwrap();
+    let start = Params::init_with(&ck.config, 6, Init::He).unwrap();
+    let (p1, p2) = (ck.params, params(&two.join("last.safetensors")));
+    for ((s, a), b) in start.tensors.iter().zip(&p1.tensors).zip(&p2.tensors) {
+        let (mut num, mut den) = (0f64, 0f64);
+        for ((&w0, &w1), &w2) in s.data.iter().zip(&a.data).zip(&b.data) {
+            let (d1, d2) = (w1 as f64 - w0 as f64, w2 as f64 - w0 as f64);
+            num += (d2 - d1).powi(2);
+            den += d1 * d1;
+        }
+        assert!(den > 0.0, "{} did not move", s.spec.name);
+        let rel = (num / den).sqrt();
+        assert!(
+            rel <= 1e-4,
+            "{}: change differs by {rel:e} (relative)",
+            s.spec.name
+        );
+    }
+    // The checkpoint holds the whole model in the ordinary names: one device evaluates it.
+    let (ok, out, err) = alexnet(&[
+        "eval",
+        "--checkpoint",
+        two.join("last.safetensors").to_str().unwrap(),
+        d,
+        "--json",
+    ]);
+    assert!(ok, "eval of the two-device checkpoint: {err}");
+    assert!(out.contains("top1_accuracy"), "{out}");
+    let (ok, err) = train(&[d, "--out", "unused", "--devices", "0,0,0"]);
+    assert!(!ok && err.contains("two columns"), "{err}");
+}
+
+#[test]
 fn a_diverging_loss_stops_the_run_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 16);

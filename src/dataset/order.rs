@@ -7,7 +7,7 @@
 use super::{ShardSet, Shuffle};
 
 /// splitmix64: tiny, fast, and good enough to drive Fisher–Yates deterministically.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -23,7 +23,7 @@ impl SplitMix64 {
         ((self.next() as u128 * n as u128) >> 64) as usize
     }
 
-    fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i + 1);
             v.swap(i, j);

@@ -35,9 +35,10 @@ impl Shader {
 }
 
 /// Every shader, for the validation test and for warming caches.
-pub fn all_shaders() -> [&'static Shader; 10] {
+pub fn all_shaders() -> [&'static Shader; 11] {
     [
         &super::augment::SHADER,
+        &super::channels::SHADER,
         &super::gemm::SHADER,
         &super::conv::SHADER,
         &super::activation::SHADER,

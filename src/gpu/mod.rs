@@ -29,6 +29,7 @@
 
 pub mod activation;
 pub mod augment;
+pub mod channels;
 pub mod context;
 pub mod conv;
 pub mod dropout;

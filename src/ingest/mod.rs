@@ -19,6 +19,6 @@ pub use decode::{decode_image, Decoded, DEFAULT_MAX_PIXELS};
 pub use error::IngestError;
 pub use labels::{read_class_list, read_label_file};
 pub use preprocess::{encode, resize_crop, resized_dims, JPEG_QUALITY};
-pub use run::{ingest, IngestConfig, IngestSummary, ShardPart, StageTimes};
+pub use run::{ingest, IngestConfig, IngestSummary, RowOrder, ShardPart, StageTimes};
 pub use scan::{scan, Input, Scan};
 pub use writer::{temp_path, ShardWriter};

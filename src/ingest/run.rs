@@ -74,6 +74,20 @@ pub struct IngestConfig {
     pub row_group_bytes: usize,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Row order of the output.
+    pub order: RowOrder,
+}
+
+/// The order rows are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOrder {
+    /// Scan order: classes in label order, files sorted by name within a class.
+    Sorted,
+    /// A permutation of the scan order fixed by the seed. Training reads row groups in a
+    /// random order but shuffles rows only within windows of groups, so class-sorted shards
+    /// would feed it batches from a few classes at a time; shuffled shards make every group
+    /// a sample of all classes.
+    Shuffled(u64),
 }
 
 impl IngestConfig {
@@ -98,6 +112,7 @@ impl IngestConfig {
             max_pixels: super::DEFAULT_MAX_PIXELS,
             row_group_bytes: 32 << 20,
             progress: false,
+            order: RowOrder::Shuffled(0),
         }
     }
 }
@@ -411,12 +426,17 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             cfg.out.display()
         )));
     }
-    let scan = scan(
+    let mut scan = scan(
         &cfg.raw,
         cfg.labels.as_deref(),
         cfg.classes.as_deref(),
         cfg.synsets.as_deref(),
     )?;
+    if let RowOrder::Shuffled(seed) = cfg.order {
+        // The permutation depends only on the seed and the scan, so `--shard I/N` parts on
+        // different machines and `--resume` agree on which inputs each shard holds.
+        crate::dataset::SplitMix64(seed).shuffle(&mut scan.inputs);
+    }
     let targets = plan(cfg, scan.inputs.len());
     let existing = existing_output(cfg, &targets)?;
     if !existing.is_empty() {

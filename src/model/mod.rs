@@ -1,6 +1,7 @@
 //! The AlexNet model: configuration and geometry, parameters and init, safetensors checkpoints,
 //! and the forward/backward graph over the GPU ops.
 pub mod checkpoint;
+pub mod columns;
 pub mod config;
 pub mod forward;
 pub mod geometry;
@@ -9,6 +10,7 @@ pub mod params;
 pub mod seeds;
 
 pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
+pub use columns::{ColumnNetwork, ExchangeStats};
 pub use config::ModelConfig;
 pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
 pub use network::{Dropout, Network, NetworkError};

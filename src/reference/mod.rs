@@ -10,6 +10,7 @@
 //! `[Cout,Cin/groups,K,K]`, linear weights `[out,in]`, all row-major f32.
 pub mod activation;
 pub mod augment;
+pub mod channels;
 pub mod conv;
 pub mod dropout;
 pub mod linear;
@@ -24,6 +25,7 @@ pub(crate) mod gradcheck;
 
 pub use activation::{activation_backward, activation_forward};
 pub use augment::augment_forward;
+pub use channels::copy_channels;
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use linear::{linear_backward, linear_forward, matmul};

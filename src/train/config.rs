@@ -549,13 +549,11 @@ impl TrainConfig {
         if self.devices.is_empty() {
             return err("devices must name at least one device".into());
         }
-        // Each logical device takes an equal share of every batch; an uneven split would
-        // make the devices' gradients differ in weight.
-        if self.batch % self.devices.len() != 0 {
+        // The paper's split is model parallel: both columns see the whole batch, so any batch
+        // works, but there are exactly two columns.
+        if self.devices.len() > 2 {
             return err(format!(
-                "batch {} does not split evenly over {} devices ({}): choose a multiple of {}",
-                self.batch,
-                self.devices.len(),
+                "devices {} names {} devices; the paper's split has two columns, so training runs on one device or two (\"0,1\", or \"2\" for two on adapter 0)",
                 self.devices,
                 self.devices.len()
             ));
@@ -767,11 +765,10 @@ mod tests {
             ),
             (
                 TrainOverrides {
-                    batch: Some(127),
-                    devices: Some("2".into()),
+                    devices: Some("0,0,0".into()),
                     ..Default::default()
                 },
-                "split evenly",
+                "two columns",
             ),
             (
                 TrainOverrides {

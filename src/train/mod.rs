@@ -2,6 +2,7 @@
 //! the learning-rate schedule, the metrics log and evaluation.
 pub mod augment;
 pub mod config;
+pub mod engine;
 pub mod metrics;
 pub mod schedule;
 

@@ -3,14 +3,15 @@
 //! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
 //! and never queues more than two steps ahead of the GPU.
 use super::augment::{random_draws, AugmentSettings, Pca};
-use super::eval::{evaluate, EvalResult, View};
-use super::input::InputStage;
+use super::engine::{Engine, EngineSpec, StepInput};
+use super::eval::{EvalResult, View};
 use super::metrics::{EpochRecord, MetricsWriter, Record, StepRecord};
 use super::schedule::LrSchedule;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
-use crate::gpu::{Gpu, Tensor};
-use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout, Network, Params};
+use crate::gpu::sgd::SgdHyper;
+use crate::gpu::Tensor;
+use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout, Params};
 use crate::shape::stream_seed;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -186,8 +187,7 @@ fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
 
 /// Everything a checkpoint write needs besides the state.
 struct Saver<'a> {
-    gpu: &'a Gpu,
-    net: &'a Network,
+    engine: &'a Engine,
     stats: &'a DataStats,
     config: &'a TrainConfig,
     out: &'a Path,
@@ -205,7 +205,7 @@ impl Saver<'_> {
         if let Some(b) = st.best_error {
             run_state.insert("best_val_top1_error".into(), b.to_string());
         }
-        let params = self.net.download_params(self.gpu)?;
+        let params = self.engine.download_params()?;
         // A step's loss is measured before its update: weights can blow up on the very step
         // whose loss still looked fine. Never let such weights replace the last good file.
         if let Some(t) = params
@@ -224,7 +224,7 @@ impl Saver<'_> {
         let ck = Checkpoint {
             config: self.config.model.clone(),
             params,
-            momentum: Some(self.net.download_momentum(self.gpu)?),
+            momentum: Some(self.engine.download_momentum()?),
             stats: Some(self.stats.clone()),
             run_state,
             foreign: false,
@@ -255,9 +255,9 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         Some(ShardSet::open(&job.val)?)
     };
     check_data(cfg, &set, val.as_ref())?;
-    if cfg.devices.len() > 1 {
+    if cfg.devices.len() > 2 {
         return Err(TrainError::NotBuilt(format!(
-            "--devices {}: the two-column split over several devices is not built yet; train on one device (--devices 0)",
+            "--devices {}: the paper's split has two columns, so training runs on one device or two (--devices 0,1 or 2)",
             cfg.devices
         )));
     }
@@ -323,28 +323,25 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         MetricsWriter::create(&job.out)?
     };
 
-    let gpu = Gpu::new(cfg.devices.adapters()[0])?;
     let stats = data_stats(&set);
     let pca = Pca {
         eigenvalues: stats.pca_eigenvalues,
         eigenvectors: stats.pca_eigenvectors,
     };
     let (batch, stored, crop) = (cfg.batch, set.size(), cfg.model.input_size);
-    let net = Network::new(&gpu, &cfg.model, batch, &params)?;
-    if let Some(m) = &momentum {
-        net.upload_momentum(&gpu, m)?;
-    }
-    let input = InputStage::new(
-        &gpu,
+    let spec = EngineSpec {
+        model: &cfg.model,
         batch,
         stored,
-        crop,
-        &stats.mean_image,
-        cfg.model.input_scale,
-    );
+        mean: &stats.mean_image,
+    };
+    let engine = Engine::new(cfg.devices.adapters(), &spec, &params)?;
+    if let Some(m) = &momentum {
+        engine.upload_momentum(m)?;
+    }
+    let gpu = engine.gpu();
     let saver = Saver {
-        gpu: &gpu,
-        net: &net,
+        engine: &engine,
         stats: &stats,
         config: cfg,
         out: &job.out,
@@ -381,7 +378,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         .unwrap_or(u64::MAX)
         .min(steps_per_epoch * cfg.epochs as u64);
     let log_every = cfg.log_every.max(1) as usize;
-    let hist = Tensor::zeros(&gpu, log_every * batch * 3, "loss.history");
+    let hist = Tensor::zeros(gpu, log_every * batch * 3, "loss.history");
     let row_bytes = (batch * 3 * 4) as u64;
     let stop = interrupted_flag();
     let bar = progress_bar(job.progress, total_steps.saturating_sub(st.step));
@@ -421,29 +418,19 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                     dropout_seed(cfg.seed, st.step, 7),
                 ],
             };
-            input.upload_images(&gpu, &b.images)?;
-            net.upload_labels(&gpu, &b.labels)?;
-            let mut enc = gpu.encoder("train.step");
-            input.record(&gpu, &mut enc, &draws, net.input())?;
-            net.record_forward(&gpu, &mut enc, Some(dropout))?;
-            net.record_loss(&gpu, &mut enc)?;
-            net.record_backward(&gpu, &mut enc, Some(dropout))?;
-            net.record_sgd(
-                &gpu,
-                &mut enc,
-                lr as f32,
-                cfg.momentum as f32,
-                cfg.weight_decay as f32,
-            )?;
-            enc.copy_buffer_to_buffer(
-                &net.stats().buffer,
-                0,
-                &hist.buffer,
-                window.0 as u64 * row_bytes,
-                row_bytes,
-            );
+            let step = StepInput {
+                images: &b.images,
+                labels: &b.labels,
+                draws: &draws,
+                dropout,
+                hyper: SgdHyper {
+                    lr: lr as f32,
+                    momentum: cfg.momentum as f32,
+                    weight_decay: cfg.weight_decay as f32,
+                },
+            };
+            pending.push_back(engine.step(&step, &hist, window.0 as u64 * row_bytes)?);
             window.0 += 1;
-            pending.push_back(gpu.submit(enc));
             if pending.len() > 2 {
                 if let Some(idx) = pending.pop_front() {
                     let _ = gpu.device.poll(wgpu::PollType::Wait {
@@ -461,7 +448,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 || epoch_end
                 || st.step == total_steps
             {
-                let rows = hist.download(&gpu)?;
+                let rows = hist.download(gpu)?;
                 pending.clear();
                 let n = window.0;
                 let loss = rows[..n * batch * 3]
@@ -521,7 +508,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         st.batch_in_epoch = 0;
         let val_result = match &val {
             Some(v) if st.epoch % cfg.val_every.max(1) == 0 => {
-                Some(evaluate(&gpu, &net, &input, v, View::Centre, threads)?)
+                Some(engine.evaluate(&spec, v, View::Centre, threads)?)
             }
             _ => None,
         };

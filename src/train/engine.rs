@@ -1,0 +1,221 @@
+//! What runs a training step: the network on one device, or split in the paper's two columns
+//! over two devices ([`crate::model::ColumnNetwork`]). The loop in [`super::run`] sees only
+//! this, so checkpoints, metrics and validation are the same for both.
+use super::eval::{evaluate, EvalResult, View};
+use super::input::InputStage;
+use super::TrainError;
+use crate::dataset::ShardSet;
+use crate::gpu::sgd::SgdHyper;
+use crate::gpu::{Gpu, GpuError, Tensor};
+use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
+use crate::shape::AugmentDraw;
+use std::cell::OnceCell;
+
+/// The batch geometry and preprocessing both kinds of engine need.
+pub struct EngineSpec<'a> {
+    /// The model.
+    pub model: &'a ModelConfig,
+    /// Images per step.
+    pub batch: usize,
+    /// Side of the stored images.
+    pub stored: usize,
+    /// The training set's mean image `[S,S,3]`.
+    pub mean: &'a [f32],
+}
+
+/// One training step's inputs.
+pub struct StepInput<'a> {
+    /// `[B,S,S,3]` u8 images.
+    pub images: &'a [u8],
+    /// `[B]` class indices.
+    pub labels: &'a [i32],
+    /// The augmentation draws.
+    pub draws: &'a [AugmentDraw],
+    /// Dropout of this step.
+    pub dropout: Dropout,
+    /// The SGD hyper-parameters of this step.
+    pub hyper: SgdHyper,
+}
+
+/// A network on one or two devices, with its input stage(s).
+// One engine lives per run, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Engine {
+    /// The whole network on one device.
+    One {
+        /// The device.
+        gpu: Gpu,
+        /// The network.
+        net: Network,
+        /// Its input stage.
+        input: InputStage,
+    },
+    /// The two-column split.
+    Two(Box<Columns>),
+}
+
+/// The two-column split and what goes with it.
+pub struct Columns {
+    /// Both columns.
+    net: ColumnNetwork,
+    /// One input stage per device (both augment the same batch the same way).
+    inputs: [InputStage; 2],
+    /// A one-device copy on device 0 for validation, built on first use.
+    eval: OnceCell<(Network, InputStage)>,
+}
+
+fn input_stage(gpu: &Gpu, s: &EngineSpec<'_>) -> InputStage {
+    InputStage::new(
+        gpu,
+        s.batch,
+        s.stored,
+        s.model.input_size,
+        s.mean,
+        s.model.input_scale,
+    )
+}
+
+impl Engine {
+    /// Opens the devices of `adapters` (one, or two for the column split) and uploads `params`.
+    pub fn new(
+        adapters: &[usize],
+        s: &EngineSpec<'_>,
+        params: &Params,
+    ) -> Result<Engine, TrainError> {
+        match adapters {
+            [a] => {
+                let gpu = Gpu::new(*a)?;
+                let net = Network::new(&gpu, s.model, s.batch, params)?;
+                let input = input_stage(&gpu, s);
+                Ok(Engine::One { gpu, net, input })
+            }
+            [a, b] => {
+                let gpus = [Gpu::new(*a)?, Gpu::new(*b)?];
+                let inputs = [input_stage(&gpus[0], s), input_stage(&gpus[1], s)];
+                let net = ColumnNetwork::new(gpus, s.model, s.batch, params)?;
+                Ok(Engine::Two(Box::new(Columns {
+                    net,
+                    inputs,
+                    eval: OnceCell::new(),
+                })))
+            }
+            _ => Err(TrainError::NotBuilt(format!(
+                "{} devices: the paper's split has two columns, so training runs on one device or two",
+                adapters.len()
+            ))),
+        }
+    }
+
+    /// The device that holds the loss statistics (device 0).
+    pub fn gpu(&self) -> &Gpu {
+        match self {
+            Engine::One { gpu, .. } => gpu,
+            Engine::Two(c) => c.net.gpu(0),
+        }
+    }
+
+    /// Replaces the momentum (resuming).
+    pub fn upload_momentum(&self, m: &Params) -> Result<(), TrainError> {
+        match self {
+            Engine::One { gpu, net, .. } => net.upload_momentum(gpu, m)?,
+            Engine::Two(c) => c.net.upload_momentum(m)?,
+        }
+        Ok(())
+    }
+
+    /// The whole model's parameters.
+    pub fn download_params(&self) -> Result<Params, TrainError> {
+        Ok(match self {
+            Engine::One { gpu, net, .. } => net.download_params(gpu)?,
+            Engine::Two(c) => c.net.download_params()?,
+        })
+    }
+
+    /// The whole model's momentum.
+    pub fn download_momentum(&self) -> Result<Params, TrainError> {
+        Ok(match self {
+            Engine::One { gpu, net, .. } => net.download_momentum(gpu)?,
+            Engine::Two(c) => c.net.download_momentum()?,
+        })
+    }
+
+    /// Exchange counters since the last call (zero on one device).
+    pub fn take_exchange_stats(&self) -> ExchangeStats {
+        match self {
+            Engine::One { .. } => ExchangeStats::default(),
+            Engine::Two(c) => c.net.take_exchange_stats(),
+        }
+    }
+
+    /// Runs one step: upload, augment, forward, loss, backward, SGD, and a copy of the
+    /// per-image loss rows into `hist` at byte `at`. Returns device 0's last submission.
+    pub fn step(
+        &self,
+        x: &StepInput<'_>,
+        hist: &Tensor,
+        at: u64,
+    ) -> Result<wgpu::SubmissionIndex, TrainError> {
+        let row_bytes = (x.labels.len() * 3 * 4) as u64;
+        match self {
+            Engine::One { gpu, net, input } => {
+                input.upload_images(gpu, x.images)?;
+                net.upload_labels(gpu, x.labels)?;
+                let mut enc = gpu.encoder("train.step");
+                input.record(gpu, &mut enc, x.draws, net.input())?;
+                net.record_forward(gpu, &mut enc, Some(x.dropout))?;
+                net.record_loss(gpu, &mut enc)?;
+                net.record_backward(gpu, &mut enc, Some(x.dropout))?;
+                let h = x.hyper;
+                net.record_sgd(gpu, &mut enc, h.lr, h.momentum, h.weight_decay)?;
+                enc.copy_buffer_to_buffer(&net.stats().buffer, 0, &hist.buffer, at, row_bytes);
+                Ok(gpu.submit(enc))
+            }
+            Engine::Two(c) => {
+                let (net, inputs) = (&c.net, &c.inputs);
+                net.upload_labels(x.labels)?;
+                let mut encs = net.encoders("train.step");
+                for (d, input) in inputs.iter().enumerate() {
+                    input.upload_images(net.gpu(d), x.images)?;
+                    input.record(net.gpu(d), &mut encs[d], x.draws, net.input(d))?;
+                }
+                net.record_forward(&mut encs, Some(x.dropout))?;
+                net.record_loss(&mut encs)?;
+                net.record_backward(&mut encs, Some(x.dropout))?;
+                net.record_sgd(&mut encs, x.hyper)?;
+                encs[0].copy_buffer_to_buffer(&net.stats().buffer, 0, &hist.buffer, at, row_bytes);
+                Ok(net.submit(encs))
+            }
+        }
+    }
+
+    /// Scores `set` with the current weights (one device; the column split's weights are
+    /// copied into a one-device network on device 0, which computes the same function).
+    pub fn evaluate(
+        &self,
+        s: &EngineSpec<'_>,
+        set: &ShardSet,
+        view: View,
+        threads: usize,
+    ) -> Result<EvalResult, TrainError> {
+        match self {
+            Engine::One { gpu, net, input } => evaluate(gpu, net, input, set, view, threads),
+            Engine::Two(c) => {
+                let (net, eval) = (&c.net, &c.eval);
+                let params = net.download_params()?;
+                let gpu = net.gpu(0);
+                if eval.get().is_none() {
+                    let one = Network::new(gpu, s.model, s.batch, &params)?;
+                    let _ = eval.set((one, input_stage(gpu, s)));
+                }
+                let (one, input) = eval.get().ok_or_else(|| {
+                    TrainError::Gpu(GpuError::Invalid {
+                        op: "evaluate",
+                        reason: "the validation network could not be built".into(),
+                    })
+                })?;
+                one.upload_params(gpu, &params)?;
+                evaluate(gpu, one, input, set, view, threads)
+            }
+        }
+    }
+}
