@@ -1,16 +1,31 @@
 //! A whole training step (augment, forward, loss, backward, SGD) in images/s, on synthetic
-//! data, per adapter: the number to put beside PyTorch's on the same card.
+//! data, per adapter, on one device and split in the paper's two columns over two logical
+//! devices of that adapter: the number to put beside PyTorch's on the same card, and the cost
+//! of the split with the time its exchanges take.
 //!
 //! `cargo bench --bench step` (the paper's model, batch 128: a GPU) or
 //! `cargo bench --bench step -- --quick` (the quickstart's small model, which lavapipe can run).
-//! Timing: two warm-up steps, then `steps` steps submitted back to back and one wait at the end,
-//! so the number includes submit overhead but no host readback.
-use alexnet::gpu::{list_adapters, Gpu};
-use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Network, Params};
+//! Timing: two warm-up steps, then `steps` steps through the training loop's own
+//! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
+//! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
+//! in practice): what two physical GPUs would spend copying, if nothing overlapped.
+use alexnet::gpu::sgd::SgdHyper;
+use alexnet::gpu::{list_adapters, Tensor};
+use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
 use alexnet::shape::{stream_seed, uniform01};
 use alexnet::train::augment::{random_draws, AugmentSettings, Pca};
-use alexnet::train::input::InputStage;
+use alexnet::train::engine::{Engine, EngineSpec, StepInput};
 use std::time::Instant;
+
+const PCIE_BYTES_PER_S: f64 = 25e9;
+
+struct Row {
+    secs: f64,
+    exchanges: u64,
+    bytes: u64,
+    wait_s: f64,
+    host_s: f64,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,45 +38,37 @@ fn main() {
     let (cfg, stored, batch, steps) = if quick {
         let mut c = ModelConfig::small(67, 1, 10);
         c.widths = [16, 32, 48, 48, 32, 256, 256];
-        (c, 76, 128, 5)
+        (c, 76, 128, 5u64)
     } else {
-        (ModelConfig::paper(1000), 256, 128, 20)
+        (ModelConfig::paper(1000), 256, 128, 20u64)
     };
     println!(
         "model input {} widths {:?} classes {}, batch {batch}, {steps} timed steps",
         cfg.input_size, cfg.widths, cfg.classes
     );
-    for a in list_adapters() {
-        let gpu = match Gpu::new(a.index) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("adapter {}: {e}", a.index);
-                continue;
-            }
-        };
-        let params = Params::init_with(&cfg, 1, Init::Paper).expect("valid config");
-        let net = match Network::new(&gpu, &cfg, batch, &params) {
-            Ok(n) => n,
-            Err(e) => {
-                println!("[{}] {}: {e}", a.index, a.name);
-                continue;
-            }
-        };
-        let mean = vec![120.0f32; stored * stored * 3];
-        let input = InputStage::new(&gpu, batch, stored, cfg.input_size, &mean, 1.0);
-        let images: Vec<u8> = (0..batch * stored * stored * 3)
-            .map(|i| (uniform01(3, i as u32) * 256.0) as u8)
-            .collect();
-        let labels: Vec<i32> = (0..batch).map(|i| (i % cfg.classes) as i32).collect();
-        let pca = Pca {
-            eigenvalues: [5000.0, 400.0, 60.0],
-            eigenvectors: [[0.58, 0.58, 0.57], [-0.7, 0.0, 0.71], [0.41, -0.82, 0.41]],
-        };
-        let settings = AugmentSettings {
-            random_crop: true,
-            flip: true,
-            lighting_std: 0.1,
-        };
+    let params = Params::init_with(&cfg, 1, Init::Paper).expect("valid config");
+    let mean = vec![120.0f32; stored * stored * 3];
+    let spec = EngineSpec {
+        model: &cfg,
+        batch,
+        stored,
+        mean: &mean,
+    };
+    let images: Vec<u8> = (0..batch * stored * stored * 3)
+        .map(|i| (uniform01(3, i as u32) * 256.0) as u8)
+        .collect();
+    let labels: Vec<i32> = (0..batch).map(|i| (i % cfg.classes) as i32).collect();
+    let pca = Pca {
+        eigenvalues: [5000.0, 400.0, 60.0],
+        eigenvectors: [[0.58, 0.58, 0.57], [-0.7, 0.0, 0.71], [0.41, -0.82, 0.41]],
+    };
+    let settings = AugmentSettings {
+        random_crop: true,
+        flip: true,
+        lighting_std: 0.1,
+    };
+    let run = |engine: &Engine| -> Result<Row, Box<dyn std::error::Error>> {
+        let hist = Tensor::zeros(engine.gpu(), batch * 3, "bench.loss");
         let step = |s: u64| -> Result<(), Box<dyn std::error::Error>> {
             let draws = random_draws(
                 stream_seed(1, s, 1),
@@ -71,43 +78,81 @@ fn main() {
                 &settings,
                 &pca,
             );
-            let d = Dropout {
-                p: 0.5,
-                seeds: [dropout_seed(1, s, 6), dropout_seed(1, s, 7)],
+            let x = StepInput {
+                images: &images,
+                labels: &labels,
+                draws: &draws,
+                dropout: Dropout {
+                    p: 0.5,
+                    seeds: [dropout_seed(1, s, 6), dropout_seed(1, s, 7)],
+                },
+                hyper: SgdHyper {
+                    lr: 0.01,
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                },
             };
-            input.upload_images(&gpu, &images)?;
-            net.upload_labels(&gpu, &labels)?;
-            let mut enc = gpu.encoder("bench.step");
-            input.record(&gpu, &mut enc, &draws, net.input())?;
-            net.record_forward(&gpu, &mut enc, Some(d))?;
-            net.record_loss(&gpu, &mut enc)?;
-            net.record_backward(&gpu, &mut enc, Some(d))?;
-            net.record_sgd(&gpu, &mut enc, 0.01, 0.9, 5e-4)?;
-            gpu.submit(enc);
+            engine.step(&x, &hist, 0)?;
             Ok(())
         };
-        let run = || -> Result<f64, Box<dyn std::error::Error>> {
-            for s in 0..2 {
-                step(s)?;
+        for s in 0..2 {
+            step(s)?;
+        }
+        engine.gpu().wait()?;
+        engine.take_exchange_stats();
+        let t = Instant::now();
+        for s in 0..steps {
+            step(2 + s)?;
+        }
+        engine.gpu().wait()?;
+        let secs = t.elapsed().as_secs_f64();
+        let ex = engine.take_exchange_stats();
+        Ok(Row {
+            secs,
+            exchanges: ex.exchanges,
+            bytes: ex.bytes,
+            wait_s: ex.wait_s,
+            host_s: ex.host_s,
+        })
+    };
+    println!(
+        "| adapter | devices | ms/step | images/s | vs 1 device | exchanges/step | MB/step | exchange wait ms/step | host copy ms/step | PCIe ms/step (est.) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for a in list_adapters() {
+        let mut one_rate = None;
+        for adapters in [vec![a.index], vec![a.index, a.index]] {
+            let label = if adapters.len() == 1 {
+                "1"
+            } else {
+                "2 logical"
+            };
+            let result = Engine::new(&adapters, &spec, &params)
+                .map_err(|e| e.to_string())
+                .and_then(|eng| run(&eng).map_err(|e| e.to_string()));
+            match result {
+                Ok(r) => {
+                    let per = |v: f64| v * 1e3 / steps as f64;
+                    let rate = (steps * batch as u64) as f64 / r.secs;
+                    let base = *one_rate.get_or_insert(rate);
+                    let mb = r.bytes as f64 / steps as f64 / 1e6;
+                    println!(
+                        "| [{}] {} ({:?}) | {label} | {:.1} | {:.0} | {:.2}× | {} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                        a.index,
+                        a.name,
+                        a.backend,
+                        per(r.secs),
+                        rate,
+                        rate / base,
+                        r.exchanges / steps,
+                        mb,
+                        per(r.wait_s),
+                        per(r.host_s),
+                        mb * 1e6 / PCIE_BYTES_PER_S * 1e3,
+                    );
+                }
+                Err(e) => println!("| [{}] {} | {label} | error: {e} |", a.index, a.name),
             }
-            gpu.wait()?;
-            let t = Instant::now();
-            for s in 0..steps {
-                step(2 + s)?;
-            }
-            gpu.wait()?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        match run() {
-            Ok(secs) => println!(
-                "[{}] {} ({:?}): {:.1} ms/step, {:.0} images/s",
-                a.index,
-                a.name,
-                a.backend,
-                secs * 1e3 / steps as f64,
-                (steps * batch as u64) as f64 / secs
-            ),
-            Err(e) => println!("[{}] {}: {e}", a.index, a.name),
         }
     }
 }

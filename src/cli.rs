@@ -16,7 +16,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the adapters wgpu sees, with the limits that matter for training.
-    Devices,
+    ///
+    /// With --devices LIST, also say which adapter each training device would use
+    /// (`0,1`: two adapters; `2` or `0,0`: two logical devices on adapter 0).
+    Devices(DevicesArgs),
     /// Train the network on shards (the paper's recipe unless told otherwise).
     ///
     /// Writes RUN/last.safetensors (every --checkpoint-every steps and each epoch),
@@ -192,6 +195,13 @@ enum EncodingArg {
     Png,
 }
 
+#[derive(Args)]
+struct DevicesArgs {
+    /// A --devices value of `train` to check against the adapters found.
+    #[arg(long)]
+    devices: Option<String>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OrderArg {
     Shuffled,
@@ -347,7 +357,15 @@ struct FiltersArgs {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Devices => alexnet::gpu::print_devices()?,
+        Command::Devices(a) => {
+            alexnet::gpu::print_devices()?;
+            if let Some(spec) = a.devices {
+                let devices: alexnet::train::Devices =
+                    spec.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                let list = alexnet::gpu::list_adapters();
+                print!("{}", device_plan(&devices, &list)?);
+            }
+        }
         Command::Train(a) => train(a)?,
         Command::Eval(a) => {
             let job = alexnet::train::EvalJob {
@@ -551,4 +569,44 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         job.out.display()
     );
     Ok(())
+}
+
+/// Which adapter each training device of `--devices` would use, or why it cannot.
+fn device_plan(
+    devices: &alexnet::train::Devices,
+    list: &[alexnet::gpu::AdapterSummary],
+) -> anyhow::Result<String> {
+    let a = devices.adapters();
+    if a.len() > 2 {
+        anyhow::bail!(
+            "--devices {devices}: the paper's split has two columns, so training runs on one device or two"
+        );
+    }
+    let mut out = format!(
+        "--devices {devices}: {}\n",
+        if a.len() == 1 {
+            "the whole network on one device"
+        } else {
+            "the paper's two columns, one per device"
+        }
+    );
+    for (d, &i) in a.iter().enumerate() {
+        let ad = list.get(i).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--devices {devices}: adapter {i} does not exist ({} found; see the table above)",
+                list.len()
+            )
+        })?;
+        let shared = a[..d].contains(&i);
+        out += &format!(
+            "  device {d}: adapter [{i}] {}{}\n",
+            ad.name,
+            if shared {
+                " (a second logical device on the same adapter)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(out)
 }

@@ -213,6 +213,76 @@ fn two_devices_train_as_one_and_their_checkpoint_serves_one() {
     assert!(out.contains("top1_accuracy"), "{out}");
     let (ok, err) = train(&[d, "--out", "unused", "--devices", "0,0,0"]);
     assert!(!ok && err.contains("two columns"), "{err}");
+    let (ok, out, err) = alexnet(&["devices", "--devices", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("device 1: adapter [0]"), "{out}");
+    let (ok, _, err) = alexnet(&["devices", "--devices", "0,7"]);
+    assert!(!ok && err.contains("adapter 7 does not exist"), "{err}");
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_resume_continues_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let d = data.to_str().unwrap();
+    let cfg = dir.path().join("log_each_step.toml");
+    std::fs::write(&cfg, "log_every = 1\ninit = \"he\"\n").unwrap();
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args([
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            d,
+            "--out",
+            r,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--classes",
+            "10",
+            "--batch",
+            "8",
+            "--steps",
+            "100000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the first step, whose record proves it is in place.
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .contains("\"kind\":\"step\"")
+    {
+        assert!(t0.elapsed().as_secs() < 300, "no step logged in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Ctrl-C should exit cleanly: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let step = |p: &Path| -> u64 {
+        Checkpoint::load(p, None).unwrap().run_state["step"]
+            .parse()
+            .unwrap()
+    };
+    let last = run.join("last.safetensors");
+    let stopped = step(&last);
+    assert!((1..100000).contains(&stopped), "stopped at step {stopped}");
+    let to = (stopped + 2).to_string();
+    let (ok, err) = train(&[d, "--out", r, "--resume", "--steps", &to]);
+    assert!(ok, "resume after Ctrl-C: {err}");
+    assert_eq!(step(&last), stopped + 2);
 }
 
 #[test]
