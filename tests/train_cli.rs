@@ -229,7 +229,7 @@ fn ctrl_c_writes_a_checkpoint_and_resume_continues_from_it() {
     std::fs::write(&cfg, "log_every = 1\ninit = \"he\"\n").unwrap();
     let run = dir.path().join("run");
     let r = run.to_str().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
         .args([
             "train",
             "--quiet",

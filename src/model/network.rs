@@ -35,6 +35,18 @@ pub enum NetworkError {
 
 type Result<T> = std::result::Result<T, NetworkError>;
 
+/// The values of `spec` in `src`, or [`NetworkError::ParamShape`] when missing or mis-sized.
+pub(crate) fn param_data<'a>(src: &'a Params, spec: &ParamSpec) -> Result<&'a [f32]> {
+    match src.get(&spec.name) {
+        Some(t) if t.data.len() == spec.len() => Ok(&t.data),
+        t => Err(NetworkError::ParamShape {
+            name: spec.name.clone(),
+            expected: spec.len(),
+            got: t.map_or(0, |t| t.data.len()),
+        }),
+    }
+}
+
 /// Dropout of one training step: the probability and the mask seeds of fc6 and fc7
 /// ([`super::seeds::dropout_seed`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -219,21 +231,7 @@ impl Network {
 
     fn upload_set(&self, gpu: &Gpu, dst: &[Tensor], src: &Params) -> Result<()> {
         for (spec, t) in self.specs.iter().zip(dst) {
-            let got = src
-                .get(&spec.name)
-                .ok_or_else(|| NetworkError::ParamShape {
-                    name: spec.name.clone(),
-                    expected: spec.len(),
-                    got: 0,
-                })?;
-            if got.data.len() != spec.len() {
-                return Err(NetworkError::ParamShape {
-                    name: spec.name.clone(),
-                    expected: spec.len(),
-                    got: got.data.len(),
-                });
-            }
-            t.upload(gpu, &got.data)?;
+            t.upload(gpu, param_data(src, spec)?)?;
         }
         Ok(())
     }

@@ -20,13 +20,14 @@
 pub mod exchange;
 
 use super::geometry::Geometry;
+use super::network::param_data;
 use super::params::{param_specs, ParamSpec, Params};
 use super::{Dropout, ModelConfig, NetworkError};
 use crate::gpu::channels::{self, Move, Slice};
 use crate::gpu::{self, Gpu, GpuError, Tensor};
 use crate::shape::{ConvShape, LrnParams, PoolShape};
 pub use exchange::ExchangeStats;
-use exchange::Exchanger;
+use exchange::{Exchanger, Side};
 
 type Result<T> = std::result::Result<T, NetworkError>;
 
@@ -318,24 +319,10 @@ impl ColumnNetwork {
 
     fn upload_set(&self, pick: impl Fn(&Column) -> &Vec<Tensor>, src: &Params) -> Result<()> {
         for (i, spec) in self.specs.iter().enumerate() {
-            let got = src
-                .get(&spec.name)
-                .ok_or_else(|| NetworkError::ParamShape {
-                    name: spec.name.clone(),
-                    expected: spec.len(),
-                    got: 0,
-                })?;
-            if got.data.len() != spec.len() {
-                return Err(NetworkError::ParamShape {
-                    name: spec.name.clone(),
-                    expected: spec.len(),
-                    got: got.data.len(),
-                });
-            }
+            let data = param_data(src, spec)?;
             let half = spec.len() / 2;
             for d in 0..2 {
-                pick(&self.cols[d])[i]
-                    .upload(&self.gpus[d], &got.data[d * half..(d + 1) * half])?;
+                pick(&self.cols[d])[i].upload(&self.gpus[d], &data[d * half..(d + 1) * half])?;
             }
         }
         Ok(())
@@ -418,6 +405,26 @@ impl ColumnNetwork {
         (&c.grads[2 * layer], &c.grads[2 * layer + 1])
     }
 
+    /// On each device copies `keep[d].0` into `keep[d].1` (shape `km`), then swaps: device d
+    /// sends `from[d]` and receives into `to[d]` (shape `m`), copied or added.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_and_swap(
+        &self,
+        encs: &mut [wgpu::CommandEncoder; 2],
+        km: Move,
+        keep: [(Side<'_>, Side<'_>); 2],
+        m: Move,
+        from: [Side<'_>; 2],
+        to: [Side<'_>; 2],
+        accumulate: bool,
+    ) -> Result<()> {
+        for d in 0..2 {
+            channels::copy(&self.gpus[d], &mut encs[d], km, keep[d].0, keep[d].1, false)?;
+        }
+        self.ex.swap(&self.gpus, encs, m, from, to, accumulate)?;
+        Ok(())
+    }
+
     /// `own[d]` `[N,k,hw]` of each column into channels `d·k..` of `full[d]` `[N,2k,hw]`.
     fn gather(
         &self,
@@ -426,28 +433,17 @@ impl ColumnNetwork {
         own: [&Tensor; 2],
         full: [&Tensor; 2],
     ) -> Result<()> {
-        for d in 0..2 {
-            channels::copy(
-                &self.gpus[d],
-                &mut encs[d],
-                m,
-                (own[d], Slice::at(m.k, 0)),
-                (full[d], Slice::at(2 * m.k, d * m.k)),
-                false,
-            )?;
-        }
-        self.ex.swap(
-            &self.gpus,
+        let own_s = |d: usize| (own[d], Slice::at(m.k, 0));
+        let full_s = |d: usize, at: usize| (full[d], Slice::at(2 * m.k, at * m.k));
+        self.keep_and_swap(
             encs,
             m,
-            [own[0], own[1]].map(|t| (t, Slice::at(m.k, 0))),
-            [
-                (full[0], Slice::at(2 * m.k, m.k)),
-                (full[1], Slice::at(2 * m.k, 0)),
-            ],
+            [0, 1].map(|d| (own_s(d), full_s(d, d))),
+            m,
+            [0, 1].map(own_s),
+            [0, 1].map(|d| full_s(d, 1 - d)),
             false,
-        )?;
-        Ok(())
+        )
     }
 
     /// Sums the partial gradients `partial[d]` `[N,2k,hw]` of a whole-width input: each column
@@ -459,28 +455,17 @@ impl ColumnNetwork {
         partial: [&Tensor; 2],
         own: [&Tensor; 2],
     ) -> Result<()> {
-        for d in 0..2 {
-            channels::copy(
-                &self.gpus[d],
-                &mut encs[d],
-                m,
-                (partial[d], Slice::at(2 * m.k, d * m.k)),
-                (own[d], Slice::at(m.k, 0)),
-                false,
-            )?;
-        }
-        self.ex.swap(
-            &self.gpus,
+        let own_s = |d: usize| (own[d], Slice::at(m.k, 0));
+        let part_s = |d: usize, at: usize| (partial[d], Slice::at(2 * m.k, at * m.k));
+        self.keep_and_swap(
             encs,
             m,
-            [
-                (partial[0], Slice::at(2 * m.k, m.k)),
-                (partial[1], Slice::at(2 * m.k, 0)),
-            ],
-            [own[0], own[1]].map(|t| (t, Slice::at(m.k, 0))),
+            [0, 1].map(|d| (part_s(d, d), own_s(d))),
+            m,
+            [0, 1].map(|d| part_s(d, 1 - d)),
+            [0, 1].map(own_s),
             true,
-        )?;
-        Ok(())
+        )
     }
 
     /// Fills the halo channels of `ext[d]` from the other column's `own` tensors (`[N,C',hw]`).
@@ -494,35 +479,23 @@ impl ColumnNetwork {
         let l = [0, 1].map(|d| self.lrn_col(d, stage));
         let own_c = self.cols[0].convs[stage].conv.c_out;
         let halo = l[0].ext_c - own_c;
-        let hw = self.hw(stage);
         let m = Move {
             n: self.batch(),
             k: halo,
-            hw,
+            hw: self.hw(stage),
         };
-        for d in 0..2 {
-            channels::copy(
-                &self.gpus[d],
-                &mut encs[d],
-                Move { k: own_c, ..m },
-                (own[d], Slice::at(own_c, 0)),
-                (ext[d], Slice::at(l[d].ext_c, l[d].own_at)),
-                false,
-            )?;
-        }
+        let ext_s = |d: usize, at: usize| (ext[d], Slice::at(l[d].ext_c, at));
         // Column 0 sends its last channels, column 1 its first.
-        self.ex.swap(
-            &self.gpus,
+        let sent = [own_c - halo, 0];
+        self.keep_and_swap(
             encs,
+            Move { k: own_c, ..m },
+            [0, 1].map(|d| ((own[d], Slice::at(own_c, 0)), ext_s(d, l[d].own_at))),
             m,
-            [
-                (own[0], Slice::at(own_c, own_c - halo)),
-                (own[1], Slice::at(own_c, 0)),
-            ],
-            [0, 1].map(|d| (ext[d], Slice::at(l[d].ext_c, l[d].halo_at))),
+            [0, 1].map(|d| (own[d], Slice::at(own_c, sent[d]))),
+            [0, 1].map(|d| ext_s(d, l[d].halo_at)),
             false,
-        )?;
-        Ok(())
+        )
     }
 
     fn lrn_col(&self, d: usize, stage: usize) -> &LrnCol {
