@@ -447,25 +447,35 @@ impl ColumnNetwork {
     }
 
     /// Sums the partial gradients `partial[d]` `[N,2k,hw]` of a whole-width input: each column
-    /// gets its own half `[N,k,hw]` in `own[d]`.
+    /// gets its own half `[N,k,hw]` in `own[d]`. `overlap` records work that needs neither
+    /// (the layer's weight gradients); it runs on the devices while the halves travel.
     fn reduce(
         &self,
         encs: &mut [wgpu::CommandEncoder; 2],
         m: Move,
         partial: [&Tensor; 2],
         own: [&Tensor; 2],
+        overlap: impl FnOnce(&mut [wgpu::CommandEncoder; 2]) -> Result<()>,
     ) -> Result<()> {
         let own_s = |d: usize| (own[d], Slice::at(m.k, 0));
         let part_s = |d: usize, at: usize| (partial[d], Slice::at(2 * m.k, at * m.k));
-        self.keep_and_swap(
-            encs,
-            m,
-            [0, 1].map(|d| (part_s(d, d), own_s(d))),
-            m,
-            [0, 1].map(|d| part_s(d, 1 - d)),
-            [0, 1].map(own_s),
-            true,
-        )
+        let flight = self
+            .ex
+            .send(&self.gpus, encs, m, [0, 1].map(|d| part_s(d, 1 - d)))?;
+        overlap(encs)?;
+        for d in 0..2 {
+            channels::copy(
+                &self.gpus[d],
+                &mut encs[d],
+                m,
+                part_s(d, d),
+                own_s(d),
+                false,
+            )?;
+        }
+        self.ex
+            .receive(&self.gpus, encs, flight, [0, 1].map(own_s), true)?;
+        Ok(())
     }
 
     /// Fills the halo channels of `ext[d]` from the other column's `own` tensors (`[N,C',hw]`).
@@ -700,15 +710,11 @@ impl ColumnNetwork {
         }
         for j in (0..3).rev() {
             let l = self.geometry.fcs[j].linear;
+            let own = l.fout / 2;
             for d in 0..2 {
                 let fc = &self.cols[d].fcs[j];
-                let x = self.fc_input(d, j, dropout.is_some());
                 let (w, _) = self.w(d, 5 + j);
-                let (dw, db) = self.g(d, 5 + j);
                 let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                let own = l.fout / 2;
-                gpu::gemm::linear_backward_weight(gpu, enc, &fc.d, x, dw, n, own, l.fin, false)?;
-                gpu::gemm::linear_backward_bias(gpu, enc, &fc.d, db, n, own, false)?;
                 gpu::gemm::linear_backward_input(
                     gpu, enc, &fc.d, w, &fc.d_in, n, own, l.fin, false,
                 )?;
@@ -717,36 +723,41 @@ impl ColumnNetwork {
                     gpu::dropout::backward(gpu, enc, &fc.d_in, dr.seeds[j - 1], dr.p)?;
                 }
             }
+            let weight_grads = |encs: &mut [wgpu::CommandEncoder; 2]| -> Result<()> {
+                for d in 0..2 {
+                    let fc = &self.cols[d].fcs[j];
+                    let x = self.fc_input(d, j, dropout.is_some());
+                    let (dw, db) = self.g(d, 5 + j);
+                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
+                    gpu::gemm::linear_backward_weight(
+                        gpu, enc, &fc.d, x, dw, n, own, l.fin, false,
+                    )?;
+                    gpu::gemm::linear_backward_bias(gpu, enc, &fc.d, db, n, own, false)?;
+                }
+                Ok(())
+            };
             let partial = [0, 1].map(|d| &self.cols[d].fcs[j].d_in);
             if j > 0 {
-                let own = [0, 1].map(|d| &self.cols[d].fcs[j - 1].d);
-                self.reduce(
-                    encs,
-                    Move {
-                        n,
-                        k: l.fin / 2,
-                        hw: 1,
-                    },
-                    partial,
-                    own,
-                )?;
+                let own_d = [0, 1].map(|d| &self.cols[d].fcs[j - 1].d);
+                let m = Move {
+                    n,
+                    k: l.fin / 2,
+                    hw: 1,
+                };
+                self.reduce(encs, m, partial, own_d, weight_grads)?;
                 for d in 0..2 {
                     let h = &self.cols[d].fcs[j - 1];
                     gpu::activation::backward(&self.gpus[d], &mut encs[d], act, &h.d, &h.act)?;
                 }
             } else {
                 let [_, c5, h5, w5] = self.geometry.convs[4].out_dims();
-                let own = [0, 1].map(|d| self.cols[d].convs[4].d_output());
-                self.reduce(
-                    encs,
-                    Move {
-                        n,
-                        k: c5 / 2,
-                        hw: h5 * w5,
-                    },
-                    partial,
-                    own,
-                )?;
+                let own_d = [0, 1].map(|d| self.cols[d].convs[4].d_output());
+                let m = Move {
+                    n,
+                    k: c5 / 2,
+                    hw: h5 * w5,
+                };
+                self.reduce(encs, m, partial, own_d, weight_grads)?;
             }
         }
         for i in (0..5).rev() {
@@ -786,37 +797,49 @@ impl ColumnNetwork {
             }
             for d in 0..2 {
                 let cc = &self.cols[d].convs[i];
-                let (w, _) = self.w(d, i);
-                let (dw, db) = self.g(d, i);
-                let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                gpu::activation::backward(gpu, enc, act, &cc.d_act, &cc.act)?;
-                let x = self.stage_input(d, i);
-                gpu::conv::backward_weight(gpu, enc, &cc.conv, &cc.d_act, x, dw, false)?;
-                gpu::conv::backward_bias(gpu, enc, &cc.conv, &cc.d_act, db, false)?;
+                gpu::activation::backward(&self.gpus[d], &mut encs[d], act, &cc.d_act, &cc.act)?;
                 if i == 0 {
                     continue;
                 }
+                let (w, _) = self.w(d, i);
                 let dx = match &cc.full_in {
                     Some((_, dfull)) => dfull,
                     None => self.cols[d].convs[i - 1].d_output(),
                 };
-                gpu::conv::backward_input(gpu, enc, &cc.conv, &cc.d_act, w, dx, false)?;
+                gpu::conv::backward_input(
+                    &self.gpus[d],
+                    &mut encs[d],
+                    &cc.conv,
+                    &cc.d_act,
+                    w,
+                    dx,
+                    false,
+                )?;
             }
-            if i > 0 && self.cols[0].convs[i].reads_both {
+            let weight_grads = |encs: &mut [wgpu::CommandEncoder; 2]| -> Result<()> {
+                for d in 0..2 {
+                    let cc = &self.cols[d].convs[i];
+                    let (dw, db) = self.g(d, i);
+                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
+                    let x = self.stage_input(d, i);
+                    gpu::conv::backward_weight(gpu, enc, &cc.conv, &cc.d_act, x, dw, false)?;
+                    gpu::conv::backward_bias(gpu, enc, &cc.conv, &cc.d_act, db, false)?;
+                }
+                Ok(())
+            };
+            if self.cols[0].convs[i].reads_both {
                 let c = self.geometry.convs[i].conv;
                 let partial =
                     [0, 1].map(|d| &self.cols[d].convs[i].full_in.as_ref().expect("full").1);
                 let own = [0, 1].map(|d| self.cols[d].convs[i - 1].d_output());
-                self.reduce(
-                    encs,
-                    Move {
-                        n,
-                        k: c.c_in / 2,
-                        hw: c.h * c.w,
-                    },
-                    partial,
-                    own,
-                )?;
+                let m = Move {
+                    n,
+                    k: c.c_in / 2,
+                    hw: c.h * c.w,
+                };
+                self.reduce(encs, m, partial, own, weight_grads)?;
+            } else {
+                weight_grads(encs)?;
             }
         }
         Ok(())
