@@ -37,7 +37,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let (cfg, stored, batch, steps) = if quick {
         let mut c = ModelConfig::small(67, 1, 10);
-        c.widths = [16, 32, 48, 48, 32, 256, 256];
+        c.widths = [16, 32, 96, 96, 64, 256, 256];
         (c, 76, 128, 5u64)
     } else {
         (ModelConfig::paper(1000), 256, 128, 20u64)
