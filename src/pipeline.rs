@@ -1036,6 +1036,7 @@ out = "curves.png"
                 lr: 0.01,
                 images_per_s: 1.0,
                 data_wait_s: 0.0,
+                exchange: None,
             }))
             .unwrap();
         }

@@ -201,6 +201,13 @@ fn two_devices_train_as_one_and_their_checkpoint_serves_one() {
             s.spec.name
         );
     }
+    let log = |dir: &Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert!(
+        log(&two).contains("\"exchange\":{\"wait_s\""),
+        "{}",
+        log(&two)
+    );
+    assert!(!log(&one).contains("exchange"), "{}", log(&one));
     // The checkpoint holds the whole model in the ordinary names: one device evaluates it.
     let (ok, out, err) = alexnet(&[
         "eval",

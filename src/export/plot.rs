@@ -473,6 +473,7 @@ mod tests {
                     lr: 0.01,
                     images_per_s: 500.0,
                     data_wait_s: 0.0,
+                    exchange: None,
                 }));
             }
             let err = 0.9 * (-(e as f64) * decay * 50.0).exp();

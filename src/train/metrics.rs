@@ -73,6 +73,21 @@ pub struct StepRecord {
     /// Seconds the GPU waited for the loader since the previous step record.
     #[serde(deserialize_with = "nan_if_null")]
     pub data_wait_s: f64,
+    /// With two devices: seconds the step waited at the columns' exchanges since the previous
+    /// step record (compute before each exchange included), and the bytes moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeRecord>,
+}
+
+/// The exchanges of a two-device run over one logging window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// Seconds waiting for the slices (compute before each exchange included).
+    pub wait_s: f64,
+    /// Seconds copying them host → device.
+    pub host_s: f64,
+    /// Bytes moved, both directions.
+    pub bytes: u64,
 }
 
 /// One finished epoch.
@@ -239,6 +254,7 @@ mod tests {
             lr: 0.01,
             images_per_s: 100.0,
             data_wait_s: 0.5,
+            exchange: None,
         })
     }
 

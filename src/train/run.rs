@@ -5,7 +5,7 @@
 use super::augment::{random_draws, AugmentSettings, Pca};
 use super::engine::{Engine, EngineSpec, StepInput};
 use super::eval::{EvalResult, View};
-use super::metrics::{EpochRecord, MetricsWriter, Record, StepRecord};
+use super::metrics::{EpochRecord, ExchangeRecord, MetricsWriter, Record, StepRecord};
 use super::schedule::LrSchedule;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
@@ -480,6 +480,14 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                     lr,
                     images_per_s: (n * batch) as f64 / dt.max(1e-9),
                     data_wait_s: waited,
+                    exchange: (cfg.devices.len() > 1).then(|| {
+                        let e = engine.take_exchange_stats();
+                        ExchangeRecord {
+                            wait_s: e.wait_s,
+                            host_s: e.host_s,
+                            bytes: e.bytes,
+                        }
+                    }),
                 };
                 report_step(&bar, &rec, cfg.epochs);
                 metrics.write(&Record::Step(rec))?;
@@ -569,10 +577,13 @@ fn progress_bar(enabled: bool, steps: u64) -> indicatif::ProgressBar {
 }
 
 fn report_step(bar: &indicatif::ProgressBar, r: &StepRecord, epochs: usize) {
-    let msg = format!(
+    let mut msg = format!(
         "epoch {}/{epochs}  loss {:.4}  lr {:.2e}  {:.0} img/s  data wait {:.1}s",
         r.epoch, r.loss, r.lr, r.images_per_s, r.data_wait_s
     );
+    if let Some(e) = r.exchange {
+        msg += &format!("  exchanges {:.1}s", e.wait_s + e.host_s);
+    }
     if bar.is_hidden() {
         // Not a terminal (CI, a log file): plain lines instead of a redrawn bar.
         eprintln!("step {}  {msg}", r.step);
