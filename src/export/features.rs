@@ -8,7 +8,7 @@ use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
 use crate::gpu::Gpu;
 use crate::model::{Checkpoint, Network};
 use crate::train::augment::centre_draws;
-use crate::train::input::{pad_images, InputStage};
+use crate::train::input::{checkpoint_mean, pad_images, InputStage};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -114,32 +114,8 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         )));
     }
     let crop = ck.config.input_size;
-    if crop > set.size() {
-        return Err(ExportError::Mismatch(format!(
-            "{}: the model's input is {crop}² but {first} stores {}² images; export from shards ingested with --size {crop} or more",
-            cfg.checkpoint.display(),
-            set.size()
-        )));
-    }
-    let (mean, used_data_mean) = match &ck.stats {
-        Some(s) if s.size != set.size() => {
-            return Err(ExportError::Mismatch(format!(
-                "{}: the checkpoint's mean image is {}² but {first} stores {}² images; export from shards ingested with --size {} like the training data",
-                cfg.checkpoint.display(),
-                s.size,
-                set.size(),
-                s.size
-            )));
-        }
-        Some(s) => (s.mean_image.clone(), false),
-        None => {
-            eprintln!(
-                "warning: {} holds no data statistics (made by another framework?); subtracting the mean image of {first} and the other shards instead",
-                cfg.checkpoint.display()
-            );
-            (set.stats().mean_image(), true)
-        }
-    };
+    let (mean, used_data_mean) =
+        checkpoint_mean(&ck, &cfg.checkpoint, &set).map_err(ExportError::Mismatch)?;
     let names = read_shard_names(set.files())?;
     if names.sources.len() != set.len() {
         return Err(ExportError::Mismatch(format!(

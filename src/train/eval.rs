@@ -1,7 +1,7 @@
 //! Evaluation: loss, top-1 and top-5 accuracy on the centre crop, or the paper's ten views
 //! (four corners and the centre, each mirrored) with their softmax outputs averaged.
 use super::augment::{centre_draws, ten_crop_draws};
-use super::input::{pad_images, InputStage};
+use super::input::{checkpoint_mean, pad_images, InputStage};
 use super::TrainError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
 use crate::gpu::Gpu;
@@ -179,35 +179,7 @@ pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
             set.classes().len()
         )));
     }
-    let mean = match &ck.stats {
-        Some(s) if s.size == set.size() => s.mean_image.clone(),
-        Some(s) => {
-            return Err(TrainError::Mismatch(format!(
-                "{} was trained on {}² images but {} stores {}²; ingest the data with --size {}",
-                job.checkpoint.display(),
-                s.size,
-                set.files()[0].display(),
-                set.size(),
-                s.size
-            )))
-        }
-        None => {
-            eprintln!(
-                "warning: {} carries no data statistics; subtracting the mean image of {} instead",
-                job.checkpoint.display(),
-                set.files()[0].display()
-            );
-            set.stats().mean_image()
-        }
-    };
-    if ck.config.input_size > set.size() {
-        return Err(TrainError::Mismatch(format!(
-            "the model's input is {}² but {} stores {}² images",
-            ck.config.input_size,
-            set.files()[0].display(),
-            set.size()
-        )));
-    }
+    let (mean, _) = checkpoint_mean(&ck, &job.checkpoint, &set).map_err(TrainError::Mismatch)?;
     let gpu = Gpu::new(job.device)?;
     let batch = job.batch.clamp(1, set.len().max(1));
     let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;

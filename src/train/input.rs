@@ -1,7 +1,10 @@
 //! The GPU side of the input pipeline: a batch of stored u8 images, the draws and the mean
 //! image on the device, and the augment kernel that writes the network's input.
+use crate::dataset::ShardSet;
 use crate::gpu::{augment, Gpu, GpuError, Tensor};
+use crate::model::Checkpoint;
 use crate::shape::{AugmentDraw, AugmentShape};
+use std::path::Path;
 
 /// Device buffers that turn a loader batch into a network input.
 pub struct InputStage {
@@ -70,5 +73,40 @@ pub fn pad_images(images: &mut Vec<u8>, have: usize, n: usize) {
     let last = images[(have - 1) * px..have * px].to_vec();
     for _ in have..n {
         images.extend_from_slice(&last);
+    }
+}
+
+/// The mean image `[S,S,3]` a checkpoint's model subtracts on `set` (DESIGN.md: the
+/// checkpoint's own; one made elsewhere falls back to the data's, with a warning), after
+/// checking that the model's input and the checkpoint's statistics fit the stored size.
+/// Returns the mean and whether it is the data's; the error says what to do.
+pub fn checkpoint_mean(
+    ck: &Checkpoint,
+    path: &Path,
+    set: &ShardSet,
+) -> Result<(Vec<f32>, bool), String> {
+    let first = set.files()[0].display().to_string();
+    let (crop, stored) = (ck.config.input_size, set.size());
+    if crop > stored {
+        return Err(format!(
+            "{}: the model's input is {crop}² but {first} stores {stored}² images; use shards ingested with --size {crop} or more",
+            path.display()
+        ));
+    }
+    match &ck.stats {
+        Some(s) if s.size != stored => Err(format!(
+            "{}: the checkpoint's mean image is {}² but {first} stores {stored}² images; use shards ingested with --size {} like the training data",
+            path.display(),
+            s.size,
+            s.size
+        )),
+        Some(s) => Ok((s.mean_image.clone(), false)),
+        None => {
+            eprintln!(
+                "warning: {} holds no data statistics (made by another framework?); subtracting the mean image of {first} and the other shards instead",
+                path.display()
+            );
+            Ok((set.stats().mean_image(), true))
+        }
     }
 }
