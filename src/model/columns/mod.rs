@@ -49,6 +49,23 @@ struct LrnCol {
     d_own_y: Tensor,
 }
 
+impl LrnCol {
+    /// Records the copy of the own channels (`m.k` of them) of `ext`, one of the extended
+    /// tensors, into `out` `[N,C',hw]`.
+    fn copy_own(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        m: Move,
+        ext: &Tensor,
+        out: &Tensor,
+    ) -> Result<()> {
+        let from = (ext, Slice::at(self.ext_c, self.own_at));
+        channels::copy(gpu, enc, m, from, (out, Slice::at(m.k, 0)), false)?;
+        Ok(())
+    }
+}
+
 /// One column's buffers of a conv stage.
 struct ConvCol {
     conv: ConvShape,
@@ -569,14 +586,7 @@ impl ColumnNetwork {
                         gpu, enc, n, l.ext_c, hw, &self.lrn, &l.ext_x, &l.ext_y, &l.scale,
                     )?;
                     let own_c = self.cols[d].convs[i].conv.c_out;
-                    channels::copy(
-                        gpu,
-                        enc,
-                        Move { n, k: own_c, hw },
-                        (&l.ext_y, Slice::at(l.ext_c, l.own_at)),
-                        (&l.own_y, Slice::at(own_c, 0)),
-                        false,
-                    )?;
+                    l.copy_own(gpu, enc, Move { n, k: own_c, hw }, &l.ext_y, &l.own_y)?;
                 }
             }
             for d in 0..2 {
@@ -784,15 +794,12 @@ impl ColumnNetwork {
                         gpu, enc, n, l.ext_c, hw, &self.lrn, &l.ext_x, &l.scale, &l.d_ext_y,
                         &l.d_ext_x,
                     )?;
-                    let own_c = cc.conv.c_out;
-                    channels::copy(
-                        gpu,
-                        enc,
-                        Move { n, k: own_c, hw },
-                        (&l.d_ext_x, Slice::at(l.ext_c, l.own_at)),
-                        (&cc.d_act, Slice::at(own_c, 0)),
-                        false,
-                    )?;
+                    let m = Move {
+                        n,
+                        k: cc.conv.c_out,
+                        hw,
+                    };
+                    l.copy_own(gpu, enc, m, &l.d_ext_x, &cc.d_act)?;
                 }
             }
             for d in 0..2 {
