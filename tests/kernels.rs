@@ -287,6 +287,37 @@ fn conv_grouped_padded_batch3() {
 }
 
 #[test]
+fn conv_narrow_layers_use_every_tile_height() {
+    // Output channels a group of 13, 27 and 40 (and input channels a group of 9 and 20 for
+    // backward_input): every tile height `tiles_for_rows` picks, each with rows past the end.
+    let g = device();
+    let shapes = [
+        (18, 26, 2, 5, 2, 1, 11),
+        (40, 54, 2, 3, 1, 1, 10),
+        (5, 40, 1, 5, 2, 2, 9),
+    ];
+    let mut heights = std::collections::BTreeSet::new();
+    for (i, &(c_in, c_out, groups, k, stride, pad, hw)) in shapes.iter().enumerate() {
+        let s = ConvShape {
+            n: 2,
+            c_in,
+            h: hw,
+            w: hw + 2,
+            c_out,
+            k,
+            stride,
+            pad,
+            groups,
+        };
+        for m in [c_out / groups, c_in / groups] {
+            heights.insert(conv::tiles_for_rows(m).wg_m);
+        }
+        conv_case(&g, s, 60 + 10 * i as u32);
+    }
+    assert_eq!(heights.len(), 4, "tile heights covered: {heights:?}");
+}
+
+#[test]
 fn activation_relu_and_tanh() {
     let g = device();
     for act in [Activation::Relu, Activation::Tanh] {
