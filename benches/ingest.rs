@@ -7,43 +7,10 @@
 //! Pillow + pyarrow on the very same files.
 use alexnet::dataset::Encoding;
 use alexnet::ingest::{ingest, IngestConfig};
-use image::ImageEncoder;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-const PHOTOS: [&str; 6] = [
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "motorcycle_left",
-    "hubble_deep_field",
-];
-
-fn synthesise(raw: &Path, n: usize) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ingest");
-    let photos: Vec<image::RgbImage> = PHOTOS
-        .iter()
-        .map(|p| image::open(dir.join(format!("{p}.jpg"))).map(|i| i.into_rgb8()))
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("fixture photos unreadable: {e}"));
-    for i in 0..n {
-        let class = raw.join(format!("n{:08}", i % 10));
-        std::fs::create_dir_all(&class).unwrap_or_else(|e| panic!("{}: {e}", class.display()));
-        let src = &photos[i % photos.len()];
-        let (w, h) = src.dimensions();
-        // A different crop of each photo, scaled to ImageNet's typical 500×375 (or 375×500).
-        let k = i as u32;
-        let crop = image::imageops::crop_imm(src, k % 17, k % 13, w - 20, h - 16).to_image();
-        let (tw, th) = if i % 4 == 3 { (375, 500) } else { (500, 375) };
-        let img = image::imageops::resize(&crop, tw, th, image::imageops::FilterType::Triangle);
-        let mut bytes = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
-            .write_image(img.as_raw(), tw, th, image::ExtendedColorType::Rgb8)
-            .unwrap_or_else(|e| panic!("encode: {e}"));
-        std::fs::write(class.join(format!("img_{i:06}.JPEG")), bytes)
-            .unwrap_or_else(|e| panic!("write: {e}"));
-    }
-}
+#[path = "common/photos.rs"]
+mod photos;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
@@ -60,18 +27,7 @@ fn main() {
     };
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
     let raw = root.join("raw");
-    let count = std::fs::read_dir(&raw).map(|d| d.count()).unwrap_or(0);
-    let have: usize = (0..count)
-        .map(|c| {
-            std::fs::read_dir(raw.join(format!("n{c:08}")))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        })
-        .sum();
-    if have != n {
-        let _ = std::fs::remove_dir_all(&raw);
-        synthesise(&raw, n);
-    }
+    photos::ensure(&raw, n);
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);

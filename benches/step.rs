@@ -9,13 +9,27 @@
 //! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
 //! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
 //! in practice): what two physical GPUs would spend copying, if nothing overlapped.
+//!
+//! A second table runs the real training loop (`alexnet::train::train`) on shards ingested
+//! from synthetic ImageNet-like JPEGs: loader threads reading Parquet, staging, upload, GPU
+//! augmentation, the step. Its images/s beside the first table's says whether the loader keeps
+//! up; "GPU waited" is the time the step loop spent waiting for a batch. The first logged window
+//! (pipeline compilation, the loader's first reads) is left out.
 use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::{list_adapters, Tensor};
+use alexnet::ingest::{ingest, IngestConfig};
 use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
 use alexnet::shape::{stream_seed, uniform01};
 use alexnet::train::augment::{random_draws, AugmentSettings, Pca};
 use alexnet::train::engine::{Engine, EngineSpec, StepInput};
+use alexnet::train::metrics::{read_metrics, Record};
+use alexnet::train::{train, Devices, TrainConfig, TrainJob};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "common/photos.rs"]
+mod photos;
 
 const PCIE_BYTES_PER_S: f64 = 25e9;
 
@@ -119,6 +133,7 @@ fn main() {
         "| adapter | devices | ms/step | images/s | vs 1 device | exchanges/step | MB/step | exchange wait ms/step | host copy ms/step | PCIe ms/step (est.) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut compute_rate = BTreeMap::new();
     for a in list_adapters() {
         let mut one_rate = None;
         for adapters in [vec![a.index], vec![a.index, a.index]] {
@@ -135,6 +150,7 @@ fn main() {
                     let per = |v: f64| v * 1e3 / steps as f64;
                     let rate = (steps * batch as u64) as f64 / r.secs;
                     let base = *one_rate.get_or_insert(rate);
+                    compute_rate.entry(a.index).or_insert(rate);
                     let mb = r.bytes as f64 / steps as f64 / 1e6;
                     println!(
                         "| [{}] {} ({:?}) | {label} | {:.1} | {:.0} | {:.2}× | {} | {:.1} | {:.1} | {:.2} | {:.2} |",
@@ -155,4 +171,106 @@ fn main() {
             }
         }
     }
+    loop_table(&cfg, stored, batch, quick, &compute_rate);
+}
+
+/// The training loop with its loader, per adapter, beside the compute-only rate.
+fn loop_table(
+    cfg: &ModelConfig,
+    stored: usize,
+    batch: usize,
+    quick: bool,
+    compute_rate: &BTreeMap<usize, f64>,
+) {
+    // Enough rows that the loader reads several shards and reshuffles each epoch.
+    let (images, window, windows) = if quick { (400, 2, 3) } else { (2560, 10, 8) };
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-step");
+    let raw = root.join("raw");
+    photos::ensure(&raw, images);
+    let shards = root.join(format!("shards-{stored}"));
+    let mut ing = IngestConfig::new(&raw, &shards);
+    ing.size = stored;
+    ing.overwrite = true;
+    ing.jobs = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let t = Instant::now();
+    if let Err(e) = ingest(&ing) {
+        println!("ingest of the synthetic JPEGs failed: {e}");
+        return;
+    }
+    println!(
+        "\ntraining loop with the loader: {images} synthetic JPEGs ingested at {stored}×{stored} in {:.1} s, \
+         {} windows of {window} steps timed after one warm-up window",
+        t.elapsed().as_secs_f64(),
+        windows
+    );
+    println!("| adapter | compute only images/s | with loader images/s | ratio | GPU waited for data ms/step |");
+    println!("|---|---|---|---|---|");
+    for a in list_adapters() {
+        let out = root.join(format!("run-{}", a.index));
+        let _ = std::fs::remove_dir_all(&out);
+        let config = TrainConfig {
+            model: cfg.clone(),
+            init: Init::Paper,
+            batch,
+            epochs: 1000,
+            max_steps: Some(((windows + 1) * window) as u64),
+            log_every: window as u64,
+            devices: Devices::new(vec![a.index]).expect("one adapter"),
+            ..TrainConfig::default()
+        };
+        let job = TrainJob {
+            data: vec![shards.clone()],
+            val: vec![],
+            out: out.clone(),
+            config,
+            resume: false,
+            init_from: None,
+            progress: false,
+            classes_from_data: false,
+        };
+        let compute = compute_rate.get(&a.index).copied().unwrap_or(f64::NAN);
+        match train(&job)
+            .map_err(|e| e.to_string())
+            .and_then(|_| timed_windows(&out, batch))
+        {
+            Ok((rate, wait_per_step)) => println!(
+                "| [{}] {} | {compute:.0} | {rate:.0} | {:.2}× | {:.2} |",
+                a.index,
+                a.name,
+                rate / compute,
+                wait_per_step * 1e3
+            ),
+            Err(e) => println!(
+                "| [{}] {} | {compute:.0} | error: {e} | | |",
+                a.index, a.name
+            ),
+        }
+    }
+}
+
+/// Images/s and data wait per step over the logged windows after the first.
+fn timed_windows(run: &Path, batch: usize) -> Result<(f64, f64), String> {
+    let records = read_metrics(&run.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    let steps: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let timed = steps
+        .get(1..)
+        .filter(|t| !t.is_empty())
+        .ok_or("too few logged windows")?;
+    let mut prev = steps[0].step;
+    let (mut n_steps, mut secs, mut wait) = (0.0, 0.0, 0.0);
+    for s in timed {
+        // Each window's images/s and data wait cover that window's steps alone.
+        let n = (s.step - prev) as f64;
+        prev = s.step;
+        n_steps += n;
+        secs += n * batch as f64 / s.images_per_s;
+        wait += s.data_wait_s;
+    }
+    Ok((n_steps * batch as f64 / secs, wait / n_steps))
 }

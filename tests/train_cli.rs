@@ -419,3 +419,47 @@ fn a_small_variant_learns_and_eval_reports_json() {
     );
     assert!(v["top5_accuracy"].as_f64().unwrap() >= top1);
 }
+
+#[test]
+fn epoch_results_reach_a_log_file_and_quiet_silences_them() {
+    // stderr is a pipe here, as in CI or `alexnet run ... 2> log`: no bar is drawn, and the
+    // epoch's validation line must still be printed.
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let run = |quiet: bool, out: &str| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "train",
+            data.to_str().unwrap(),
+            "--val",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            "--batch",
+            "16",
+            "--epochs",
+            "1",
+        ];
+        if quiet {
+            args.push("--quiet");
+        }
+        let (ok, _, err) = alexnet(&args);
+        assert!(ok, "train: {err}");
+        err
+    };
+    let loud = run(false, "loud");
+    assert!(
+        loud.lines()
+            .any(|l| l.starts_with("epoch 1") && l.contains("top-1 error")),
+        "no epoch line in the log:\n{loud}"
+    );
+    let quiet = run(true, "quiet");
+    assert!(
+        !quiet.lines().any(|l| l.starts_with("epoch ")) && !quiet.contains("img/s"),
+        "--quiet printed progress:\n{quiet}"
+    );
+}

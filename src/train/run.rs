@@ -489,7 +489,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                         }
                     }),
                 };
-                report_step(&bar, &rec, cfg.epochs);
+                report_step(&bar, job.progress, &rec, cfg.epochs);
                 metrics.write(&Record::Step(rec))?;
                 window = (0, Instant::now(), loader.wait_time());
                 if checkpoint_now || stopped {
@@ -531,10 +531,11 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         }
         let lr_used = st.schedule.lr();
         if let Some(change) = st.schedule.end_epoch(st.epoch, val_error) {
-            bar.println(format!(
+            let line = format!(
                 "epoch {}: learning rate {} → {}",
                 st.epoch, change.from, change.to
-            ));
+            );
+            say(&bar, job.progress, &line);
         }
         saver.save(&st, improved)?;
         let rec = EpochRecord {
@@ -551,7 +552,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
             lr: lr_used,
             seconds: epoch_t0.elapsed().as_secs_f64(),
         };
-        bar.println(epoch_line(&rec));
+        say(&bar, job.progress, &epoch_line(&rec));
         metrics.write(&Record::Epoch(rec))?;
         summary.last_val = val_result.or(summary.last_val);
     }
@@ -576,7 +577,23 @@ fn progress_bar(enabled: bool, steps: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn report_step(bar: &indicatif::ProgressBar, r: &StepRecord, epochs: usize) {
+/// A line above the bar, or on stderr when there is no terminal to draw one (indicatif drops
+/// the lines of a hidden bar), or nowhere under `--quiet`.
+fn say(bar: &indicatif::ProgressBar, progress: bool, line: &str) {
+    if !progress {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn report_step(bar: &indicatif::ProgressBar, progress: bool, r: &StepRecord, epochs: usize) {
+    if !progress {
+        return;
+    }
     let mut msg = format!(
         "epoch {}/{epochs}  loss {:.4}  lr {:.2e}  {:.0} img/s  data wait {:.1}s",
         r.epoch, r.loss, r.lr, r.images_per_s, r.data_wait_s
