@@ -30,7 +30,14 @@ pub fn ensure(raw: &Path, n: usize) {
         return;
     }
     let _ = std::fs::remove_dir_all(raw);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ingest");
+    // From the working directory when it holds the fixtures (a bench binary carried to another
+    // machine, run from the checkout there), else from the tree it was built in.
+    let local = Path::new("tests/fixtures/ingest");
+    let dir = if local.is_dir() {
+        local.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ingest")
+    };
     let photos: Vec<image::RgbImage> = PHOTOS
         .iter()
         .map(|p| image::open(dir.join(format!("{p}.jpg"))).map(|i| i.into_rgb8()))
