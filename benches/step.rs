@@ -135,7 +135,6 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut compute_rate = BTreeMap::new();
     for a in list_adapters() {
-        let mut one_rate = None;
         for adapters in [vec![a.index], vec![a.index, a.index]] {
             let label = if adapters.len() == 1 {
                 "1"
@@ -149,8 +148,8 @@ fn main() {
                 Ok(r) => {
                     let per = |v: f64| v * 1e3 / steps as f64;
                     let rate = (steps * batch as u64) as f64 / r.secs;
-                    let base = *one_rate.get_or_insert(rate);
-                    compute_rate.entry(a.index).or_insert(rate);
+                    // The one-device rate: the baseline of this adapter's rows and of the loop table.
+                    let base = *compute_rate.entry(a.index).or_insert(rate);
                     let mb = r.bytes as f64 / steps as f64 / 1e6;
                     println!(
                         "| [{}] {} ({:?}) | {label} | {:.1} | {:.0} | {:.2}× | {} | {:.1} | {:.1} | {:.2} | {:.2} |",

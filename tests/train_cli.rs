@@ -45,7 +45,12 @@ fn shards(dir: &Path, n: usize) -> PathBuf {
 }
 
 fn train(args: &[&str]) -> (bool, String) {
-    let mut all = vec!["train", "--quiet", "--input-size", "67", "--widths", WIDTHS];
+    train_loud(&[&["--quiet"], args].concat())
+}
+
+/// `alexnet train` on the tiny model, with whatever progress output `args` ask for.
+fn train_loud(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["train", "--input-size", "67", "--widths", WIDTHS];
     all.extend_from_slice(args);
     let (ok, _, err) = alexnet(&all);
     (ok, err)
@@ -429,16 +434,11 @@ fn epoch_results_reach_a_log_file_and_quiet_silences_them() {
     let run = |quiet: bool, out: &str| {
         let out = dir.path().join(out);
         let mut args = vec![
-            "train",
             data.to_str().unwrap(),
             "--val",
             data.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--input-size",
-            "67",
-            "--widths",
-            WIDTHS,
             "--batch",
             "16",
             "--epochs",
@@ -447,7 +447,7 @@ fn epoch_results_reach_a_log_file_and_quiet_silences_them() {
         if quiet {
             args.push("--quiet");
         }
-        let (ok, _, err) = alexnet(&args);
+        let (ok, err) = train_loud(&args);
         assert!(ok, "train: {err}");
         err
     };
