@@ -147,6 +147,14 @@ pub enum Schedule {
         /// Multiplier applied at each milestone.
         factor: f64,
     },
+    /// Half a cosine from `lr` down to `min_lr` over the whole run (`epochs` × steps per epoch),
+    /// recomputed every step: no plateau to wait for and no sudden drop, which suits short runs
+    /// such as the quickstart, where each epoch the paper's rule waits costs a large share.
+    Cosine {
+        /// The rate of the last step (default 0).
+        #[serde(default)]
+        min_lr: f64,
+    },
 }
 
 impl Default for Schedule {
@@ -527,6 +535,14 @@ impl TrainConfig {
                     ));
                 }
             }
+            Schedule::Cosine { min_lr } => {
+                if !(min_lr.is_finite() && *min_lr >= 0.0 && *min_lr <= self.lr) {
+                    return err(format!(
+                        "schedule.min_lr {min_lr} must be between 0 and lr = {}",
+                        self.lr
+                    ));
+                }
+            }
         }
         if !(self.augment.lighting_std.is_finite() && self.augment.lighting_std >= 0.0) {
             return err(format!(
@@ -638,6 +654,8 @@ mod tests {
                 min_lr: 0.0
             }
         );
+        let c: TrainConfig = toml::from_str("[schedule]\nkind = \"cosine\"\n").unwrap();
+        assert_eq!(c.schedule, Schedule::Cosine { min_lr: 0.0 });
         let e = toml::from_str::<TrainConfig>("epoch = 3\n").unwrap_err();
         assert!(e.to_string().contains("epoch"), "{e}");
         let e = toml::from_str::<TrainConfig>("[augment]\nflips = true\n").unwrap_err();
@@ -812,6 +830,8 @@ mod tests {
                 factor: 0.1,
                 min_lr: 1.0,
             },
+            Schedule::Cosine { min_lr: 1.0 },
+            Schedule::Cosine { min_lr: -1e-4 },
         ];
         for schedule in bad {
             let c = TrainConfig {

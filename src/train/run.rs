@@ -406,7 +406,9 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
             let b = b?;
             st.step += 1;
             st.batch_in_epoch += 1;
-            let lr = st.schedule.lr();
+            let lr = st
+                .schedule
+                .begin_step(st.step, steps_per_epoch * cfg.epochs as u64);
             // With augmentation off, `settings` asks for the centre crop and no noise, which
             // is the evaluation view DESIGN.md's --no-augment names.
             let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);

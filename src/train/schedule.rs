@@ -1,5 +1,5 @@
 //! The learning-rate schedule as a small state machine that the training loop drives once per
-//! epoch, and that serialises (JSON, into a checkpoint's metadata) so a resumed run continues
+//! epoch (and, for the cosine rule, once per step), and that serialises (JSON, into a checkpoint's metadata) so a resumed run continues
 //! with the same rate and the same plateau count.
 //!
 //! Epochs are numbered from 1: epoch `e` is the e-th pass over the training set.
@@ -52,6 +52,19 @@ impl LrSchedule {
         self.lr
     }
 
+    /// Call before training step `step` (counted from 1) of a run planned at `total` steps;
+    /// returns the rate for that step. Only the cosine rule moves here: it depends on the step
+    /// alone, so a resumed run follows the same curve. `total` is the planned length (epochs ×
+    /// steps per epoch), not a `--steps` cut, so stopping early and resuming changes nothing.
+    pub fn begin_step(&mut self, step: u64, total: u64) -> f64 {
+        if let Schedule::Cosine { min_lr } = self.rule {
+            let t = (step.saturating_sub(1) as f64 / total.max(1) as f64).min(1.0);
+            self.lr =
+                min_lr + (self.base_lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        }
+        self.lr
+    }
+
     /// Call after epoch `epoch` ends, with its validation top-1 error if the run evaluated this
     /// epoch (`None` otherwise, or when there is no validation set). Returns the change of rate
     /// for the next epoch, if any.
@@ -89,6 +102,7 @@ impl LrSchedule {
                 self.lr = self.base_lr * factor.powi(k as i32);
                 self.drops = k;
             }
+            Schedule::Cosine { .. } => {}
         }
         (self.lr != from).then_some(LrChange {
             from,
@@ -201,6 +215,28 @@ mod tests {
             })
             .collect();
         assert_eq!(lrs, vec![1.0, 0.5, 0.5, 0.25, 0.25]);
+    }
+
+    #[test]
+    fn cosine_falls_from_lr_to_min_lr_over_the_planned_steps() {
+        let mut s = LrSchedule::new(Schedule::Cosine { min_lr: 0.001 }, 0.021);
+        let total = 10;
+        let lrs: Vec<f64> = (1..=total).map(|t| s.begin_step(t, total)).collect();
+        assert!(close(lrs[0], 0.021), "the first step runs at the full rate");
+        // Step 6 starts half way: the midpoint of lr and min_lr.
+        assert!(close(lrs[5], 0.011), "{lrs:?}");
+        assert!(lrs.windows(2).all(|w| w[1] < w[0]), "{lrs:?}");
+        // The last step is one step short of the floor: 0.001 + 0.02·(1 + cos(0.9π))/2.
+        let want = 0.001 + 0.02 * 0.5 * (1.0 + (0.9 * std::f64::consts::PI).cos());
+        assert!(close(lrs[9], want), "{} vs {want}", lrs[9]);
+        // Epoch ends change nothing, and report no drop.
+        assert_eq!(s.end_epoch(1, Some(0.5)), None);
+        assert!(close(s.lr(), want));
+        // Past the plan (a run extended by more epochs on resume) stays at the floor.
+        assert!(close(s.begin_step(40, total), 0.001));
+        // The other rules ignore steps.
+        let mut p = plateau(1);
+        assert_eq!(p.begin_step(7, 10), 0.01);
     }
 
     #[test]
