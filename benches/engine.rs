@@ -2,11 +2,15 @@
 //! forward/backward at batch 128, as time per call and GFLOP/s.
 //!
 //! `cargo bench --bench engine` (full sizes, for GPUs) or `cargo bench --bench engine -- --quick`
-//! (small sizes that finish on lavapipe). `--adapter I` benches one adapter only.
+//! (small sizes that finish on lavapipe). `--adapter I` benches one adapter only; `--quickstart`
+//! times the quickstart model's convolutions (batch 64) in place of the paper's; `--only S`
+//! keeps the rows whose name holds S. Every convolution row is timed with both kernels
+//! (`Tiled`, `Direct`), the adapter's default first.
 //! Timing: one warm-up call, then `iters` calls each recorded in its own encoder and submitted
 //! back to back, and one wait at the end (wall clock, so it includes submit overhead).
 use std::time::Instant;
 
+use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::{conv, gemm, list_adapters, Gpu, Tensor};
 use alexnet::shape::ConvShape;
 
@@ -112,6 +116,29 @@ fn conv_cases(gpu: &Gpu, name: &str, s: ConvShape) -> Vec<Case> {
     out
 }
 
+/// The convolutions of `pipelines/quickstart.toml`'s model (67×67 input, widths 16, 64, 96,
+/// 96, 64) at its batch of 64: what a training step on lavapipe spends its time in.
+fn quickstart_convs() -> [(&'static str, ConvShape); 5] {
+    let c = |c_in, h, c_out, k, stride, pad, groups| ConvShape {
+        n: 64,
+        c_in,
+        h,
+        w: h,
+        c_out,
+        k,
+        stride,
+        pad,
+        groups,
+    };
+    [
+        ("qs conv1", c(3, 67, 16, 11, 4, 0, 1)),
+        ("qs conv2", c(16, 7, 64, 5, 1, 2, 2)),
+        ("qs conv3", c(64, 3, 96, 3, 1, 1, 1)),
+        ("qs conv4", c(96, 3, 96, 3, 1, 1, 2)),
+        ("qs conv5", c(96, 3, 64, 3, 1, 1, 2)),
+    ]
+}
+
 fn paper_convs(n: usize) -> [(&'static str, ConvShape); 5] {
     let c = |c_in, h, c_out, k, stride, pad, groups| ConvShape {
         n,
@@ -131,6 +158,20 @@ fn paper_convs(n: usize) -> [(&'static str, ConvShape); 5] {
         ("conv4", c(384, 13, 384, 3, 1, 1, 2)),
         ("conv5", c(384, 13, 256, 3, 1, 1, 2)),
     ]
+}
+
+fn row(gpu: &Gpu, case: &Case, name: &str, iters: usize) {
+    match time(gpu, case, iters) {
+        Ok(t) => println!(
+            "{:<58} {:>10.3} {:>10.1}",
+            name,
+            t * 1e3,
+            case.flops / t / 1e9
+        ),
+        Err(e) => println!("{name:<58} skipped: {e}"),
+    }
+    // Show each row as soon as it is timed, also when piped.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
 fn main() {
@@ -156,7 +197,7 @@ fn main() {
         .iter()
         .filter(|a| only.is_none_or(|i| i == a.index))
     {
-        let gpu = match Gpu::new(a.index) {
+        let mut gpu = match Gpu::new(a.index) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("adapter {}: {e}", a.index);
@@ -227,9 +268,15 @@ fn main() {
             }
         }
         cases.extend(gemm_cases(&gpu, "fc6", fc.0, fc.1, fc.2));
+        let mut convs = Vec::new();
         if !args.iter().any(|a| a == "--sweep") {
-            for (name, s) in paper_convs(batch) {
-                cases.extend(conv_cases(&gpu, name, s));
+            let shapes = if args.iter().any(|a| a == "--quickstart") {
+                quickstart_convs()
+            } else {
+                paper_convs(batch)
+            };
+            for (name, s) in shapes {
+                convs.extend(conv_cases(&gpu, name, s));
             }
         } else {
             cases.retain(|c| c.name.contains("tiles"));
@@ -238,21 +285,23 @@ fn main() {
             .iter()
             .position(|a| a == "--only")
             .and_then(|i| args.get(i + 1));
-        for case in cases
-            .iter()
-            .filter(|c| filter.is_none_or(|f| c.name.contains(f.as_str())))
-        {
-            match time(&gpu, case, iters) {
-                Ok(t) => println!(
-                    "{:<58} {:>10.3} {:>10.1}",
-                    case.name,
-                    t * 1e3,
-                    case.flops / t / 1e9
-                ),
-                Err(e) => println!("{:<58} skipped: {e}", case.name),
+        let wanted = |c: &&Case| filter.is_none_or(|f| c.name.contains(f.as_str()));
+        for case in cases.iter().filter(wanted) {
+            row(&gpu, case, &case.name, iters);
+        }
+        // Both convolution kernels on every adapter, the adapter's own choice first, so each
+        // row has its baseline beside it.
+        let chosen = gpu.conv_kernels;
+        let other = match chosen {
+            ConvKernels::Tiled => ConvKernels::Direct,
+            ConvKernels::Direct => ConvKernels::Tiled,
+        };
+        for case in convs.iter().filter(wanted) {
+            for kernels in [chosen, other] {
+                gpu.conv_kernels = kernels;
+                row(&gpu, case, &format!("{} {kernels:?}", case.name), iters);
             }
-            // Show each row as soon as it is timed, also when piped.
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            gpu.conv_kernels = chosen;
         }
     }
 }

@@ -157,7 +157,17 @@ fn gemm_splits_operands_larger_than_a_binding() {
     assert!(err.to_string().contains("binding"), "{err}");
 }
 
-fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
+/// Both convolution kernels (tiled for GPUs, direct for CPU adapters) on one shape.
+fn conv_case(g: &mut Gpu, s: ConvShape, seed: u32) {
+    let chosen = g.conv_kernels;
+    for kernels in [conv::ConvKernels::Tiled, conv::ConvKernels::Direct] {
+        g.conv_kernels = kernels;
+        conv_case_with(g, s, seed);
+    }
+    g.conv_kernels = chosen;
+}
+
+fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
     let x = random_tensor(seed, s.input_len(), 1.0);
     let w = random_tensor(seed + 1, s.weight_len(), 1.0);
     let b = random_tensor(seed + 2, s.c_out, 1.0);
@@ -185,7 +195,7 @@ fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
     let want_dx = r::conv2d_backward_input(&s, &dy, &w);
     let (want_dw, want_db) = r::conv2d_backward_weight(&s, &dy, &x);
     let want_db: Vec<f32> = want_db.iter().map(|v| v + 1.0).collect();
-    let tag = format!("conv {s:?}");
+    let tag = format!("conv {:?} {s:?}", g.conv_kernels);
     close(
         &format!("{tag} forward y"),
         &down(g, &y),
@@ -207,6 +217,14 @@ fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
         2e-4,
         1e-4,
     );
+    let want_dw_split: Vec<f32> = want_dw.iter().map(|v| v + 0.25).collect();
+    close(
+        &format!("{tag} backward_weight dw (3 splits, accumulated)"),
+        &down(g, &dw_split),
+        &want_dw_split,
+        2e-4,
+        1e-4,
+    );
     close(
         &format!("{tag} backward_bias db (accumulated)"),
         &down(g, &db),
@@ -218,9 +236,9 @@ fn conv_case(g: &Gpu, s: ConvShape, seed: u32) {
 
 #[test]
 fn conv_like_conv1_stride4_k11() {
-    let g = device();
+    let mut g = device();
     conv_case(
-        &g,
+        &mut g,
         ConvShape {
             n: 1,
             c_in: 3,
@@ -238,9 +256,9 @@ fn conv_like_conv1_stride4_k11() {
 
 #[test]
 fn conv_grouped_padded_batch3() {
-    let g = device();
+    let mut g = device();
     conv_case(
-        &g,
+        &mut g,
         ConvShape {
             n: 3,
             c_in: 6,
@@ -255,7 +273,7 @@ fn conv_grouped_padded_batch3() {
         30,
     );
     conv_case(
-        &g,
+        &mut g,
         ConvShape {
             n: 3,
             c_in: 7,
@@ -270,7 +288,7 @@ fn conv_grouped_padded_batch3() {
         40,
     );
     conv_case(
-        &g,
+        &mut g,
         ConvShape {
             n: 1,
             c_in: 4,
@@ -287,10 +305,32 @@ fn conv_grouped_padded_batch3() {
 }
 
 #[test]
+fn conv_past_one_workgroup_of_columns() {
+    // The direct kernel covers 256 columns a workgroup: 969 output positions, 306 weight
+    // columns (34·3·3) and 11 rows (not a multiple of its 8) leave partial workgroups.
+    let mut g = device();
+    conv_case(
+        &mut g,
+        ConvShape {
+            n: 3,
+            c_in: 34,
+            h: 17,
+            w: 19,
+            c_out: 11,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+        },
+        90,
+    );
+}
+
+#[test]
 fn conv_narrow_layers_use_every_tile_height() {
     // Output channels a group of 13, 27 and 40 (and input channels a group of 9 and 20 for
     // backward_input): every tile height `tiles_for_rows` picks, each with rows past the end.
-    let g = device();
+    let mut g = device();
     let shapes = [
         (18, 26, 2, 5, 2, 1, 11),
         (40, 54, 2, 3, 1, 1, 10),
@@ -312,7 +352,7 @@ fn conv_narrow_layers_use_every_tile_height() {
         for m in [c_out / groups, c_in / groups] {
             heights.insert(conv::tiles_for_rows(m).wg_m);
         }
-        conv_case(&g, s, 60 + 10 * i as u32);
+        conv_case(&mut g, s, 60 + 10 * i as u32);
     }
     assert_eq!(heights.len(), 4, "tile heights covered: {heights:?}");
 }

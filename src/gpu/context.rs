@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::conv::ConvKernels;
 use super::{GpuError, Result};
 
 /// What `alexnet devices` prints about one adapter.
@@ -166,6 +167,9 @@ pub struct Gpu {
     /// Largest storage binding the launchers use, in bytes: the device limit by default.
     /// Tests lower it to exercise the split paths for tensors larger than one binding.
     pub binding_limit: u64,
+    /// Which convolution kernels this device runs: [`ConvKernels::for_device`] by default;
+    /// tests set it to check both on one adapter.
+    pub conv_kernels: ConvKernels,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
@@ -211,6 +215,7 @@ impl Gpu {
     /// A device on an already enumerated adapter.
     pub fn from_adapter(index: usize, adapter: &wgpu::Adapter) -> Result<Gpu> {
         let summary = summarize(index, adapter);
+        let conv_kernels = ConvKernels::for_device(summary.device_type);
         let limits = adapter.limits();
         // Timestamps are the accurate way to time kernels; take them when offered.
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -235,6 +240,7 @@ impl Gpu {
             queue,
             adapter: summary,
             binding_limit: limits.max_storage_buffer_binding_size,
+            conv_kernels,
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -1,17 +1,78 @@
-//! Launcher for `shaders/conv.wgsl`: convolution as implicit GEMM (no im2col buffer), forward
-//! with bias, backward to the input, the weight and the bias. Each operand is bound whole, so
+//! Launcher for `shaders/conv.wgsl` (GPUs) and `shaders/conv_direct.wgsl` (CPU adapters):
+//! convolution without an im2col buffer, forward with bias, backward to the input, the weight
+//! and the bias. Each operand is bound whole, so
 //! it must fit one storage binding ([`GpuError::BindingTooLarge`] otherwise).
 use super::gemm::GemmTiles;
 use super::kernel::{self, Entry, Shader, Slot};
 use super::{Gpu, GpuError, Result, Tensor};
 use crate::shape::ConvShape;
 
-/// The shader.
+/// The shader of GPUs: shared-memory tiles.
 pub static SHADER: Shader = Shader {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
     random: false,
 };
+/// The shader of CPU adapters: the same entry points without shared memory.
+pub static DIRECT_SHADER: Shader = Shader {
+    name: "conv_direct",
+    source: include_str!("../../shaders/conv_direct.wgsl"),
+    random: false,
+};
+/// `conv_direct.wgsl`'s invocations per workgroup, and rows and columns per invocation.
+const DIRECT_WG: usize = 64;
+const DIRECT_TM: usize = 8;
+const DIRECT_TN: usize = 4;
+
+/// Which kernels run the convolutions of a device (forward, backward to the input and to the
+/// weight; the bias gradient and the split-K reduction are shared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernels {
+    /// `conv.wgsl`: implicit GEMM through workgroup-shared tiles, for GPUs.
+    Tiled,
+    /// `conv_direct.wgsl`: operands read straight from the buffers, for CPU adapters, where
+    /// shared tiles and barriers cost more than they save.
+    Direct,
+}
+
+impl ConvKernels {
+    /// Direct on a CPU adapter (lavapipe), tiled on everything else.
+    pub fn for_device(device_type: wgpu::DeviceType) -> ConvKernels {
+        if device_type == wgpu::DeviceType::Cpu {
+            ConvKernels::Direct
+        } else {
+            ConvKernels::Tiled
+        }
+    }
+}
+
+/// The grid of a direct kernel over `rows` × `cols` (see `conv_direct.wgsl`).
+fn direct_grid(gpu: &Gpu, rows: usize, cols: usize, z: usize) -> Result<[u32; 3]> {
+    let x = cols.div_ceil(DIRECT_WG * DIRECT_TN);
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    if x > max {
+        return Err(GpuError::TooLarge {
+            op: "conv",
+            size: cols as u64,
+        });
+    }
+    Ok([x as u32, rows.div_ceil(DIRECT_TM) as u32, z as u32])
+}
+
+/// Shader, override constants and workgroup grid of one dispatch.
+type Launch = (&'static Shader, Vec<(&'static str, f64)>, [u32; 3]);
+
+/// Shader, override constants and grid of one convolution GEMM: `rows` × `cols` per group,
+/// `z` = groups (times splits for the weight gradient).
+fn launch(gpu: &Gpu, rows: usize, cols: usize, z: usize) -> Result<Launch> {
+    Ok(match gpu.conv_kernels {
+        ConvKernels::Tiled => {
+            let t = tiles_for_rows(rows);
+            (&SHADER, constants(t).to_vec(), grid(gpu, rows, cols, z, t)?)
+        }
+        ConvKernels::Direct => (&DIRECT_SHADER, Vec::new(), direct_grid(gpu, rows, cols, z)?),
+    })
+}
 static FORWARD: Entry = Entry {
     name: "forward",
     slots: &[
@@ -172,20 +233,18 @@ pub fn forward(
         kernel::whole(gpu, "conv", "y", y)?,
         kernel::whole(gpu, "conv", "bias", bias)?,
     ];
-    let t = tiles_for_rows(s.c_out / s.groups);
-    let groups = grid(
+    let (shader, constants, groups) = launch(
         gpu,
         s.c_out / s.groups,
         s.n * s.out_h() * s.out_w(),
         s.groups,
-        t,
     )?;
     kernel::record(
         gpu,
         encoder,
-        &SHADER,
+        shader,
         &FORWARD,
-        &constants(t),
+        &constants,
         bytemuck::bytes_of(&p),
         &views,
         groups,
@@ -212,14 +271,13 @@ pub fn backward_input(
         kernel::whole(gpu, "conv", "dy", dy)?,
         kernel::whole(gpu, "conv", "dx", dx)?,
     ];
-    let t = tiles_for_rows(s.c_in / s.groups);
-    let groups = grid(gpu, s.c_in / s.groups, s.n * s.h * s.w, s.groups, t)?;
+    let (shader, constants, groups) = launch(gpu, s.c_in / s.groups, s.n * s.h * s.w, s.groups)?;
     kernel::record(
         gpu,
         encoder,
-        &SHADER,
+        shader,
         &BACKWARD_INPUT,
-        &constants(t),
+        &constants,
         bytemuck::bytes_of(&p),
         &views,
         groups,
@@ -242,6 +300,16 @@ pub fn weight_splits(s: &ConvShape, t: GemmTiles, max_scratch: u64) -> usize {
         .clamp(1, 256)
 }
 
+/// Split factor of the direct backward_weight, which splits over the batch: enough
+/// workgroups (64) for every core of a CPU, partials within `max_scratch` bytes.
+pub fn direct_weight_splits(s: &ConvShape, max_scratch: u64) -> usize {
+    let rows = (s.c_out / s.groups).div_ceil(DIRECT_TM);
+    let cols = ((s.c_in / s.groups) * s.k * s.k).div_ceil(DIRECT_WG * DIRECT_TN);
+    let tiles = (rows * cols * s.groups).max(1);
+    let by_mem = ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1);
+    64usize.div_ceil(tiles).min(s.n).min(by_mem).max(1)
+}
+
 /// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over
 /// several workgroups into a scratch buffer, then summed (see [`weight_splits`]).
 #[allow(clippy::too_many_arguments)]
@@ -254,17 +322,12 @@ pub fn backward_weight(
     dw: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
-    let t = tiles_for_rows(s.c_out / s.groups);
-    backward_weight_split(
-        gpu,
-        encoder,
-        s,
-        dy,
-        x,
-        dw,
-        accumulate,
-        weight_splits(s, t, gpu.max_binding().min(256 << 20)),
-    )
+    let max_scratch = gpu.max_binding().min(256 << 20);
+    let splits = match gpu.conv_kernels {
+        ConvKernels::Tiled => weight_splits(s, tiles_for_rows(s.c_out / s.groups), max_scratch),
+        ConvKernels::Direct => direct_weight_splits(s, max_scratch),
+    };
+    backward_weight_split(gpu, encoder, s, dy, x, dw, accumulate, splits)
 }
 
 /// [`backward_weight`] with an explicit split-K factor (tests and tuning).
@@ -285,13 +348,11 @@ pub fn backward_weight_split(
     kernel::expect_len("conv", "dw", dw, s.weight_len())?;
     let splits = splits.max(1);
     p.splits = kernel::u32_of("conv", splits)?;
-    let t = tiles_for_rows(s.c_out / s.groups);
-    let mut groups = grid(
+    let (shader, constants, mut groups) = launch(
         gpu,
         s.c_out / s.groups,
         (s.c_in / s.groups) * s.k * s.k,
         s.groups * splits,
-        t,
     )?;
     if groups[2] > gpu.limits.max_compute_workgroups_per_dimension {
         return Err(GpuError::TooLarge {
@@ -306,9 +367,9 @@ pub fn backward_weight_split(
         return kernel::record(
             gpu,
             encoder,
-            &SHADER,
+            shader,
             &BACKWARD_WEIGHT,
-            &constants(t),
+            &constants,
             bytemuck::bytes_of(&p),
             &views,
             groups,
@@ -332,9 +393,9 @@ pub fn backward_weight_split(
     kernel::record(
         gpu,
         encoder,
-        &SHADER,
+        shader,
         &BACKWARD_WEIGHT,
-        &constants(t),
+        &constants,
         bytemuck::bytes_of(&p),
         &[dy_v, x_v, part],
         groups,

@@ -35,12 +35,13 @@ impl Shader {
 }
 
 /// Every shader, for the validation test and for warming caches.
-pub fn all_shaders() -> [&'static Shader; 11] {
+pub fn all_shaders() -> [&'static Shader; 12] {
     [
         &super::augment::SHADER,
         &super::channels::SHADER,
         &super::gemm::SHADER,
         &super::conv::SHADER,
+        &super::conv::DIRECT_SHADER,
         &super::activation::SHADER,
         &super::lrn::SHADER,
         &super::maxpool::SHADER,
