@@ -4,8 +4,8 @@
 //! `cargo bench --bench engine` (full sizes, for GPUs) or `cargo bench --bench engine -- --quick`
 //! (small sizes that finish on lavapipe). `--adapter I` benches one adapter only; `--quickstart`
 //! times the quickstart model's convolutions (batch 64) in place of the paper's; `--only S`
-//! keeps the rows whose name holds S. Every convolution row is timed with both kernels
-//! (`Tiled`, `Direct`), the adapter's default first.
+//! keeps the rows whose name holds S. Convolution rows name their kernels (`Tiled` for GPUs,
+//! `Direct` for CPU adapters); a CPU adapter, or `--both`, times both, its own first.
 //! Timing: one warm-up call, then `iters` calls each recorded in its own encoder and submitted
 //! back to back, and one wait at the end (wall clock, so it includes submit overhead).
 use std::time::Instant;
@@ -289,15 +289,19 @@ fn main() {
         for case in cases.iter().filter(wanted) {
             row(&gpu, case, &case.name, iters);
         }
-        // Both convolution kernels on every adapter, the adapter's own choice first, so each
-        // row has its baseline beside it.
+        // The adapter's own convolution kernels, and on a CPU adapter (or with --both) the
+        // other ones beside them as the baseline. Not on a GPU by default: the direct kernels
+        // are not meant for it, and the paper-size rows would spend the device's time.
         let chosen = gpu.conv_kernels;
-        let other = match chosen {
-            ConvKernels::Tiled => ConvKernels::Direct,
-            ConvKernels::Direct => ConvKernels::Tiled,
-        };
+        let mut kinds = vec![chosen];
+        if chosen == ConvKernels::Direct || args.iter().any(|a| a == "--both") {
+            kinds.push(match chosen {
+                ConvKernels::Tiled => ConvKernels::Direct,
+                ConvKernels::Direct => ConvKernels::Tiled,
+            });
+        }
         for case in convs.iter().filter(wanted) {
-            for kernels in [chosen, other] {
+            for &kernels in &kinds {
                 gpu.conv_kernels = kernels;
                 row(&gpu, case, &format!("{} {kernels:?}", case.name), iters);
             }

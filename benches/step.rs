@@ -8,13 +8,16 @@
 //! Timing: two warm-up steps, then `steps` steps through the training loop's own
 //! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
 //! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
-//! in practice): what two physical GPUs would spend copying, if nothing overlapped.
+//! in practice): what two physical GPUs would spend copying, if nothing overlapped. On a CPU
+//! adapter a "1, tiled conv" row runs the GPUs' convolution kernels in place of its own direct
+//! ones, as their baseline.
 //!
 //! A second table runs the real training loop (`alexnet::train::train`) on shards ingested
 //! from synthetic ImageNet-like JPEGs: loader threads reading Parquet, staging, upload, GPU
 //! augmentation, the step. Its images/s beside the first table's says whether the loader keeps
 //! up; "GPU waited" is the time the step loop spent waiting for a batch. The first logged window
 //! (pipeline compilation, the loader's first reads) is left out.
+use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::{list_adapters, Tensor};
 use alexnet::ingest::{ingest, IngestConfig};
@@ -135,13 +138,21 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut compute_rate = BTreeMap::new();
     for a in list_adapters() {
-        for adapters in [vec![a.index], vec![a.index, a.index]] {
-            let label = if adapters.len() == 1 {
-                "1"
-            } else {
-                "2 logical"
-            };
+        // On a CPU adapter, also one device with the GPUs' tiled convolutions: the baseline of
+        // the direct kernels it runs by default.
+        let mut setups = vec![(vec![a.index], None, "1")];
+        if a.device_type == wgpu::DeviceType::Cpu {
+            setups.push((vec![a.index], Some(ConvKernels::Tiled), "1, tiled conv"));
+        }
+        setups.push((vec![a.index, a.index], None, "2 logical"));
+        for (adapters, kernels, label) in setups {
             let result = Engine::new(&adapters, &spec, &params)
+                .map(|mut eng| {
+                    if let (Engine::One { gpu, .. }, Some(k)) = (&mut eng, kernels) {
+                        gpu.conv_kernels = k;
+                    }
+                    eng
+                })
                 .map_err(|e| e.to_string())
                 .and_then(|eng| run(&eng).map_err(|e| e.to_string()));
             match result {
