@@ -1,7 +1,7 @@
 //! Launcher for `shaders/conv.wgsl` (GPUs) and `shaders/conv_direct.wgsl` (CPU adapters):
 //! convolution without an im2col buffer, forward with bias, backward to the input, the weight
-//! and the bias. Each operand is bound whole, so
-//! it must fit one storage binding ([`GpuError::BindingTooLarge`] otherwise).
+//! and the bias. Each operand is bound whole, so it must fit one storage binding
+//! ([`GpuError::BindingTooLarge`] otherwise).
 use super::gemm::GemmTiles;
 use super::kernel::{self, Entry, Shader, Slot};
 use super::{Gpu, GpuError, Result, Tensor};
@@ -46,19 +46,6 @@ impl ConvKernels {
     }
 }
 
-/// The grid of a direct kernel over `rows` × `cols` (see `conv_direct.wgsl`).
-fn direct_grid(gpu: &Gpu, rows: usize, cols: usize, z: usize) -> Result<[u32; 3]> {
-    let x = cols.div_ceil(DIRECT_WG * DIRECT_TN);
-    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    if x > max {
-        return Err(GpuError::TooLarge {
-            op: "conv",
-            size: cols as u64,
-        });
-    }
-    Ok([x as u32, rows.div_ceil(DIRECT_TM) as u32, z as u32])
-}
-
 /// Shader, override constants and workgroup grid of one dispatch.
 type Launch = (&'static Shader, Vec<(&'static str, f64)>, [u32; 3]);
 
@@ -68,9 +55,17 @@ fn launch(gpu: &Gpu, rows: usize, cols: usize, z: usize) -> Result<Launch> {
     Ok(match gpu.conv_kernels {
         ConvKernels::Tiled => {
             let t = tiles_for_rows(rows);
-            (&SHADER, constants(t).to_vec(), grid(gpu, rows, cols, z, t)?)
+            let tile = (4 * t.wg_m as usize, 4 * t.wg_n as usize);
+            (
+                &SHADER,
+                constants(t).to_vec(),
+                grid(gpu, rows, cols, z, tile)?,
+            )
         }
-        ConvKernels::Direct => (&DIRECT_SHADER, Vec::new(), direct_grid(gpu, rows, cols, z)?),
+        ConvKernels::Direct => {
+            let tile = (DIRECT_TM, DIRECT_WG * DIRECT_TN);
+            (&DIRECT_SHADER, Vec::new(), grid(gpu, rows, cols, z, tile)?)
+        }
     })
 }
 static FORWARD: Entry = Entry {
@@ -195,20 +190,17 @@ fn constants(t: GemmTiles) -> [(&'static str, f64); 3] {
     ]
 }
 
-fn grid(gpu: &Gpu, m: usize, n: usize, groups: usize, t: GemmTiles) -> Result<[u32; 3]> {
-    let x = n.div_ceil(4 * t.wg_n as usize);
+/// The grid over `rows` × `cols` when one workgroup covers `tile` = (rows, cols).
+fn grid(gpu: &Gpu, rows: usize, cols: usize, z: usize, tile: (usize, usize)) -> Result<[u32; 3]> {
+    let x = cols.div_ceil(tile.1);
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
     if x > max {
         return Err(GpuError::TooLarge {
             op: "conv",
-            size: n as u64,
+            size: cols as u64,
         });
     }
-    Ok([
-        x as u32,
-        m.div_ceil(4 * t.wg_m as usize) as u32,
-        groups as u32,
-    ])
+    Ok([x as u32, rows.div_ceil(tile.0) as u32, z as u32])
 }
 
 /// Record `y = conv(x, w) + bias`: x `[N,C_in,H,W]`, w `[C_out,C_in/G,k,k]`, bias `[C_out]`,
@@ -292,7 +284,7 @@ pub fn weight_splits(s: &ConvShape, t: GemmTiles, max_scratch: u64) -> usize {
     let k = s.n * s.out_h() * s.out_w();
     let tiles = m.div_ceil(4 * t.wg_m as usize) * n.div_ceil(4 * t.wg_n as usize) * s.groups;
     let by_k = (k / (8 * t.tile_k as usize)).max(1);
-    let by_mem = ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1);
+    let by_mem = splits_within(s, max_scratch);
     1024usize
         .div_ceil(tiles)
         .min(by_k)
@@ -306,8 +298,16 @@ pub fn direct_weight_splits(s: &ConvShape, max_scratch: u64) -> usize {
     let rows = (s.c_out / s.groups).div_ceil(DIRECT_TM);
     let cols = ((s.c_in / s.groups) * s.k * s.k).div_ceil(DIRECT_WG * DIRECT_TN);
     let tiles = (rows * cols * s.groups).max(1);
-    let by_mem = ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1);
-    64usize.div_ceil(tiles).min(s.n).min(by_mem).max(1)
+    64usize
+        .div_ceil(tiles)
+        .min(s.n)
+        .min(splits_within(s, max_scratch))
+        .max(1)
+}
+
+/// The most weight-gradient partials (each a whole `dw`) that fit `max_scratch` bytes; 1 at least.
+fn splits_within(s: &ConvShape, max_scratch: u64) -> usize {
+    ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1)
 }
 
 /// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over

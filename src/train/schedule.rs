@@ -1,6 +1,6 @@
 //! The learning-rate schedule as a small state machine that the training loop drives once per
-//! epoch (and, for the cosine rule, once per step), and that serialises (JSON, into a checkpoint's metadata) so a resumed run continues
-//! with the same rate and the same plateau count.
+//! epoch (and, for the cosine rule, once per step), and that serialises (JSON, into a
+//! checkpoint's metadata) so a resumed run continues with the same rate and plateau count.
 //!
 //! Epochs are numbered from 1: epoch `e` is the e-th pass over the training set.
 use super::config::Schedule;
