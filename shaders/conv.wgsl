@@ -8,6 +8,7 @@
 //   backward_weight  dW (+)= dY ⋆ x        GEMM M = Cog, N = Cig·k·k, K = N·OH·OW
 //   backward_bias    db[c] (+)= Σ_{n,oh,ow} dY[n,c,oh,ow]
 //
+// Params, bindings and accumulate_store: conv_common.wgsl, prepended.
 // Bindings: 0 `p` Params (uniform);
 //   forward:         1 `mat_a` = w, 2 `mat_b` = x,  3 `out` = y (read_write), 4 `bias` read
 //   backward_input:  1 `mat_a` = w, 2 `mat_b` = dY, 3 `out` = dX
@@ -25,25 +26,6 @@
 // (ceil(N_gemm / BN), ceil(M_gemm / BM), G). Every gather checks its image bounds and every
 // store m < M, n < N. backward_bias: workgroup 256, dispatch (C_out, 1, 1).
 
-struct Params {
-    n: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    groups: u32,
-    oh: u32,
-    ow: u32,
-    flags: u32,
-    splits: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TILE_K: u32 = 16u;
@@ -54,12 +36,6 @@ const TN: u32 = 4u;
 const MODE_FORWARD: u32 = 0u;
 const MODE_BACKWARD_INPUT: u32 = 1u;
 const MODE_BACKWARD_WEIGHT: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> mat_a: array<f32>;
-@group(0) @binding(2) var<storage, read> mat_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 // Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
 // stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
@@ -213,14 +189,6 @@ fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, tx: 
         workgroupBarrier();
     }
     return acc;
-}
-
-fn accumulate_store(idx: u32, v: f32) {
-    if (p.flags & 2u) != 0u {
-        out[idx] = out[idx] + v;
-    } else {
-        out[idx] = v;
-    }
 }
 
 @compute @workgroup_size(WG_N, WG_M)

@@ -1,5 +1,5 @@
-// conv_direct.wgsl: the convolution of conv.wgsl (same layouts, Params, bindings and entry
-// names) written for CPU adapters such as lavapipe. There, a workgroup runs as SIMD lanes on
+// conv_direct.wgsl: the convolution of conv.wgsl (same layouts, entry names, and Params and
+// bindings from conv_common.wgsl, prepended) written for CPU adapters such as lavapipe. There, a workgroup runs as SIMD lanes on
 // one core, workgroup memory and barriers are plain memory and coroutine switches, and the
 // core's caches already do what the shared tiles do on a GPU; integer division is scalar.
 // So each invocation reads its operands straight from the storage buffers, walks the
@@ -19,42 +19,9 @@
 // z = G·splits: split s sums over its own range of the batch; with splits > 1 the partial
 // sums go to `out` = scratch [splits, C_out·Cig·k·k] and conv.wgsl's reduce_splits adds them.
 
-struct Params {
-    n: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    groups: u32,
-    oh: u32,
-    ow: u32,
-    flags: u32,
-    splits: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 const WG: u32 = 64u;
 const TM: u32 = 8u;
 const TN: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> mat_a: array<f32>;
-@group(0) @binding(2) var<storage, read> mat_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-
-fn accumulate_store(idx: u32, v: f32) {
-    if (p.flags & 2u) != 0u {
-        out[idx] = out[idx] + v;
-    } else {
-        out[idx] = v;
-    }
-}
 
 fn column(wid_x: u32, j: u32, lidx: u32) -> u32 {
     return wid_x * WG * TN + j * WG + lidx;

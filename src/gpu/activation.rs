@@ -7,7 +7,7 @@ use crate::shape::Activation;
 pub static SHADER: Shader = Shader {
     name: "activation",
     source: include_str!("../../shaders/activation.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

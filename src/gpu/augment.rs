@@ -8,7 +8,7 @@ use crate::shape::{AugmentDraw, AugmentShape};
 pub static SHADER: Shader = Shader {
     name: "augment",
     source: include_str!("../../shaders/augment.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

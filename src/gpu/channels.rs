@@ -7,7 +7,7 @@ use super::{Gpu, GpuError, Result, Tensor};
 pub static SHADER: Shader = Shader {
     name: "channels",
     source: include_str!("../../shaders/channels.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static COPY: Entry = Entry {
     name: "copy",

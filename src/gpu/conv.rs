@@ -7,17 +7,19 @@ use super::kernel::{self, Entry, Shader, Slot};
 use super::{Gpu, GpuError, Result, Tensor};
 use crate::shape::ConvShape;
 
+/// `shaders/conv_common.wgsl`: the uniform, bindings and store both convolution shaders share.
+pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
 /// The shader of GPUs: shared-memory tiles.
 pub static SHADER: Shader = Shader {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
-    random: false,
+    prelude: &[COMMON_WGSL],
 };
 /// The shader of CPU adapters: the same entry points without shared memory.
 pub static DIRECT_SHADER: Shader = Shader {
     name: "conv_direct",
     source: include_str!("../../shaders/conv_direct.wgsl"),
-    random: false,
+    prelude: &[COMMON_WGSL],
 };
 /// `conv_direct.wgsl`'s invocations per workgroup, and rows and columns per invocation.
 const DIRECT_WG: usize = 64;

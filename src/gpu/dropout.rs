@@ -7,7 +7,7 @@ use super::{Gpu, GpuError, Result, Tensor};
 pub static SHADER: Shader = Shader {
     name: "dropout",
     source: include_str!("../../shaders/dropout.wgsl"),
-    random: true,
+    prelude: &[super::kernel::RANDOM_WGSL],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

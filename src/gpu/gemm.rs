@@ -10,7 +10,7 @@ use super::{Gpu, GpuError, Result, Tensor};
 pub static SHADER: Shader = Shader {
     name: "gemm",
     source: include_str!("../../shaders/gemm.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

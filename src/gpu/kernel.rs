@@ -15,8 +15,9 @@ pub struct Shader {
     pub name: &'static str,
     /// The file's text.
     pub source: &'static str,
-    /// Whether `shaders/random.wgsl` is prepended (the kernel draws random numbers).
-    pub random: bool,
+    /// Shared WGSL prepended to `source`, in order: [`RANDOM_WGSL`] for kernels that draw
+    /// random numbers, [`super::conv::COMMON_WGSL`] for the two convolution shaders.
+    pub prelude: &'static [&'static str],
 }
 
 /// `shaders/random.wgsl`: the hash and uniform draw of [`crate::shape::hash_u32`] and
@@ -24,13 +25,15 @@ pub struct Shader {
 pub const RANDOM_WGSL: &str = include_str!("../../shaders/random.wgsl");
 
 impl Shader {
-    /// The text handed to the compiler (with `random.wgsl` in front when needed).
+    /// The text handed to the compiler: the prelude, then the shader.
     pub fn full_source(&self) -> String {
-        if self.random {
-            format!("{RANDOM_WGSL}\n{}", self.source)
-        } else {
-            self.source.to_string()
+        let mut text = String::new();
+        for part in self.prelude {
+            text.push_str(part);
+            text.push('\n');
         }
+        text.push_str(self.source);
+        text
     }
 }
 
@@ -56,7 +59,7 @@ pub fn all_shaders() -> [&'static Shader; 12] {
 pub static RANDOM_SHADER: Shader = Shader {
     name: "random",
     source: RANDOM_WGSL,
-    random: false,
+    prelude: &[],
 };
 
 /// How one binding of an entry point is used; binding `i` of the group is `slots[i]`.

@@ -8,7 +8,7 @@ use crate::shape::LrnParams;
 pub static SHADER: Shader = Shader {
     name: "lrn",
     source: include_str!("../../shaders/lrn.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

@@ -8,7 +8,7 @@ use crate::shape::PoolShape;
 pub static SHADER: Shader = Shader {
     name: "maxpool",
     source: include_str!("../../shaders/maxpool.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",

@@ -6,7 +6,7 @@ use super::{Gpu, Result, Tensor};
 pub static SHADER: Shader = Shader {
     name: "sgd",
     source: include_str!("../../shaders/sgd.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static STEP: Entry = Entry {
     name: "step",

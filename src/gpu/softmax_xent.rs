@@ -7,7 +7,7 @@ use super::{Gpu, GpuError, Result, Tensor};
 pub static SHADER: Shader = Shader {
     name: "softmax_xent",
     source: include_str!("../../shaders/softmax_xent.wgsl"),
-    random: false,
+    prelude: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
