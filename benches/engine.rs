@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::{conv, gemm, list_adapters, Gpu, Tensor};
+use alexnet::model::{Geometry, ModelConfig};
 use alexnet::shape::ConvShape;
 
 /// Records one call of the kernel under test.
@@ -116,48 +117,25 @@ fn conv_cases(gpu: &Gpu, name: &str, s: ConvShape) -> Vec<Case> {
     out
 }
 
-/// The convolutions of `pipelines/quickstart.toml`'s model (67×67 input, widths 16, 64, 96,
-/// 96, 64) at its batch of 64: what a training step on lavapipe spends its time in.
-fn quickstart_convs() -> [(&'static str, ConvShape); 5] {
-    let c = |c_in, h, c_out, k, stride, pad, groups| ConvShape {
-        n: 64,
-        c_in,
-        h,
-        w: h,
-        c_out,
-        k,
-        stride,
-        pad,
-        groups,
-    };
-    [
-        ("qs conv1", c(3, 67, 16, 11, 4, 0, 1)),
-        ("qs conv2", c(16, 7, 64, 5, 1, 2, 2)),
-        ("qs conv3", c(64, 3, 96, 3, 1, 1, 1)),
-        ("qs conv4", c(96, 3, 96, 3, 1, 1, 2)),
-        ("qs conv5", c(96, 3, 64, 3, 1, 1, 2)),
-    ]
+/// The five convolutions of a model at batch `n`, from the model's own geometry.
+fn model_convs(cfg: &ModelConfig, n: usize) -> Vec<(String, ConvShape)> {
+    Geometry::new(cfg, n)
+        .expect("a valid model")
+        .convs
+        .iter()
+        .map(|c| (c.name.to_string(), c.conv))
+        .collect()
 }
 
-fn paper_convs(n: usize) -> [(&'static str, ConvShape); 5] {
-    let c = |c_in, h, c_out, k, stride, pad, groups| ConvShape {
-        n,
-        c_in,
-        h,
-        w: h,
-        c_out,
-        k,
-        stride,
-        pad,
-        groups,
-    };
-    [
-        ("conv1", c(3, 227, 96, 11, 4, 0, 1)),
-        ("conv2", c(96, 27, 256, 5, 1, 2, 2)),
-        ("conv3", c(256, 13, 384, 3, 1, 1, 1)),
-        ("conv4", c(384, 13, 384, 3, 1, 1, 2)),
-        ("conv5", c(384, 13, 256, 3, 1, 1, 2)),
-    ]
+/// The convolutions of `pipelines/quickstart.toml`'s model (67×67 input, widths 16, 64, 96,
+/// 96, 64) at its batch of 64: what a training step on lavapipe spends its time in.
+fn quickstart_convs() -> Vec<(String, ConvShape)> {
+    let mut cfg = ModelConfig::small(67, 1, 10);
+    cfg.widths = [16, 64, 96, 96, 64, 256, 256];
+    model_convs(&cfg, 64)
+        .into_iter()
+        .map(|(name, s)| (format!("qs {name}"), s))
+        .collect()
 }
 
 fn row(gpu: &Gpu, case: &Case, name: &str, iters: usize) {
@@ -273,10 +251,10 @@ fn main() {
             let shapes = if args.iter().any(|a| a == "--quickstart") {
                 quickstart_convs()
             } else {
-                paper_convs(batch)
+                model_convs(&ModelConfig::paper(1000), batch)
             };
             for (name, s) in shapes {
-                convs.extend(conv_cases(&gpu, name, s));
+                convs.extend(conv_cases(&gpu, &name, s));
             }
         } else {
             cases.retain(|c| c.name.contains("tiles"));
