@@ -8,6 +8,7 @@ use alexnet::reference::network::{network_loss_and_grads, network_sgd_step};
 use alexnet::reference::{augment_forward, check_close};
 use alexnet::shape::AugmentShape;
 use alexnet::train::augment::centre_draws;
+use alexnet::train::metrics::{read_metrics, Record};
 use common::alexnet;
 use std::path::{Path, PathBuf};
 
@@ -187,14 +188,15 @@ fn cosine_rate_moves_every_step_and_a_resumed_run_follows_the_same_curve() {
     let (ok, err) = train(&[d, "--config", c, "--out", a.to_str().unwrap()]);
     assert!(ok, "{err}");
     // 5 steps an epoch, 10 planned: step s runs at 0.002 + 0.018·(1 + cos(π(s−1)/10))/2.
-    let lines = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
-    let lrs: Vec<f64> = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step")
-        .map(|v| v["lr"].as_f64().unwrap())
+    let records = read_metrics(&a.join("metrics.jsonl")).unwrap();
+    let lrs: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s.lr),
+            Record::Epoch(_) => None,
+        })
         .collect();
-    assert_eq!(lrs.len(), 10, "{lines}");
+    assert_eq!(lrs.len(), 10, "{records:?}");
     for (i, got) in lrs.iter().enumerate() {
         let want = 0.002 + 0.018 * 0.5 * (1.0 + (std::f64::consts::PI * i as f64 / 10.0).cos());
         assert!(
@@ -441,14 +443,15 @@ fn a_small_variant_learns_and_eval_reports_json() {
         "1",
     ]);
     assert!(ok, "{err}");
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "epoch")
-        .map(|v| v["train_loss"].as_f64().unwrap())
+    let records = read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Epoch(e) => Some(e.train_loss),
+            Record::Step(_) => None,
+        })
         .collect();
-    assert_eq!(losses.len(), 3, "{text}");
+    assert_eq!(losses.len(), 3, "{records:?}");
     // Well below chance level (ln 10 = 2.30) by the last epoch, and still falling.
     assert!(
         losses[2] < losses[1] && losses[2] < 0.6 * std::f64::consts::LN_10,
