@@ -1,42 +1,60 @@
-//! Kernel throughput per adapter: GEMM (4096³ and the fc6 shapes) and each paper convolution
-//! forward/backward at batch 128, as time per call and GFLOP/s.
+//! Kernel throughput per adapter: GEMM (4096³ and the three fc6 products at batch 128) and each
+//! paper convolution forward/backward at batch 128, as time per call and GFLOP/s.
 //!
 //! `cargo bench --bench engine` (full sizes, for GPUs) or `cargo bench --bench engine -- --quick`
 //! (small sizes that finish on lavapipe). `--adapter I` benches one adapter only; `--quickstart`
 //! times the quickstart model's convolutions (batch 64) in place of the paper's; `--only S`
-//! keeps the rows whose name holds S. Convolution rows name their kernels (`Tiled` for GPUs,
-//! `Direct` for CPU adapters); a CPU adapter, or `--both`, times both, its own first.
-//! Timing: one warm-up call, then `iters` calls each recorded in its own encoder and submitted
-//! back to back, and one wait at the end (wall clock, so it includes submit overhead).
+//! keeps the rows whose name holds S; `--sweep` times every tile configuration (and split-K
+//! factor for fc6) instead of the default table, to choose the launchers' defaults on a new
+//! card. Convolution rows name their kernels (`Tiled` for GPUs, `Direct` for CPU adapters); a
+//! CPU adapter, or `--both`, times both, its own first.
+//!
+//! Timing: one warm-up call (pipeline compilation), then `iters` calls recorded into one
+//! encoder. With GPU timestamps (NVIDIA through Vulkan, lavapipe) the time is the sum of the
+//! calls' dispatches as the GPU measured them, divided by `iters`; without, wall clock from
+//! submit to completion.
 use std::time::Instant;
 
 use alexnet::gpu::conv::ConvKernels;
-use alexnet::gpu::{conv, gemm, list_adapters, Gpu, Tensor};
+use alexnet::gpu::gemm::{GemmArgs, GemmForm, TilePolicy};
+use alexnet::gpu::tiles::TileConfig;
+use alexnet::gpu::{conv, gemm, list_adapters, Gpu, KernelTimer, Recorder, Tensor};
 use alexnet::model::{Geometry, ModelConfig};
-use alexnet::shape::ConvShape;
+use alexnet::shape::{Activation, ConvShape, LinearShape};
 
 /// Records one call of the kernel under test.
-type Recorder = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> alexnet::gpu::Result<()>>;
+type Record = Box<dyn Fn(&mut Recorder<'_>) -> alexnet::gpu::Result<()>>;
 
 struct Case {
     name: String,
     flops: f64,
-    record: Recorder,
+    record: Record,
 }
 
 fn time(gpu: &Gpu, case: &Case, iters: usize) -> alexnet::gpu::Result<f64> {
     let mut enc = gpu.encoder("bench.warmup");
-    (case.record)(gpu, &mut enc)?;
+    (case.record)(&mut Recorder::new(gpu, &mut enc))?;
     gpu.submit(enc);
     gpu.wait()?;
+    let timer = KernelTimer::new(gpu, 64 * iters as u32);
     let start = Instant::now();
-    for _ in 0..iters {
-        let mut enc = gpu.encoder("bench.iter");
-        (case.record)(gpu, &mut enc)?;
-        gpu.submit(enc);
+    let mut enc = gpu.encoder("bench.iter");
+    {
+        let mut rec = Recorder::new(gpu, &mut enc).with_timer(timer.as_ref());
+        for _ in 0..iters {
+            (case.record)(&mut rec)?;
+        }
     }
+    if let Some(t) = &timer {
+        t.resolve(&mut enc);
+    }
+    gpu.submit(enc);
     gpu.wait()?;
-    Ok(start.elapsed().as_secs_f64() / iters as f64)
+    let wall = start.elapsed().as_secs_f64();
+    Ok(match &timer {
+        Some(t) => t.read(gpu)?.iter().map(|k| k.ms).sum::<f64>() / 1e3 / iters as f64,
+        None => wall / iters as f64,
+    })
 }
 
 fn filled(gpu: &Gpu, len: usize, label: &str) -> Tensor {
@@ -47,6 +65,11 @@ fn filled(gpu: &Gpu, len: usize, label: &str) -> Tensor {
 
 fn gemm_cases(gpu: &Gpu, label: &str, m: usize, n: usize, k: usize) -> Vec<Case> {
     use std::rc::Rc;
+    let s = LinearShape {
+        n: m,
+        fin: k,
+        fout: n,
+    };
     let x = Rc::new(filled(gpu, m * k, "bench.x"));
     let w = Rc::new(filled(gpu, n * k, "bench.w"));
     let b = Rc::new(filled(gpu, n, "bench.b"));
@@ -56,9 +79,11 @@ fn gemm_cases(gpu: &Gpu, label: &str, m: usize, n: usize, k: usize) -> Vec<Case>
     {
         let (x, w, b, y) = (x.clone(), w.clone(), b.clone(), y.clone());
         out.push(Case {
-            name: format!("{label} y=x·Wᵀ+b {m}×{n}×{k}"),
+            name: format!("{label} y=relu(x·Wᵀ+b) {m}×{n}×{k}"),
             flops,
-            record: Box::new(move |g, e| gemm::linear_forward(g, e, &x, &w, Some(&b), &y, m, n, k)),
+            record: Box::new(move |e| {
+                gemm::linear_forward(e, &s, &x, &w, Some(&b), &y, Some(Activation::Relu))
+            }),
         });
     }
     {
@@ -66,18 +91,104 @@ fn gemm_cases(gpu: &Gpu, label: &str, m: usize, n: usize, k: usize) -> Vec<Case>
         out.push(Case {
             name: format!("{label} dX=dY·W"),
             flops,
-            record: Box::new(move |g, e| {
-                gemm::linear_backward_input(g, e, &y, &w, &x, m, n, k, false)
-            }),
+            record: Box::new(move |e| gemm::linear_backward_input(e, &s, &y, &w, &x, false)),
         });
     }
     out.push(Case {
         name: format!("{label} dW=dYᵀ·X"),
         flops,
-        record: Box::new(move |g, e| {
-            gemm::linear_backward_weight(g, e, &y, &x, &w, m, n, k, false)
-        }),
+        record: Box::new(move |e| gemm::linear_backward_weight(e, &s, &y, &x, &w, false)),
     });
+    out
+}
+
+/// Every tile configuration worth trying on a GPU, for `--sweep`.
+fn sweep_tiles() -> Vec<TileConfig> {
+    let t = |bm, bn, bk, tm, tn| TileConfig { bm, bn, bk, tm, tn };
+    vec![
+        t(128, 128, 8, 8, 8),
+        t(128, 128, 16, 8, 8),
+        t(128, 64, 8, 8, 4),
+        t(64, 128, 8, 4, 8),
+        t(128, 64, 16, 8, 8),
+        t(64, 64, 8, 8, 8),
+        t(64, 64, 16, 4, 4),
+        t(64, 64, 8, 4, 4),
+    ]
+}
+
+fn sweep_cases(gpu: &Gpu, big: usize, fc: (usize, usize, usize)) -> Vec<Case> {
+    use std::rc::Rc;
+    let mut out = Vec::new();
+    // One set of operands as large as the largest case; each case views a prefix.
+    let len = (big * big).max(fc.1 * fc.2).max(fc.0 * fc.2);
+    let (a, b, c) = (
+        Rc::new(filled(gpu, len, "bench.a")),
+        Rc::new(filled(gpu, len, "bench.b")),
+        Rc::new(filled(gpu, len, "bench.c")),
+    );
+    let case = |form: GemmForm, dims: (usize, usize, usize), tile: TileConfig, splits: usize| {
+        let (m, n, k) = dims;
+        let (a, b, c) = (a.clone(), b.clone(), c.clone());
+        Case {
+            name: format!(
+                "gemm {form:?} {m}×{n}×{k} tile {} splits {splits}",
+                tile.tag()
+            ),
+            flops: 2.0 * (m * n * k) as f64,
+            record: Box::new(move |e| {
+                let (sa, sb) = match form {
+                    GemmForm::ABt => (m * k, n * k),
+                    GemmForm::AB => (m * k, k * n),
+                    GemmForm::AtB => (k * m, k * n),
+                };
+                // Views of the right length over the shared buffers.
+                let a = Tensor {
+                    buffer: a.buffer.clone(),
+                    len: sa,
+                    label: "bench.a".into(),
+                };
+                let b = Tensor {
+                    buffer: b.buffer.clone(),
+                    len: sb,
+                    label: "bench.b".into(),
+                };
+                let c = Tensor {
+                    buffer: c.buffer.clone(),
+                    len: m * n,
+                    label: "bench.c".into(),
+                };
+                let args = GemmArgs {
+                    form,
+                    m,
+                    n,
+                    k,
+                    a: &a,
+                    b: &b,
+                    c: &c,
+                    bias: None,
+                    accumulate: false,
+                    alpha: 1.0,
+                    act: None,
+                };
+                gemm::record_with(e, &args, tile, Some(splits))
+            }),
+        }
+    };
+    for tile in sweep_tiles() {
+        for form in [GemmForm::ABt, GemmForm::AB, GemmForm::AtB] {
+            out.push(case(form, (big, big, big), tile, 1));
+        }
+    }
+    // fc6 at batch 128: forward (M = batch), backward to the input, and to the weight.
+    let (b, o, i) = fc;
+    for tile in sweep_tiles() {
+        for splits in [1, 4, 8, 16] {
+            out.push(case(GemmForm::ABt, (b, o, i), tile, splits));
+            out.push(case(GemmForm::AB, (b, i, o), tile, splits));
+        }
+        out.push(case(GemmForm::AtB, (o, i, b), tile, 1));
+    }
     out
 }
 
@@ -96,23 +207,24 @@ fn conv_cases(gpu: &Gpu, name: &str, s: ConvShape) -> Vec<Case> {
     {
         let (x, w, b, y) = (x.clone(), w.clone(), b.clone(), y.clone());
         out.push(Case {
-            name: format!("{tag} fwd"),
+            name: format!("{tag} fwd+relu"),
             flops,
-            record: Box::new(move |g, e| conv::forward(g, e, &s, &x, &w, &b, &y)),
+            record: Box::new(move |e| conv::forward(e, &s, &x, &w, &b, &y, Some(Activation::Relu))),
         });
     }
-    {
+    if name != "conv1" {
+        // conv1's input is the image: the network never computes its gradient.
         let (x, w, y) = (x.clone(), w.clone(), y.clone());
         out.push(Case {
             name: format!("{tag} bwd dX"),
             flops,
-            record: Box::new(move |g, e| conv::backward_input(g, e, &s, &y, &w, &x, false)),
+            record: Box::new(move |e| conv::backward_input(e, &s, &y, &w, &x, false)),
         });
     }
     out.push(Case {
         name: format!("{tag} bwd dW"),
         flops,
-        record: Box::new(move |g, e| conv::backward_weight(g, e, &s, &y, &x, &w, false)),
+        record: Box::new(move |e| conv::backward_weight(e, &s, &y, &x, &w, false)),
     });
     out
 }
@@ -133,20 +245,18 @@ fn quickstart_convs() -> Vec<(String, ConvShape)> {
     let mut cfg = ModelConfig::small(67, 1, 10);
     cfg.widths = [16, 64, 96, 96, 64, 256, 256];
     model_convs(&cfg, 64)
-        .into_iter()
-        .map(|(name, s)| (format!("qs {name}"), s))
-        .collect()
 }
 
 fn row(gpu: &Gpu, case: &Case, name: &str, iters: usize) {
     match time(gpu, case, iters) {
         Ok(t) => println!(
-            "{:<58} {:>10.3} {:>10.1}",
+            "| {:<62} | {:>9.3} | {:>9.0} | {:>6.2} |",
             name,
             t * 1e3,
-            case.flops / t / 1e9
+            case.flops / t / 1e9,
+            case.flops / t / 1e12
         ),
-        Err(e) => println!("{name:<58} skipped: {e}"),
+        Err(e) => println!("| {name:<62} | skipped: {e} | | |"),
     }
     // Show each row as soon as it is timed, also when piped.
     let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -160,7 +270,9 @@ fn main() {
         println!("engine bench: run with `cargo bench --bench engine [-- --quick]`");
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let quick = has("--quick");
+    let sweep = has("--sweep");
     let only: Option<usize> = args
         .iter()
         .position(|a| a == "--adapter")
@@ -171,10 +283,11 @@ fn main() {
         eprintln!("no GPU adapter found: install a GPU driver, or `apt-get install mesa-vulkan-drivers` for the software one");
         std::process::exit(2);
     }
-    for a in adapters
-        .iter()
-        .filter(|a| only.is_none_or(|i| i == a.index))
-    {
+    for a in adapters.iter().filter(|a| match only {
+        Some(i) => i == a.index,
+        // Full sizes are for GPUs: a CPU adapter would take many minutes a row.
+        None => quick || a.device_type != wgpu::DeviceType::Cpu,
+    }) {
         let mut gpu = match Gpu::new(a.index) {
             Ok(g) => g,
             Err(e) => {
@@ -182,97 +295,69 @@ fn main() {
                 continue;
             }
         };
+        let timing = if KernelTimer::new(&gpu, 1).is_some() {
+            "GPU timestamps"
+        } else {
+            "wall clock"
+        };
         println!(
-            "\n[{}] {} ({:?}, {:?}){}",
+            "\n[{}] {} ({:?}, {:?}){}, {timing}\n",
             a.index,
             a.name,
             a.backend,
             a.device_type,
-            if quick { "  --quick sizes" } else { "" }
+            if quick { ", --quick sizes" } else { "" }
         );
-        println!("{:<58} {:>10} {:>10}", "kernel", "ms", "GFLOP/s");
+        println!(
+            "| {:<62} | {:>9} | {:>9} | {:>6} |",
+            "kernel", "ms", "GFLOP/s", "TFLOP/s"
+        );
+        println!(
+            "|{}|{}|{}|{}|",
+            "-".repeat(64),
+            "-".repeat(11),
+            "-".repeat(11),
+            "-".repeat(8)
+        );
         let (iters, big, fc, batch) = if quick {
             (3, 512, (16, 512, 1152), 2)
         } else {
             (10, 4096, (128, 4096, 9216), 128)
         };
-        let mut cases = gemm_cases(&gpu, "gemm", big, big, big);
-        cases.truncate(1);
-        if args.iter().any(|a| a == "--sweep") {
-            cases.clear();
-            let (x, w, y) = (
-                filled(&gpu, big * big, "bench.x"),
-                filled(&gpu, big * big, "bench.w"),
-                filled(&gpu, big * big, "bench.y"),
-            );
-            let (x, w, y) = (
-                std::rc::Rc::new(x),
-                std::rc::Rc::new(w),
-                std::rc::Rc::new(y),
-            );
-            for (wg_m, wg_n, tile_k) in [
-                (16, 16, 8),
-                (16, 16, 16),
-                (16, 16, 32),
-                (8, 8, 16),
-                (8, 16, 16),
-                (16, 8, 16),
-                (8, 8, 32),
-                (4, 16, 16),
-            ] {
-                for form in [gemm::GemmForm::ABt, gemm::GemmForm::AB, gemm::GemmForm::AtB] {
-                    let (x, w, y) = (x.clone(), w.clone(), y.clone());
-                    let tiles = gemm::GemmTiles { wg_m, wg_n, tile_k };
-                    cases.push(Case {
-                        name: format!("gemm {form:?} {big}³ tiles {wg_m}×{wg_n}×{tile_k}"),
-                        flops: 2.0 * (big * big * big) as f64,
-                        record: Box::new(move |g, e| {
-                            let args = gemm::GemmArgs {
-                                form,
-                                m: big,
-                                n: big,
-                                k: big,
-                                a: &x,
-                                b: &w,
-                                c: &y,
-                                bias: None,
-                                accumulate: false,
-                                alpha: 1.0,
-                            };
-                            gemm::record_with_tiles(g, e, &args, tiles)
-                        }),
-                    });
-                }
-            }
-        }
-        cases.extend(gemm_cases(&gpu, "fc6", fc.0, fc.1, fc.2));
-        let mut convs = Vec::new();
-        if !args.iter().any(|a| a == "--sweep") {
-            let shapes = if args.iter().any(|a| a == "--quickstart") {
-                quickstart_convs()
-            } else {
-                model_convs(&ModelConfig::paper(1000), batch)
-            };
-            for (name, s) in shapes {
-                convs.extend(conv_cases(&gpu, &name, s));
-            }
-        } else {
-            cases.retain(|c| c.name.contains("tiles"));
-        }
         let filter = args
             .iter()
             .position(|a| a == "--only")
             .and_then(|i| args.get(i + 1));
         let wanted = |c: &&Case| filter.is_none_or(|f| c.name.contains(f.as_str()));
+        if sweep {
+            // The GPU's configurations, on any adapter (a CPU adapter runs them too, slowly).
+            gpu.tiles = TilePolicy::Gpu;
+            for case in sweep_cases(&gpu, big, fc).iter().filter(wanted) {
+                row(&gpu, case, &case.name, iters);
+            }
+            continue;
+        }
+        let mut cases = gemm_cases(&gpu, "gemm", big, big, big);
+        cases.truncate(1);
+        cases.extend(gemm_cases(&gpu, "fc6", fc.0, fc.1, fc.2));
         for case in cases.iter().filter(wanted) {
             row(&gpu, case, &case.name, iters);
         }
+        let shapes = if has("--quickstart") {
+            quickstart_convs()
+        } else {
+            model_convs(&ModelConfig::paper(1000), batch)
+        };
+        let convs: Vec<Case> = shapes
+            .into_iter()
+            .flat_map(|(name, s)| conv_cases(&gpu, &name, s))
+            .collect();
         // The adapter's own convolution kernels, and on a CPU adapter (or with --both) the
         // other ones beside them as the baseline. Not on a GPU by default: the direct kernels
         // are not meant for it, and the paper-size rows would spend the device's time.
         let chosen = gpu.conv_kernels;
         let mut kinds = vec![chosen];
-        if chosen == ConvKernels::Direct || args.iter().any(|a| a == "--both") {
+        if chosen == ConvKernels::Direct || has("--both") {
             kinds.push(match chosen {
                 ConvKernels::Tiled => ConvKernels::Direct,
                 ConvKernels::Direct => ConvKernels::Tiled,

@@ -3,8 +3,11 @@
 //! devices of that adapter: the number to put beside PyTorch's on the same card, and the cost
 //! of the split with the time its exchanges take.
 //!
-//! `cargo bench --bench step` (the paper's model, batch 128: a GPU) or
+//! `cargo bench --bench step` (the paper's model, batch 128: GPUs only) or
 //! `cargo bench --bench step -- --quick` (the quickstart's small model, which lavapipe can run).
+//!
+//! First table: one step with every dispatch timed by GPU timestamps, by layer and kernel (ms,
+//! GFLOP, TFLOP/s, share of the step): where the time goes. Second: images/s per adapter.
 //! Timing: two warm-up steps, then `steps` steps through the training loop's own
 //! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
 //! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
@@ -19,7 +22,7 @@
 //! (pipeline compilation, the loader's first reads) is left out.
 use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::sgd::SgdHyper;
-use alexnet::gpu::{list_adapters, Tensor};
+use alexnet::gpu::{list_adapters, AdapterSummary, KernelTimer, Tensor};
 use alexnet::ingest::{ingest, IngestConfig};
 use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
 use alexnet::shape::{stream_seed, uniform01};
@@ -42,6 +45,11 @@ struct Row {
     bytes: u64,
     wait_s: f64,
     host_s: f64,
+    /// CPU seconds uploading and recording the timed steps (the two-column split: also
+    /// submitting and exchanging, which it does as it goes).
+    record_s: f64,
+    /// CPU seconds in `queue.submit` (one device).
+    submit_s: f64,
 }
 
 fn main() {
@@ -86,7 +94,7 @@ fn main() {
     };
     let run = |engine: &Engine| -> Result<Row, Box<dyn std::error::Error>> {
         let hist = Tensor::zeros(engine.gpu(), batch * 3, "bench.loss");
-        let step = |s: u64| -> Result<(), Box<dyn std::error::Error>> {
+        let step = |s: u64| -> Result<(f64, f64), Box<dyn std::error::Error>> {
             let draws = random_draws(
                 stream_seed(1, s, 1),
                 batch,
@@ -109,8 +117,20 @@ fn main() {
                     weight_decay: 5e-4,
                 },
             };
-            engine.step(&x, &hist, 0)?;
-            Ok(())
+            // One device: recording and submitting timed apart; the split submits as it goes.
+            let t = Instant::now();
+            match engine.record_step(&x, &hist, 0, None)? {
+                Some(cb) => {
+                    let recorded = t.elapsed().as_secs_f64();
+                    let t = Instant::now();
+                    engine.gpu().queue.submit(Some(cb));
+                    Ok((recorded, t.elapsed().as_secs_f64()))
+                }
+                None => {
+                    engine.step(&x, &hist, 0)?;
+                    Ok((t.elapsed().as_secs_f64(), 0.0))
+                }
+            }
         };
         for s in 0..2 {
             step(s)?;
@@ -118,8 +138,11 @@ fn main() {
         engine.gpu().wait()?;
         engine.take_exchange_stats();
         let t = Instant::now();
+        let (mut record_s, mut submit_s) = (0.0, 0.0);
         for s in 0..steps {
-            step(2 + s)?;
+            let (r, u) = step(2 + s)?;
+            record_s += r;
+            submit_s += u;
         }
         engine.gpu().wait()?;
         let secs = t.elapsed().as_secs_f64();
@@ -130,14 +153,55 @@ fn main() {
             bytes: ex.bytes,
             wait_s: ex.wait_s,
             host_s: ex.host_s,
+            record_s,
+            submit_s,
         })
     };
+    let draws: Vec<_> = (0..2u64)
+        .map(|s| {
+            let seed = stream_seed(1, s, 1);
+            random_draws(seed, batch, stored, cfg.input_size, &settings, &pca)
+        })
+        .collect();
+    let inputs: Vec<StepInput> = draws
+        .iter()
+        .enumerate()
+        .map(|(s, d)| StepInput {
+            images: &images,
+            labels: &labels,
+            draws: d,
+            dropout: Dropout {
+                p: 0.5,
+                seeds: [dropout_seed(1, s as u64, 6), dropout_seed(1, s as u64, 7)],
+            },
+            hyper: SgdHyper {
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+        })
+        .collect();
+    let adapters: Vec<_> = list_adapters()
+        .into_iter()
+        // The paper-size run is for GPUs: a CPU adapter would take many minutes a step.
+        .filter(|a| quick || a.device_type != wgpu::DeviceType::Cpu)
+        .collect();
+    if adapters.is_empty() {
+        println!("no adapter to bench (CPU adapters run only with --quick)");
+        return;
+    }
+    for a in &adapters {
+        if let Err(e) = kernel_table(a.index, &spec, &params, &inputs) {
+            println!("\n[{}] {}: kernel table failed: {e}", a.index, a.name);
+        }
+    }
+
     println!(
-        "| adapter | devices | ms/step | images/s | vs 1 device | exchanges/step | MB/step | exchange wait ms/step | host copy ms/step | PCIe ms/step (est.) |"
+        "| adapter | devices | ms/step | images/s | vs 1 device | upload+record ms/step (CPU) | submit ms/step (CPU) | exchanges/step | MB/step | exchange wait ms/step | host copy ms/step | PCIe ms/step (est.) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut compute_rate = BTreeMap::new();
-    for a in list_adapters() {
+    for a in &adapters {
         // On a CPU adapter, also one device with the GPUs' tiled convolutions: the baseline of
         // the direct kernels it runs by default.
         let mut setups = vec![(vec![a.index], None, "1")];
@@ -163,13 +227,15 @@ fn main() {
                     let base = *compute_rate.entry(a.index).or_insert(rate);
                     let mb = r.bytes as f64 / steps as f64 / 1e6;
                     println!(
-                        "| [{}] {} ({:?}) | {label} | {:.1} | {:.0} | {:.2}× | {} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                        "| [{}] {} ({:?}) | {label} | {:.1} | {:.0} | {:.2}× | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.2} | {:.2} |",
                         a.index,
                         a.name,
                         a.backend,
                         per(r.secs),
                         rate,
                         rate / base,
+                        per(r.record_s),
+                        per(r.submit_s),
                         r.exchanges / steps,
                         mb,
                         per(r.wait_s),
@@ -181,7 +247,83 @@ fn main() {
             }
         }
     }
-    loop_table(&cfg, stored, batch, quick, &compute_rate);
+    // The line scripts/gpu_bench.sh reads for the ratio against PyTorch.
+    if let Some((i, r)) = compute_rate.iter().next() {
+        println!("\nRESULT images_per_s={r:.1} (adapter [{i}], one device, compute only)");
+    }
+    loop_table(&cfg, stored, batch, quick, &adapters, &compute_rate);
+}
+
+/// One device's step with every dispatch timed on the GPU, grouped by layer and kernel: the
+/// table that says where a step's time goes.
+fn kernel_table(
+    adapter: usize,
+    spec: &EngineSpec<'_>,
+    params: &Params,
+    inputs: &[StepInput<'_>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = Engine::new(&[adapter], spec, params)?;
+    let gpu = engine.gpu();
+    let Some(timer) = KernelTimer::new(gpu, 1024) else {
+        println!(
+            "\n[{adapter}] {}: no timestamp queries, no kernel table",
+            gpu.adapter.name
+        );
+        return Ok(());
+    };
+    let hist = Tensor::zeros(gpu, spec.batch * 3, "bench.loss");
+    // Warm-up (pipelines, scratch sizes), then one timed step.
+    engine.step(&inputs[0], &hist, 0)?;
+    gpu.wait()?;
+    let t = Instant::now();
+    engine.step_timed(&inputs[1], &hist, 0, Some(&timer))?;
+    let times = timer.read(gpu)?;
+    let wall = t.elapsed().as_secs_f64() * 1e3;
+    let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
+    for k in &times {
+        match rows.iter_mut().find(|r| r.0 == k.label) {
+            Some(r) => {
+                r.1 += 1;
+                r.2 += k.ms;
+                r.3 += k.flops;
+            }
+            None => rows.push((k.label.clone(), 1, k.ms, k.flops)),
+        }
+    }
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    let flops: f64 = rows.iter().map(|r| r.3).sum();
+    println!(
+        "\n[{adapter}] {}: one step, every dispatch timed (GPU timestamps; each dispatch in its own pass)\n",
+        gpu.adapter.name
+    );
+    println!("| layer kernel | calls | ms | GFLOP | TFLOP/s | share |");
+    println!("|---|---|---|---|---|---|");
+    let mut sorted = rows.clone();
+    sorted.sort_by(|a, b| b.2.total_cmp(&a.2));
+    for (label, calls, ms, f) in &sorted {
+        let tf = if *f > 0.0 {
+            format!("{:.2}", f / (ms * 1e-3) / 1e12)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {label} | {calls} | {ms:.3} | {:.1} | {tf} | {:.1}% |",
+            f / 1e9,
+            100.0 * ms / total.max(1e-12)
+        );
+    }
+    println!(
+        "| **step** | {} | {total:.2} | {:.1} | {:.2} | 100% |",
+        times.len(),
+        flops / 1e9,
+        flops / (total * 1e-3) / 1e12
+    );
+    println!(
+        "\nsum of dispatch times {total:.2} ms = {:.0} images/s at batch {}; wall time of the timed step {wall:.1} ms",
+        spec.batch as f64 / (total * 1e-3),
+        spec.batch
+    );
+    Ok(())
 }
 
 /// The training loop with its loader, per adapter, beside the compute-only rate.
@@ -190,11 +332,16 @@ fn loop_table(
     stored: usize,
     batch: usize,
     quick: bool,
+    adapters: &[AdapterSummary],
     compute_rate: &BTreeMap<usize, f64>,
 ) {
     // Enough rows that the loader reads several shards and reshuffles each epoch.
     let (images, window, windows) = if quick { (400, 2, 3) } else { (2560, 10, 8) };
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-step");
+    // A scratch folder of the machine it runs on (the GPU box has no build tree).
+    let root = std::env::var_os("ALEXNET_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("alexnet-bench-step");
     let raw = root.join("raw");
     photos::ensure(&raw, images);
     let shards = root.join(format!("shards-{stored}"));
@@ -215,7 +362,7 @@ fn loop_table(
     );
     println!("| adapter | compute only images/s | with loader images/s | ratio | GPU waited for data ms/step |");
     println!("|---|---|---|---|---|");
-    for a in list_adapters() {
+    for a in adapters {
         let out = root.join(format!("run-{}", a.index));
         let _ = std::fs::remove_dir_all(&out);
         let config = TrainConfig {

@@ -2,33 +2,44 @@
 # The GPU benchmark table, for a machine lent through the device tool (or any machine whose GPU
 # wgpu can see). Two halves, because that machine has no Rust toolchain:
 #
-#   scripts/gpu_bench.sh prepare     here: release build, the alexnet binary and the step and
-#                                    engine benches stripped and packed into .gpu/bins.tar.gz,
-#                                    the Vulkan loader's .deb files into .gl/
-#   scripts/gpu_bench.sh run [--quick]
+#   scripts/gpu_bench.sh prepare     here: release build, the alexnet binary and the step,
+#                                    engine and loader benches stripped and packed into
+#                                    .gpu/bins.tar.gz, the Vulkan loader's .deb files into .gl/
+#   scripts/gpu_bench.sh run [--quick] [--sweep]
 #                                    there (carry .gpu and .gl): unpack, find the NVIDIA driver,
-#                                    print the adapters, the step table (compute only, two
-#                                    columns, and the training loop with its loader on shards
-#                                    ingested from synthetic 500×375 JPEGs), the kernel table
+#                                    then, each part on its own so one failure does not stop
+#                                    the rest: the adapters; the step bench (per-kernel GPU time
+#                                    table first, then images/s on one device and two columns,
+#                                    then the training loop with its loader); PyTorch's paper
+#                                    AlexNet on the same card (fp32 with TF32 off, TF32, bf16);
+#                                    the ratio; the kernel bench (GEMM 4096³, fc6, convolutions;
+#                                    --sweep adds every tile configuration); the loader bench.
 #
 # Output also goes to $OUT/gpu_bench.txt when OUT is set (the device tool sends it back).
-set -euo pipefail
+# Scratch data goes to a temporary folder of the machine it runs on. Each part has a time
+# limit; the whole run is meant to finish in under 5 minutes on an H100/H200.
+set -eu
 cd "$(dirname "$0")/.."
 
 prepare() {
+  set -o pipefail
   cargo build --release
+  # Compile errors must show: build the benches once plainly, then ask for their paths.
+  cargo bench --no-run
   local json
-  json=$(cargo bench --no-run --message-format=json 2>/dev/null)
+  json=$(cargo bench --no-run --message-format=json)
   rm -rf .gpu && mkdir -p .gpu/bin
   strip -o .gpu/bin/alexnet target/release/alexnet
-  for b in step engine; do
+  for b in step engine loader; do
     local exe
     exe=$(jq -r "select(.reason == \"compiler-artifact\" and .target.name == \"$b\" and .executable != null) | .executable" <<<"$json" | tail -1)
     [ -n "$exe" ] || { echo "no bench binary '$b' found" >&2; exit 1; }
     strip -o ".gpu/bin/$b" "$exe"
   done
+  cp benches/torch_alexnet.py .gpu/bin/
   tar -C .gpu -czf .gpu/bins.tar.gz bin && rm -rf .gpu/bin
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+  grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo '/.gl/' >>.git/info/exclude
   if ! ls .gl/*.deb >/dev/null 2>&1; then
     # The device machine's image has the NVIDIA driver but no Vulkan loader.
     mkdir -p .gl /tmp/amd64/partial
@@ -40,10 +51,32 @@ prepare() {
   echo "now: device run with carry [.gpu, .gl] and command 'bash scripts/gpu_bench.sh run'"
 }
 
+# One part of the run: a heading, the command under a time limit, and a note when it fails.
+part() {
+  local title=$1 limit=$2
+  shift 2
+  echo
+  echo "## $title"
+  echo
+  local rc=0
+  timeout "$limit" "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo
+    echo "($title: exit $rc$([ "$rc" -eq 124 ] && echo ", stopped after $limit"))"
+  fi
+  return 0
+}
+
 run() {
-  local quick=()
-  [ "${1:-}" = "--quick" ] && quick=(--quick)
-  if ! ldconfig -p | grep -q libvulkan; then
+  local quick=() sweep=()
+  for a in "$@"; do
+    case $a in
+      --quick) quick=(--quick) ;;
+      --sweep) sweep=(--sweep) ;;
+    esac
+  done
+  # grep -c, not grep -q: with -q, ldconfig can die of SIGPIPE and the test misreads.
+  if [ "$(ldconfig -p | grep -c libvulkan || true)" -eq 0 ]; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
   fi
@@ -52,19 +85,43 @@ run() {
   local bin
   bin=$(mktemp -d)
   tar -C "$bin" -xzf .gpu/bins.tar.gz
+  export ALEXNET_BENCH_DIR
+  ALEXNET_BENCH_DIR=$(mktemp -d)
+  export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$ALEXNET_BENCH_DIR}
   local log=${OUT:-$bin}/gpu_bench.txt
+  local steplog=$ALEXNET_BENCH_DIR/step.txt torchlog=$ALEXNET_BENCH_DIR/torch.txt
   {
     echo "# gpu_bench $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
-    "$bin/bin/alexnet" devices
-    echo
-    "$bin/bin/step" --bench "${quick[@]}"
-    echo
-    "$bin/bin/engine" --bench "${quick[@]}"
+    part "adapters" 60 "$bin/bin/alexnet" devices
+    part "training step (ours)" 150 bash -c "'$bin/bin/step' --bench ${quick[*]} | tee '$steplog'"
+    part "PyTorch on the same card" 120 bash -c "python3 '$bin/bin/torch_alexnet.py' ${quick[*]:+--model quickstart --batch 128} | tee '$torchlog'"
+    part "ratio" 10 python3 - "$steplog" "$torchlog" <<'EOF'
+import json, re, sys
+ours = None
+for line in open(sys.argv[1]):
+    m = re.match(r"RESULT images_per_s=([0-9.]+)", line)
+    if m:
+        ours = float(m.group(1))
+torch = None
+for line in open(sys.argv[2]):
+    if line.startswith("{"):
+        torch = json.loads(line)
+if ours is None or torch is None:
+    sys.exit("missing a number: ours %s, PyTorch %s" % (ours, torch))
+print("| | images/s | ours ÷ this |")
+print("|---|---|---|")
+print(f"| ours, fp32 | {ours:.0f} | 1.00× |")
+for p in ("fp32", "tf32", "bf16"):
+    if p in torch:
+        print(f"| PyTorch {torch['torch']} {p} | {torch[p]:.0f} | {ours / torch[p]:.2f}× |")
+EOF
+    part "kernels" 150 "$bin/bin/engine" --bench "${quick[@]}" "${sweep[@]}"
+    part "input pipeline" 90 "$bin/bin/loader" --bench "${quick[@]}"
   } 2>&1 | tee "$log"
 }
 
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
-  *) sed -n 2,16p "$0"; exit 2 ;;
+  *) sed -n 2,20p "$0"; exit 2 ;;
 esac

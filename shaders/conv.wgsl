@@ -1,322 +1,231 @@
-// conv.wgsl: 2-D convolution (square kernel k, stride s, zero padding, channel groups) as an
-// implicit GEMM: the im2col matrix is never stored, each tile load gathers from the image.
+// conv.wgsl: 2-D convolution (square kernel, stride, zero padding, channel groups) as an
+// implicit GEMM on the generated tile core of src/gpu/tiles.rs: the im2col matrix is never
+// stored, each tile load gathers from the image. This file gives the core its operands and
+// epilogues; Params, bindings, accumulate_store and activate come from conv_common.wgsl.
 // Layouts: x [N,C_in,H,W], y [N,C_out,OH,OW], w [C_out, C_in/G, k, k], bias [C_out].
-// Cig = C_in/G, Cog = C_out/G; group g = workgroup_id.z.
+// Cig = C_in/G, Cog = C_out/G; group g = workgroup_id.z (backward_weight: z = g·splits + split).
 //
-//   forward          y = w ⋆ x + bias      GEMM M = Cog, N = N·OH·OW, K = Cig·k·k
-//   backward_input   dX = wᵀ ⋆ dY          GEMM M = Cig, N = N·H·W,   K = Cog·k·k
-//   backward_weight  dW (+)= dY ⋆ x        GEMM M = Cog, N = Cig·k·k, K = N·OH·OW
-//   backward_bias    db[c] (+)= Σ_{n,oh,ow} dY[n,c,oh,ow]
+//   forward          y = act(w ⋆ x + bias)  GEMM M = Cog, N = N·OH·OW, K = Cig·k·k   (prefix cf)
+//   backward_input   dX (+)= wᵀ ⋆ dY        GEMM M = Cig, N = N·H·W,   K = Cog·k·k   (prefix ci)
+//   backward_weight  dW (+)= dY ⋆ x         GEMM M = Cog, N = Cig·k·k, K = N·OH·OW   (prefix cw)
 //
-// Params, bindings and accumulate_store: conv_common.wgsl, prepended.
-// Bindings: 0 `p` Params (uniform);
-//   forward:         1 `mat_a` = w, 2 `mat_b` = x,  3 `out` = y (read_write), 4 `bias` read
-//   backward_input:  1 `mat_a` = w, 2 `mat_b` = dY, 3 `out` = dX
-//   backward_weight: 1 `mat_a` = dY, 2 `mat_b` = x, 3 `out` = dW
-//   backward_bias:   1 `mat_a` = dY, 3 `out` = db
-//   reduce_splits:   1 `mat_a` = partials, 3 `out` = dW (see the entry point)
-// flags bit 1: accumulate into `out` (backward_input, backward_weight, backward_bias).
-// splits: backward_weight's split-K factor (its K = N·OH·OW is long and its M×N is small, so
-// one tile per output would leave a GPU idle). With splits > 1 it writes partial sums to
-// `out` = a scratch [splits, C_out·Cig·k·k] and reduce_splits adds them into dW; its
-// dispatch z is G·splits.
+// Bindings (conv_common.wgsl): 1 `mat_a`, 2 `mat_b`, 3 `out`, 4 `bias`:
+//   forward:         mat_a = w, mat_b = x,  out = y, bias
+//   backward_input:  mat_a = w, mat_b = dY, out = dX
+//   backward_weight: mat_a = dY, mat_b = x, out = dW, or the partials [splits, C_out·Cig·k·k]
+//                    that conv_sums.wgsl's reduce_splits adds into dW when splits > 1
+// Params used: flags bit 1 (accumulate: backward_input, backward_weight), act (forward),
+// splits and per (backward_weight's split-K: K slices of `per`, a multiple of the K step).
 //
-// GEMM entries: workgroup (WG_N, WG_M) threads, a (4·WG_M)×(4·WG_N) tile, 4×4 outputs per
-// thread, K step TILE_K (override constants, defaults 16/16/16); dispatch
-// (ceil(N_gemm / BN), ceil(M_gemm / BM), G). Every gather checks its image bounds and every
-// store m < M, n < N. backward_bias: workgroup 256, dispatch (C_out, 1, 1).
+// The layer's shape is in override constants, so each layer has its own pipeline and every
+// division below is by a constant (a multiply and a shift once compiled): a thread decomposes
+// its output column (image, row, column) once per tile slot, and per K step only the
+// reduction index (channel, kh, kw) or (image, oy, ox). Every gather checks the image bounds
+// and every store m < M, n < N.
+// Dispatch: (ceil(N_gemm / BN), ceil(M_gemm / BM), G) and G·splits for backward_weight.
 
-override WG_M: u32 = 16u;
-override WG_N: u32 = 16u;
-override TILE_K: u32 = 16u;
+override CN: u32 = 1u;
+override CI: u32 = 1u;
+override CH: u32 = 1u;
+override CW: u32 = 1u;
+override CO: u32 = 1u;
+override KS: u32 = 1u;
+override CS: u32 = 1u;
+override CP: u32 = 0u;
+override CG: u32 = 1u;
+override COH: u32 = 1u;
+override COW: u32 = 1u;
 
-const TM: u32 = 4u;
-const TN: u32 = 4u;
+override CIG: u32 = CI / CG;
+override COG: u32 = CO / CG;
+override KK: u32 = KS * KS;
+override HW: u32 = CH * CW;
+override OHW: u32 = COH * COW;
 
-const MODE_FORWARD: u32 = 0u;
-const MODE_BACKWARD_INPUT: u32 = 1u;
-const MODE_BACKWARD_WEIGHT: u32 = 2u;
+// A row or column that does not exist: its loads give 0.
+const NONE: u32 = 0xffffffffu;
 
-// Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
-// stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
-var<workgroup> As: array<f32, (WG_M * 4u + 1u) * TILE_K>;
-var<workgroup> Bs: array<f32, (WG_N * 4u + 1u) * TILE_K>;
-
-struct Dims {
-    m: u32,
-    n: u32,
-    k: u32,
+// Where an output position's receptive field starts: the image's first element for group g,
+// and the top-left input coordinate (may be negative: padding).
+struct Field {
+    base: u32,
+    iy: i32,
+    ix: i32,
 }
 
-fn gemm_dims(mode: u32) -> Dims {
-    let cig = p.c_in / p.groups;
-    let cog = p.c_out / p.groups;
-    let kk = p.k * p.k;
-    if mode == MODE_FORWARD {
-        return Dims(cog, p.n * p.oh * p.ow, cig * kk);
-    } else if mode == MODE_BACKWARD_INPUT {
-        return Dims(cig, p.n * p.h * p.w, cog * kk);
-    }
-    return Dims(cog, cig * kk, p.n * p.oh * p.ow);
-}
+// ---- forward: A = w [Cog, Cig·k·k] (k contiguous), B = im2col of x.
 
-// op(A)[m, kk] for group g (caller checked m < M, kk < K).
-fn load_a(mode: u32, g: u32, m: u32, kk: u32) -> f32 {
-    let cig = p.c_in / p.groups;
-    let cog = p.c_out / p.groups;
-    let k2 = p.k * p.k;
-    if mode == MODE_FORWARD {
-        return mat_a[(g * cog + m) * cig * k2 + kk];
-    } else if mode == MODE_BACKWARD_INPUT {
-        // A[ci, (co, r)] = w[g·Cog + co, ci, r]
-        let co = kk / k2;
-        let r = kk % k2;
-        return mat_a[((g * cog + co) * cig + m) * k2 + r];
-    }
-    // A[co, (b, q)] = dY[b, g·Cog + co, q]
-    let ohw = p.oh * p.ow;
-    let b = kk / ohw;
-    let q = kk % ohw;
-    return mat_a[(b * p.c_out + g * cog + m) * ohw + q];
+fn cf_part(z: u32) -> Part {
+    return Part(z, 0u, 0u, CIG * KK);
 }
-
-// op(B)[kk, col] for group g (caller checked kk < K, col < N); zero outside the image.
-fn load_b(mode: u32, g: u32, kk: u32, col: u32) -> f32 {
-    let cig = p.c_in / p.groups;
-    let cog = p.c_out / p.groups;
-    let k2 = p.k * p.k;
-    if mode == MODE_FORWARD {
-        // B[(ci, kh, kw), (b, oy, ox)] = x[b, g·Cig + ci, oy·s + kh − pad, ox·s + kw − pad]
-        let ci = kk / k2;
-        let r = kk % k2;
-        let kh = r / p.k;
-        let kw = r % p.k;
-        let ohw = p.oh * p.ow;
-        let b = col / ohw;
-        let q = col % ohw;
-        let oy = q / p.ow;
-        let ox = q % p.ow;
-        let iy = i32(oy * p.stride + kh) - i32(p.pad);
-        let ix = i32(ox * p.stride + kw) - i32(p.pad);
-        if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
-            return 0.0;
-        }
-        return mat_b[((b * p.c_in + g * cig + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-    } else if mode == MODE_BACKWARD_INPUT {
-        // B[(co, kh, kw), (b, iy, ix)] = dY[b, g·Cog + co, (iy + pad − kh)/s, (ix + pad − kw)/s]
-        // where the division is exact and the output position exists.
-        let co = kk / k2;
-        let r = kk % k2;
-        let kh = r / p.k;
-        let kw = r % p.k;
-        let hw = p.h * p.w;
-        let b = col / hw;
-        let q = col % hw;
-        let iy = q / p.w;
-        let ix = q % p.w;
-        let ty = i32(iy + p.pad) - i32(kh);
-        let tx = i32(ix + p.pad) - i32(kw);
-        if ty < 0 || tx < 0 {
-            return 0.0;
-        }
-        let uy = u32(ty);
-        let ux = u32(tx);
-        if uy % p.stride != 0u || ux % p.stride != 0u {
-            return 0.0;
-        }
-        let oy = uy / p.stride;
-        let ox = ux / p.stride;
-        if oy >= p.oh || ox >= p.ow {
-            return 0.0;
-        }
-        return mat_b[((b * p.c_out + g * cog + co) * p.oh + oy) * p.ow + ox];
-    }
-    // B[(b, oy, ox), (ci, kh, kw)] = x[b, g·Cig + ci, oy·s + kh − pad, ox·s + kw − pad]
-    let ohw = p.oh * p.ow;
-    let b = kk / ohw;
-    let q = kk % ohw;
-    let oy = q / p.ow;
-    let ox = q % p.ow;
-    let ci = col / k2;
-    let r = col % k2;
-    let kh = r / p.k;
-    let kw = r % p.k;
-    let iy = i32(oy * p.stride + kh) - i32(p.pad);
-    let ix = i32(ox * p.stride + kw) - i32(p.pad);
-    if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
+fn cf_a_row(t: Part, m: u32) -> u32 {
+    return select(NONE, (t.g * COG + m) * CIG * KK, m < COG);
+}
+fn cf_a_at(t: Part, r: u32, k: u32) -> f32 {
+    if r == NONE || k >= t.k_end {
         return 0.0;
     }
-    return mat_b[((b * p.c_in + g * cig + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+    return mat_a[r + k];
 }
-
-// The tile at (m0, n0) of group g; `mode` is a literal at every call.
-fn conv_tile(mode: u32, g: u32, m0: u32, n0: u32, k_begin: u32, k_end: u32, tx: u32, ty: u32, lidx: u32) -> array<vec4<f32>, 4> {
-    let d = gemm_dims(mode);
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let threads = WG_M * WG_N;
-    var acc: array<vec4<f32>, 4>;
-    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        for (var e = lidx; e < bm * TILE_K; e += threads) {
-            let kk = e % TILE_K;
-            let mm = e / TILE_K;
-            var v = 0.0;
-            if m0 + mm < d.m && k0 + kk < k_end {
-                v = load_a(mode, g, m0 + mm, k0 + kk);
-            }
-            As[kk * (bm + 1u) + mm] = v;
-        }
-        for (var e = lidx; e < bn * TILE_K; e += threads) {
-            let nn = e % bn;
-            let kk = e / bn;
-            var v = 0.0;
-            if n0 + nn < d.n && k0 + kk < k_end {
-                v = load_b(mode, g, k0 + kk, n0 + nn);
-            }
-            Bs[kk * (bn + 1u) + nn] = v;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let ai = kk * (bm + 1u) + ty * TM;
-            let bi = kk * (bn + 1u) + tx * TN;
-            let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
-            let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
-        }
-        workgroupBarrier();
+fn cf_b_col(t: Part, n: u32) -> Field {
+    if n >= CN * OHW {
+        return Field(NONE, 0, 0);
     }
-    return acc;
+    let b = n / OHW;
+    let q = n % OHW;
+    let oy = q / COW;
+    let ox = q % COW;
+    return Field((b * CI + t.g * CIG) * HW, i32(oy * CS) - i32(CP), i32(ox * CS) - i32(CP));
 }
-
-@compute @workgroup_size(WG_N, WG_M)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let g = wid.z;
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let d = gemm_dims(MODE_FORWARD);
-    let acc = conv_tile(MODE_FORWARD, g, m0, n0, 0u, d.k, lid.x, lid.y, lidx);
-    let cog = p.c_out / p.groups;
-    let ohw = p.oh * p.ow;
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + lid.y * TM + i;
-        if m >= d.m {
-            break;
-        }
-        let co = g * cog + m;
-        let bv = bias[co];
-        for (var j = 0u; j < TN; j++) {
-            let col = n0 + lid.x * TN + j;
-            if col < d.n {
-                let b = col / ohw;
-                let q = col % ohw;
-                out[(b * p.c_out + co) * ohw + q] = acc[i][j] + bv;
-            }
-        }
+fn cf_b_at(t: Part, f: Field, k: u32) -> f32 {
+    if f.base == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    let ci = k / KK;
+    let r = k % KK;
+    // Negative coordinates wrap to large unsigned ones, so one comparison checks both sides.
+    let iy = u32(f.iy + i32(r / KS));
+    let ix = u32(f.ix + i32(r % KS));
+    if iy >= CH || ix >= CW {
+        return 0.0;
+    }
+    return mat_b[f.base + ci * HW + iy * CW + ix];
+}
+fn cf_store1(co: u32, n: u32, v: f32) {
+    if n < CN * OHW {
+        out[((n / OHW) * CO + co) * OHW + n % OHW] = activate(v + bias[co]);
     }
 }
-
-@compute @workgroup_size(WG_N, WG_M)
-fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let g = wid.z;
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let d = gemm_dims(MODE_BACKWARD_INPUT);
-    let acc = conv_tile(MODE_BACKWARD_INPUT, g, m0, n0, 0u, d.k, lid.x, lid.y, lidx);
-    let cig = p.c_in / p.groups;
-    let hw = p.h * p.w;
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + lid.y * TM + i;
-        if m >= d.m {
-            break;
-        }
-        for (var j = 0u; j < TN; j++) {
-            let col = n0 + lid.x * TN + j;
-            if col < d.n {
-                let b = col / hw;
-                let q = col % hw;
-                accumulate_store((b * p.c_in + g * cig + m) * hw + q, acc[i][j]);
-            }
-        }
-    }
-}
-
-@compute @workgroup_size(WG_N, WG_M)
-fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    // z = g·splits + split: split-K over N·OH·OW, which is long while Cog × Cig·k·k is small.
-    let g = wid.z / p.splits;
-    let split = wid.z % p.splits;
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let d = gemm_dims(MODE_BACKWARD_WEIGHT);
-    // Split length rounded to TILE_K so splits start on tile boundaries.
-    let per = ((d.k + p.splits - 1u) / p.splits + TILE_K - 1u) / TILE_K * TILE_K;
-    let k_begin = min(split * per, d.k);
-    let k_end = min(k_begin + per, d.k);
-    let acc = conv_tile(MODE_BACKWARD_WEIGHT, g, m0, n0, k_begin, k_end, lid.x, lid.y, lidx);
-    let cog = p.c_out / p.groups;
-    let weight_len = p.c_out * d.n;
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + lid.y * TM + i;
-        if m >= d.m {
-            break;
-        }
-        for (var j = 0u; j < TN; j++) {
-            let col = n0 + lid.x * TN + j;
-            if col < d.n {
-                let idx = (g * cog + m) * d.n + col;
-                if p.splits == 1u {
-                    accumulate_store(idx, acc[i][j]);
-                } else {
-                    // Partial sums [splits, C_out, Cig·k·k], summed by reduce_splits.
-                    out[split * weight_len + idx] = acc[i][j];
-                }
-            }
-        }
-    }
-}
-
-// dW (+)= Σ_split partial[split]: binding 1 `mat_a` = partials [splits, weight_len] read,
-// binding 3 `out` = dW read_write. Workgroup 256, one invocation per weight, dispatch
-// ceil(weight_len / 256) spread over x and y.
-@compute @workgroup_size(256)
-fn reduce_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
-    let weight_len = p.c_out * (p.c_in / p.groups) * p.k * p.k;
-    if i >= weight_len {
+fn cf_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    if m >= COG {
         return;
     }
-    var s = 0.0;
-    for (var split = 0u; split < p.splits; split++) {
-        s += mat_a[split * weight_len + i];
-    }
-    accumulate_store(i, s);
+    let co = t.g * COG + m;
+    cf_store1(co, n, v.x);
+    cf_store1(co, n + 1u, v.y);
+    cf_store1(co, n + 2u, v.z);
+    cf_store1(co, n + 3u, v.w);
 }
 
-var<workgroup> partial: array<f32, 256>;
+// ---- backward_input: A[ci, (co, r)] = w[g·Cog + co, ci, r], B[(co, kh, kw), (b, iy, ix)] =
+// dY[b, g·Cog + co, (iy + pad − kh)/s, (ix + pad − kw)/s] where the division is exact and the
+// output position exists.
 
-@compute @workgroup_size(256)
-fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let c = wid.x;
-    let ohw = p.oh * p.ow;
-    let total = p.n * ohw;
-    var s = 0.0;
-    for (var i = lidx; i < total; i += 256u) {
-        let b = i / ohw;
-        let q = i % ohw;
-        s += mat_a[(b * p.c_out + c) * ohw + q];
+fn ci_part(z: u32) -> Part {
+    return Part(z, 0u, 0u, COG * KK);
+}
+fn ci_a_row(t: Part, m: u32) -> u32 {
+    return select(NONE, (t.g * COG * CIG + m) * KK, m < CIG);
+}
+fn ci_a_at(t: Part, r: u32, k: u32) -> f32 {
+    if r == NONE || k >= t.k_end {
+        return 0.0;
     }
-    partial[lidx] = s;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if lidx < stride {
-            partial[lidx] += partial[lidx + stride];
+    return mat_a[r + (k / KK) * CIG * KK + k % KK];
+}
+fn ci_b_col(t: Part, n: u32) -> Field {
+    if n >= CN * HW {
+        return Field(NONE, 0, 0);
+    }
+    let b = n / HW;
+    let q = n % HW;
+    return Field((b * CO + t.g * COG) * OHW, i32(q / CW + CP), i32(q % CW + CP));
+}
+fn ci_b_at(t: Part, f: Field, k: u32) -> f32 {
+    if f.base == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    let co = k / KK;
+    let r = k % KK;
+    let ty = f.iy - i32(r / KS);
+    let tx = f.ix - i32(r % KS);
+    if ty < 0 || tx < 0 {
+        return 0.0;
+    }
+    var oy = u32(ty);
+    var ox = u32(tx);
+    if CS != 1u {
+        if oy % CS != 0u || ox % CS != 0u {
+            return 0.0;
         }
-        workgroupBarrier();
+        oy = oy / CS;
+        ox = ox / CS;
     }
-    if lidx == 0u && c < p.c_out {
-        accumulate_store(c, partial[0]);
+    if oy >= COH || ox >= COW {
+        return 0.0;
     }
+    return mat_b[f.base + co * OHW + oy * COW + ox];
+}
+fn ci_store1(t: Part, m: u32, n: u32, v: f32) {
+    if n < CN * HW {
+        accumulate_store(((n / HW) * CI + t.g * CIG + m) * HW + n % HW, v);
+    }
+}
+fn ci_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    if m >= CIG {
+        return;
+    }
+    ci_store1(t, m, n, v.x);
+    ci_store1(t, m, n + 1u, v.y);
+    ci_store1(t, m, n + 2u, v.z);
+    ci_store1(t, m, n + 3u, v.w);
+}
+
+// ---- backward_weight: A[co, (b, q)] = dY[b, g·Cog + co, q] (k contiguous), B[(b, oy, ox),
+// (ci, kh, kw)] = x[b, g·Cig + ci, oy·s + kh − pad, ox·s + kw − pad] (k contiguous too:
+// neighbouring threads read neighbouring output positions of one weight).
+
+fn cw_part(z: u32) -> Part {
+    let split = z % p.splits;
+    let begin = min(split * p.per, CN * OHW);
+    return Part(z / p.splits, split, begin, min(begin + p.per, CN * OHW));
+}
+fn cw_a_row(t: Part, m: u32) -> u32 {
+    return select(NONE, (t.g * COG + m) * OHW, m < COG);
+}
+fn cw_a_at(t: Part, r: u32, k: u32) -> f32 {
+    if r == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    return mat_a[r + (k / OHW) * CO * OHW + k % OHW];
+}
+fn cw_b_col(t: Part, n: u32) -> Field {
+    if n >= CIG * KK {
+        return Field(NONE, 0, 0);
+    }
+    let r = n % KK;
+    return Field((t.g * CIG + n / KK) * HW, i32(r / KS) - i32(CP), i32(r % KS) - i32(CP));
+}
+fn cw_b_at(t: Part, f: Field, k: u32) -> f32 {
+    if f.base == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    let b = k / OHW;
+    let q = k % OHW;
+    let iy = u32(i32((q / COW) * CS) + f.iy);
+    let ix = u32(i32((q % COW) * CS) + f.ix);
+    if iy >= CH || ix >= CW {
+        return 0.0;
+    }
+    return mat_b[f.base + b * CI * HW + iy * CW + ix];
+}
+fn cw_store1(t: Part, m: u32, n: u32, v: f32) {
+    if n >= CIG * KK {
+        return;
+    }
+    let idx = (t.g * COG + m) * CIG * KK + n;
+    if p.splits == 1u {
+        accumulate_store(idx, v);
+    } else {
+        out[t.split * CO * CIG * KK + idx] = v;
+    }
+}
+fn cw_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    if m >= COG {
+        return;
+    }
+    cw_store1(t, m, n, v.x);
+    cw_store1(t, m, n + 1u, v.y);
+    cw_store1(t, m, n + 2u, v.z);
+    cw_store1(t, m, n + 3u, v.w);
 }

@@ -1,6 +1,8 @@
-// conv_common.wgsl: what conv.wgsl and conv_direct.wgsl share, prepended to both (see
-// `Shader::prelude`): the uniform `Params` (src/gpu/conv.rs `ConvParams`), the bindings and
-// the store that honours flags bit 1 (accumulate into `out`).
+// conv_common.wgsl: what conv.wgsl, conv_direct.wgsl and conv_sums.wgsl share, prepended to
+// each (see `Shader::prelude`): the uniform `Params` (src/gpu/conv.rs `ConvParams`), the
+// bindings, the store that honours flags bit 1 (accumulate into `out`) and the forward's
+// fused activation (`act`: 0 none, 1 ReLU, 2 tanh, applied after the bias).
+// `per` is the tiled backward_weight's K per split (a multiple of its K step).
 
 struct Params {
     n: u32,
@@ -16,9 +18,9 @@ struct Params {
     ow: u32,
     flags: u32,
     splits: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    per: u32,
+    act: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,4 +35,13 @@ fn accumulate_store(idx: u32, v: f32) {
     } else {
         out[idx] = v;
     }
+}
+
+fn activate(x: f32) -> f32 {
+    if p.act == 1u {
+        return max(x, 0.0);
+    } else if p.act == 2u {
+        return tanh(x);
+    }
+    return x;
 }

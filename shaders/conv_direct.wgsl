@@ -8,7 +8,7 @@
 // faster than conv.wgsl's and a whole training step 3.2× (benches/engine.rs, step.rs). On a
 // GPU conv.wgsl is the one used.
 //
-//   forward          y[b, g·Cog + m, oy, ox]  = bias + Σ_{ci,kh,kw} w · x
+//   forward          y[b, g·Cog + m, oy, ox]  = act(bias + Σ_{ci,kh,kw} w · x)
 //   backward_input   dX[b, g·Cig + m, iy, ix] = Σ_{co,kh,kw} w · dY (where the output exists)
 //   backward_weight  dW[g·Cog + m, (ci,kh,kw)] (+)= Σ_{b,oy,ox} dY · x
 //
@@ -17,7 +17,7 @@
 // WG apart so that neighbouring lanes read neighbouring addresses.
 // Dispatch: (ceil(columns / (WG·TN)), ceil(rows / TM), G) and, for backward_weight,
 // z = G·splits: split s sums over its own range of the batch; with splits > 1 the partial
-// sums go to `out` = scratch [splits, C_out·Cig·k·k] and conv.wgsl's reduce_splits adds them.
+// sums go to `out` = scratch [splits, C_out·Cig·k·k] and conv_sums.wgsl's reduce_splits adds them.
 
 const WG: u32 = 64u;
 const TM: u32 = 8u;
@@ -101,7 +101,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             if col < cols {
                 let b = col / ohw;
                 let q = col % ohw;
-                out[(b * p.c_out + co) * ohw + q] = acc[i][j] + bias[co];
+                out[(b * p.c_out + co) * ohw + q] = activate(acc[i][j] + bias[co]);
             }
         }
     }

@@ -3,7 +3,9 @@
 // 1/(1 − p_drop); backward recomputes the same mask from (seed, index). Needs random.wgsl.
 //
 // Params (binding 0, uniform): n (elements in this chunk), base (global index of element 0 of
-// the chunk), seed, p_drop, scale = 1/(1 − p_drop).
+// the chunk), slot (which of the step's seeds), p_drop, scale = 1/(1 − p_drop).
+// Step (binding 2, uniform, src/gpu/step.rs `StepScalars`): the seed is `seeds[slot]`; it
+// changes every step, so it lives apart from the params (the bind group stays the same).
 //
 // forward:   binding 1 `data` [n] read_write: x on entry, y on exit.
 // backward:  binding 1 `data` [n] read_write: dY on entry, dX on exit.
@@ -13,7 +15,7 @@
 struct Params {
     n: u32,
     base: u32,
-    seed: u32,
+    slot: u32,
     p_drop: f32,
     scale: f32,
     _pad0: u32,
@@ -24,8 +26,18 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> data: array<f32>;
 
+struct Step {
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    _pad: u32,
+    seeds: vec4<u32>,
+}
+
+@group(0) @binding(2) var<uniform> s: Step;
+
 fn apply(i: u32) {
-    let keep = uniform01(p.seed, p.base + i) >= p.p_drop;
+    let keep = uniform01(s.seeds[p.slot], p.base + i) >= p.p_drop;
     // Multiply by the mask (not select 0): a dropped negative value becomes −0.0 as on the
     // CPU, so GPU and reference agree bit for bit.
     data[i] = data[i] * select(0.0, p.scale, keep);

@@ -1,22 +1,27 @@
-// gemm.wgsl: tiled f32 GEMM, C[M,N] = alpha·op(A)·op(B) (+ bias[N]) (+ C if accumulating),
-// all matrices row-major with leading dimensions lda/ldb/ldc and element offsets into their
-// bindings (the launcher binds windows of tensors larger than one binding).
+// gemm.wgsl: f32 GEMM, C[M,N] = act(alpha·op(A)·op(B) (+ bias[N]) (+ C)), all matrices
+// row-major with leading dimensions lda/ldb/ldc and element offsets into their bindings (the
+// launcher binds windows of tensors larger than one binding). The tile loop is the generated
+// core of src/gpu/tiles.rs; this file gives it the operands and the epilogue.
 //
-// The three entry points are the fully connected layer's three products:
-//   forward          C = A·Bᵀ (+ bias): y[M=batch, N=out] = x[M,K=in] · W[N,K]ᵀ + b
-//   backward_input   C = A·B:           dX[M,N=in] = dY[M,K=out] · W[K,N]
-//   backward_weight  C = Aᵀ·B:          dW[M=out,N=in] = dY[K=batch,M]ᵀ · X[K,N]
-//   backward_bias    c[N] (+)= Σ_m A[m, n]   (bias gradient: column sums of dY)
+// The three products of a fully connected layer, one GEMM entry each:
+//   forward          C = A·Bᵀ (+ bias, act): y[M=batch, N=out] = x[M,K=in] · W[N,K]ᵀ + b
+//   backward_input   C = A·B:               dX[M,N=in] = dY[M,K=out] · W[K,N]
+//   backward_weight  C = Aᵀ·B:              dW[M=out,N=in] = dY[K=batch,M]ᵀ · X[K,N]
+// and two plain entries:
+//   reduce           C = epilogue(Σ_s partial[s])  (split-K; see below)
+//   backward_bias    c[N] (+)= Σ_m A[m, n]         (bias gradient: column sums of dY)
 //
-// Bindings: 0 `p` Params (uniform); 1 `a` read; 2 `b` read (not backward_bias);
-//           3 `c` read_write; 4 `bias` [N] read (forward only; used when flags bit 0).
+// Bindings: 0 `p` Params (uniform); 1 `a` read (reduce: the partials); 2 `b` read (GEMM
+// entries); 3 `c` read_write; 4 `bias` [N] read (forward and reduce; read when flags bit 0).
 // flags: bit 0 add bias, bit 1 accumulate (C += result instead of C = result).
+// act: 0 none, 1 ReLU, 2 tanh, applied last (the forward's fused activation).
 //
-// Tiling: a workgroup of WG_N×WG_M threads computes a BM×BN tile (BM = 4·WG_M, BN = 4·WG_N)
-// with 4×4 outputs per thread in registers, stepping K by TILE_K through workgroup-shared
-// tiles. WG_M, WG_N, TILE_K are override constants (defaults 16, 16, 16: 64×64 tiles).
-// Dispatch: (ceil(N / BN), ceil(M / BM), 1). backward_bias: workgroup 256, dispatch
-// (ceil(N / 256), 1, 1). Every load and store is guarded by m < M, n < N, k < K.
+// Split-K: with splits > 1 the GEMM entries cover K in `splits` slices of `per` (a multiple
+// of the tile's K step), one per workgroup_id.z, and write raw products to `c` = a scratch
+// [splits, M, N]; `reduce` (workgroup 256, one invocation per element of C, dispatch
+// ceil(M·N / 256) over x and y) sums them and applies alpha, bias, accumulation and act.
+// Without splits the GEMM entries apply that epilogue themselves. Every load is guarded by
+// m < M, n < N, k < K and every store by m < M, n < N.
 
 struct Params {
     m: u32,
@@ -31,14 +36,11 @@ struct Params {
     ldb: u32,
     ldc: u32,
     alpha: f32,
+    splits: u32,
+    per: u32,
+    act: u32,
+    _pad: u32,
 }
-
-override WG_M: u32 = 16u;
-override WG_N: u32 = 16u;
-override TILE_K: u32 = 16u;
-
-const TM: u32 = 4u;
-const TN: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -46,140 +48,161 @@ const TN: u32 = 4u;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-// As[kk * (BM + 1) + mm] = op(A)[m0 + mm, k0 + kk]; Bs[kk * (BN + 1) + nn] = op(B)[k0 + kk, n0 + nn].
-// Rows of the shared tiles are padded by one float: the k-contiguous loads store with a row
-// stride, and an unpadded stride of 64 floats would put a warp's stores in one memory bank.
-var<workgroup> As: array<f32, (WG_M * 4u + 1u) * TILE_K>;
-var<workgroup> Bs: array<f32, (WG_N * 4u + 1u) * TILE_K>;
+// A row or column that does not exist: its loads give 0.
+const NONE: u32 = 0xffffffffu;
 
-// The BM×BN tile at (m0, n0), returned as 4 rows of 4 columns per thread. `ta`/`tb` are
-// literals at every call, so the branches fold away after inlining.
-fn gemm_tile(ta: bool, tb: bool, m0: u32, n0: u32, tx: u32, ty: u32, lidx: u32) -> array<vec4<f32>, 4> {
-    let bm = WG_M * TM;
-    let bn = WG_N * TN;
-    let threads = WG_M * WG_N;
-    var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // Consecutive threads read consecutive addresses of whichever index is contiguous.
-        for (var e = lidx; e < bm * TILE_K; e += threads) {
-            var mm: u32;
-            var kk: u32;
-            if ta {
-                mm = e % bm;
-                kk = e / bm;
-            } else {
-                kk = e % TILE_K;
-                mm = e / TILE_K;
-            }
-            let gm = m0 + mm;
-            let gk = k0 + kk;
-            var v = 0.0;
-            if gm < p.m && gk < p.k {
-                if ta {
-                    v = a[p.a_off + gk * p.lda + gm];
-                } else {
-                    v = a[p.a_off + gm * p.lda + gk];
-                }
-            }
-            As[kk * (bm + 1u) + mm] = v;
-        }
-        for (var e = lidx; e < bn * TILE_K; e += threads) {
-            var nn: u32;
-            var kk: u32;
-            if tb {
-                kk = e % TILE_K;
-                nn = e / TILE_K;
-            } else {
-                nn = e % bn;
-                kk = e / bn;
-            }
-            let gn = n0 + nn;
-            let gk = k0 + kk;
-            var v = 0.0;
-            if gn < p.n && gk < p.k {
-                if tb {
-                    v = b[p.b_off + gn * p.ldb + gk];
-                } else {
-                    v = b[p.b_off + gk * p.ldb + gn];
-                }
-            }
-            Bs[kk * (bn + 1u) + nn] = v;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let ai = kk * (bm + 1u) + ty * TM;
-            let bi = kk * (bn + 1u) + tx * TN;
-            let av = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
-            let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
-        }
-        workgroupBarrier();
-    }
-    return acc;
+fn gemm_part(z: u32) -> Part {
+    let begin = min(z * p.per, p.k);
+    return Part(0u, z, begin, min(begin + p.per, p.k));
 }
 
-fn store(gm: u32, gn: u32, v: f32) {
-    let idx = p.c_off + gm * p.ldc + gn;
-    var out = v;
+// op(A) = A [M,K] (forward, backward_input): row m starts at a_off + m·lda.
+fn a_rows(m: u32) -> u32 {
+    return select(NONE, p.a_off + m * p.lda, m < p.m);
+}
+fn a_rows_at(t: Part, r: u32, k: u32) -> f32 {
+    if r == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    return a[r + k];
+}
+// op(B) = B [K,N] (backward_input, backward_weight): column n starts at b_off + n.
+fn b_cols(n: u32) -> u32 {
+    return select(NONE, p.b_off + n, n < p.n);
+}
+fn b_cols_at(t: Part, c0: u32, k: u32) -> f32 {
+    if c0 == NONE || k >= t.k_end {
+        return 0.0;
+    }
+    return b[c0 + k * p.ldb];
+}
+
+fn activate(x: f32) -> f32 {
+    if p.act == 1u {
+        return max(x, 0.0);
+    } else if p.act == 2u {
+        return tanh(x);
+    }
+    return x;
+}
+
+// C[m, n] from the product `v` (unscaled), or its split-K partial.
+fn store1(t: Part, m: u32, n: u32, v: f32) {
+    if n >= p.n {
+        return;
+    }
+    if p.splits > 1u {
+        c[(t.split * p.m + m) * p.n + n] = v;
+        return;
+    }
+    let idx = p.c_off + m * p.ldc + n;
+    var y = p.alpha * v;
+    if (p.flags & 1u) != 0u {
+        y += bias[p.bias_off + n];
+    }
     if (p.flags & 2u) != 0u {
-        out += c[idx];
+        y += c[idx];
     }
-    c[idx] = out;
+    c[idx] = activate(y);
 }
 
-@compute @workgroup_size(WG_N, WG_M)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let acc = gemm_tile(false, true, m0, n0, lid.x, lid.y, lidx);
-    for (var i = 0u; i < TM; i++) {
-        let gm = m0 + lid.y * TM + i;
-        for (var j = 0u; j < TN; j++) {
-            let gn = n0 + lid.x * TN + j;
-            if gm < p.m && gn < p.n {
-                var v = p.alpha * acc[i][j];
-                if (p.flags & 1u) != 0u {
-                    v += bias[p.bias_off + gn];
-                }
-                store(gm, gn, v);
-            }
-        }
+fn store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    if m >= p.m {
+        return;
     }
+    store1(t, m, n, v.x);
+    store1(t, m, n + 1u, v.y);
+    store1(t, m, n + 2u, v.z);
+    store1(t, m, n + 3u, v.w);
 }
 
-@compute @workgroup_size(WG_N, WG_M)
-fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let acc = gemm_tile(false, false, m0, n0, lid.x, lid.y, lidx);
-    for (var i = 0u; i < TM; i++) {
-        let gm = m0 + lid.y * TM + i;
-        for (var j = 0u; j < TN; j++) {
-            let gn = n0 + lid.x * TN + j;
-            if gm < p.m && gn < p.n {
-                store(gm, gn, p.alpha * acc[i][j]);
-            }
-        }
+// forward: C = A·Bᵀ, B = W [N,K] (k contiguous).
+fn fwd_part(z: u32) -> Part {
+    return gemm_part(z);
+}
+fn fwd_a_row(t: Part, m: u32) -> u32 {
+    return a_rows(m);
+}
+fn fwd_a_at(t: Part, r: u32, k: u32) -> f32 {
+    return a_rows_at(t, r, k);
+}
+fn fwd_b_col(t: Part, n: u32) -> u32 {
+    return select(NONE, p.b_off + n * p.ldb, n < p.n);
+}
+fn fwd_b_at(t: Part, c0: u32, k: u32) -> f32 {
+    if c0 == NONE || k >= t.k_end {
+        return 0.0;
     }
+    return b[c0 + k];
+}
+fn fwd_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    store4(t, m, n, v);
 }
 
-@compute @workgroup_size(WG_N, WG_M)
-fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-    let m0 = wid.y * WG_M * TM;
-    let n0 = wid.x * WG_N * TN;
-    let acc = gemm_tile(true, false, m0, n0, lid.x, lid.y, lidx);
-    for (var i = 0u; i < TM; i++) {
-        let gm = m0 + lid.y * TM + i;
-        for (var j = 0u; j < TN; j++) {
-            let gn = n0 + lid.x * TN + j;
-            if gm < p.m && gn < p.n {
-                store(gm, gn, p.alpha * acc[i][j]);
-            }
-        }
+// backward_input: C = A·B.
+fn bwi_part(z: u32) -> Part {
+    return gemm_part(z);
+}
+fn bwi_a_row(t: Part, m: u32) -> u32 {
+    return a_rows(m);
+}
+fn bwi_a_at(t: Part, r: u32, k: u32) -> f32 {
+    return a_rows_at(t, r, k);
+}
+fn bwi_b_col(t: Part, n: u32) -> u32 {
+    return b_cols(n);
+}
+fn bwi_b_at(t: Part, c0: u32, k: u32) -> f32 {
+    return b_cols_at(t, c0, k);
+}
+fn bwi_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    store4(t, m, n, v);
+}
+
+// backward_weight: C = Aᵀ·B, A stored [K,M] (m contiguous): op(A)[m, k] = a[a_off + k·lda + m].
+fn bww_part(z: u32) -> Part {
+    return gemm_part(z);
+}
+fn bww_a_row(t: Part, m: u32) -> u32 {
+    return select(NONE, p.a_off + m, m < p.m);
+}
+fn bww_a_at(t: Part, r: u32, k: u32) -> f32 {
+    if r == NONE || k >= t.k_end {
+        return 0.0;
     }
+    return a[r + k * p.lda];
+}
+fn bww_b_col(t: Part, n: u32) -> u32 {
+    return b_cols(n);
+}
+fn bww_b_at(t: Part, c0: u32, k: u32) -> f32 {
+    return b_cols_at(t, c0, k);
+}
+fn bww_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    store4(t, m, n, v);
+}
+
+@compute @workgroup_size(256)
+fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
+    if i >= p.m * p.n {
+        return;
+    }
+    var s = 0.0;
+    for (var split = 0u; split < p.splits; split++) {
+        s += a[split * p.m * p.n + i];
+    }
+    let m = i / p.n;
+    let n = i % p.n;
+    let idx = p.c_off + m * p.ldc + n;
+    var y = p.alpha * s;
+    if (p.flags & 1u) != 0u {
+        y += bias[p.bias_off + n];
+    }
+    if (p.flags & 2u) != 0u {
+        y += c[idx];
+    }
+    c[idx] = activate(y);
 }
 
 // One invocation per column n: consecutive invocations read consecutive addresses of a row.

@@ -54,6 +54,24 @@ impl ConvShape {
     }
 }
 
+/// Shape of a fully connected layer: y `[N,Fout]` = x `[N,Fin]` · wᵀ, w `[Fout,Fin]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input features.
+    pub fin: usize,
+    /// Output features.
+    pub fout: usize,
+}
+
+impl LinearShape {
+    /// Multiply-adds of the forward pass (×2 for FLOPs).
+    pub fn macs(&self) -> usize {
+        self.n * self.fin * self.fout
+    }
+}
+
 /// Geometry of a max pooling (square window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShape {

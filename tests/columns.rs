@@ -75,11 +75,13 @@ fn one_device(
         net.upload_labels(&g, &b.labels).unwrap();
         let mut enc = g.encoder("t");
         let dr = Some(dropout(s as u64 + 1));
-        net.record_forward(&g, &mut enc, dr).unwrap();
-        net.record_loss(&g, &mut enc).unwrap();
-        net.record_backward(&g, &mut enc, dr).unwrap();
-        net.record_sgd(&g, &mut enc, HYPER.lr, HYPER.momentum, HYPER.weight_decay)
-            .unwrap();
+        {
+            let mut rec = net.recorder(&g, &mut enc);
+            net.record_forward(&mut rec, dr).unwrap();
+            net.record_loss(&mut rec).unwrap();
+            net.record_backward(&mut rec, dr).unwrap();
+            net.record_sgd(&mut rec, HYPER).unwrap();
+        }
         g.submit(enc);
         if s == 0 {
             first_grads = Some(net.download_grads(&g).unwrap());

@@ -125,7 +125,8 @@ fn network_layer(ck: &Checkpoint, mean: &[f32], name: &str) -> (Vec<f32>, usize)
         .upload(&gpu, &evaluation_view(&px.images, mean))
         .unwrap();
     let mut enc = gpu.encoder("test.forward");
-    net.record_forward(&gpu, &mut enc, None).unwrap();
+    net.record_forward(&mut net.recorder(&gpu, &mut enc), None)
+        .unwrap();
     gpu.submit(enc);
     let acts = net.activations();
     let (_, shape, t) = acts.iter().find(|(n, _, _)| *n == name).unwrap();

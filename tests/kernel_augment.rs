@@ -24,7 +24,9 @@ fn run(
     augment::upload_draws(gpu, &draws_t, draws).unwrap();
     let out = Tensor::zeros(gpu, s.n * 3 * s.crop * s.crop, "test.out");
     let mut enc = gpu.encoder("test");
-    augment::forward(gpu, &mut enc, s, &img_t, &mean_t, &draws_t, &out, scale).unwrap();
+    let mut rec = alexnet::gpu::Recorder::new(gpu, &mut enc);
+    augment::forward(&mut rec, s, &img_t, &mean_t, &draws_t, &out, scale).unwrap();
+    drop(rec);
     gpu.submit(enc);
     out.download(gpu).unwrap()
 }

@@ -2,9 +2,13 @@
 //! awkward shapes (no tile multiples, batch 1 and 3, groups 1 and 2, stride 4 with k 11, odd
 //! channel counts). Runs on the first real GPU, else on lavapipe; with no adapter at all the
 //! tests fail and say to install `mesa-vulkan-drivers`.
-use alexnet::gpu::{self, conv, gemm, Gpu, Tensor};
+use alexnet::gpu::dropout::SeedSlot;
+use alexnet::gpu::gemm::TilePolicy;
+use alexnet::gpu::step::{StepBuffer, StepScalars};
+use alexnet::gpu::tiles::TileConfig;
+use alexnet::gpu::{self, conv, gemm, Gpu, Recorder, Tensor};
 use alexnet::reference::{self as r, check_close, random_tensor};
-use alexnet::shape::{Activation, ConvShape, LrnParams, PoolShape};
+use alexnet::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
 
 fn device() -> Gpu {
     match Gpu::best() {
@@ -17,10 +21,24 @@ fn up(g: &Gpu, data: &[f32], label: &str) -> Tensor {
     Tensor::from_slice(g, data, label)
 }
 
-fn run(g: &Gpu, f: impl FnOnce(&mut wgpu::CommandEncoder) -> gpu::Result<()>) {
+fn run(g: &Gpu, f: impl FnOnce(&mut Recorder<'_>) -> gpu::Result<()>) {
     let mut enc = g.encoder("test");
-    f(&mut enc).expect("record");
+    {
+        let mut rec = Recorder::new(g, &mut enc);
+        f(&mut rec).expect("record");
+    }
     g.submit(enc);
+}
+
+/// A step buffer whose seed slot 0 is `seed`.
+fn seeded(g: &Gpu, seed: u32) -> StepBuffer {
+    StepBuffer::new(
+        g,
+        &StepScalars {
+            seeds: [seed, 0, 0, 0],
+            ..StepScalars::default()
+        },
+    )
 }
 
 fn down(g: &Gpu, t: &Tensor) -> Vec<f32> {
@@ -34,10 +52,31 @@ fn close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     }
 }
 
+/// Every tile configuration the launchers pick (the GPU's 128×128 of 8×8 a thread, heights
+/// fitted to narrow products, the CPU adapter's 64×64 of 4×4), with and without split-K.
+fn gemm_configs() -> Vec<(TileConfig, Option<usize>)> {
+    let narrow = TileConfig {
+        bm: 8,
+        ..TileConfig::LARGE
+    };
+    let ninety_six = TileConfig {
+        bm: 96,
+        ..TileConfig::LARGE
+    };
+    vec![
+        (TileConfig::LARGE, Some(1)),
+        (TileConfig::LARGE, Some(3)),
+        (ninety_six, Some(2)),
+        (narrow, Some(1)),
+        (TileConfig::SMALL, Some(1)),
+        (TileConfig::SMALL, Some(4)),
+    ]
+}
+
 #[test]
-fn gemm_three_forms_bias_accumulate_and_bias_grad() {
+fn gemm_three_forms_bias_activation_accumulate_and_bias_grad() {
     let g = device();
-    for &(m, n, k) in &[(1, 7, 5), (3, 70, 33), (67, 45, 129)] {
+    for &(m, n, k) in &[(1, 7, 5), (3, 70, 33), (67, 45, 129), (130, 131, 37)] {
         let x = random_tensor(1, m * k, 1.0);
         let w = random_tensor(2, n * k, 1.0);
         let b = random_tensor(3, n, 1.0);
@@ -48,50 +87,113 @@ fn gemm_three_forms_bias_accumulate_and_bias_grad() {
             up(&g, &b, "t.b"),
             up(&g, &dy, "t.dy"),
         );
-        let y = Tensor::zeros(&g, m * n, "t.y");
-        let dx = Tensor::zeros(&g, m * k, "t.dx");
-        let dw = up(&g, &vec![0.5; n * k], "t.dw");
-        let db = Tensor::zeros(&g, n, "t.db");
-        run(&g, |e| {
-            gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)?;
-            gemm::linear_backward_input(&g, e, &tdy, &tw, &dx, m, n, k, false)?;
-            // Accumulate onto 0.5 to test β = 1.
-            gemm::linear_backward_weight(&g, e, &tdy, &tx, &dw, m, n, k, true)?;
-            gemm::linear_backward_bias(&g, e, &tdy, &db, m, n, false)
-        });
         let want_y = r::linear_forward(m, k, n, &x, &w, &b);
         let (want_dx, want_dw, want_db) = r::linear_backward(m, k, n, &dy, &x, &w);
         let want_dw: Vec<f32> = want_dw.iter().map(|v| v + 0.5).collect();
-        let tag = format!("gemm m{m} n{n} k{k}");
+        for (tile, splits) in gemm_configs() {
+            let y = Tensor::zeros(&g, m * n, "t.y");
+            let y_relu = Tensor::zeros(&g, m * n, "t.y_relu");
+            let y_tanh = Tensor::zeros(&g, m * n, "t.y_tanh");
+            let dx = Tensor::zeros(&g, m * k, "t.dx");
+            let dw = up(&g, &vec![0.5; n * k], "t.dw");
+            let args = |form, a, bb, c, act, acc| gemm::GemmArgs {
+                form,
+                m: if form == gemm::GemmForm::AtB { n } else { m },
+                n: match form {
+                    gemm::GemmForm::ABt => n,
+                    _ => k,
+                },
+                k: match form {
+                    gemm::GemmForm::ABt => k,
+                    gemm::GemmForm::AB => n,
+                    gemm::GemmForm::AtB => m,
+                },
+                a,
+                b: bb,
+                c,
+                bias: (form == gemm::GemmForm::ABt).then_some(&tb),
+                accumulate: acc,
+                alpha: 1.0,
+                act,
+            };
+            run(&g, |e| {
+                use gemm::GemmForm::*;
+                gemm::record_with(e, &args(ABt, &tx, &tw, &y, None, false), tile, splits)?;
+                let relu = args(ABt, &tx, &tw, &y_relu, Some(Activation::Relu), false);
+                gemm::record_with(e, &relu, tile, splits)?;
+                let tanh = args(ABt, &tx, &tw, &y_tanh, Some(Activation::Tanh), false);
+                gemm::record_with(e, &tanh, tile, splits)?;
+                gemm::record_with(e, &args(AB, &tdy, &tw, &dx, None, false), tile, splits)?;
+                // Accumulate onto 0.5 to test β = 1.
+                gemm::record_with(e, &args(AtB, &tdy, &tx, &dw, None, true), tile, splits)
+            });
+            let tag = format!("gemm m{m} n{n} k{k} tile {} splits {splits:?}", tile.tag());
+            close(
+                &format!("{tag} forward y"),
+                &down(&g, &y),
+                &want_y,
+                1e-4,
+                1e-4,
+            );
+            for (act, t) in [(Activation::Relu, &y_relu), (Activation::Tanh, &y_tanh)] {
+                close(
+                    &format!("{tag} forward {act:?}(y)"),
+                    &down(&g, t),
+                    &r::activation_forward(act, &want_y),
+                    1e-4,
+                    1e-4,
+                );
+            }
+            close(
+                &format!("{tag} backward_input dx"),
+                &down(&g, &dx),
+                &want_dx,
+                1e-4,
+                1e-4,
+            );
+            close(
+                &format!("{tag} backward_weight dw (accumulated)"),
+                &down(&g, &dw),
+                &want_dw,
+                1e-4,
+                1e-4,
+            );
+        }
+        let ls = LinearShape {
+            n: m,
+            fin: k,
+            fout: n,
+        };
+        let db = Tensor::zeros(&g, n, "t.db");
+        run(&g, |e| gemm::linear_backward_bias(e, &ls, &tdy, &db, false));
         close(
-            &format!("{tag} forward y"),
-            &down(&g, &y),
-            &want_y,
-            1e-4,
-            1e-4,
-        );
-        close(
-            &format!("{tag} backward_input dx"),
-            &down(&g, &dx),
-            &want_dx,
-            1e-4,
-            1e-4,
-        );
-        close(
-            &format!("{tag} backward_weight dw (accumulated)"),
-            &down(&g, &dw),
-            &want_dw,
-            1e-4,
-            1e-4,
-        );
-        close(
-            &format!("{tag} backward_bias db"),
+            &format!("gemm m{m} n{n} backward_bias db"),
             &down(&g, &db),
             &want_db,
             1e-4,
             1e-4,
         );
     }
+}
+
+#[test]
+fn gemm_policies_pick_valid_tiles_and_split_short_wide_products() {
+    let mut g = device();
+    g.tiles = TilePolicy::Gpu;
+    // fc6 of the paper at batch 128: 32 tiles of 128×128, split along K to fill a GPU.
+    let t = gemm::tile_for(&g, 128);
+    assert_eq!((t.bm, t.bn, t.tm, t.tn), (128, 128, 8, 8));
+    let splits = gemm::splits_for(&g, &t, 128, 4096, 9216, 256 << 20);
+    assert!(splits >= 4, "fc6 forward splits {splits}");
+    // A big square product needs no split; a narrow one gets a fitted tile height.
+    assert_eq!(gemm::splits_for(&g, &t, 4096, 4096, 4096, 256 << 20), 1);
+    assert_eq!(gemm::tile_for(&g, 96).bm, 96);
+    assert_eq!(gemm::tile_for(&g, 48).bm, 48);
+    assert_eq!(gemm::tile_for(&g, 192).bm, 96);
+    assert_eq!(gemm::tile_for(&g, 384).bm, 128);
+    g.tiles = TilePolicy::Cpu;
+    assert_eq!(gemm::tile_for(&g, 128), TileConfig::SMALL);
+    assert_eq!(gemm::splits_for(&g, &t, 128, 4096, 9216, 256 << 20), 1);
 }
 
 #[test]
@@ -122,17 +224,23 @@ fn gemm_splits_operands_larger_than_a_binding() {
         bias: Some(&tb),
         accumulate: false,
         alpha: 1.0,
+        act: None,
     };
     let plan = gemm::plan(&args, g.binding_limit, g.offset_alignment()).expect("plan");
     assert!(plan.len() > 1, "the weight should be split, got {plan:?}");
     let y = Tensor::zeros(&g, m * n, "t.y");
     let dx = Tensor::zeros(&g, m * k, "t.dx");
     let dw = Tensor::zeros(&g, n * k, "t.dw");
+    let ls = LinearShape {
+        n: m,
+        fin: k,
+        fout: n,
+    };
     run(&g, |e| {
-        gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)?;
+        gemm::linear_forward(e, &ls, &tx, &tw, Some(&tb), &y, None)?;
         // dX = dY·W reduces over N: a K-dimension split that must accumulate its chunks.
-        gemm::linear_backward_input(&g, e, &tdy, &tw, &dx, m, n, k, false)?;
-        gemm::linear_backward_weight(&g, e, &tdy, &tx, &dw, m, n, k, false)
+        gemm::linear_backward_input(e, &ls, &tdy, &tw, &dx, false)?;
+        gemm::linear_backward_weight(e, &ls, &tdy, &tx, &dw, false)
     });
     let want_y = r::linear_forward(m, k, n, &x, &w, &b);
     let (want_dx, want_dw, _) = r::linear_backward(m, k, n, &dy, &x, &w);
@@ -157,14 +265,20 @@ fn gemm_splits_operands_larger_than_a_binding() {
     assert!(err.to_string().contains("binding"), "{err}");
 }
 
-/// Both convolution kernels (tiled for GPUs, direct for CPU adapters) on one shape.
+/// Both convolution kernels (tiled for GPUs, direct for CPU adapters) on one shape, the
+/// tiled one with the GPU's tiles and with a CPU adapter's.
 fn conv_case(g: &mut Gpu, s: ConvShape, seed: u32) {
-    let chosen = g.conv_kernels;
-    for kernels in [conv::ConvKernels::Tiled, conv::ConvKernels::Direct] {
+    let chosen = (g.conv_kernels, g.tiles);
+    for (kernels, tiles) in [
+        (conv::ConvKernels::Tiled, TilePolicy::Gpu),
+        (conv::ConvKernels::Tiled, TilePolicy::Cpu),
+        (conv::ConvKernels::Direct, TilePolicy::Cpu),
+    ] {
         g.conv_kernels = kernels;
+        g.tiles = tiles;
         conv_case_with(g, s, seed);
     }
-    g.conv_kernels = chosen;
+    (g.conv_kernels, g.tiles) = chosen;
 }
 
 fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
@@ -179,23 +293,31 @@ fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
         up(g, &dy, "t.dy"),
     );
     let y = Tensor::zeros(g, s.output_len(), "t.y");
-    let dx = Tensor::zeros(g, s.input_len(), "t.dx");
+    let y_relu = Tensor::zeros(g, s.output_len(), "t.y_relu");
+    let y_tanh = Tensor::zeros(g, s.output_len(), "t.y_tanh");
+    let dx = up(g, &vec![-0.5; s.input_len()], "t.dx");
     let dw = Tensor::zeros(g, s.weight_len(), "t.dw");
     let db = up(g, &vec![1.0; s.c_out], "t.db");
     let dw_split = up(g, &vec![0.25; s.weight_len()], "t.dw_split");
     run(g, |e| {
-        conv::forward(g, e, &s, &tx, &tw, &tb, &y)?;
-        conv::backward_input(g, e, &s, &tdy, &tw, &dx, false)?;
-        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw, false, 1)?;
+        conv::forward(e, &s, &tx, &tw, &tb, &y, None)?;
+        conv::forward(e, &s, &tx, &tw, &tb, &y_relu, Some(Activation::Relu))?;
+        conv::forward(e, &s, &tx, &tw, &tb, &y_tanh, Some(Activation::Tanh))?;
+        // Accumulated onto −0.5.
+        conv::backward_input(e, &s, &tdy, &tw, &dx, true)?;
+        conv::backward_weight_split(e, &s, &tdy, &tx, &dw, false, 1)?;
         // Split-K with partials, accumulated onto 0.25.
-        conv::backward_weight_split(g, e, &s, &tdy, &tx, &dw_split, true, 3)?;
-        conv::backward_bias(g, e, &s, &tdy, &db, true)
+        conv::backward_weight_split(e, &s, &tdy, &tx, &dw_split, true, 3)?;
+        conv::backward_bias(e, &s, &tdy, &db, true)
     });
     let want_y = r::conv2d_forward(&s, &x, &w, &b);
-    let want_dx = r::conv2d_backward_input(&s, &dy, &w);
+    let want_dx: Vec<f32> = r::conv2d_backward_input(&s, &dy, &w)
+        .iter()
+        .map(|v| v - 0.5)
+        .collect();
     let (want_dw, want_db) = r::conv2d_backward_weight(&s, &dy, &x);
     let want_db: Vec<f32> = want_db.iter().map(|v| v + 1.0).collect();
-    let tag = format!("conv {:?} {s:?}", g.conv_kernels);
+    let tag = format!("conv {:?} {:?} {s:?}", g.conv_kernels, g.tiles);
     close(
         &format!("{tag} forward y"),
         &down(g, &y),
@@ -203,8 +325,17 @@ fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
         1e-4,
         1e-4,
     );
+    for (act, t) in [(Activation::Relu, &y_relu), (Activation::Tanh, &y_tanh)] {
+        close(
+            &format!("{tag} forward {act:?}(y)"),
+            &down(g, t),
+            &r::activation_forward(act, &want_y),
+            1e-4,
+            1e-4,
+        );
+    }
     close(
-        &format!("{tag} backward_input dx"),
+        &format!("{tag} backward_input dx (accumulated)"),
         &down(g, &dx),
         &want_dx,
         1e-4,
@@ -328,8 +459,9 @@ fn conv_past_one_workgroup_of_columns() {
 
 #[test]
 fn conv_narrow_layers_use_every_tile_height() {
-    // Output channels a group of 13, 27 and 40 (and input channels a group of 9 and 20 for
-    // backward_input): every tile height `tiles_for_rows` picks, each with rows past the end.
+    // Output channels a group of 13, 27 and 40 (and input channels a group of 9, 20 and 5 for
+    // backward_input): tile heights fitted to each (rounded up to 8), each with rows past the
+    // end.
     let mut g = device();
     let shapes = [
         (18, 26, 2, 5, 2, 1, 11),
@@ -349,12 +481,14 @@ fn conv_narrow_layers_use_every_tile_height() {
             pad,
             groups,
         };
+        g.tiles = TilePolicy::Gpu;
         for m in [c_out / groups, c_in / groups] {
-            heights.insert(conv::tiles_for_rows(m).wg_m);
+            heights.insert(conv::tile_for(&g, m).bm);
         }
+        g.tiles = TilePolicy::for_device(g.adapter.device_type);
         conv_case(&mut g, s, 60 + 10 * i as u32);
     }
-    assert_eq!(heights.len(), 4, "tile heights covered: {heights:?}");
+    assert_eq!(heights.len(), 5, "tile heights covered: {heights:?}");
 }
 
 #[test]
@@ -365,7 +499,7 @@ fn activation_relu_and_tanh() {
         let x = random_tensor(60, n, 1.0);
         let dy = random_tensor(61, n, 1.0);
         let t = up(&g, &x, "t.x");
-        run(&g, |e| gpu::activation::forward(&g, e, act, &t));
+        run(&g, |e| gpu::activation::forward(e, act, &t));
         let y = down(&g, &t);
         close(
             &format!("activation {act:?} forward"),
@@ -375,7 +509,7 @@ fn activation_relu_and_tanh() {
             1e-5,
         );
         let td = up(&g, &dy, "t.dy");
-        run(&g, |e| gpu::activation::backward(&g, e, act, &td, &t));
+        run(&g, |e| gpu::activation::backward(e, act, &td, &t));
         close(
             &format!("activation {act:?} backward"),
             &down(&g, &td),
@@ -400,7 +534,6 @@ fn channel_slices_copy_and_accumulate() {
         let td = up(&g, &dst0, "t.dst");
         run(&g, |e| {
             gpu::channels::copy(
-                &g,
                 e,
                 Move { n, k, hw },
                 (&ts, Slice::at(src_c, src_off)),
@@ -427,8 +560,7 @@ fn channel_slices_copy_and_accumulate() {
     let td = up(&g, &dst0, "t.dst");
     let mut enc = g.encoder("t");
     let err = gpu::channels::copy(
-        &g,
-        &mut enc,
+        &mut Recorder::new(&g, &mut enc),
         Move { n, k: 6, hw },
         (&ts, Slice::at(src_c, src_off)),
         (&td, Slice::at(dst_c, dst_off)),
@@ -445,9 +577,7 @@ fn elementwise_ops_split_beyond_the_binding_limit() {
     let n = 1000;
     let x = random_tensor(62, n, 1.0);
     let t = up(&g, &x, "t.x");
-    run(&g, |e| {
-        gpu::activation::forward(&g, e, Activation::Relu, &t)
-    });
+    run(&g, |e| gpu::activation::forward(e, Activation::Relu, &t));
     close(
         "activation split forward",
         &down(&g, &t),
@@ -456,7 +586,9 @@ fn elementwise_ops_split_beyond_the_binding_limit() {
         0.0,
     );
     let t = up(&g, &x, "t.x");
-    run(&g, |e| gpu::dropout::forward(&g, e, &t, 99, 0.5));
+    let sb = seeded(&g, 99);
+    let seed = SeedSlot { step: &sb, slot: 0 };
+    run(&g, |e| gpu::dropout::forward(e, &t, seed, 0.5));
     close(
         "dropout split forward",
         &down(&g, &t),
@@ -480,8 +612,8 @@ fn lrn_forward_backward() {
         let tdb = up(&g, &db, "t.db");
         let tda = Tensor::zeros(&g, a.len(), "t.da");
         run(&g, |e| {
-            gpu::lrn::forward(&g, e, n, c, h * w, &lrn, &ta, &tb, &ts)?;
-            gpu::lrn::backward(&g, e, n, c, h * w, &lrn, &ta, &ts, &tdb, &tda)
+            gpu::lrn::forward(e, n, c, h * w, &lrn, &ta, &tb, &ts)?;
+            gpu::lrn::backward(e, n, c, h * w, &lrn, &ta, &ts, &tdb, &tda)
         });
         let tag = format!("lrn n{n} c{c} {h}×{w} std{std}");
         close(
@@ -529,8 +661,8 @@ fn maxpool_overlapping_with_ties() {
         let ty = Tensor::zeros(&g, sh.output_len(), "t.y");
         let tdx = Tensor::zeros(&g, sh.input_len(), "t.dx");
         run(&g, |e| {
-            gpu::maxpool::forward(&g, e, &sh, &tx, &ty)?;
-            gpu::maxpool::backward(&g, e, &sh, &tx, &tdy, &tdx)
+            gpu::maxpool::forward(e, &sh, &tx, &ty)?;
+            gpu::maxpool::backward(e, &sh, &tx, &tdy, &tdx)
         });
         let tag = format!("maxpool {sh:?}");
         close(
@@ -557,7 +689,9 @@ fn dropout_mask_is_bit_identical_to_the_cpu() {
     let x = random_tensor(90, n, 1.0);
     for (seed, p) in [(7u32, 0.5f32), (12345, 0.1), (3, 0.0)] {
         let t = up(&g, &x, "t.x");
-        run(&g, |e| gpu::dropout::forward(&g, e, &t, seed, p));
+        let sb = seeded(&g, seed);
+        let slot = SeedSlot { step: &sb, slot: 0 };
+        run(&g, |e| gpu::dropout::forward(e, &t, slot, p));
         let got = down(&g, &t);
         let want = r::dropout_forward(p, seed, &x);
         assert!(
@@ -566,7 +700,7 @@ fn dropout_mask_is_bit_identical_to_the_cpu() {
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "dropout forward seed {seed} p {p}: not bit-identical"
         );
-        run(&g, |e| gpu::dropout::backward(&g, e, &t, seed, p));
+        run(&g, |e| gpu::dropout::backward(e, &t, slot, p));
         let want2 = r::dropout_backward(p, seed, &want);
         assert!(
             down(&g, &t)
@@ -595,8 +729,8 @@ fn softmax_xent_loss_grad_and_topk() {
         let stats = Tensor::zeros(&g, n * 3, "t.stats");
         let dl = Tensor::zeros(&g, n * classes, "t.dlogits");
         run(&g, |e| {
-            gpu::softmax_xent::forward(&g, e, n, classes, &tl, &tlab, &stats)?;
-            gpu::softmax_xent::backward(&g, e, n, classes, &tl, &tlab, &dl)
+            gpu::softmax_xent::forward(e, n, classes, &tl, &tlab, &stats)?;
+            gpu::softmax_xent::backward(e, n, classes, &tl, &tlab, &dl)
         });
         let (want_loss, want_d) = r::softmax_cross_entropy(n, classes, &logits, &labels);
         let (loss, top1, top5) = gpu::softmax_xent::summarize(&down(&g, &stats));
@@ -618,7 +752,7 @@ fn softmax_xent_loss_grad_and_topk() {
     let tlab = Tensor::from_u32(&g, &[1], "t.labels");
     let stats = Tensor::zeros(&g, 3, "t.stats");
     run(&g, |e| {
-        gpu::softmax_xent::forward(&g, e, 1, 2, &tl, &tlab, &stats)
+        gpu::softmax_xent::forward(e, 1, 2, &tl, &tlab, &stats)
     });
     close(
         "softmax_xent large logits",
@@ -638,20 +772,16 @@ fn sgd_step_matches_reference() {
     let gr = random_tensor(112, n, 1.0);
     let (tw, tv, tg) = (up(&g, &w, "t.w"), up(&g, &v, "t.v"), up(&g, &gr, "t.g"));
     g.binding_limit = 512; // exercise the chunked path too
-    run(&g, |e| {
-        gpu::sgd::step(
-            &g,
-            e,
-            &tw,
-            &tv,
-            &tg,
-            gpu::sgd::SgdHyper {
-                lr: 0.01,
-                momentum: 0.9,
-                weight_decay: 0.0005,
-            },
-        )
-    });
+    let hyper = StepBuffer::new(
+        &g,
+        &StepScalars {
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0005,
+            ..StepScalars::default()
+        },
+    );
+    run(&g, |e| gpu::sgd::step(e, &tw, &tv, &tg, &hyper));
     let (mut ww, mut vv) = (w.clone(), v.clone());
     r::sgd_update(&mut ww, &mut vv, &gr, 0.01, 0.9, 0.0005);
     close("sgd w", &down(&g, &tw), &ww, 1e-7, 1e-6);
@@ -664,7 +794,7 @@ fn two_devices_on_one_adapter_both_compute() {
     let b = Gpu::new(a.adapter.index).expect("second device");
     for g in [&a, &b] {
         let t = up(g, &[-1.0, 2.0], "t.x");
-        run(g, |e| gpu::activation::forward(g, e, Activation::Relu, &t));
+        run(g, |e| gpu::activation::forward(e, Activation::Relu, &t));
         assert_eq!(down(g, &t), vec![0.0, 2.0]);
     }
 }
@@ -688,7 +818,7 @@ fn shape_errors_name_the_op_and_tensor() {
     let b = Tensor::zeros(&g, 4, "t.b");
     let y = Tensor::zeros(&g, s.output_len(), "t.y");
     let mut e = g.encoder("t");
-    let err = conv::forward(&g, &mut e, &s, &x, &w, &b, &y)
+    let err = conv::forward(&mut Recorder::new(&g, &mut e), &s, &x, &w, &b, &y, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("conv") && err.contains("`x`"), "{err}");
@@ -706,8 +836,13 @@ fn gemm_with_a_weight_larger_than_the_device_binding_limit() {
     let b = random_tensor(122, n, 1.0);
     let (tx, tw, tb) = (up(&g, &x, "t.x"), up(&g, &w, "t.w"), up(&g, &b, "t.b"));
     let y = Tensor::zeros(&g, m * n, "t.y");
+    let ls = LinearShape {
+        n: m,
+        fin: k,
+        fout: n,
+    };
     run(&g, |e| {
-        gemm::linear_forward(&g, e, &tx, &tw, Some(&tb), &y, m, n, k)
+        gemm::linear_forward(e, &ls, &tx, &tw, Some(&tb), &y, None)
     });
     close(
         "gemm > binding limit forward y",

@@ -1,6 +1,9 @@
 //! The whole network on the GPU (lavapipe in CI) against the CPU reference network: every
 //! activation `alexnet forward` reports, the loss, every parameter's gradient and one SGD step,
 //! on small variants (both group counts, both activations, with and without dropout).
+use alexnet::gpu::conv::ConvKernels;
+use alexnet::gpu::gemm::TilePolicy;
+use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::Gpu;
 use alexnet::model::{dropout_seed, Dropout, ModelConfig, Network, Params};
 use alexnet::reference::network::{network_loss_and_grads, network_sgd_step, TrainMode};
@@ -20,8 +23,21 @@ fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
     }
 }
 
+/// The case on the adapter's own kernels and, on a CPU adapter, also on the GPUs' tiled
+/// kernels and tiles (what an H200 runs), so both are checked against the reference.
 fn run_case(cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32) {
-    let gpu = gpu();
+    let own = gpu();
+    let gpu_like = matches!(own.tiles, TilePolicy::Gpu);
+    run_case_on(own, cfg, batch, dropout, seed);
+    if !gpu_like {
+        let mut g = gpu();
+        g.conv_kernels = ConvKernels::Tiled;
+        g.tiles = TilePolicy::Gpu;
+        run_case_on(g, cfg, batch, dropout, seed);
+    }
+}
+
+fn run_case_on(gpu: Gpu, cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32) {
     let params = Params::init(cfg, seed as u64).unwrap();
     let images = random_tensor(
         seed + 100,
@@ -51,9 +67,12 @@ fn run_case(cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32) {
         ],
     });
     let mut enc = gpu.encoder("test.step");
-    net.record_forward(&gpu, &mut enc, d).unwrap();
-    net.record_loss(&gpu, &mut enc).unwrap();
-    net.record_backward(&gpu, &mut enc, d).unwrap();
+    {
+        let mut rec = net.recorder(&gpu, &mut enc);
+        net.record_forward(&mut rec, d).unwrap();
+        net.record_loss(&mut rec).unwrap();
+        net.record_backward(&mut rec, d).unwrap();
+    }
     gpu.submit(enc);
 
     for ((name, shape, t), (rname, rshape, want)) in net.activations().iter().zip(fwd.named()) {
@@ -82,7 +101,13 @@ fn run_case(cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32) {
     let mut want_v = Params::zeros(cfg).unwrap();
     for _ in 0..2 {
         let mut enc = gpu.encoder("test.sgd");
-        net.record_sgd(&gpu, &mut enc, lr, mu, wd).unwrap();
+        let h = SgdHyper {
+            lr,
+            momentum: mu,
+            weight_decay: wd,
+        };
+        net.record_sgd(&mut net.recorder(&gpu, &mut enc), h)
+            .unwrap();
         gpu.submit(enc);
         network_sgd_step(&mut want_p, &mut want_v, &grads, lr, mu, wd).unwrap();
     }
@@ -111,4 +136,43 @@ fn no_lrn_relu_dropout_batch_1() {
     let mut cfg = ModelConfig::small(69, 12, 3);
     cfg.lrn = false;
     run_case(&cfg, 1, 0.5, 3);
+}
+
+#[test]
+fn a_step_recorded_again_allocates_no_bind_group() {
+    // Steps reuse the bind groups of the steps before: the learning rate and the dropout seeds
+    // change every step but live in the step buffer, not in any kernel's uniform.
+    let cfg = ModelConfig::small(67, 16, 5);
+    let gpu = gpu();
+    let params = Params::init(&cfg, 4).unwrap();
+    let net = Network::new(&gpu, &cfg, 2, &params).unwrap();
+    let mut counts = Vec::new();
+    for step in 0..4u64 {
+        let d = Some(Dropout {
+            p: 0.5,
+            seeds: [dropout_seed(1, step, 6), dropout_seed(1, step, 7)],
+        });
+        let h = SgdHyper {
+            lr: 0.01 / (step + 1) as f32,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        };
+        let mut enc = gpu.encoder("test.step");
+        {
+            let mut rec = net.recorder(&gpu, &mut enc);
+            net.record_forward(&mut rec, d).unwrap();
+            net.record_loss(&mut rec).unwrap();
+            net.record_backward(&mut rec, d).unwrap();
+            net.record_sgd(&mut rec, h).unwrap();
+        }
+        gpu.submit(enc);
+        counts.push(net.cached_bind_groups());
+    }
+    // The first step may grow the shared split-K scratch as larger layers need it (and bind
+    // the grown buffer from then on); every later step binds exactly what the one before did.
+    assert!(counts[0] > 20, "one step binds every kernel: {counts:?}");
+    assert!(
+        counts[1..].windows(2).all(|w| w[0] == w[1]),
+        "bind groups per step: {counts:?}"
+    );
 }

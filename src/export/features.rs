@@ -177,8 +177,11 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         pad_images(&mut b.images, have, batch);
         input.upload_images(&gpu, &b.images)?;
         let mut enc = gpu.encoder("export.forward");
-        input.record(&gpu, &mut enc, &draws, net.input())?;
-        net.record_forward(&gpu, &mut enc, None)?;
+        {
+            let mut rec = net.recorder(&gpu, &mut enc);
+            input.record(&mut rec, &draws, net.input())?;
+            net.record_forward(&mut rec, None)?;
+        }
         gpu.submit(enc);
         let feats = tensor.download(&gpu)?;
         let rows: Vec<usize> = b.rows.iter().map(|&r| r as usize).collect();

@@ -1,6 +1,6 @@
 //! Launcher for `shaders/activation.wgsl`: ReLU / tanh forward and backward, in place.
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{Recorder, Result, Tensor};
 use crate::shape::Activation;
 
 /// The shader.
@@ -8,6 +8,7 @@ pub static SHADER: Shader = Shader {
     name: "activation",
     source: include_str!("../../shaders/activation.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
@@ -38,12 +39,8 @@ fn kind(a: Activation) -> u32 {
 }
 
 /// Record `x ← f(x)` over the whole tensor.
-pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    act: Activation,
-    x: &Tensor,
-) -> Result<()> {
+pub fn forward(rec: &mut Recorder<'_>, act: Activation, x: &Tensor) -> Result<()> {
+    let gpu = rec.gpu();
     for (start, n) in kernel::elementwise_chunks(gpu, x.len, gpu.max_binding()) {
         let (v, _) = kernel::window(gpu, "activation", "x", x, start, n, gpu.max_binding())?;
         let params = ActivationParams {
@@ -52,28 +49,20 @@ pub fn forward(
             _pad: [0; 2],
         };
         let groups = kernel::grid_1d(gpu, "activation", (n as u64).div_ceil(256))?;
-        kernel::record(
-            gpu,
-            encoder,
+        rec.launch(&Launch::new(
             &SHADER,
             &FORWARD,
-            &[],
             bytemuck::bytes_of(&params),
             &[v],
             groups,
-        )?;
+        ))?;
     }
     Ok(())
 }
 
 /// Record `dy ← dy · f'(y)` (dy becomes dX), `y` the forward output, same length.
-pub fn backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    act: Activation,
-    dy: &Tensor,
-    y: &Tensor,
-) -> Result<()> {
+pub fn backward(rec: &mut Recorder<'_>, act: Activation, dy: &Tensor, y: &Tensor) -> Result<()> {
+    let gpu = rec.gpu();
     kernel::expect_len("activation", "y", y, dy.len)?;
     for (start, n) in kernel::elementwise_chunks(gpu, dy.len, gpu.max_binding()) {
         let (vd, _) = kernel::window(gpu, "activation", "dy", dy, start, n, gpu.max_binding())?;
@@ -84,16 +73,13 @@ pub fn backward(
             _pad: [0; 2],
         };
         let groups = kernel::grid_1d(gpu, "activation", (n as u64).div_ceil(256))?;
-        kernel::record(
-            gpu,
-            encoder,
+        rec.launch(&Launch::new(
             &SHADER,
             &BACKWARD,
-            &[],
             bytemuck::bytes_of(&params),
             &[vd, vy],
             groups,
-        )?;
+        ))?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Launcher for `shaders/augment.wgsl`: stored u8 images to model inputs (crop, mirror, PCA
 //! lighting, mean subtraction), with the draws made on the host.
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{AugmentDraw, AugmentShape};
 
 /// The shader.
@@ -9,6 +9,7 @@ pub static SHADER: Shader = Shader {
     name: "augment",
     source: include_str!("../../shaders/augment.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
@@ -82,8 +83,7 @@ pub fn upload_draws(gpu: &Gpu, t: &Tensor, draws: &[AugmentDraw]) -> Result<()> 
 /// u8), `mean` `[S,S,3]` and `draws` `[N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &AugmentShape,
     images: &Tensor,
     mean: &Tensor,
@@ -91,6 +91,7 @@ pub fn forward(
     out: &Tensor,
     scale: f32,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     if s.crop > s.stored || s.crop == 0 {
         return Err(GpuError::Invalid {
             op: "augment",
@@ -116,16 +117,13 @@ pub fn forward(
         kernel::whole(gpu, "augment", "out", out)?,
     ];
     let groups = kernel::grid_1d(gpu, "augment", (total as u64).div_ceil(256))?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &FORWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! Launcher for `shaders/channels.wgsl`: a channel slice of one `[N,C,HW]` tensor copied or
 //! added into another, the data movement of the two-column split.
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{GpuError, Recorder, Result, Tensor};
 
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "channels",
     source: include_str!("../../shaders/channels.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static COPY: Entry = Entry {
     name: "copy",
@@ -57,13 +58,13 @@ pub struct Move {
 
 /// Records `dst[:, d.offset..d.offset+k] (+)= src[:, s.offset..s.offset+k]` over `m.n` images.
 pub fn copy(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     m: Move,
     src: (&Tensor, Slice),
     dst: (&Tensor, Slice),
     accumulate: bool,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let ((s, ss), (d, ds)) = (src, dst);
     for (t, sl, role) in [(s, ss, "src"), (d, ds, "dst")] {
         if sl.offset + m.k > sl.channels {
@@ -93,14 +94,11 @@ pub fn copy(
     let groups = kernel::grid_1d(gpu, "channels", u64::from(total).div_ceil(256))?;
     let vs = kernel::whole(gpu, "channels", "src", s)?;
     let vd = kernel::whole(gpu, "channels", "dst", d)?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &COPY,
-        &[],
         bytemuck::bytes_of(&params),
         &[vs, vd],
         groups,
-    )
+    ))
 }

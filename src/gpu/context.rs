@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::conv::ConvKernels;
+use super::gemm::TilePolicy;
 use super::{GpuError, Result};
 
 /// What `alexnet devices` prints about one adapter.
@@ -143,8 +144,9 @@ pub fn print_devices() -> Result<()> {
 /// the key is `Eq + Hash`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
-    /// Shader name (the file stem in `shaders/`).
-    pub shader: &'static str,
+    /// Program key ([`super::kernel::Program::key`]): the shader's file stem, with the tile
+    /// configuration for generated GEMM entries.
+    pub shader: String,
     /// Entry point.
     pub entry: &'static str,
     /// Override constants, name and `f64::to_bits` of the value.
@@ -170,7 +172,10 @@ pub struct Gpu {
     /// Which convolution kernels this device runs: [`ConvKernels::for_device`] by default;
     /// tests set it to check both on one adapter.
     pub conv_kernels: ConvKernels,
-    pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    /// How the tiled kernels pick their tiles: [`TilePolicy::for_device`] by default; tests
+    /// set [`TilePolicy::Gpu`] on lavapipe to check the GPU configurations.
+    pub tiles: TilePolicy,
+    pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
     pub(crate) layouts: Mutex<HashMap<(&'static str, &'static str), LayoutPair>>,
@@ -216,6 +221,7 @@ impl Gpu {
     pub fn from_adapter(index: usize, adapter: &wgpu::Adapter) -> Result<Gpu> {
         let summary = summarize(index, adapter);
         let conv_kernels = ConvKernels::for_device(summary.device_type);
+        let tiles = TilePolicy::for_device(summary.device_type);
         let limits = adapter.limits();
         // Timestamps are the accurate way to time kernels; take them when offered.
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -241,6 +247,7 @@ impl Gpu {
             adapter: summary,
             binding_limit: limits.max_storage_buffer_binding_size,
             conv_kernels,
+            tiles,
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -1,25 +1,56 @@
-//! Launcher for `shaders/conv.wgsl` (GPUs) and `shaders/conv_direct.wgsl` (CPU adapters):
-//! convolution without an im2col buffer, forward with bias, backward to the input, the weight
-//! and the bias. Each operand is bound whole, so it must fit one storage binding
-//! ([`GpuError::BindingTooLarge`] otherwise).
-use super::gemm::GemmTiles;
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
-use crate::shape::ConvShape;
+//! Launcher for `shaders/conv.wgsl` (GPUs: an implicit GEMM on the generated tile core) and
+//! `shaders/conv_direct.wgsl` (CPU adapters), with `shaders/conv_sums.wgsl` for the bias
+//! gradient and the split-K reduction: convolution without an im2col buffer, forward with bias
+//! (and the activation, fused), backward to the input, the weight and the bias. Each operand
+//! is bound whole, so it must fit one storage binding ([`GpuError::BindingTooLarge`]
+//! otherwise).
+use super::gemm::{self, TilePolicy};
+use super::kernel::{self, Entry, Launch, Program, Shader, Slot};
+use super::tiles::{GemmEntry, TileConfig, PART_WGSL};
+use super::{Gpu, GpuError, Recorder, Result, Tensor};
+use crate::shape::{Activation, ConvShape};
 
-/// `shaders/conv_common.wgsl`: the uniform, bindings and store both convolution shaders share.
+/// `shaders/conv_common.wgsl`: the uniform, bindings and stores the convolution shaders share.
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
-/// The shader of GPUs: shared-memory tiles.
+/// The shader of GPUs: an implicit GEMM on the generated tile core.
 pub static SHADER: Shader = Shader {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
-    prelude: &[COMMON_WGSL],
+    prelude: &[COMMON_WGSL, PART_WGSL],
+    gemm_entries: &[
+        GemmEntry {
+            name: "forward",
+            prefix: "cf",
+            a_k_contiguous: true,
+            b_k_contiguous: false,
+        },
+        GemmEntry {
+            name: "backward_input",
+            prefix: "ci",
+            a_k_contiguous: true,
+            b_k_contiguous: false,
+        },
+        GemmEntry {
+            name: "backward_weight",
+            prefix: "cw",
+            a_k_contiguous: true,
+            b_k_contiguous: true,
+        },
+    ],
 };
 /// The shader of CPU adapters: the same entry points without shared memory.
 pub static DIRECT_SHADER: Shader = Shader {
     name: "conv_direct",
     source: include_str!("../../shaders/conv_direct.wgsl"),
     prelude: &[COMMON_WGSL],
+    gemm_entries: &[],
+};
+/// The bias gradient and the split-K reduction, shared by both.
+pub static SUMS_SHADER: Shader = Shader {
+    name: "conv_sums",
+    source: include_str!("../../shaders/conv_sums.wgsl"),
+    prelude: &[COMMON_WGSL],
+    gemm_entries: &[],
 };
 /// `conv_direct.wgsl`'s invocations per workgroup, and rows and columns per invocation.
 const DIRECT_WG: usize = 64;
@@ -48,28 +79,71 @@ impl ConvKernels {
     }
 }
 
-/// Shader, override constants and workgroup grid of one dispatch.
-type Launch = (&'static Shader, Vec<(&'static str, f64)>, [u32; 3]);
+/// The tile of a convolution product of `rows` rows a group: [`gemm::tile_for`]'s choice,
+/// except that a CPU adapter running the tiled kernels (a test or a baseline) gets tiles
+/// fitted to narrow rows as on a GPU, since [`TileConfig::SMALL`] would spend most of a narrow
+/// layer's work on rows that do not exist.
+pub fn tile_for(gpu: &Gpu, rows: usize) -> TileConfig {
+    if gpu.tiles == TilePolicy::Cpu && rows < 64 {
+        let bm = (rows.max(1).div_ceil(8) * 8) as u32;
+        return TileConfig {
+            bm,
+            tm: 8,
+            ..TileConfig::SMALL
+        };
+    }
+    gemm::tile_for(gpu, rows)
+}
 
-/// Shader, override constants and grid of one convolution GEMM: `rows` × `cols` per group,
-/// `z` = groups (times splits for the weight gradient).
-fn launch(gpu: &Gpu, rows: usize, cols: usize, z: usize) -> Result<Launch> {
+/// Shader, override constants and workgroup grid of one dispatch.
+struct Plan {
+    program: Program,
+    constants: Vec<(&'static str, f64)>,
+    groups: [u32; 3],
+}
+
+/// The override constants of `conv.wgsl` for shape `s`.
+fn shape_constants(s: &ConvShape) -> Vec<(&'static str, f64)> {
+    let f = |v: usize| v as f64;
+    vec![
+        ("CN", f(s.n)),
+        ("CI", f(s.c_in)),
+        ("CH", f(s.h)),
+        ("CW", f(s.w)),
+        ("CO", f(s.c_out)),
+        ("KS", f(s.k)),
+        ("CS", f(s.stride)),
+        ("CP", f(s.pad)),
+        ("CG", f(s.groups)),
+        ("COH", f(s.out_h())),
+        ("COW", f(s.out_w())),
+    ]
+}
+
+/// Program, constants and grid of one convolution GEMM: `rows` × `cols` per group, `z` =
+/// groups (times splits for the weight gradient), with tile `t` on the tiled path.
+fn plan(
+    gpu: &Gpu,
+    s: &ConvShape,
+    rows: usize,
+    cols: usize,
+    z: usize,
+    t: TileConfig,
+) -> Result<Plan> {
     Ok(match gpu.conv_kernels {
-        ConvKernels::Tiled => {
-            let t = tiles_for_rows(rows);
-            let tile = (4 * t.wg_m as usize, 4 * t.wg_n as usize);
-            (
-                &SHADER,
-                constants(t).to_vec(),
-                grid(gpu, rows, cols, z, tile)?,
-            )
-        }
-        ConvKernels::Direct => {
-            let tile = (DIRECT_TM, DIRECT_WG * DIRECT_TN);
-            (&DIRECT_SHADER, Vec::new(), grid(gpu, rows, cols, z, tile)?)
-        }
+        ConvKernels::Tiled => Plan {
+            program: Program::Tiled(&SHADER, t),
+            constants: shape_constants(s),
+            groups: grid(gpu, rows, cols, z, (t.bm as usize, t.bn as usize))?,
+        },
+        ConvKernels::Direct => Plan {
+            program: Program::Static(&DIRECT_SHADER),
+            constants: Vec::new(),
+            groups: grid(gpu, rows, cols, z, (DIRECT_TM, DIRECT_WG * DIRECT_TN))?,
+        },
     })
 }
+
 static FORWARD: Entry = Entry {
     name: "forward",
     slots: &[
@@ -127,8 +201,12 @@ pub struct ConvParams {
     pub flags: u32,
     /// backward_weight's split-K factor (1 elsewhere).
     pub splits: u32,
+    /// The tiled backward_weight's K per split.
+    pub per: u32,
+    /// The forward's fused activation: 0 none, 1 ReLU, 2 tanh.
+    pub act: u32,
     /// Padding to 64 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 fn params(s: &ConvShape, accumulate: bool) -> Result<ConvParams> {
@@ -163,60 +241,44 @@ fn params(s: &ConvShape, accumulate: bool) -> Result<ConvParams> {
         ow: u(s.out_w()),
         flags: u32::from(accumulate) << 1,
         splits: 1,
-        _pad: [0; 3],
+        per: 0,
+        act: 0,
+        _pad: 0,
     })
-}
-
-/// Tiles for a GEMM of `m` rows: 64-row tiles, or fewer rows when `m` is small. A narrow layer
-/// (8 or 16 output channels a group in the small variants) would otherwise spend 75–88% of
-/// every tile's multiply-adds on rows that do not exist; measured on lavapipe, conv1 of the
-/// quickstart model (16 channels) took half of the training step that way.
-pub fn tiles_for_rows(m: usize) -> GemmTiles {
-    let wg_m = match m {
-        0..=8 => 2,
-        9..=16 => 4,
-        17..=32 => 8,
-        _ => 16,
-    };
-    GemmTiles {
-        wg_m,
-        ..GemmTiles::default()
-    }
-}
-
-fn constants(t: GemmTiles) -> [(&'static str, f64); 3] {
-    [
-        ("WG_M", f64::from(t.wg_m)),
-        ("WG_N", f64::from(t.wg_n)),
-        ("TILE_K", f64::from(t.tile_k)),
-    ]
 }
 
 /// The grid over `rows` × `cols` when one workgroup covers `tile` = (rows, cols).
 fn grid(gpu: &Gpu, rows: usize, cols: usize, z: usize, tile: (usize, usize)) -> Result<[u32; 3]> {
     let x = cols.div_ceil(tile.1);
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    if x > max {
+    if x > max || z > max {
         return Err(GpuError::TooLarge {
             op: "conv",
-            size: cols as u64,
+            size: x.max(z) as u64,
         });
     }
     Ok([x as u32, rows.div_ceil(tile.0) as u32, z as u32])
 }
 
-/// Record `y = conv(x, w) + bias`: x `[N,C_in,H,W]`, w `[C_out,C_in/G,k,k]`, bias `[C_out]`,
-/// y `[N,C_out,OH,OW]`.
+/// Record `y = act(conv(x, w) + bias)`: x `[N,C_in,H,W]`, w `[C_out,C_in/G,k,k]`, bias
+/// `[C_out]`, y `[N,C_out,OH,OW]`; no activation when `act` is `None`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &ConvShape,
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
     y: &Tensor,
+    act: Option<Activation>,
 ) -> Result<()> {
-    let p = params(s, false)?;
+    let gpu = rec.gpu();
+    let mut p = params(s, false)?;
+    p.act = match act {
+        None => 0,
+        Some(Activation::Relu) => 1,
+        Some(Activation::Tanh) => 2,
+    };
     kernel::expect_len("conv", "x", x, s.input_len())?;
     kernel::expect_len("conv", "w", w, s.weight_len())?;
     kernel::expect_len("conv", "bias", bias, s.c_out)?;
@@ -227,35 +289,28 @@ pub fn forward(
         kernel::whole(gpu, "conv", "y", y)?,
         kernel::whole(gpu, "conv", "bias", bias)?,
     ];
-    let (shader, constants, groups) = launch(
-        gpu,
-        s.c_out / s.groups,
-        s.n * s.out_h() * s.out_w(),
-        s.groups,
-    )?;
-    kernel::record(
-        gpu,
-        encoder,
-        shader,
-        &FORWARD,
-        &constants,
-        bytemuck::bytes_of(&p),
-        &views,
-        groups,
-    )
+    let rows = s.c_out / s.groups;
+    let cols = s.n * s.out_h() * s.out_w();
+    let pl = plan(gpu, s, rows, cols, s.groups, tile_for(gpu, rows))?;
+    rec.launch(&Launch {
+        program: pl.program,
+        constants: &pl.constants,
+        flops: 2.0 * s.macs() as f64,
+        ..Launch::new(&SHADER, &FORWARD, bytemuck::bytes_of(&p), &views, pl.groups)
+    })
 }
 
 /// Record `dx (+)= ∂L/∂x` from `dy` `[N,C_out,OH,OW]` and `w`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_input(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &ConvShape,
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "w", w, s.weight_len())?;
@@ -265,32 +320,35 @@ pub fn backward_input(
         kernel::whole(gpu, "conv", "dy", dy)?,
         kernel::whole(gpu, "conv", "dx", dx)?,
     ];
-    let (shader, constants, groups) = launch(gpu, s.c_in / s.groups, s.n * s.h * s.w, s.groups)?;
-    kernel::record(
-        gpu,
-        encoder,
-        shader,
-        &BACKWARD_INPUT,
-        &constants,
-        bytemuck::bytes_of(&p),
-        &views,
-        groups,
-    )
+    let rows = s.c_in / s.groups;
+    let pl = plan(gpu, s, rows, s.n * s.h * s.w, s.groups, tile_for(gpu, rows))?;
+    rec.launch(&Launch {
+        program: pl.program,
+        constants: &pl.constants,
+        flops: 2.0 * s.macs() as f64,
+        ..Launch::new(
+            &SHADER,
+            &BACKWARD_INPUT,
+            bytemuck::bytes_of(&p),
+            &views,
+            pl.groups,
+        )
+    })
 }
 
-/// Split-K factor for backward_weight: enough workgroups to fill a large GPU (~1024), each
-/// split at least 8 K-steps long, partials within `max_scratch` bytes.
-pub fn weight_splits(s: &ConvShape, t: GemmTiles, max_scratch: u64) -> usize {
+/// Split-K factor of the tiled backward_weight with tile `t`: enough workgroups for
+/// [`gemm::TARGET_WORKGROUPS`] (its K = N·OH·OW is long and its M×N small), each slice at
+/// least 16 K steps, partials within `max_scratch` bytes.
+pub fn weight_splits(s: &ConvShape, t: &TileConfig, max_scratch: u64) -> usize {
     let m = s.c_out / s.groups;
     let n = (s.c_in / s.groups) * s.k * s.k;
     let k = s.n * s.out_h() * s.out_w();
-    let tiles = m.div_ceil(4 * t.wg_m as usize) * n.div_ceil(4 * t.wg_n as usize) * s.groups;
-    let by_k = (k / (8 * t.tile_k as usize)).max(1);
-    let by_mem = splits_within(s, max_scratch);
-    1024usize
+    let tiles = m.div_ceil(t.bm as usize) * n.div_ceil(t.bn as usize) * s.groups;
+    let by_k = (k / (16 * t.bk as usize)).max(1);
+    gemm::TARGET_WORKGROUPS
         .div_ceil(tiles)
         .min(by_k)
-        .min(by_mem)
+        .min(splits_within(s, max_scratch))
         .clamp(1, 256)
 }
 
@@ -314,29 +372,27 @@ fn splits_within(s: &ConvShape, max_scratch: u64) -> usize {
 
 /// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over
 /// several workgroups into a scratch buffer, then summed (see [`weight_splits`]).
-#[allow(clippy::too_many_arguments)]
 pub fn backward_weight(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &ConvShape,
     dy: &Tensor,
     x: &Tensor,
     dw: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let max_scratch = gpu.max_binding().min(256 << 20);
     let splits = match gpu.conv_kernels {
-        ConvKernels::Tiled => weight_splits(s, tiles_for_rows(s.c_out / s.groups), max_scratch),
+        ConvKernels::Tiled => weight_splits(s, &tile_for(gpu, s.c_out / s.groups), max_scratch),
         ConvKernels::Direct => direct_weight_splits(s, max_scratch),
     };
-    backward_weight_split(gpu, encoder, s, dy, x, dw, accumulate, splits)
+    backward_weight_split(rec, s, dy, x, dw, accumulate, splits)
 }
 
 /// [`backward_weight`] with an explicit split-K factor (tests and tuning).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_weight_split(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &ConvShape,
     dy: &Tensor,
     x: &Tensor,
@@ -344,38 +400,47 @@ pub fn backward_weight_split(
     accumulate: bool,
     splits: usize,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let mut p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "x", x, s.input_len())?;
     kernel::expect_len("conv", "dw", dw, s.weight_len())?;
-    let splits = splits.max(1);
+    let rows = s.c_out / s.groups;
+    let t = tile_for(gpu, rows);
+    let k = s.n * s.out_h() * s.out_w();
+    let mut splits = splits.clamp(1, k.max(1));
+    if gpu.conv_kernels == ConvKernels::Tiled {
+        // Slices start on K-step boundaries; recount so none is empty.
+        let per = gemm::per_split(k, splits, t.bk);
+        p.per = kernel::u32_of("conv", per)?;
+        splits = k.div_ceil(per.max(1)).max(1);
+    }
     p.splits = kernel::u32_of("conv", splits)?;
-    let (shader, constants, mut groups) = launch(
+    let pl = plan(
         gpu,
-        s.c_out / s.groups,
+        s,
+        rows,
         (s.c_in / s.groups) * s.k * s.k,
         s.groups * splits,
+        t,
     )?;
-    if groups[2] > gpu.limits.max_compute_workgroups_per_dimension {
-        return Err(GpuError::TooLarge {
-            op: "conv",
-            size: u64::from(groups[2]),
-        });
-    }
     let dy_v = kernel::whole(gpu, "conv", "dy", dy)?;
     let x_v = kernel::whole(gpu, "conv", "x", x)?;
+    let flops = 2.0 * s.macs() as f64;
     if splits == 1 {
         let views = [dy_v, x_v, kernel::whole(gpu, "conv", "dw", dw)?];
-        return kernel::record(
-            gpu,
-            encoder,
-            shader,
-            &BACKWARD_WEIGHT,
-            &constants,
-            bytemuck::bytes_of(&p),
-            &views,
-            groups,
-        );
+        return rec.launch(&Launch {
+            program: pl.program,
+            constants: &pl.constants,
+            flops,
+            ..Launch::new(
+                &SHADER,
+                &BACKWARD_WEIGHT,
+                bytemuck::bytes_of(&p),
+                &views,
+                pl.groups,
+            )
+        });
     }
     let bytes = (splits * s.weight_len()) as u64 * 4;
     if bytes > gpu.max_binding() {
@@ -392,39 +457,39 @@ pub fn backward_weight_split(
         offset: 0,
         size: bytes,
     };
-    kernel::record(
-        gpu,
-        encoder,
-        shader,
-        &BACKWARD_WEIGHT,
-        &constants,
-        bytemuck::bytes_of(&p),
-        &[dy_v, x_v, part],
-        groups,
-    )?;
-    groups = kernel::grid_1d(gpu, "conv", (s.weight_len() as u64).div_ceil(256))?;
+    let views = [dy_v, x_v, part];
+    rec.launch(&Launch {
+        program: pl.program,
+        constants: &pl.constants,
+        flops,
+        ..Launch::new(
+            &SHADER,
+            &BACKWARD_WEIGHT,
+            bytemuck::bytes_of(&p),
+            &views,
+            pl.groups,
+        )
+    })?;
+    let groups = kernel::grid_1d(gpu, "conv", (s.weight_len() as u64).div_ceil(256))?;
     let views = [part, kernel::whole(gpu, "conv", "dw", dw)?];
-    kernel::record(
-        gpu,
-        encoder,
-        &SHADER,
+    rec.launch(&Launch::new(
+        &SUMS_SHADER,
         &REDUCE_SPLITS,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }
 
 /// Record `db (+)= Σ_{n,oh,ow} dy`.
 pub fn backward_bias(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &ConvShape,
     dy: &Tensor,
     db: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "db", db, s.c_out)?;
@@ -433,14 +498,11 @@ pub fn backward_bias(
         kernel::whole(gpu, "conv", "db", db)?,
     ];
     let groups = [kernel::u32_of("conv", s.c_out)?, 1, 1];
-    kernel::record(
-        gpu,
-        encoder,
-        &SHADER,
+    rec.launch(&Launch::new(
+        &SUMS_SHADER,
         &BACKWARD_BIAS,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }

@@ -1,21 +1,23 @@
 //! Launcher for `shaders/dropout.wgsl`: inverted dropout in place, mask recomputed from
 //! `(seed, element index)` in backward, bit-identical to [`crate::shape::uniform01`].
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::step::StepBuffer;
+use super::{GpuError, Recorder, Result, Tensor};
 
 /// The shader (random.wgsl prepended).
 pub static SHADER: Shader = Shader {
     name: "dropout",
     source: include_str!("../../shaders/dropout.wgsl"),
     prelude: &[super::kernel::RANDOM_WGSL],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
-    slots: &[Slot::Uniform, Slot::ReadWrite],
+    slots: &[Slot::Uniform, Slot::ReadWrite, Slot::Uniform],
 };
 static BACKWARD: Entry = Entry {
     name: "backward",
-    slots: &[Slot::Uniform, Slot::ReadWrite],
+    slots: &[Slot::Uniform, Slot::ReadWrite, Slot::Uniform],
 };
 
 /// The WGSL `Params` uniform.
@@ -26,8 +28,8 @@ pub struct DropoutParams {
     pub n: u32,
     /// Global index of the dispatch's first element (the random stream's counter).
     pub base: u32,
-    /// Stream seed ([`crate::shape::stream_seed`]).
-    pub seed: u32,
+    /// Which of the step's seeds ([`StepBuffer`]) draws the mask.
+    pub slot: u32,
     /// Drop probability.
     pub p_drop: f32,
     /// 1 / (1 − p_drop).
@@ -37,17 +39,23 @@ pub struct DropoutParams {
 }
 
 fn run(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     entry: &'static Entry,
     x: &Tensor,
-    seed: u32,
+    seed: SeedSlot<'_>,
     p_drop: f32,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     if !(0.0..1.0).contains(&p_drop) {
         return Err(GpuError::Invalid {
             op: "dropout",
             reason: format!("drop probability {p_drop} is not in [0, 1)"),
+        });
+    }
+    if seed.slot >= 4 {
+        return Err(GpuError::Invalid {
+            op: "dropout",
+            reason: format!("seed slot {} is not in 0..4", seed.slot),
         });
     }
     kernel::u32_of("dropout", x.len)?;
@@ -56,44 +64,44 @@ fn run(
         let params = DropoutParams {
             n: n as u32,
             base: start as u32,
-            seed,
+            slot: seed.slot,
             p_drop,
             scale: 1.0 / (1.0 - p_drop),
             _pad: [0; 3],
         };
         let groups = kernel::grid_1d(gpu, "dropout", (n as u64).div_ceil(256))?;
-        kernel::record(
-            gpu,
-            encoder,
+        let views = [v, seed.step.view()];
+        rec.launch(&Launch::new(
             &SHADER,
             entry,
-            &[],
             bytemuck::bytes_of(&params),
-            &[v],
+            &views,
             groups,
-        )?;
+        ))?;
     }
     Ok(())
 }
 
-/// Record `x ← x · mask / (1 − p)`: element i kept when `uniform01(seed, i) >= p_drop`.
-pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &Tensor,
-    seed: u32,
-    p_drop: f32,
-) -> Result<()> {
-    run(gpu, encoder, &FORWARD, x, seed, p_drop)
+/// Where a dropout's seed is: `step.seeds[slot]` (written every step, see [`StepBuffer`]).
+#[derive(Clone, Copy)]
+pub struct SeedSlot<'a> {
+    /// The step's buffer.
+    pub step: &'a StepBuffer,
+    /// Index into its seeds (0..4).
+    pub slot: u32,
 }
 
-/// Record `dy ← dy · mask / (1 − p)` with the forward's `seed` (dy becomes dX).
+/// Record `x ← x · mask / (1 − p)`: element i kept when `uniform01(seed, i) >= p_drop`.
+pub fn forward(rec: &mut Recorder<'_>, x: &Tensor, seed: SeedSlot<'_>, p_drop: f32) -> Result<()> {
+    run(rec, &FORWARD, x, seed, p_drop)
+}
+
+/// Record `dy ← dy · mask / (1 − p)` with the forward's seed (dy becomes dX).
 pub fn backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     dy: &Tensor,
-    seed: u32,
+    seed: SeedSlot<'_>,
     p_drop: f32,
 ) -> Result<()> {
-    run(gpu, encoder, &BACKWARD, dy, seed, p_drop)
+    run(rec, &BACKWARD, dy, seed, p_drop)
 }

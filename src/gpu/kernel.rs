@@ -1,11 +1,14 @@
-//! Shader registry, pipeline cache and the dispatch plumbing every launcher shares: bind-group
-//! layouts per entry point, a uniform buffer per dispatch (so many dispatches can sit in one
-//! encoder, each with its own parameters), binding windows for tensors larger than one binding.
+//! Shader registry, pipeline cache and the dispatch plumbing every launcher shares: programs
+//! (a static shader, or a tiled GEMM shader generated for one tile configuration), bind-group
+//! layouts per entry point, binding windows for tensors larger than one binding, and the
+//! [`Launch`] a launcher hands to a [`super::Recorder`].
+use std::borrow::Cow;
 use std::sync::MutexGuard;
 
 use wgpu::util::DeviceExt;
 
 use super::context::PipelineKey;
+use super::tiles::{self, GemmEntry, TileConfig};
 use super::{Gpu, GpuError, Result, Tensor};
 
 /// One WGSL file of `shaders/`.
@@ -16,8 +19,11 @@ pub struct Shader {
     /// The file's text.
     pub source: &'static str,
     /// Shared WGSL prepended to `source`, in order: [`RANDOM_WGSL`] for kernels that draw
-    /// random numbers, [`super::conv::COMMON_WGSL`] for the two convolution shaders.
+    /// random numbers, [`super::conv::COMMON_WGSL`] for the convolution shaders,
+    /// [`tiles::PART_WGSL`] for tiled ones.
     pub prelude: &'static [&'static str],
+    /// The GEMM entry points [`tiles::generate`] writes for this shader (tiled shaders only).
+    pub gemm_entries: &'static [GemmEntry],
 }
 
 /// `shaders/random.wgsl`: the hash and uniform draw of [`crate::shape::hash_u32`] and
@@ -37,14 +43,53 @@ impl Shader {
     }
 }
 
+/// What a dispatch runs: a shader as written, or a tiled shader with its GEMM entry points
+/// generated for one tile configuration (each configuration is its own module).
+#[derive(Clone, Copy, Debug)]
+pub enum Program {
+    /// A shader as written.
+    Static(&'static Shader),
+    /// A tiled shader and the tile configuration its GEMM entries are generated for.
+    Tiled(&'static Shader, TileConfig),
+}
+
+impl Program {
+    /// The shader.
+    pub fn shader(&self) -> &'static Shader {
+        match self {
+            Program::Static(s) | Program::Tiled(s, _) => s,
+        }
+    }
+    /// Cache key and label: the shader's name, with the tile configuration when tiled.
+    pub fn key(&self) -> Cow<'static, str> {
+        match self {
+            Program::Static(s) => Cow::Borrowed(s.name),
+            Program::Tiled(s, t) => Cow::Owned(format!("{}@{}", s.name, t.tag())),
+        }
+    }
+    /// The module's full text.
+    pub fn source(&self) -> String {
+        match self {
+            Program::Static(s) => s.full_source(),
+            Program::Tiled(s, t) => {
+                let mut text = s.full_source();
+                text.push('\n');
+                text.push_str(&tiles::generate(t, s.gemm_entries));
+                text
+            }
+        }
+    }
+}
+
 /// Every shader, for the validation test and for warming caches.
-pub fn all_shaders() -> [&'static Shader; 12] {
+pub fn all_shaders() -> [&'static Shader; 13] {
     [
         &super::augment::SHADER,
         &super::channels::SHADER,
         &super::gemm::SHADER,
         &super::conv::SHADER,
         &super::conv::DIRECT_SHADER,
+        &super::conv::SUMS_SHADER,
         &super::activation::SHADER,
         &super::lrn::SHADER,
         &super::maxpool::SHADER,
@@ -60,6 +105,7 @@ pub static RANDOM_SHADER: Shader = Shader {
     name: "random",
     source: RANDOM_WGSL,
     prelude: &[],
+    gemm_entries: &[],
 };
 
 /// How one binding of an entry point is used; binding `i` of the group is `slots[i]`.
@@ -93,6 +139,52 @@ pub struct View<'a> {
     pub offset: u64,
     /// Byte size.
     pub size: u64,
+}
+
+/// One dispatch as a launcher describes it: what runs, with which override constants, uniform
+/// params (binding 0), buffers (the entry's other used bindings, in order) and grid.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch<'a> {
+    /// The module.
+    pub program: Program,
+    /// The entry point.
+    pub entry: &'static Entry,
+    /// Override constants (part of the pipeline's identity).
+    pub constants: &'a [(&'static str, f64)],
+    /// Bytes of the uniform at binding 0.
+    pub params: &'a [u8],
+    /// Buffers of bindings 1.. that the entry uses.
+    pub views: &'a [View<'a>],
+    /// Workgroups.
+    pub groups: [u32; 3],
+    /// Floating-point operations the dispatch does (for the per-kernel time table; 0 when it
+    /// is not a matrix product).
+    pub flops: f64,
+}
+
+impl<'a> Launch<'a> {
+    /// A launch of `entry` of the static `shader` with `params` and `views` over `groups`.
+    pub fn new(
+        shader: &'static Shader,
+        entry: &'static Entry,
+        params: &'a [u8],
+        views: &'a [View<'a>],
+        groups: [u32; 3],
+    ) -> Launch<'a> {
+        Launch {
+            program: Program::Static(shader),
+            entry,
+            constants: &[],
+            params,
+            views,
+            groups,
+            flops: 0.0,
+        }
+    }
+    /// The label of the dispatch: `shader.entry`.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.program.shader().name, self.entry.name)
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,11 +287,14 @@ pub fn elementwise_chunks(gpu: &Gpu, len: usize, limit: u64) -> Vec<(usize, usiz
 
 fn layout(
     gpu: &Gpu,
-    shader: &Shader,
+    program: &Program,
     entry: &Entry,
 ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    // The layout depends on the entry's bindings only, so every tile configuration of a
+    // shader shares its entries' layouts.
+    let key = (program.shader().name, entry.name);
     let mut cache = lock(&gpu.layouts);
-    if let Some(l) = cache.get(&(shader.name, entry.name)) {
+    if let Some(l) = cache.get(&key) {
         return l.clone();
     }
     let entries: Vec<wgpu::BindGroupLayoutEntry> = entry
@@ -225,7 +320,7 @@ fn layout(
             })
         })
         .collect();
-    let label = format!("{}.{}", shader.name, entry.name);
+    let label = format!("{}.{}", key.0, key.1);
     let bgl = gpu
         .device
         .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -239,50 +334,52 @@ fn layout(
             bind_group_layouts: &[Some(&bgl)],
             immediate_size: 0,
         });
-    cache.insert((shader.name, entry.name), (bgl.clone(), pl.clone()));
+    cache.insert(key, (bgl.clone(), pl.clone()));
     (bgl, pl)
 }
 
-fn module(gpu: &Gpu, shader: &Shader) -> wgpu::ShaderModule {
+fn module(gpu: &Gpu, program: &Program) -> wgpu::ShaderModule {
+    let key = program.key().into_owned();
     let mut cache = lock(&gpu.modules);
-    if let Some(m) = cache.get(shader.name) {
+    if let Some(m) = cache.get(&key) {
         return m.clone();
     }
-    let source = shader.full_source();
-    // SAFETY: every kernel guards its own indices against the sizes in its params (each
-    // shader's header says how), and no kernel loops on data-dependent bounds, so removing
-    // naga's injected bounds checks (about 1.6× on lavapipe) cannot read out of range.
+    let source = program.source();
+    // SAFETY: every kernel guards its own indices against the sizes in its params or override
+    // constants (each shader's header says how), and no kernel loops on data-dependent
+    // bounds, so removing naga's injected bounds checks (about 1.6× on lavapipe) cannot read
+    // out of range.
     let m = unsafe {
         gpu.device.create_shader_module_trusted(
             wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name),
+                label: Some(&key),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             },
             wgpu::ShaderRuntimeChecks::unchecked(),
         )
     };
-    cache.insert(shader.name, m.clone());
+    cache.insert(key, m.clone());
     m
 }
 
-/// The compute pipeline for `shader`/`entry` with `constants`, built once per device.
+/// The compute pipeline for `program`/`entry` with `constants`, built once per device.
 pub fn pipeline(
     gpu: &Gpu,
-    shader: &'static Shader,
+    program: &Program,
     entry: &'static Entry,
     constants: &[(&'static str, f64)],
 ) -> wgpu::ComputePipeline {
     let key = PipelineKey {
-        shader: shader.name,
+        shader: program.key().into_owned(),
         entry: entry.name,
         constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
     };
     if let Some(p) = lock(&gpu.pipelines).get(&key) {
         return p.clone();
     }
-    let (_, pl) = layout(gpu, shader, entry);
-    let m = module(gpu, shader);
-    let label = format!("{}.{}", shader.name, entry.name);
+    let (_, pl) = layout(gpu, program, entry);
+    let m = module(gpu, program);
+    let label = format!("{}.{}", key.shader, entry.name);
     let p = gpu
         .device
         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -301,53 +398,48 @@ pub fn pipeline(
     p
 }
 
-/// Record one dispatch of `entry` into `encoder`: a uniform buffer with `params` in binding 0,
-/// `views` in the entry's used bindings 1.. in order, `groups` workgroups.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    shader: &'static Shader,
-    entry: &'static Entry,
-    constants: &[(&'static str, f64)],
-    params: &[u8],
-    views: &[View<'_>],
-    groups: [u32; 3],
-) -> Result<()> {
-    let bindings: Vec<u32> = (1..entry.slots.len())
-        .filter(|&i| entry.slots[i] != Slot::Unused)
-        .map(|i| i as u32)
-        .collect();
-    if views.len() != bindings.len() {
+/// Check that `l` binds as many buffers as its entry uses.
+pub(crate) fn check_views(l: &Launch<'_>) -> Result<()> {
+    let used = l.entry.slots[1..]
+        .iter()
+        .filter(|&&s| s != Slot::Unused)
+        .count();
+    if l.views.len() != used {
         return Err(GpuError::Invalid {
-            op: shader.name,
+            op: l.program.shader().name,
             reason: format!(
-                "entry {} takes {} buffers, got {}",
-                entry.name,
-                bindings.len(),
-                views.len()
+                "entry {} takes {used} buffers, got {}",
+                l.entry.name,
+                l.views.len()
             ),
         });
     }
-    if groups.contains(&0) {
-        // Nothing to do (an empty tensor); an empty dispatch is legal but pointless.
-        return Ok(());
-    }
-    let p = pipeline(gpu, shader, entry, constants);
-    let (bgl, _) = layout(gpu, shader, entry);
-    let label = format!("{}.params", shader.name);
+    Ok(())
+}
+
+/// A uniform buffer holding `l.params` and the bind group of `l` around it.
+pub(crate) fn bind_group(gpu: &Gpu, l: &Launch<'_>) -> wgpu::BindGroup {
+    let (bgl, _) = layout(gpu, &l.program, l.entry);
+    let label = format!("{}.params", l.program.shader().name);
     let uniform = gpu
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(&label),
-            contents: params,
+            contents: if l.params.is_empty() {
+                &[0; 16]
+            } else {
+                l.params
+            },
             usage: wgpu::BufferUsages::UNIFORM,
         });
+    let bindings = (1..l.entry.slots.len())
+        .filter(|&i| l.entry.slots[i] != Slot::Unused)
+        .map(|i| i as u32);
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
         resource: uniform.as_entire_binding(),
     }];
-    for (&binding, v) in bindings.iter().zip(views) {
+    for (binding, v) in bindings.zip(l.views) {
         entries.push(wgpu::BindGroupEntry {
             binding,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -357,20 +449,12 @@ pub fn record(
             }),
         });
     }
-    let label = format!("{}.{}", shader.name, entry.name);
-    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    let label = l.label();
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(&label),
         layout: &bgl,
         entries: &entries,
-    });
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(&label),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(&p);
-    pass.set_bind_group(0, &bg, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-    Ok(())
+    })
 }
 
 /// Fail with [`GpuError::Shape`] unless `t` holds `expected` elements.
@@ -395,38 +479,72 @@ pub fn expect_len(
 mod tests {
     use super::*;
 
-    fn parse(shader: &Shader) -> naga::Module {
-        let src = shader.full_source();
+    /// The program of `shader` as the launchers build it: tiled shaders with a tile.
+    fn program(shader: &'static Shader, tile: TileConfig) -> Program {
+        if shader.gemm_entries.is_empty() {
+            Program::Static(shader)
+        } else {
+            Program::Tiled(shader, tile)
+        }
+    }
+
+    fn parse_program(p: &Program) -> naga::Module {
+        let src = p.source();
         match naga::front::wgsl::parse_str(&src) {
             Ok(m) => m,
             Err(e) => panic!(
                 "shaders/{}.wgsl: {}",
-                shader.name,
-                e.emit_to_string_with_path(&src, shader.name)
+                p.key(),
+                e.emit_to_string_with_path(&src, &p.key())
             ),
         }
     }
 
+    fn parse(shader: &'static Shader) -> naga::Module {
+        parse_program(&program(shader, TileConfig::LARGE))
+    }
+
     #[test]
     fn every_shader_parses_and_validates() {
+        // Tiled shaders in every shape the launchers generate: 8×8 and 4×4 per thread, the
+        // narrow heights, slot counts that do not divide the threads.
+        let tiles = [
+            TileConfig::LARGE,
+            TileConfig::SMALL,
+            TileConfig {
+                bm: 48,
+                ..TileConfig::LARGE
+            },
+            TileConfig {
+                bm: 8,
+                tm: 8,
+                ..TileConfig::SMALL
+            },
+        ];
         for shader in all_shaders() {
-            let module = parse(shader);
-            let mut v = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            );
-            if let Err(e) = v.validate(&module) {
-                panic!(
-                    "shaders/{}.wgsl: {}",
-                    shader.name,
-                    e.emit_to_string_with_path(&shader.full_source(), shader.name)
+            for &t in &tiles {
+                let p = program(shader, t);
+                let module = parse_program(&p);
+                let mut v = naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
                 );
+                if let Err(e) = v.validate(&module) {
+                    panic!(
+                        "shaders/{}.wgsl: {}",
+                        p.key(),
+                        e.emit_to_string_with_path(&p.source(), &p.key())
+                    );
+                }
+                if shader.gemm_entries.is_empty() {
+                    break;
+                }
             }
         }
     }
 
     /// Byte size of the type of the `var<uniform>` at binding 0.
-    fn uniform_size(shader: &Shader) -> u32 {
+    fn uniform_size(shader: &'static Shader) -> u32 {
         let module = parse(shader);
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).expect("layout");
@@ -441,7 +559,7 @@ mod tests {
     #[test]
     fn params_structs_match_the_wgsl_uniforms() {
         use std::mem::size_of;
-        let cases: [(&Shader, usize); 8] = [
+        let cases: [(&'static Shader, usize); 8] = [
             (
                 &super::super::gemm::SHADER,
                 size_of::<super::super::gemm::GemmParams>(),
@@ -487,8 +605,8 @@ mod tests {
 
     #[test]
     fn pipeline_keys_tell_shaders_entries_and_constants_apart() {
-        let k = |shader, entry, c: &[(&'static str, f64)]| PipelineKey {
-            shader,
+        let k = |shader: &str, entry, c: &[(&'static str, f64)]| PipelineKey {
+            shader: shader.to_string(),
             entry,
             constants: c.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
         };

@@ -1,7 +1,7 @@
 //! Launcher for `shaders/lrn.wgsl`: the paper's cross-channel LRN, forward (saving the scale)
 //! and backward.
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{GpuError, Recorder, Result, Tensor};
 use crate::shape::LrnParams;
 
 /// The shader.
@@ -9,6 +9,7 @@ pub static SHADER: Shader = Shader {
     name: "lrn",
     source: include_str!("../../shaders/lrn.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
@@ -70,8 +71,7 @@ fn params(n: usize, c: usize, hw: usize, lrn: &LrnParams) -> Result<LrnShaderPar
 /// Record `b = lrn(a)` and the saved `scale` for activations `[n, c, hw]` (hw = H·W).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     n: usize,
     c: usize,
     hw: usize,
@@ -80,6 +80,7 @@ pub fn forward(
     b: &Tensor,
     scale: &Tensor,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
     kernel::expect_len("lrn", "a", a, len)?;
@@ -91,23 +92,19 @@ pub fn forward(
         kernel::whole(gpu, "lrn", "scale", scale)?,
     ];
     let groups = kernel::grid_1d(gpu, "lrn", (len as u64).div_ceil(256))?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &FORWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }
 
 /// Record `da = ∂L/∂a` from `db`, the forward input `a` and the saved `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     n: usize,
     c: usize,
     hw: usize,
@@ -117,6 +114,7 @@ pub fn backward(
     db: &Tensor,
     da: &Tensor,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
     for (name, t) in [("a", a), ("scale", scale), ("db", db), ("da", da)] {
@@ -129,14 +127,11 @@ pub fn backward(
         kernel::whole(gpu, "lrn", "da", da)?,
     ];
     let groups = kernel::grid_1d(gpu, "lrn", (len as u64).div_ceil(256))?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &BACKWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }

@@ -1,7 +1,7 @@
 //! Launcher for `shaders/maxpool.wgsl`: overlapping max pooling; backward routes each window's
 //! gradient to its first maximum by gathering (no atomics, nothing saved by forward).
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{GpuError, Recorder, Result, Tensor};
 use crate::shape::PoolShape;
 
 /// The shader.
@@ -9,6 +9,7 @@ pub static SHADER: Shader = Shader {
     name: "maxpool",
     source: include_str!("../../shaders/maxpool.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
@@ -65,13 +66,8 @@ fn params(s: &PoolShape) -> Result<PoolParams> {
 }
 
 /// Record `y = maxpool(x)`: x `[N,C,H,W]`, y `[N,C,OH,OW]`.
-pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    s: &PoolShape,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<()> {
+pub fn forward(rec: &mut Recorder<'_>, s: &PoolShape, x: &Tensor, y: &Tensor) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(s)?;
     kernel::expect_len("maxpool", "x", x, s.input_len())?;
     kernel::expect_len("maxpool", "y", y, s.output_len())?;
@@ -80,27 +76,24 @@ pub fn forward(
         kernel::whole(gpu, "maxpool", "y", y)?,
     ];
     let groups = kernel::grid_1d(gpu, "maxpool", (s.output_len() as u64).div_ceil(256))?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &FORWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }
 
 /// Record `dx = ∂L/∂x` (overwritten) from `dy` and the forward input `x`.
 pub fn backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     s: &PoolShape,
     x: &Tensor,
     dy: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(s)?;
     kernel::expect_len("maxpool", "x", x, s.input_len())?;
     kernel::expect_len("maxpool", "dy", dy, s.output_len())?;
@@ -111,14 +104,11 @@ pub fn backward(
         kernel::whole(gpu, "maxpool", "dx", dx)?,
     ];
     let groups = kernel::grid_1d(gpu, "maxpool", (s.input_len() as u64).div_ceil(256))?;
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &BACKWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         groups,
-    )
+    ))
 }

@@ -3,25 +3,29 @@
 //! launcher per shader in `shaders/` (GEMM, convolution, activation, LRN, max pooling, dropout,
 //! softmax cross-entropy, SGD).
 //!
-//! Launchers only *record*: each takes the caller's [`wgpu::CommandEncoder`] and adds compute
-//! passes to it, so a whole training step is one encoder and one submit. Reading results back
+//! Launchers only *record*: each takes a [`Recorder`] around the caller's
+//! [`wgpu::CommandEncoder`] and adds dispatches to it, so a whole training step is one encoder
+//! and one submit; with a [`BindCache`] a step that was recorded before allocates nothing, and
+//! with a [`KernelTimer`] every dispatch is timed on the GPU. Reading results back
 //! ([`Tensor::download`]) is a separate, blocking call meant for tests and metrics.
 //!
 //! The layer knows nothing of AlexNet: shapes come in as [`crate::shape`] types or plain sizes.
 //!
 //! ```no_run
-//! use alexnet::gpu::{gemm, activation, Gpu, Tensor};
-//! use alexnet::shape::Activation;
+//! use alexnet::gpu::{gemm, Gpu, Recorder, Tensor};
+//! use alexnet::shape::{Activation, LinearShape};
 //! # fn main() -> alexnet::gpu::Result<()> {
 //! let gpu = Gpu::new(0)?; // adapter 0 of `alexnet devices`, with the adapter's full limits
-//! let (m, n, k) = (128, 4096, 9216);
-//! let x = Tensor::from_slice(&gpu, &vec![0.5; m * k], "fc6.input");
-//! let w = Tensor::zeros(&gpu, n * k, "fc6.weight");
-//! let b = Tensor::zeros(&gpu, n, "fc6.bias");
-//! let y = Tensor::zeros(&gpu, m * n, "fc6.output");
+//! let s = LinearShape { n: 128, fin: 9216, fout: 4096 };
+//! let x = Tensor::from_slice(&gpu, &vec![0.5; s.n * s.fin], "fc6.input");
+//! let w = Tensor::zeros(&gpu, s.fout * s.fin, "fc6.weight");
+//! let b = Tensor::zeros(&gpu, s.fout, "fc6.bias");
+//! let y = Tensor::zeros(&gpu, s.n * s.fout, "fc6.output");
 //! let mut encoder = gpu.encoder("train.step");
-//! gemm::linear_forward(&gpu, &mut encoder, &x, &w, Some(&b), &y, m, n, k)?;
-//! activation::forward(&gpu, &mut encoder, Activation::Relu, &y)?;
+//! let mut rec = Recorder::new(&gpu, &mut encoder);
+//! // y = ReLU(x·Wᵀ + b), the activation fused into the product's epilogue
+//! gemm::linear_forward(&mut rec, &s, &x, &w, Some(&b), &y, Some(Activation::Relu))?;
+//! drop(rec); // ends the compute pass
 //! gpu.submit(encoder); // one submit for everything recorded
 //! let host: Vec<f32> = y.download(&gpu)?; // blocking readback: tests and metrics only
 //! # Ok(()) }
@@ -37,11 +41,15 @@ pub mod gemm;
 pub mod kernel;
 pub mod lrn;
 pub mod maxpool;
+pub mod recorder;
 pub mod sgd;
 pub mod softmax_xent;
+pub mod step;
 pub mod tensor;
+pub mod tiles;
 
 pub use context::{list_adapters, print_devices, AdapterSummary, Gpu};
+pub use recorder::{BindCache, KernelTime, KernelTimer, Recorder};
 pub use tensor::Tensor;
 
 /// Everything that can go wrong in the GPU layer.

@@ -1,16 +1,25 @@
-//! Launcher for `shaders/sgd.wgsl`: `v ← μ·v − wd·lr·w − lr·g; w ← w + v` in one pass.
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, Result, Tensor};
+//! Launcher for `shaders/sgd.wgsl`: `v ← μ·v − wd·lr·w − lr·g; w ← w + v` in one pass, the
+//! hyper-parameters read from the step's [`StepBuffer`].
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::step::StepBuffer;
+use super::{Recorder, Result, Tensor};
 
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "sgd",
     source: include_str!("../../shaders/sgd.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static STEP: Entry = Entry {
     name: "step",
-    slots: &[Slot::Uniform, Slot::ReadWrite, Slot::ReadWrite, Slot::Read],
+    slots: &[
+        Slot::Uniform,
+        Slot::ReadWrite,
+        Slot::ReadWrite,
+        Slot::Read,
+        Slot::Uniform,
+    ],
 };
 
 /// The WGSL `Params` uniform.
@@ -19,12 +28,8 @@ static STEP: Entry = Entry {
 pub struct SgdParams {
     /// Elements in this dispatch.
     pub n: u32,
-    /// Learning rate.
-    pub lr: f32,
-    /// Momentum μ (the paper: 0.9).
-    pub momentum: f32,
-    /// Weight decay (the paper: 0.0005).
-    pub weight_decay: f32,
+    /// Padding to 16 bytes.
+    pub _pad: [u32; 3],
 }
 
 /// The optimizer's hyper-parameters for one step.
@@ -38,16 +43,17 @@ pub struct SgdHyper {
     pub weight_decay: f32,
 }
 
-/// Record one SGD step on `w` (momentum `v`, gradient `g`, all the same length). Tensors
-/// larger than one binding (fc6's weight on lavapipe) are updated in chunks.
+/// Record one SGD step on `w` (momentum `v`, gradient `g`, all the same length) with the
+/// hyper-parameters in `step`. Tensors larger than one binding (fc6's weight on lavapipe)
+/// are updated in chunks.
 pub fn step(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     w: &Tensor,
     v: &Tensor,
     g: &Tensor,
-    h: SgdHyper,
+    step: &StepBuffer,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     kernel::expect_len("sgd", "v", v, w.len)?;
     kernel::expect_len("sgd", "g", g, w.len)?;
     let limit = gpu.max_binding();
@@ -57,21 +63,17 @@ pub fn step(
         let (vg, _) = kernel::window(gpu, "sgd", "g", g, start, n, limit)?;
         let params = SgdParams {
             n: kernel::u32_of("sgd", n)?,
-            lr: h.lr,
-            momentum: h.momentum,
-            weight_decay: h.weight_decay,
+            _pad: [0; 3],
         };
         let groups = kernel::grid_1d(gpu, "sgd", (n as u64).div_ceil(256))?;
-        kernel::record(
-            gpu,
-            encoder,
+        let views = [vw, vv, vg, step.view()];
+        rec.launch(&Launch::new(
             &SHADER,
             &STEP,
-            &[],
             bytemuck::bytes_of(&params),
-            &[vw, vv, vg],
+            &views,
             groups,
-        )?;
+        ))?;
     }
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! Launcher for `shaders/softmax_xent.wgsl`: per-sample loss and top-1/top-5 hits (forward),
 //! `(softmax − onehot)/N` (backward).
-use super::kernel::{self, Entry, Shader, Slot};
-use super::{Gpu, GpuError, Result, Tensor};
+use super::kernel::{self, Entry, Launch, Shader, Slot};
+use super::{GpuError, Recorder, Result, Tensor};
 
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "softmax_xent",
     source: include_str!("../../shaders/softmax_xent.wgsl"),
     prelude: &[],
+    gemm_entries: &[],
 };
 static FORWARD: Entry = Entry {
     name: "forward",
@@ -52,14 +53,14 @@ fn params(n: usize, classes: usize, logits: &Tensor, labels: &Tensor) -> Result<
 /// Record the per-sample `stats` `[N,3]` = (loss, top1 hit, top5 hit) for `logits` `[N,C]`
 /// and `labels` `[N]` (u32, from [`Tensor::from_u32`]).
 pub fn forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     n: usize,
     classes: usize,
     logits: &Tensor,
     labels: &Tensor,
     stats: &Tensor,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(n, classes, logits, labels)?;
     kernel::expect_len("softmax_xent", "stats", stats, n * 3)?;
     let views = [
@@ -67,29 +68,26 @@ pub fn forward(
         kernel::whole(gpu, "softmax_xent", "labels", labels)?,
         kernel::whole(gpu, "softmax_xent", "stats", stats)?,
     ];
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &FORWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         [n as u32, 1, 1],
-    )
+    ))
 }
 
 /// Record `dlogits` `[N,C]` = (softmax(logits) − onehot(labels)) / N: the gradient of the
 /// batch-mean loss.
 pub fn backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     n: usize,
     classes: usize,
     logits: &Tensor,
     labels: &Tensor,
     dlogits: &Tensor,
 ) -> Result<()> {
+    let gpu = rec.gpu();
     let p = params(n, classes, logits, labels)?;
     kernel::expect_len("softmax_xent", "dlogits", dlogits, n * classes)?;
     let views = [
@@ -97,16 +95,13 @@ pub fn backward(
         kernel::whole(gpu, "softmax_xent", "labels", labels)?,
         kernel::whole(gpu, "softmax_xent", "dlogits", dlogits)?,
     ];
-    kernel::record(
-        gpu,
-        encoder,
+    rec.launch(&Launch::new(
         &SHADER,
         &BACKWARD,
-        &[],
         bytemuck::bytes_of(&p),
         &views,
         [n as u32, 1, 1],
-    )
+    ))
 }
 
 /// Mean loss, top-1 and top-5 accuracy of downloaded `stats` `[N,3]`.

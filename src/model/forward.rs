@@ -94,7 +94,7 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
     let net = Network::new(&gpu, &ck.config, shape[0], &ck.params)?;
     net.input().upload(&gpu, &images)?;
     let mut enc = gpu.encoder("forward");
-    net.record_forward(&gpu, &mut enc, None)?;
+    net.record_forward(&mut net.recorder(&gpu, &mut enc), None)?;
     gpu.submit(enc);
     let mut tensors = Vec::new();
     for (name, shape, t) in net.activations() {

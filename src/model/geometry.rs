@@ -5,6 +5,7 @@
 //! [LRN] → pool · conv3 k3 p1 → act · conv4 k3 p1 (groups) → act · conv5 k3 p1 (groups) → act →
 //! pool · flatten (C,H,W order) · fc6 → act → dropout · fc7 → act → dropout · fc8.
 use super::config::ModelConfig;
+pub use crate::shape::LinearShape;
 use crate::shape::{ConvShape, PoolShape};
 use thiserror::Error;
 
@@ -22,17 +23,6 @@ pub enum GeometryError {
     /// A batch of zero images.
     #[error("batch size must be at least 1")]
     EmptyBatch,
-}
-
-/// Shape of a fully connected layer: y `[N,Fout]` = x `[N,Fin]` · wᵀ, w `[Fout,Fin]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearShape {
-    /// Batch size.
-    pub n: usize,
-    /// Input features.
-    pub fin: usize,
-    /// Output features.
-    pub fout: usize,
 }
 
 /// One convolutional block: the convolution, the activation, then optionally LRN and pooling.

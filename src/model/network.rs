@@ -1,16 +1,21 @@
 //! The network on one GPU: every activation, gradient and parameter buffer allocated once for a
 //! batch size, and the forward, loss, backward and SGD passes recorded into the caller's
-//! encoder, so a training step is one submit and nothing is allocated per step.
+//! encoder through a [`Recorder`] that takes its bind groups from the network's own
+//! [`BindCache`], so a training step is one submit and, after the first, allocates nothing.
 //!
-//! Forward (per conv stage: conv+bias → activation in place → [LRN] → [pool]):
+//! Forward (per conv stage: conv+bias+activation, fused → [LRN] → [pool]):
 //! `input → conv1..conv5 → flatten → fc6 → act → dropout → fc7 → act → dropout → fc8 → logits`.
 //! Backward is the forward read in reverse. Dropout writes a copy (`fc6.dropped`) so the
 //! activation's own output stays intact for its backward and for `alexnet forward`.
 use super::geometry::{ConvStage, Geometry, GeometryError};
 use super::params::{param_specs, ParamSpec, Params};
 use super::ModelConfig;
-use crate::gpu::{self, Gpu, GpuError, Tensor};
+use crate::gpu::dropout::SeedSlot;
+use crate::gpu::sgd::SgdHyper;
+use crate::gpu::step::{StepBuffer, StepScalars};
+use crate::gpu::{self, BindCache, Gpu, GpuError, Recorder, Tensor};
 use crate::shape::LrnParams;
+use std::cell::Cell;
 
 /// What can go wrong building or running the network.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,9 @@ pub struct Network {
     d_input_of_fc6: Tensor,
     stats: Tensor,
     lrn: LrnParams,
+    cache: BindCache,
+    step: StepBuffer,
+    step_values: Cell<StepScalars>,
 }
 
 impl Network {
@@ -186,6 +194,9 @@ impl Network {
             stages,
             hidden,
             lrn: LrnParams::default(),
+            cache: BindCache::new(),
+            step: StepBuffer::new(gpu, &StepScalars::default()),
+            step_values: Cell::new(StepScalars::default()),
         };
         net.upload_params(gpu, params)?;
         Ok(net)
@@ -194,6 +205,23 @@ impl Network {
     /// Images per batch.
     pub fn batch(&self) -> usize {
         self.geometry.batch
+    }
+
+    /// A recorder into `enc` that takes bind groups from this network's cache.
+    pub fn recorder<'a>(&'a self, gpu: &'a Gpu, enc: &'a mut wgpu::CommandEncoder) -> Recorder<'a> {
+        Recorder::new(gpu, enc).with_cache(&self.cache)
+    }
+
+    /// Bind groups the network holds (a test checks this stops growing after one step).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn write_step(&self, gpu: &Gpu, f: impl FnOnce(&mut StepScalars)) {
+        let mut v = self.step_values.get();
+        f(&mut v);
+        self.step_values.set(v);
+        self.step.write(gpu, &v);
     }
 
     /// The input tensor `[N,3,I,I]` (preprocessed images): write it, or record into it.
@@ -306,81 +334,80 @@ impl Network {
     }
 
     /// Records the forward pass from [`Network::input`] to the logits. With `dropout`, the
-    /// training view (fc6 and fc7 masked); without, the evaluation view.
-    pub fn record_forward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        dropout: Option<Dropout>,
-    ) -> Result<()> {
+    /// training view (fc6 and fc7 masked, its seeds written for the next submit); without, the
+    /// evaluation view.
+    pub fn record_forward(&self, rec: &mut Recorder<'_>, dropout: Option<Dropout>) -> Result<()> {
+        let gpu = rec.gpu();
         let act = self.config.activation;
+        let dropout = dropout.filter(|d| d.p > 0.0);
+        if let Some(d) = dropout {
+            self.write_step(gpu, |v| v.seeds[..2].copy_from_slice(&d.seeds));
+        }
         for (i, (st, b)) in self.geometry.convs.iter().zip(&self.stages).enumerate() {
+            rec.set_scope(st.name);
             let (w, _) = self.param(st.name, "weight");
             let (bias, _) = self.param(st.name, "bias");
-            gpu::conv::forward(gpu, enc, &st.conv, self.stage_input(i), w, bias, &b.act)?;
-            gpu::activation::forward(gpu, enc, act, &b.act)?;
+            let x = self.stage_input(i);
+            gpu::conv::forward(rec, &st.conv, x, w, bias, &b.act, Some(act))?;
             let mut cur = &b.act;
             if let Some((out, scale)) = &b.lrn {
                 let [n, c, h, w] = st.conv_dims();
-                gpu::lrn::forward(gpu, enc, n, c, h * w, &self.lrn, cur, out, scale)?;
+                gpu::lrn::forward(rec, n, c, h * w, &self.lrn, cur, out, scale)?;
                 cur = out;
             }
             if let (Some(ps), Some(out)) = (&st.pool, &b.pool) {
-                gpu::maxpool::forward(gpu, enc, ps, cur, out)?;
+                gpu::maxpool::forward(rec, ps, cur, out)?;
             }
         }
         let mut x = self.stages[4].output();
         for (j, (f, h)) in self.geometry.fcs[..2].iter().zip(&self.hidden).enumerate() {
+            rec.set_scope(f.name);
             let (w, _) = self.param(f.name, "weight");
             let (bias, _) = self.param(f.name, "bias");
-            let l = f.linear;
-            gpu::gemm::linear_forward(gpu, enc, x, w, Some(bias), &h.act, l.n, l.fout, l.fin)?;
-            gpu::activation::forward(gpu, enc, act, &h.act)?;
+            gpu::gemm::linear_forward(rec, &f.linear, x, w, Some(bias), &h.act, Some(act))?;
             x = &h.act;
-            if let Some(d) = dropout.filter(|d| d.p > 0.0) {
-                enc.copy_buffer_to_buffer(&h.act.buffer, 0, &h.dropped.buffer, 0, h.act.bytes());
-                gpu::dropout::forward(gpu, enc, &h.dropped, d.seeds[j], d.p)?;
+            if let Some(d) = dropout {
+                rec.encoder().copy_buffer_to_buffer(
+                    &h.act.buffer,
+                    0,
+                    &h.dropped.buffer,
+                    0,
+                    h.act.bytes(),
+                );
+                let seed = SeedSlot {
+                    step: &self.step,
+                    slot: j as u32,
+                };
+                gpu::dropout::forward(rec, &h.dropped, seed, d.p)?;
                 x = &h.dropped;
             }
         }
         let f8 = &self.geometry.fcs[2];
+        rec.set_scope(f8.name);
         let (w, _) = self.param(f8.name, "weight");
         let (bias, _) = self.param(f8.name, "bias");
-        let l = f8.linear;
-        gpu::gemm::linear_forward(gpu, enc, x, w, Some(bias), &self.logits, l.n, l.fout, l.fin)?;
+        gpu::gemm::linear_forward(rec, &f8.linear, x, w, Some(bias), &self.logits, None)?;
         Ok(())
     }
 
     /// Records the per-image loss and top-1/top-5 hits of the last forward pass against the
     /// uploaded labels into [`Network::stats`].
-    pub fn record_loss(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    pub fn record_loss(&self, rec: &mut Recorder<'_>) -> Result<()> {
         let l = self.geometry.fcs[2].linear;
-        gpu::softmax_xent::forward(
-            gpu,
-            enc,
-            l.n,
-            l.fout,
-            &self.logits,
-            &self.labels,
-            &self.stats,
-        )?;
+        rec.set_scope("loss");
+        gpu::softmax_xent::forward(rec, l.n, l.fout, &self.logits, &self.labels, &self.stats)?;
         Ok(())
     }
 
     /// Records the backward pass of the mean cross-entropy: every parameter's gradient (written,
     /// not accumulated). `dropout` must be what the forward pass used.
-    pub fn record_backward(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        dropout: Option<Dropout>,
-    ) -> Result<()> {
+    pub fn record_backward(&self, rec: &mut Recorder<'_>, dropout: Option<Dropout>) -> Result<()> {
         let act = self.config.activation;
         let dropout = dropout.filter(|d| d.p > 0.0);
         let l8 = self.geometry.fcs[2].linear;
+        rec.set_scope("loss");
         gpu::softmax_xent::backward(
-            gpu,
-            enc,
+            rec,
             l8.n,
             l8.fout,
             &self.logits,
@@ -391,7 +418,7 @@ impl Network {
         let mut dy = &self.d_logits;
         for j in (0..3).rev() {
             let f = &self.geometry.fcs[j];
-            let l = f.linear;
+            rec.set_scope(f.name);
             let x = match j {
                 0 => self.stages[4].output(),
                 _ if dropout.is_some() => &self.hidden[j - 1].dropped,
@@ -399,26 +426,30 @@ impl Network {
             };
             let (w, dw) = self.param(f.name, "weight");
             let (_, db) = self.param(f.name, "bias");
-            gpu::gemm::linear_backward_weight(gpu, enc, dy, x, dw, l.n, l.fout, l.fin, false)?;
-            gpu::gemm::linear_backward_bias(gpu, enc, dy, db, l.n, l.fout, false)?;
+            gpu::gemm::linear_backward_weight(rec, &f.linear, dy, x, dw, false)?;
+            gpu::gemm::linear_backward_bias(rec, &f.linear, dy, db, false)?;
             let dx = if j == 0 {
                 &self.d_input_of_fc6
             } else {
                 &self.hidden[j - 1].d
             };
-            gpu::gemm::linear_backward_input(gpu, enc, dy, w, dx, l.n, l.fout, l.fin, false)?;
+            gpu::gemm::linear_backward_input(rec, &f.linear, dy, w, dx, false)?;
             if j > 0 {
                 let h = &self.hidden[j - 1];
                 if let Some(d) = dropout {
-                    gpu::dropout::backward(gpu, enc, &h.d, d.seeds[j - 1], d.p)?;
+                    let seed = SeedSlot {
+                        step: &self.step,
+                        slot: (j - 1) as u32,
+                    };
+                    gpu::dropout::backward(rec, &h.d, seed, d.p)?;
                 }
-                gpu::activation::backward(gpu, enc, act, &h.d, &h.act)?;
+                gpu::activation::backward(rec, act, &h.d, &h.act)?;
             }
             dy = dx;
         }
         // The flatten is a view: fc6's input gradient is conv5's output gradient.
         let last = self.stages[4].d_output();
-        enc.copy_buffer_to_buffer(
+        rec.encoder().copy_buffer_to_buffer(
             &self.d_input_of_fc6.buffer,
             0,
             &last.buffer,
@@ -427,65 +458,41 @@ impl Network {
         );
         for i in (0..5).rev() {
             let st: &ConvStage = &self.geometry.convs[i];
+            rec.set_scope(st.name);
             let b = &self.stages[i];
             let pre_pool = b.lrn.as_ref().map(|(o, _)| o).unwrap_or(&b.act);
             let d_pre_pool = b.d_lrn.as_ref().unwrap_or(&b.d_act);
             if let (Some(ps), Some(dp)) = (&st.pool, &b.d_pool) {
-                gpu::maxpool::backward(gpu, enc, ps, pre_pool, dp, d_pre_pool)?;
+                gpu::maxpool::backward(rec, ps, pre_pool, dp, d_pre_pool)?;
             }
             if let (Some((_, scale)), Some(dl)) = (&b.lrn, &b.d_lrn) {
                 let [n, c, h, w] = st.conv_dims();
-                gpu::lrn::backward(
-                    gpu,
-                    enc,
-                    n,
-                    c,
-                    h * w,
-                    &self.lrn,
-                    &b.act,
-                    scale,
-                    dl,
-                    &b.d_act,
-                )?;
+                gpu::lrn::backward(rec, n, c, h * w, &self.lrn, &b.act, scale, dl, &b.d_act)?;
             }
-            gpu::activation::backward(gpu, enc, act, &b.d_act, &b.act)?;
+            gpu::activation::backward(rec, act, &b.d_act, &b.act)?;
             let (w, dw) = self.param(st.name, "weight");
             let (_, db) = self.param(st.name, "bias");
-            gpu::conv::backward_weight(
-                gpu,
-                enc,
-                &st.conv,
-                &b.d_act,
-                self.stage_input(i),
-                dw,
-                false,
-            )?;
-            gpu::conv::backward_bias(gpu, enc, &st.conv, &b.d_act, db, false)?;
+            gpu::conv::backward_weight(rec, &st.conv, &b.d_act, self.stage_input(i), dw, false)?;
+            gpu::conv::backward_bias(rec, &st.conv, &b.d_act, db, false)?;
             if i > 0 {
                 let dx = self.stages[i - 1].d_output();
-                gpu::conv::backward_input(gpu, enc, &st.conv, &b.d_act, w, dx, false)?;
+                gpu::conv::backward_input(rec, &st.conv, &b.d_act, w, dx, false)?;
             }
         }
         Ok(())
     }
 
     /// Records one SGD step on every parameter from the last backward pass (DESIGN.md:
-    /// `v ← μ·v − wd·lr·w − lr·g; w ← w + v`).
-    pub fn record_sgd(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-    ) -> Result<()> {
-        let h = gpu::sgd::SgdHyper {
-            lr,
-            momentum,
-            weight_decay,
-        };
+    /// `v ← μ·v − wd·lr·w − lr·g; w ← w + v`), writing `h` for the next submit.
+    pub fn record_sgd(&self, rec: &mut Recorder<'_>, h: SgdHyper) -> Result<()> {
+        self.write_step(rec.gpu(), |v| {
+            v.lr = h.lr;
+            v.momentum = h.momentum;
+            v.weight_decay = h.weight_decay;
+        });
+        rec.set_scope("sgd");
         for ((w, v), g) in self.params.iter().zip(&self.momentum).zip(&self.grads) {
-            gpu::sgd::step(gpu, enc, w, v, g, h)?;
+            gpu::sgd::step(rec, w, v, g, &self.step)?;
         }
         Ok(())
     }

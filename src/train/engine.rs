@@ -6,7 +6,7 @@ use super::input::InputStage;
 use super::TrainError;
 use crate::dataset::ShardSet;
 use crate::gpu::sgd::SgdHyper;
-use crate::gpu::{Gpu, GpuError, Tensor};
+use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
 use crate::shape::AugmentDraw;
 use std::cell::OnceCell;
@@ -155,20 +155,24 @@ impl Engine {
         hist: &Tensor,
         at: u64,
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
+        self.step_timed(x, hist, at, None)
+    }
+
+    /// [`Engine::step`], with every dispatch of one device timed by `timer` (its resolve is
+    /// recorded at the end of the step; read it after the step with [`KernelTimer::read`]).
+    /// The two-column split is not timed per kernel.
+    pub fn step_timed(
+        &self,
+        x: &StepInput<'_>,
+        hist: &Tensor,
+        at: u64,
+        timer: Option<&KernelTimer>,
+    ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
-            Engine::One { gpu, net, input } => {
-                input.upload_images(gpu, x.images)?;
-                net.upload_labels(gpu, x.labels)?;
-                let mut enc = gpu.encoder("train.step");
-                input.record(gpu, &mut enc, x.draws, net.input())?;
-                net.record_forward(gpu, &mut enc, Some(x.dropout))?;
-                net.record_loss(gpu, &mut enc)?;
-                net.record_backward(gpu, &mut enc, Some(x.dropout))?;
-                let h = x.hyper;
-                net.record_sgd(gpu, &mut enc, h.lr, h.momentum, h.weight_decay)?;
-                enc.copy_buffer_to_buffer(&net.stats().buffer, 0, &hist.buffer, at, row_bytes);
-                Ok(gpu.submit(enc))
+            Engine::One { gpu, .. } => {
+                let cb = self.record_step(x, hist, at, timer)?;
+                Ok(gpu.queue.submit(cb))
             }
             Engine::Two(c) => {
                 let (net, inputs) = (&c.net, &c.inputs);
@@ -176,7 +180,8 @@ impl Engine {
                 let mut encs = net.encoders("train.step");
                 for (d, input) in inputs.iter().enumerate() {
                     input.upload_images(net.gpu(d), x.images)?;
-                    input.record(net.gpu(d), &mut encs[d], x.draws, net.input(d))?;
+                    let mut rec = Recorder::new(net.gpu(d), &mut encs[d]);
+                    input.record(&mut rec, x.draws, net.input(d))?;
                 }
                 net.record_forward(&mut encs, Some(x.dropout))?;
                 net.record_loss(&mut encs)?;
@@ -186,6 +191,38 @@ impl Engine {
                 Ok(net.submit(encs))
             }
         }
+    }
+
+    /// Uploads the step's inputs and records the step on one device without submitting it, so
+    /// the recording can be timed apart from the GPU (the step bench). `None` for the
+    /// two-column split, which submits at its exchanges.
+    pub fn record_step(
+        &self,
+        x: &StepInput<'_>,
+        hist: &Tensor,
+        at: u64,
+        timer: Option<&KernelTimer>,
+    ) -> Result<Option<wgpu::CommandBuffer>, TrainError> {
+        let Engine::One { gpu, net, input } = self else {
+            return Ok(None);
+        };
+        let row_bytes = (x.labels.len() * 3 * 4) as u64;
+        input.upload_images(gpu, x.images)?;
+        net.upload_labels(gpu, x.labels)?;
+        let mut enc = gpu.encoder("train.step");
+        {
+            let mut rec = net.recorder(gpu, &mut enc).with_timer(timer);
+            input.record(&mut rec, x.draws, net.input())?;
+            net.record_forward(&mut rec, Some(x.dropout))?;
+            net.record_loss(&mut rec)?;
+            net.record_backward(&mut rec, Some(x.dropout))?;
+            net.record_sgd(&mut rec, x.hyper)?;
+        }
+        if let Some(t) = timer {
+            t.resolve(&mut enc);
+        }
+        enc.copy_buffer_to_buffer(&net.stats().buffer, 0, &hist.buffer, at, row_bytes);
+        Ok(Some(enc.finish()))
     }
 
     /// Scores `set` with the current weights (one device; the column split's weights are

@@ -106,8 +106,11 @@ pub fn evaluate(
         let mut probs = vec![0f64; have * classes];
         for draws in &views {
             let mut enc = gpu.encoder("eval");
-            input.record(gpu, &mut enc, draws, net.input())?;
-            net.record_forward(gpu, &mut enc, None)?;
+            {
+                let mut rec = net.recorder(gpu, &mut enc);
+                input.record(&mut rec, draws, net.input())?;
+                net.record_forward(&mut rec, None)?;
+            }
             gpu.submit(enc);
             let logits = net.logits().download(gpu)?;
             for (i, row) in logits.chunks_exact(classes).take(have).enumerate() {

@@ -1,7 +1,7 @@
 //! The GPU side of the input pipeline: a batch of stored u8 images, the draws and the mean
 //! image on the device, and the augment kernel that writes the network's input.
 use crate::dataset::ShardSet;
-use crate::gpu::{augment, Gpu, GpuError, Tensor};
+use crate::gpu::{augment, Gpu, GpuError, Recorder, Tensor};
 use crate::model::Checkpoint;
 use crate::shape::{AugmentDraw, AugmentShape};
 use std::path::Path;
@@ -44,15 +44,14 @@ impl InputStage {
     /// Uploads the draws and records the augment kernel writing `out` `[N,3,I,I]`.
     pub fn record(
         &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        rec: &mut Recorder<'_>,
         draws: &[AugmentDraw],
         out: &Tensor,
     ) -> Result<(), GpuError> {
-        augment::upload_draws(gpu, &self.draws, draws)?;
+        augment::upload_draws(rec.gpu(), &self.draws, draws)?;
+        rec.set_scope("input");
         augment::forward(
-            gpu,
-            enc,
+            rec,
             &self.shape,
             &self.images,
             &self.mean,

@@ -6,7 +6,7 @@
 // `d` indexes the devices, their columns and their encoders together.
 #![allow(clippy::needless_range_loop)]
 use crate::gpu::channels::{self, Move, Slice};
-use crate::gpu::{Gpu, GpuError, Tensor};
+use crate::gpu::{Gpu, GpuError, Recorder, Tensor};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,13 @@ impl Exchanger {
         let bytes = (len * 4) as u64;
         for d in 0..2 {
             let packed = (&l.send[d], Slice::at(m.k, 0));
-            channels::copy(&gpus[d], &mut encs[d], m, from[d], packed, false)?;
+            channels::copy(
+                &mut Recorder::new(&gpus[d], &mut encs[d]),
+                m,
+                from[d],
+                packed,
+                false,
+            )?;
             encs[d].copy_buffer_to_buffer(&l.send[d].buffer, 0, &l.back[d], 0, bytes);
         }
         let t0 = Instant::now();
@@ -222,7 +228,13 @@ impl Exchanger {
         }
         for d in 0..2 {
             let packed = (&l.recv[d], Slice::at(m.k, 0));
-            channels::copy(&gpus[d], &mut encs[d], m, packed, to[d], accumulate)?;
+            channels::copy(
+                &mut Recorder::new(&gpus[d], &mut encs[d]),
+                m,
+                packed,
+                to[d],
+                accumulate,
+            )?;
         }
         self.busy.set(false);
         self.wait.set(self.wait.get() + (t1 - t0));

@@ -24,10 +24,13 @@ use super::network::param_data;
 use super::params::{param_specs, ParamSpec, Params};
 use super::{Dropout, ModelConfig, NetworkError};
 use crate::gpu::channels::{self, Move, Slice};
-use crate::gpu::{self, Gpu, GpuError, Tensor};
-use crate::shape::{ConvShape, LrnParams, PoolShape};
+use crate::gpu::dropout::SeedSlot;
+use crate::gpu::step::{StepBuffer, StepScalars};
+use crate::gpu::{self, BindCache, Gpu, GpuError, Recorder, Tensor};
+use crate::shape::{ConvShape, LinearShape, LrnParams, PoolShape};
 pub use exchange::ExchangeStats;
 use exchange::{Exchanger, Side};
+use std::cell::Cell;
 
 type Result<T> = std::result::Result<T, NetworkError>;
 
@@ -52,16 +55,9 @@ struct LrnCol {
 impl LrnCol {
     /// Records the copy of the own channels (`m.k` of them) of `ext`, one of the extended
     /// tensors, into `out` `[N,C',hw]`.
-    fn copy_own(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        m: Move,
-        ext: &Tensor,
-        out: &Tensor,
-    ) -> Result<()> {
+    fn copy_own(&self, rec: &mut Recorder<'_>, m: Move, ext: &Tensor, out: &Tensor) -> Result<()> {
         let from = (ext, Slice::at(self.ext_c, self.own_at));
-        channels::copy(gpu, enc, m, from, (out, Slice::at(m.k, 0)), false)?;
+        channels::copy(rec, m, from, (out, Slice::at(m.k, 0)), false)?;
         Ok(())
     }
 }
@@ -136,6 +132,9 @@ pub struct ColumnNetwork {
     cols: [Column; 2],
     lrn: LrnParams,
     ex: Exchanger,
+    caches: [BindCache; 2],
+    steps: [StepBuffer; 2],
+    step_values: Cell<StepScalars>,
 }
 
 fn halves(what: &str, n: usize) -> Result<usize> {
@@ -286,6 +285,7 @@ impl ColumnNetwork {
             Column::new(&gpus[0], 0, &geometry, &specs, halo)?,
             Column::new(&gpus[1], 1, &geometry, &specs, halo)?,
         ];
+        let steps = [0, 1].map(|d| StepBuffer::new(&gpus[d], &StepScalars::default()));
         let net = ColumnNetwork {
             config: config.clone(),
             geometry,
@@ -294,6 +294,9 @@ impl ColumnNetwork {
             cols,
             lrn,
             ex: Exchanger::default(),
+            caches: [BindCache::new(), BindCache::new()],
+            steps,
+            step_values: Cell::new(StepScalars::default()),
         };
         net.upload_params(params)?;
         Ok(net)
@@ -400,6 +403,20 @@ impl ColumnNetwork {
         Ok(())
     }
 
+    /// A recorder into `enc` on device `d`, with that device's bind-group cache.
+    fn rec<'a>(&'a self, d: usize, enc: &'a mut wgpu::CommandEncoder) -> Recorder<'a> {
+        Recorder::new(&self.gpus[d], enc).with_cache(&self.caches[d])
+    }
+
+    fn write_step(&self, f: impl FnOnce(&mut StepScalars)) {
+        let mut v = self.step_values.get();
+        f(&mut v);
+        self.step_values.set(v);
+        for d in 0..2 {
+            self.steps[d].write(&self.gpus[d], &v);
+        }
+    }
+
     /// New encoders, one per device.
     pub fn encoders(&self, label: &str) -> [wgpu::CommandEncoder; 2] {
         [self.gpus[0].encoder(label), self.gpus[1].encoder(label)]
@@ -436,7 +453,13 @@ impl ColumnNetwork {
         accumulate: bool,
     ) -> Result<()> {
         for d in 0..2 {
-            channels::copy(&self.gpus[d], &mut encs[d], km, keep[d].0, keep[d].1, false)?;
+            channels::copy(
+                &mut self.rec(d, &mut encs[d]),
+                km,
+                keep[d].0,
+                keep[d].1,
+                false,
+            )?;
         }
         self.ex.swap(&self.gpus, encs, m, from, to, accumulate)?;
         Ok(())
@@ -482,8 +505,7 @@ impl ColumnNetwork {
         overlap(encs)?;
         for d in 0..2 {
             channels::copy(
-                &self.gpus[d],
-                &mut encs[d],
+                &mut self.rec(d, &mut encs[d]),
                 m,
                 part_s(d, d),
                 own_s(d),
@@ -556,6 +578,9 @@ impl ColumnNetwork {
     ) -> Result<()> {
         let act = self.config.activation;
         let dropout = dropout.filter(|dr| dr.p > 0.0);
+        if let Some(dr) = dropout {
+            self.write_step(|v| v.seeds[..2].copy_from_slice(&dr.seeds));
+        }
         let n = self.batch();
         for i in 0..5 {
             if self.cols[0].convs[i].reads_both {
@@ -569,10 +594,11 @@ impl ColumnNetwork {
                 self.gather(encs, Move { n, k: c, hw: h * w }, own, full)?;
             }
             for d in 0..2 {
-                let (gpu, enc, cc) = (&self.gpus[d], &mut encs[d], &self.cols[d].convs[i]);
+                let cc = &self.cols[d].convs[i];
                 let (w, b) = self.w(d, i);
-                gpu::conv::forward(gpu, enc, &cc.conv, self.stage_input(d, i), w, b, &cc.act)?;
-                gpu::activation::forward(gpu, enc, act, &cc.act)?;
+                let x = self.stage_input(d, i);
+                let mut rec = self.rec(d, &mut encs[d]);
+                gpu::conv::forward(&mut rec, &cc.conv, x, w, b, &cc.act, Some(act))?;
             }
             if self.cols[0].convs[i].lrn.is_some() {
                 let own = [0, 1].map(|d| &self.cols[d].convs[i].act);
@@ -581,19 +607,18 @@ impl ColumnNetwork {
                 let hw = self.hw(i);
                 for d in 0..2 {
                     let l = self.lrn_col(d, i);
-                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                    gpu::lrn::forward(
-                        gpu, enc, n, l.ext_c, hw, &self.lrn, &l.ext_x, &l.ext_y, &l.scale,
-                    )?;
+                    let mut rec = self.rec(d, &mut encs[d]);
+                    let (ext_x, ext_y) = (&l.ext_x, &l.ext_y);
+                    gpu::lrn::forward(&mut rec, n, l.ext_c, hw, &self.lrn, ext_x, ext_y, &l.scale)?;
                     let own_c = self.cols[d].convs[i].conv.c_out;
-                    l.copy_own(gpu, enc, Move { n, k: own_c, hw }, &l.ext_y, &l.own_y)?;
+                    l.copy_own(&mut rec, Move { n, k: own_c, hw }, &l.ext_y, &l.own_y)?;
                 }
             }
             for d in 0..2 {
                 let cc = &self.cols[d].convs[i];
                 if let Some((ps, y, _)) = &cc.pool {
                     let x = cc.lrn.as_ref().map(|l| &l.own_y).unwrap_or(&cc.act);
-                    gpu::maxpool::forward(&self.gpus[d], &mut encs[d], ps, x, y)?;
+                    gpu::maxpool::forward(&mut self.rec(d, &mut encs[d]), ps, x, y)?;
                 }
             }
         }
@@ -619,11 +644,14 @@ impl ColumnNetwork {
                 let x = self.fc_input(d, j, dropout.is_some());
                 let (w, b) = self.w(d, 5 + j);
                 let fc = &self.cols[d].fcs[j];
-                let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                gpu::gemm::linear_forward(gpu, enc, x, w, Some(b), &fc.act, n, l.fout / 2, l.fin)?;
-                if f.hidden {
-                    gpu::activation::forward(gpu, enc, act, &fc.act)?;
-                }
+                let s = LinearShape {
+                    n,
+                    fin: l.fin,
+                    fout: l.fout / 2,
+                };
+                let a = f.hidden.then_some(act);
+                let mut rec = self.rec(d, &mut encs[d]);
+                gpu::gemm::linear_forward(&mut rec, &s, x, w, Some(b), &fc.act, a)?;
             }
             let own = [0, 1].map(|d| &self.cols[d].fcs[j].act);
             let full = [0, 1].map(|d| &self.cols[d].fcs[j].full);
@@ -648,7 +676,11 @@ impl ColumnNetwork {
                         0,
                         fc.full.bytes(),
                     );
-                    gpu::dropout::forward(&self.gpus[d], enc, &fc.dropped, dr.seeds[j], dr.p)?;
+                    let seed = SeedSlot {
+                        step: &self.steps[d],
+                        slot: j as u32,
+                    };
+                    gpu::dropout::forward(&mut self.rec(d, enc), &fc.dropped, seed, dr.p)?;
                 }
             }
         }
@@ -672,8 +704,7 @@ impl ColumnNetwork {
         for d in 0..2 {
             let c = &self.cols[d];
             gpu::softmax_xent::forward(
-                &self.gpus[d],
-                &mut encs[d],
+                &mut self.rec(d, &mut encs[d]),
                 l.n,
                 l.fout,
                 &c.fcs[2].full,
@@ -697,10 +728,9 @@ impl ColumnNetwork {
         let l8 = self.geometry.fcs[2].linear;
         for d in 0..2 {
             let c = &self.cols[d];
-            let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
+            let mut rec = self.rec(d, &mut encs[d]);
             gpu::softmax_xent::backward(
-                gpu,
-                enc,
+                &mut rec,
                 n,
                 l8.fout,
                 &c.fcs[2].full,
@@ -710,8 +740,7 @@ impl ColumnNetwork {
             // Both devices hold the whole dlogits; each keeps its own classes.
             let k = l8.fout / 2;
             channels::copy(
-                gpu,
-                enc,
+                &mut rec,
                 Move { n, k, hw: 1 },
                 (&c.d_logits, Slice::at(l8.fout, d * k)),
                 (&c.fcs[2].d, Slice::at(k, 0)),
@@ -724,13 +753,20 @@ impl ColumnNetwork {
             for d in 0..2 {
                 let fc = &self.cols[d].fcs[j];
                 let (w, _) = self.w(d, 5 + j);
-                let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                gpu::gemm::linear_backward_input(
-                    gpu, enc, &fc.d, w, &fc.d_in, n, own, l.fin, false,
-                )?;
+                let s = LinearShape {
+                    n,
+                    fin: l.fin,
+                    fout: own,
+                };
+                let mut rec = self.rec(d, &mut encs[d]);
+                gpu::gemm::linear_backward_input(&mut rec, &s, &fc.d, w, &fc.d_in, false)?;
                 if let (Some(dr), true) = (dropout, j > 0) {
                     // The mask is elementwise, so it can go on each partial before the sum.
-                    gpu::dropout::backward(gpu, enc, &fc.d_in, dr.seeds[j - 1], dr.p)?;
+                    let seed = SeedSlot {
+                        step: &self.steps[d],
+                        slot: (j - 1) as u32,
+                    };
+                    gpu::dropout::backward(&mut rec, &fc.d_in, seed, dr.p)?;
                 }
             }
             let weight_grads = |encs: &mut [wgpu::CommandEncoder; 2]| -> Result<()> {
@@ -738,11 +774,14 @@ impl ColumnNetwork {
                     let fc = &self.cols[d].fcs[j];
                     let x = self.fc_input(d, j, dropout.is_some());
                     let (dw, db) = self.g(d, 5 + j);
-                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
-                    gpu::gemm::linear_backward_weight(
-                        gpu, enc, &fc.d, x, dw, n, own, l.fin, false,
-                    )?;
-                    gpu::gemm::linear_backward_bias(gpu, enc, &fc.d, db, n, own, false)?;
+                    let s = LinearShape {
+                        n,
+                        fin: l.fin,
+                        fout: own,
+                    };
+                    let mut rec = self.rec(d, &mut encs[d]);
+                    gpu::gemm::linear_backward_weight(&mut rec, &s, &fc.d, x, dw, false)?;
+                    gpu::gemm::linear_backward_bias(&mut rec, &s, &fc.d, db, false)?;
                 }
                 Ok(())
             };
@@ -757,7 +796,7 @@ impl ColumnNetwork {
                 self.reduce(encs, m, partial, own_d, weight_grads)?;
                 for d in 0..2 {
                     let h = &self.cols[d].fcs[j - 1];
-                    gpu::activation::backward(&self.gpus[d], &mut encs[d], act, &h.d, &h.act)?;
+                    gpu::activation::backward(&mut self.rec(d, &mut encs[d]), act, &h.d, &h.act)?;
                 }
             } else {
                 let [_, c5, h5, w5] = self.geometry.convs[4].out_dims();
@@ -778,7 +817,7 @@ impl ColumnNetwork {
                         Some(l) => (&l.own_y, &l.d_own_y),
                         None => (&cc.act, &cc.d_act),
                     };
-                    gpu::maxpool::backward(&self.gpus[d], &mut encs[d], ps, x, dy, dx)?;
+                    gpu::maxpool::backward(&mut self.rec(d, &mut encs[d]), ps, x, dy, dx)?;
                 }
             }
             if self.cols[0].convs[i].lrn.is_some() {
@@ -789,9 +828,9 @@ impl ColumnNetwork {
                 for d in 0..2 {
                     let cc = &self.cols[d].convs[i];
                     let l = self.lrn_col(d, i);
-                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
+                    let mut rec = self.rec(d, &mut encs[d]);
                     gpu::lrn::backward(
-                        gpu, enc, n, l.ext_c, hw, &self.lrn, &l.ext_x, &l.scale, &l.d_ext_y,
+                        &mut rec, n, l.ext_c, hw, &self.lrn, &l.ext_x, &l.scale, &l.d_ext_y,
                         &l.d_ext_x,
                     )?;
                     let m = Move {
@@ -799,12 +838,13 @@ impl ColumnNetwork {
                         k: cc.conv.c_out,
                         hw,
                     };
-                    l.copy_own(gpu, enc, m, &l.d_ext_x, &cc.d_act)?;
+                    l.copy_own(&mut rec, m, &l.d_ext_x, &cc.d_act)?;
                 }
             }
             for d in 0..2 {
                 let cc = &self.cols[d].convs[i];
-                gpu::activation::backward(&self.gpus[d], &mut encs[d], act, &cc.d_act, &cc.act)?;
+                let mut rec = self.rec(d, &mut encs[d]);
+                gpu::activation::backward(&mut rec, act, &cc.d_act, &cc.act)?;
                 if i == 0 {
                     continue;
                 }
@@ -813,24 +853,16 @@ impl ColumnNetwork {
                     Some((_, dfull)) => dfull,
                     None => self.cols[d].convs[i - 1].d_output(),
                 };
-                gpu::conv::backward_input(
-                    &self.gpus[d],
-                    &mut encs[d],
-                    &cc.conv,
-                    &cc.d_act,
-                    w,
-                    dx,
-                    false,
-                )?;
+                gpu::conv::backward_input(&mut rec, &cc.conv, &cc.d_act, w, dx, false)?;
             }
             let weight_grads = |encs: &mut [wgpu::CommandEncoder; 2]| -> Result<()> {
                 for d in 0..2 {
                     let cc = &self.cols[d].convs[i];
                     let (dw, db) = self.g(d, i);
-                    let (gpu, enc) = (&self.gpus[d], &mut encs[d]);
                     let x = self.stage_input(d, i);
-                    gpu::conv::backward_weight(gpu, enc, &cc.conv, &cc.d_act, x, dw, false)?;
-                    gpu::conv::backward_bias(gpu, enc, &cc.conv, &cc.d_act, db, false)?;
+                    let mut rec = self.rec(d, &mut encs[d]);
+                    gpu::conv::backward_weight(&mut rec, &cc.conv, &cc.d_act, x, dw, false)?;
+                    gpu::conv::backward_bias(&mut rec, &cc.conv, &cc.d_act, db, false)?;
                 }
                 Ok(())
             };
@@ -858,10 +890,16 @@ impl ColumnNetwork {
         encs: &mut [wgpu::CommandEncoder; 2],
         hyper: gpu::sgd::SgdHyper,
     ) -> Result<()> {
+        self.write_step(|v| {
+            v.lr = hyper.lr;
+            v.momentum = hyper.momentum;
+            v.weight_decay = hyper.weight_decay;
+        });
         for d in 0..2 {
             let c = &self.cols[d];
+            let mut rec = self.rec(d, &mut encs[d]);
             for ((w, v), g) in c.params.iter().zip(&c.momentum).zip(&c.grads) {
-                gpu::sgd::step(&self.gpus[d], &mut encs[d], w, v, g, hyper)?;
+                gpu::sgd::step(&mut rec, w, v, g, &self.steps[d])?;
             }
         }
         Ok(())
