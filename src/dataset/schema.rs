@@ -426,4 +426,51 @@ mod tests {
         let err = parse_footer(Path::new("x.parquet"), Some(&kv)).unwrap_err();
         assert!(err.to_string().contains("x.parquet") && err.to_string().contains("99"));
     }
+
+    #[test]
+    fn image_shards_follow_hugging_face_and_raw_shards_keep_their_contract() {
+        let classes = vec!["n1".to_string()];
+        let raw = arrow_schema(Encoding::Raw, &classes);
+        assert!(raw.fields().iter().all(|f| !f.is_nullable()));
+        assert_eq!(raw.field(1).data_type(), &DataType::Int32);
+        for enc in [Encoding::Jpeg, Encoding::Png] {
+            let s = arrow_schema(enc, &classes);
+            // What `datasets.Features({"image": Image(), "label": ClassLabel(...)})` writes.
+            assert!(s.fields().iter().all(|f| f.is_nullable()), "{enc}");
+            assert_eq!(s.field(1).data_type(), &DataType::Int64);
+            assert_eq!(
+                s.field(0).data_type(),
+                &DataType::Struct(image_struct_fields())
+            );
+            let row = Row {
+                image: vec![1, 2, 3],
+                label: 0,
+                wnid: "n1".into(),
+                source: "n1/a.png".into(),
+                orig_width: 4,
+                orig_height: 5,
+            };
+            let b = record_batch(Path::new("x"), enc, &classes, &[row]).unwrap();
+            assert_eq!(label_values(Path::new("x"), b.column(1)).unwrap(), [0]);
+        }
+        let p = Path::new("s.parquet");
+        let wide = Int64Array::from(vec![0, 3, 7]);
+        assert_eq!(label_values(p, &wide).unwrap(), [0, 3, 7]);
+        assert_eq!(
+            label_values(p, &Int32Array::from(vec![2, 1])).unwrap(),
+            [2, 1]
+        );
+        let e = label_values(p, &Int64Array::from(vec![Some(1), None]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.parquet") && e.contains("null"), "{e}");
+        let e = label_values(p, &Int64Array::from(vec![1i64 << 40]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a class index"), "{e}");
+        let e = label_values(p, &StringArray::from(vec!["a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("int32 or int64"), "{e}");
+    }
 }
