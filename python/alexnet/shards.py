@@ -211,10 +211,15 @@ class ShardReader:
         images = np.empty((n, s, s, 3), dtype=np.uint8)
         col = table.column("image").combine_chunks()
         if self.encoding == "raw":
-            for r, b in enumerate(col.to_pylist()):
-                if len(b) != s * s * 3:
-                    raise ShardError(f"{path}: row group {rg} row {r} has {len(b)} bytes, expected S*S*3 = {s * s * 3}")
-                images[r] = np.frombuffer(b, dtype=np.uint8).reshape(s, s, 3)
+            px = s * s * 3
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + n + 1]
+            sizes = np.diff(offsets)
+            if col.null_count or (sizes != px).any():
+                r = int(np.argmax(sizes != px)) if (sizes != px).any() else 0
+                raise ShardError(f"{path}: row group {rg} row {r} is not S*S*3 = {px} bytes; re-run `alexnet ingest`")
+            # Every row is exactly px bytes, back to back: one view of the data buffer.
+            data = np.frombuffer(col.buffers()[2], dtype=np.uint8)
+            images[:] = data[offsets[0] : offsets[0] + n * px].reshape(n, s, s, 3)
         else:
             from PIL import Image  # only the jpeg/png encodings need Pillow
 

@@ -48,13 +48,13 @@ pub fn text_style(size: u32, color: Rgb<u8>, bold: bool) -> TextStyle<'static> {
         .color(&RGBColor(color.0[0], color.0[1], color.0[2]))
 }
 
-/// Width and height in pixels of `text` at `size`.
-pub fn text_size(text: &str, size: u32) -> (u32, u32) {
+/// Width and height in pixels of `text` at `size` (bold is wider).
+pub fn text_size(text: &str, size: u32, bold: bool) -> (u32, u32) {
     if font().is_err() {
         return (0, 0);
     }
-    (FAMILY, size as f64)
-        .into_font()
+    text_style(size, Rgb([0, 0, 0]), bold)
+        .font
         .box_size(text)
         .unwrap_or((0, 0))
 }
@@ -80,14 +80,14 @@ pub fn draw_text(
 }
 
 /// `text` cut with an ellipsis to fit `width` pixels at `size`.
-pub fn fit_text(text: &str, size: u32, width: u32) -> String {
-    if text_size(text, size).0 <= width {
+pub fn fit_text(text: &str, size: u32, width: u32, bold: bool) -> String {
+    if text_size(text, size, bold).0 <= width {
         return text.to_string();
     }
     let chars: Vec<char> = text.chars().collect();
     for keep in (0..chars.len()).rev() {
         let s: String = chars[..keep].iter().collect::<String>() + "…";
-        if text_size(&s, size).0 <= width {
+        if text_size(&s, size, bold).0 <= width {
             return s;
         }
     }
@@ -114,14 +114,18 @@ mod tests {
     fn bundled_font_draws_text_of_the_measured_size() {
         let white = Rgb([255, 255, 255]);
         let mut img = RgbImage::from_pixel(300, 60, white);
-        let (w, h) = text_size("Hello, figure", 20);
+        let (w, h) = text_size("Hello, figure", 20, false);
+        assert!(text_size("Hello, figure", 20, true).0 > w, "bold is wider");
         assert!(w > 80 && w < 200 && h > 10 && h < 30, "{w}×{h}");
         draw_text(&mut img, 10, 10, "Hello, figure", 20, Rgb([0, 0, 0]), false).unwrap();
         // Ink inside the measured box, none far outside it.
         assert!(inked(&img, 10, 10, w, h, white) > 100);
         assert_eq!(inked(&img, 10 + w + 20, 0, 300 - w - 30, 60, white), 0);
-        let cut = fit_text("a very long class name indeed", 14, 80);
-        assert!(cut.ends_with('…') && text_size(&cut, 14).0 <= 80, "{cut}");
-        assert_eq!(fit_text("short", 14, 80), "short");
+        let cut = fit_text("a very long class name indeed", 14, 80, true);
+        assert!(
+            cut.ends_with('…') && text_size(&cut, 14, true).0 <= 80,
+            "{cut}"
+        );
+        assert_eq!(fit_text("short", 14, 80, false), "short");
     }
 }

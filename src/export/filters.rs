@@ -19,7 +19,7 @@ const RULE: u32 = 2;
 /// Band above each block for its caption.
 const CAPTION: u32 = 26;
 /// Smallest image width, so a caption always fits.
-const MIN_WIDTH: u32 = 360;
+const MIN_WIDTH: u32 = 440;
 const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
 const RULE_COLOUR: Rgb<u8> = Rgb([60, 60, 60]);
 
@@ -124,7 +124,7 @@ pub fn render_filters(
                 g + 1
             )
         };
-        let caption = figure::fit_text(&caption, 15, w - 2 * GAP);
+        let caption = figure::fit_text(&caption, 15, w - 2 * GAP, true);
         figure::draw_text(
             &mut img,
             GAP as i32,

@@ -499,7 +499,7 @@ pub fn render_sheet(images: &[u8], s: usize, result: &NeighborsResult) -> Result
         same_count,
         n.saturating_sub(1)
     );
-    let title = figure::fit_text(&title, 18, l.width - 2 * MARGIN);
+    let title = figure::fit_text(&title, 18, l.width - 2 * MARGIN, true);
     figure::draw_on(&mut img, |area| {
         let e = |e: plotters::drawing::DrawingAreaErrorKind<_>| e.to_string();
         area.draw(&Text::new(
@@ -533,7 +533,7 @@ pub fn render_sheet(images: &[u8], s: usize, result: &NeighborsResult) -> Result
             .into_iter()
             .enumerate()
             {
-                let text = figure::fit_text(&text, size, width);
+                let text = figure::fit_text(&text, size, width, bold);
                 area.draw(&Text::new(
                     text,
                     (x, y + 20 * line as i32),

@@ -189,7 +189,13 @@ impl Series {
         } else {
             top / 100.0
         };
-        (low.min(top / 2.0), top)
+        // Whole decades, so the axis always has labelled powers of ten.
+        let decade = |v: f64, round: fn(f64) -> f64| 10f64.powf(round(v.log10()));
+        let (low, top) = (
+            decade(low.min(top / 2.0), f64::floor),
+            decade(top, f64::ceil),
+        );
+        (low, if top > low { top } else { low * 10.0 })
     }
 }
 
@@ -233,6 +239,16 @@ macro_rules! loss_series {
                     first = false;
                 }
             }
+        }
+        if $s.steps.len() < 30 {
+            // Few points: a line alone may be a single invisible point, so mark each.
+            $chart
+                .draw_series(
+                    finite(&$s.steps).map(|&(x, y)| {
+                        Circle::new((x, y.clamp($clip.0, $clip.1)), 3, SMOOTH.filled())
+                    }),
+                )
+                .map_err($e)?;
         }
         if $s.has_validation() && !$s.val_loss.is_empty() {
             for run in runs(&$s.val_loss, $clip) {
@@ -283,6 +299,8 @@ pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImag
         .map_err(e)?;
         let (left, right) = body.split_horizontally(REPORT_WIDTH / 2);
         let (lo, hi) = s.loss_range(opts.log_loss);
+        // No more ticks than whole steps, so a short run does not repeat a rounded label.
+        let x_ticks = (s.max_step as usize + 1).min(10);
         if opts.log_loss {
             let mut chart = ChartBuilder::on(&left)
                 .margin(16)
@@ -296,6 +314,7 @@ pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImag
                 .x_desc("step")
                 .y_desc("loss")
                 .x_label_formatter(&|v| step_label(*v))
+                .x_labels(x_ticks)
                 .label_style((FAMILY, 15))
                 .draw()
                 .map_err(e)?;
@@ -313,6 +332,7 @@ pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImag
                 .x_desc("step")
                 .y_desc("loss")
                 .x_label_formatter(&|v| step_label(*v))
+                .x_labels(x_ticks)
                 .label_style((FAMILY, 15))
                 .draw()
                 .map_err(e)?;
@@ -506,6 +526,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_one_logged_step_still_shows_its_loss() {
+        let one: Vec<Record> = run(1, 0.01).into_iter().skip(49).collect();
+        assert_eq!(one.len(), 2, "one step record and the epoch's");
+        for log_loss in [false, true] {
+            let o = ReportOptions {
+                log_loss,
+                ..opts("r")
+            };
+            let img = render_report(&one, &o).unwrap();
+            assert!(
+                count(&img, SMOOTH) > 20,
+                "log {log_loss}: the point is not drawn"
+            );
+        }
+    }
+
+    #[test]
     fn step_ticks_are_whole_numbers() {
         assert_eq!(step_label(20.0), "20");
         assert_eq!(step_label(9_500.0), "9500");
@@ -539,7 +576,7 @@ mod tests {
             lower(&lin)
         );
         let (lo, hi) = Series::new(&recs).loss_range(true);
-        assert!(lo > 0.0 && lo < 0.2 && hi > 2.0, "{lo}..{hi}");
+        assert_eq!((lo, hi), (0.1, 10.0), "whole decades around 0.15..2.4");
     }
 
     #[test]
