@@ -311,6 +311,8 @@ pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImag
                 .map_err(e)?;
             chart
                 .configure_mesh()
+                // Enough requested labels that every decade gets its 1, 2 and 5.
+                .y_labels(20)
                 .x_desc("step")
                 .y_desc("loss")
                 .x_label_formatter(&|v| step_label(*v))
