@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the software Vulkan driver, Fashion-MNIST) and runs them.
+# Installs what the tests need (the software Vulkan driver, Fashion-MNIST, a Python virtual
+# environment in .venv with the Python package's dependencies) and runs them: cargo test, then
+# the Python package's pytest suite against the binary cargo built.
+#
+# ALEXNET_PY_TORCH=0 leaves torch out of .venv (it is about 3 GB with the CUDA libraries PyPI's
+# wheel pulls in); the tests of the PyTorch module and Dataset are then skipped, with the
+# reason printed. The committed PyTorch fixture keeps `cargo test` checking the network
+# against PyTorch either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 cargo test --all-targets "$@"
+
+venv=.venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+reqs=(-r python/requirements-test.txt)
+[ "${ALEXNET_PY_TORCH:-1}" = 0 ] || reqs+=(-r python/requirements-torch.txt)
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e python
+ALEXNET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/alexnet" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
+  "$venv/bin/python" -m pytest -q -rs python/tests

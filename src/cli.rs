@@ -2,8 +2,12 @@
 //! library function.
 use alexnet::dataset::Encoding;
 use alexnet::ingest::{IngestConfig, RowOrder, ShardPart};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+mod docs;
+mod examples;
+mod predict;
 
 /// AlexNet end to end: ImageNet folders to Parquet shards, training on wgpu, feature export.
 #[derive(Parser)]
@@ -25,7 +29,7 @@ enum Command {
     /// Writes RUN/last.safetensors (every --checkpoint-every steps and each epoch),
     /// RUN/best.safetensors (best validation top-1), RUN/metrics.jsonl and RUN/config.toml.
     /// Ctrl-C writes a checkpoint; `--resume` continues exactly where it stopped.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score a checkpoint on shards: loss, top-1 and top-5 accuracy.
     Eval(EvalArgs),
     /// Run a checkpoint on preprocessed images: safetensors `images` [N,3,H,W] in, `logits`
@@ -42,6 +46,12 @@ enum Command {
         /// Where to write the image [default: RUN/report.png].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Draw the loss on a log scale.
+        #[arg(long)]
+        log_loss: bool,
+        /// The title's name [default: the run directory's name].
+        #[arg(long)]
+        title: Option<String>,
     },
     /// IDX files (MNIST, Fashion-MNIST) to class folders of PNGs that `ingest` reads.
     ImportIdx {
@@ -72,6 +82,18 @@ enum Command {
         /// Run every stage again, even those already done.
         #[arg(long)]
         force: bool,
+    },
+    /// The top-5 classes of image files, preprocessed as ingest and eval do.
+    Predict(predict::PredictArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (alexnet.1 and one per command) into a directory.
+    Man {
+        /// The directory to write them into.
+        dir: PathBuf,
     },
 }
 
@@ -134,6 +156,25 @@ struct TrainArgs {
     /// Weight init: `paper` (N(0, 0.01²)) or `he` (N(0, 2/fan_in); for narrow variants).
     #[arg(long, value_enum)]
     init: Option<InitArg>,
+    /// SGD momentum (the paper: 0.9).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay on every parameter (the paper: 0.0005).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule: `plateau` (the paper's: ÷10 when validation error stops
+    /// improving), `steps` (÷10 after each of --milestones) or `cosine` (down to --min-lr).
+    #[arg(long, value_parser = ["plateau", "steps", "cosine"])]
+    schedule: Option<String>,
+    /// Epochs after which `steps` divides the rate, e.g. 30,60,80.
+    #[arg(long)]
+    milestones: Option<String>,
+    /// The lowest rate of `plateau` and `cosine`.
+    #[arg(long)]
+    min_lr: Option<f64>,
+    /// Print the end-of-run summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -200,6 +241,9 @@ struct DevicesArgs {
     /// A --devices value of `train` to check against the adapters found.
     #[arg(long)]
     devices: Option<String>,
+    /// Print one JSON object: the adapters and their limits (and the --devices plan).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -336,6 +380,9 @@ struct NeighborsArgs {
     /// Shards holding the pixels for --sheet [default: those named in the features file].
     #[arg(long)]
     data: Vec<PathBuf>,
+    /// Print one JSON object: query and neighbours (row, source, label, wnid, distance).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -355,8 +402,13 @@ struct FiltersArgs {
 
 /// Parse the command line and run the command.
 pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = examples::with_examples(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
+        Command::Devices(a) if a.json => {
+            let list = alexnet::gpu::list_adapters();
+            print_stdout(&(devices_json(a.devices.as_deref(), &list)? + "\n"))?;
+        }
         Command::Devices(a) => {
             alexnet::gpu::print_devices()?;
             if let Some(spec) = a.devices {
@@ -366,7 +418,7 @@ pub fn run() -> anyhow::Result<()> {
                 print!("{}", device_plan(&devices, &list)?);
             }
         }
-        Command::Train(a) => train(a)?,
+        Command::Train(a) => train(*a)?,
         Command::Eval(a) => {
             let job = alexnet::train::EvalJob {
                 checkpoint: a.checkpoint,
@@ -440,8 +492,14 @@ pub fn run() -> anyhow::Result<()> {
             };
             print_stdout(&text)?;
         }
-        Command::Report { run, out } => {
-            let path = alexnet::export::plot::write_report(&run, out.as_deref())?;
+        Command::Report {
+            run,
+            out,
+            log_loss,
+            title,
+        } => {
+            let opts = alexnet::export::plot::ReportOptions { title, log_loss };
+            let path = alexnet::export::plot::write_report_with(&run, out.as_deref(), &opts)?;
             println!("{}", path.display());
         }
         Command::ImportIdx {
@@ -493,7 +551,11 @@ pub fn run() -> anyhow::Result<()> {
                 sheet: a.sheet,
                 data: a.data,
             })?;
-            print!("{result}");
+            if a.json {
+                print_stdout(&(serde_json::to_string(&result)? + "\n"))?;
+            } else {
+                print_stdout(&result.to_string())?;
+            }
         }
         Command::Filters(a) => {
             let (w, h) = alexnet::export::write_filters(&alexnet::export::FiltersConfig {
@@ -506,6 +568,15 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Run { pipeline, force } => {
             alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
+        }
+        Command::Predict(a) => predict::run(a)?,
+        Command::Completions { shell } => {
+            docs::completions(&mut examples::with_examples(Cli::command()), shell)
+        }
+        Command::Man { dir } => {
+            for page in docs::man_pages(examples::with_examples(Cli::command()), &dir)? {
+                println!("{}", page.display());
+            }
         }
     }
     Ok(())
@@ -534,6 +605,13 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         classes: a.classes,
     };
     config.apply_overrides(&overrides)?;
+    config.momentum = a.momentum.unwrap_or(config.momentum);
+    config.weight_decay = a.weight_decay.unwrap_or(config.weight_decay);
+    config.schedule = config
+        .schedule
+        .with_flags(a.schedule.as_deref(), a.min_lr, a.milestones.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    config.validate("command line")?;
     match a.init {
         Some(InitArg::Paper) => config.init = alexnet::model::Init::Paper,
         Some(InitArg::He) => config.init = alexnet::model::Init::He,
@@ -550,6 +628,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         classes_from_data: a.classes.is_none() && a.config.is_none() && !a.resume,
     };
     let s = alexnet::train::train(&job)?;
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["out"] = serde_json::json!(job.out);
+        return print_stdout(&(v.to_string() + "\n"));
+    }
     let val = s
         .last_val
         .map(|v| {
@@ -609,4 +692,46 @@ fn device_plan(
         );
     }
     Ok(out)
+}
+
+/// `devices --json`: the adapters with the limits that matter for training, and the plan of
+/// `--devices` when given.
+fn devices_json(
+    spec: Option<&str>,
+    list: &[alexnet::gpu::AdapterSummary],
+) -> anyhow::Result<String> {
+    if list.is_empty() {
+        return Err(alexnet::gpu::GpuError::NoAdapter.into());
+    }
+    let adapters: Vec<serde_json::Value> = list
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "index": a.index,
+                "name": a.name,
+                "backend": format!("{:?}", a.backend),
+                "device_type": format!("{:?}", a.device_type),
+                "driver": a.driver,
+                "max_storage_buffer_binding_size": a.max_storage_buffer_binding_size,
+                "max_buffer_size": a.max_buffer_size,
+                "max_compute_workgroup_storage_size": a.max_compute_workgroup_storage_size,
+                "max_compute_invocations_per_workgroup": a.max_compute_invocations_per_workgroup,
+                "subgroup_sizes": [a.subgroup_sizes.0, a.subgroup_sizes.1],
+                "shader_f16": a.features.contains(wgpu::Features::SHADER_F16),
+            })
+        })
+        .collect();
+    let mut v = serde_json::json!({ "adapters": adapters });
+    if let Some(spec) = spec {
+        let devices: alexnet::train::Devices =
+            spec.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        // Checks the plan (same errors as the table's) before reporting it.
+        device_plan(&devices, list)?;
+        v["plan"] = serde_json::json!({
+            "devices": spec,
+            "adapters": devices.adapters(),
+            "columns": devices.adapters().len(),
+        });
+    }
+    Ok(v.to_string())
 }

@@ -12,6 +12,7 @@ pub mod idx;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod predict;
 pub mod reference;
 pub mod shape;
 pub mod train;

@@ -94,7 +94,8 @@ fn report_needs_metrics_and_draws_them() {
     let o = alexnet(&["report", "run", "--out", "curves.png"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let img = image::open(dir.path().join("curves.png")).unwrap();
-    assert_eq!((img.width(), img.height()), (1200, 480));
+    use alexnet::export::plot::{REPORT_HEIGHT, REPORT_WIDTH};
+    assert_eq!((img.width(), img.height()), (REPORT_WIDTH, REPORT_HEIGHT));
 }
 
 #[test]

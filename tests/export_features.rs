@@ -329,11 +329,12 @@ fn cli_shifted_copy_is_the_nearest_neighbour_and_the_sheet_shows_it() {
         .position(|s| s == "n00000001/chelsea.jpg")
         .unwrap();
     let px = read_rows(&set, &[q as u64]).unwrap().images;
-    let gap = 4;
+    let layout = alexnet::export::neighbors::SheetLayout::new(4, S);
+    let ((x0, y0), k) = (layout.origin(0), layout.scale);
     for (y, x) in [(0, 0), (10, 50), (S - 1, S - 1)] {
         let i = (y * S + x) * 3;
         assert_eq!(
-            img.get_pixel((gap + x) as u32, (gap + y) as u32).0,
+            img.get_pixel(x0 + x as u32 * k, y0 + y as u32 * k).0,
             [px[i], px[i + 1], px[i + 2]],
             "query tile pixel ({x},{y})"
         );
@@ -344,4 +345,75 @@ fn cli_shifted_copy_is_the_nearest_neighbour_and_the_sheet_shows_it() {
         !ok && err.contains("no/such.jpg") && err.contains("row index"),
         "{err}"
     );
+}
+
+/// `alexnet ARGS` run in `dir`.
+fn alexnet_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn features_file_finds_its_shards_from_any_directory() {
+    let f = built();
+    // Exported with relative paths, from the fixture's directory, into a subdirectory.
+    std::fs::create_dir_all(f.dir.join("feats")).unwrap();
+    let ck = s(&f.checkpoint);
+    let args = ["export-features", "--quiet", "--checkpoint", ck, "shards"];
+    let (ok, _, err) = alexnet_in(&f.dir, &[&args[..], &["feats/rel.parquet"]].concat());
+    assert!(ok, "export-features failed: {err}");
+    let out = f.dir.join("feats/rel.parquet");
+    let meta = FeatureFile::open(&out).unwrap().provenance.unwrap();
+    assert!(
+        meta.data.iter().all(|d| d.starts_with("../shards/")),
+        "stored relative to the features file: {:?}",
+        meta.data
+    );
+    // Read from elsewhere: the sheet still finds the pixels.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let sheet = elsewhere.path().join("sheet.png");
+    let (ok, _, err) = alexnet_in(
+        elsewhere.path(),
+        &[
+            "neighbors",
+            s(&out),
+            "--query",
+            "0",
+            "-k",
+            "2",
+            "--sheet",
+            "sheet.png",
+        ],
+    );
+    assert!(ok, "neighbors --sheet from another directory failed: {err}");
+    assert!(image::open(&sheet).is_ok());
+    // Moved together with its shards, it still works.
+    let moved = elsewhere.path().join("moved");
+    std::fs::create_dir_all(moved.join("feats")).unwrap();
+    std::fs::create_dir_all(moved.join("shards")).unwrap();
+    std::fs::copy(&out, moved.join("feats/rel.parquet")).unwrap();
+    for e in std::fs::read_dir(&f.shards).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, moved.join("shards").join(p.file_name().unwrap())).unwrap();
+    }
+    let (ok, _, err) = alexnet_in(
+        Path::new("/"),
+        &[
+            "neighbors",
+            s(&moved.join("feats/rel.parquet")),
+            "--query",
+            "1",
+            "--sheet",
+            s(&moved.join("s.png")),
+        ],
+    );
+    assert!(ok, "moved with its shards: {err}");
 }

@@ -1,15 +1,18 @@
-//! The CPU reference network against a PyTorch dump (STYLE.md rule 7): logits, every reported
-//! activation, the loss, every gradient, then a few SGD steps.
+//! The network against PyTorch (STYLE.md rule 7): the CPU reference network's logits, every
+//! reported activation, the loss, every gradient and a few SGD steps, and the GPU network's
+//! activations through `alexnet forward`, all against a dump of the repository's PyTorch
+//! module (`python/alexnet/model.py`).
 //!
-//! The fixture is made by (torch is not a CI dependency; the output file is committed):
+//! The committed fixture (about 380 KB) was made in the virtual environment `scripts/test.sh`
+//! creates (`.venv`, torch 2.15 from PyPI), from the repository root:
 //!
 //! ```text
-//! python tests/fixtures/make_torch_fixture.py --out tests/fixtures/torch_small.safetensors \
-//!     --input-size 67 --widths 6,16,24,24,16,256,256 --classes 5 --groups 2 --batch 4 \
+//! .venv/bin/python tests/fixtures/make_torch_fixture.py --out tests/fixtures/torch_small.safetensors \
+//!     --input-size 67 --widths 6,16,24,24,16,64,64 --classes 5 --groups 2 --batch 3 \
 //!     --dropout 0.5 --run-seed 7 --steps 3
 //! ```
 //!
-//! Until that file is committed the test is ignored, with the reason shown by `cargo test`.
+//! The exact command is also in the fixture's metadata (`fixture.command`).
 use alexnet::model::{Checkpoint, Params};
 use alexnet::reference::{check_close, network_loss_and_grads, network_sgd_step, TrainMode};
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -39,10 +42,15 @@ fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
     }
 }
 
+fn read_fixture() -> Vec<u8> {
+    std::fs::read(FIXTURE).unwrap_or_else(|e| {
+        panic!("{FIXTURE}: {e}; re-run make_torch_fixture.py as this file's header says")
+    })
+}
+
 #[test]
-#[ignore = "needs tests/fixtures/torch_small.safetensors: run tests/fixtures/make_torch_fixture.py (see this file's header)"]
-fn matches_pytorch() {
-    let bytes = std::fs::read(FIXTURE).expect("read the fixture");
+fn reference_network_matches_pytorch() {
+    let bytes = read_fixture();
     let st = SafeTensors::deserialize(&bytes).expect("the fixture is safetensors");
     let (_, header) = SafeTensors::read_metadata(&bytes).expect("fixture metadata");
     let meta = header.metadata().clone().unwrap_or_default();
@@ -106,6 +114,41 @@ fn matches_pytorch() {
             &p.data,
             &tensor(&st, &format!("fixture.final.{}", p.spec.name)),
             1e-3,
+        );
+    }
+}
+
+#[test]
+fn gpu_forward_matches_pytorch() {
+    use alexnet::model::forward::{forward, ForwardJob};
+    use safetensors::tensor::TensorView;
+    let bytes = read_fixture();
+    let st = SafeTensors::deserialize(&bytes).expect("the fixture is safetensors");
+    let images = st.tensor("fixture.images").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    let view = TensorView::new(Dtype::F32, images.shape().to_vec(), images.data()).unwrap();
+    safetensors::serialize_to_file([("images", view)], None, &input).unwrap();
+    forward(&ForwardJob {
+        checkpoint: FIXTURE.into(),
+        input,
+        out: out.clone(),
+        device: 0,
+    })
+    .expect("alexnet forward on the fixture (needs mesa-vulkan-drivers without a GPU)");
+    let got_bytes = std::fs::read(&out).unwrap();
+    let got = SafeTensors::deserialize(&got_bytes).unwrap();
+    let names = got.names();
+    assert_eq!(names.len(), 8, "forward wrote {names:?}");
+    for name in names {
+        close(
+            &format!("GPU {name}"),
+            &tensor(&got, name),
+            &tensor(&st, &format!("fixture.eval.{name}")),
+            1e-4,
         );
     }
 }

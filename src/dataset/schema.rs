@@ -2,7 +2,7 @@
 //! `alexnet` footer JSON and its companions, and conversion between rows and record batches.
 use super::{DatasetError, Stats};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, Int32Array, RecordBatch, StringArray, StructArray,
+    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema};
 use base64::Engine;
@@ -133,18 +133,27 @@ impl FooterMeta {
 }
 
 /// The Arrow schema of a shard, with the Hugging Face features entry in its metadata.
+///
+/// Raw shards: every field non-nullable, `label` int32. jpeg/png shards: the schema Hugging
+/// Face `datasets` writes for its `Image` and `ClassLabel` features (every field nullable,
+/// `label` int64), because `datasets` applies the `huggingface` key to a field only when the
+/// field equals the feature's own Arrow field, nullability and integer width included.
 pub fn arrow_schema(encoding: Encoding, classes: &[String]) -> Schema {
-    let image = match encoding {
-        Encoding::Raw => DataType::Binary,
-        Encoding::Jpeg | Encoding::Png => DataType::Struct(image_struct_fields()),
+    let (image, label, nullable) = match encoding {
+        Encoding::Raw => (DataType::Binary, DataType::Int32, false),
+        Encoding::Jpeg | Encoding::Png => (
+            DataType::Struct(image_struct_fields()),
+            DataType::Int64,
+            true,
+        ),
     };
     let fields = vec![
-        Field::new("image", image, false),
-        Field::new("label", DataType::Int32, false),
-        Field::new("wnid", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("orig_width", DataType::Int32, false),
-        Field::new("orig_height", DataType::Int32, false),
+        Field::new("image", image, nullable),
+        Field::new("label", label, nullable),
+        Field::new("wnid", DataType::Utf8, nullable),
+        Field::new("source", DataType::Utf8, nullable),
+        Field::new("orig_width", DataType::Int32, nullable),
+        Field::new("orig_height", DataType::Int32, nullable),
     ];
     let meta = HashMap::from([(HF_KEY.to_string(), hf_features_json(encoding, classes))]);
     Schema::new_with_metadata(fields, meta)
@@ -202,9 +211,16 @@ pub fn record_batch(
             )
         }
     };
+    let labels = rows.iter().map(|r| r.label);
+    let label: ArrayRef = match encoding {
+        Encoding::Raw => Arc::new(Int32Array::from_iter_values(labels)),
+        Encoding::Jpeg | Encoding::Png => {
+            Arc::new(Int64Array::from_iter_values(labels.map(i64::from)))
+        }
+    };
     let cols: Vec<ArrayRef> = vec![
         image,
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.label))),
+        label,
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.wnid.as_str()),
         )),
@@ -246,6 +262,38 @@ pub(crate) fn image_bytes<'a>(
     s.column_by_name("bytes")
         .and_then(|b| b.as_any().downcast_ref::<BinaryArray>())
         .ok_or_else(|| bad("struct has no binary `bytes` field"))
+}
+
+/// The values of a `label` column: int32 (raw shards) or int64 (jpeg/png shards, and files
+/// written by other tools), without nulls and within i32.
+pub(crate) fn label_values(path: &Path, column: &dyn Array) -> Result<Vec<i32>, DatasetError> {
+    let bad = |reason: String| DatasetError::BadColumn {
+        path: path.into(),
+        column: "label".into(),
+        reason,
+    };
+    if column.null_count() > 0 {
+        return Err(bad(format!(
+            "has {} null labels; every row needs a class",
+            column.null_count()
+        )));
+    }
+    if let Some(a) = column.as_any().downcast_ref::<Int32Array>() {
+        return Ok(a.values().to_vec());
+    }
+    let a = column
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| {
+            bad(format!(
+                "is {}, expected int32 or int64",
+                column.data_type()
+            ))
+        })?;
+    a.values()
+        .iter()
+        .map(|&v| i32::try_from(v).map_err(|_| bad(format!("value {v} is not a class index"))))
+        .collect()
 }
 
 /// Footer key-value entries for a shard: the JSON, the mean-image sums, the rejects and the
@@ -377,5 +425,52 @@ mod tests {
         );
         let err = parse_footer(Path::new("x.parquet"), Some(&kv)).unwrap_err();
         assert!(err.to_string().contains("x.parquet") && err.to_string().contains("99"));
+    }
+
+    #[test]
+    fn image_shards_follow_hugging_face_and_raw_shards_keep_their_contract() {
+        let classes = vec!["n1".to_string()];
+        let raw = arrow_schema(Encoding::Raw, &classes);
+        assert!(raw.fields().iter().all(|f| !f.is_nullable()));
+        assert_eq!(raw.field(1).data_type(), &DataType::Int32);
+        for enc in [Encoding::Jpeg, Encoding::Png] {
+            let s = arrow_schema(enc, &classes);
+            // What `datasets.Features({"image": Image(), "label": ClassLabel(...)})` writes.
+            assert!(s.fields().iter().all(|f| f.is_nullable()), "{enc}");
+            assert_eq!(s.field(1).data_type(), &DataType::Int64);
+            assert_eq!(
+                s.field(0).data_type(),
+                &DataType::Struct(image_struct_fields())
+            );
+            let row = Row {
+                image: vec![1, 2, 3],
+                label: 0,
+                wnid: "n1".into(),
+                source: "n1/a.png".into(),
+                orig_width: 4,
+                orig_height: 5,
+            };
+            let b = record_batch(Path::new("x"), enc, &classes, &[row]).unwrap();
+            assert_eq!(label_values(Path::new("x"), b.column(1)).unwrap(), [0]);
+        }
+        let p = Path::new("s.parquet");
+        let wide = Int64Array::from(vec![0, 3, 7]);
+        assert_eq!(label_values(p, &wide).unwrap(), [0, 3, 7]);
+        assert_eq!(
+            label_values(p, &Int32Array::from(vec![2, 1])).unwrap(),
+            [2, 1]
+        );
+        let e = label_values(p, &Int64Array::from(vec![Some(1), None]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.parquet") && e.contains("null"), "{e}");
+        let e = label_values(p, &Int64Array::from(vec![1i64 << 40]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a class index"), "{e}");
+        let e = label_values(p, &StringArray::from(vec!["a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("int32 or int64"), "{e}");
     }
 }

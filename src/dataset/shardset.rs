@@ -1,8 +1,7 @@
 //! Opening a set of shards: file discovery, consistency checks, merged statistics, and
 //! reading whole row groups as decoded pixels.
-use super::schema::image_bytes;
+use super::schema::{image_bytes, label_values};
 use super::{parse_footer, DatasetError, Encoding, Reject, Stats};
-use arrow_array::Int32Array;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -250,16 +249,8 @@ impl ShardSet {
                 source,
             })?;
             let bytes = image_bytes(path, batch.column(0).as_ref())?;
-            let labels = batch
-                .column(1)
-                .as_any()
-                .downcast_ref::<Int32Array>()
-                .ok_or_else(|| DatasetError::BadColumn {
-                    path: path.clone(),
-                    column: "label".into(),
-                    reason: "not int32".into(),
-                })?;
-            for i in 0..batch.num_rows() {
+            let labels = label_values(path, batch.column(1).as_ref())?;
+            for (i, &label) in labels.iter().enumerate() {
                 let row = (out.labels.len()) as u64;
                 let data = bytes.value(i);
                 match self.encoding {
@@ -280,7 +271,7 @@ impl ShardSet {
                         decode_stored(path, row, data, self.size, &mut out.images)?
                     }
                 }
-                out.labels.push(labels.value(i));
+                out.labels.push(label);
             }
         }
         Ok(out)

@@ -145,19 +145,16 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
     // Every activation is [N, …]: one image's vector is the product of the other dimensions.
     let width: usize = shape[1..].iter().product();
 
-    let meta = FeaturesMeta {
+    let mut meta = FeaturesMeta {
         layer: cfg.layer.name().into(),
         width,
         checkpoint: cfg.checkpoint.display().to_string(),
-        data: set
-            .files()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
+        data: Vec::new(),
         input_size: crop,
         stored_size: set.size(),
         mean_image: if used_data_mean { "data" } else { "checkpoint" }.into(),
     };
+    meta.set_shards(&cfg.out, set.files());
     let mut writer = FeatureWriter::create(&cfg.out, &meta)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let loader_cfg = LoaderConfig {

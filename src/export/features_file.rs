@@ -41,7 +41,11 @@ pub struct FeaturesMeta {
     pub width: usize,
     /// The checkpoint, as given.
     pub checkpoint: String,
-    /// The shard files, in row order.
+    /// The shard files, in row order, relative to the features file's directory (absolute
+    /// where no relative path exists), so a features file moved together with its shards,
+    /// or read from any directory, still finds them. Files written by older versions hold
+    /// the paths as typed, relative to the directory the export ran in; readers fall back
+    /// to those.
     pub data: Vec<String>,
     /// Side of the centre crop fed to the network.
     pub input_size: usize,
@@ -49,6 +53,64 @@ pub struct FeaturesMeta {
     pub stored_size: usize,
     /// `checkpoint` when the checkpoint's mean image was subtracted, `data` for the fallback.
     pub mean_image: String,
+}
+
+impl FeaturesMeta {
+    /// Records `shards` for a features file written at `features`, relative to its directory.
+    pub fn set_shards(&mut self, features: &Path, shards: &[PathBuf]) {
+        let dir = absolute(features)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.data = shards
+            .iter()
+            .map(|p| {
+                let p = absolute(p);
+                pathdiff::diff_paths(&p, &dir)
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+    }
+
+    /// The shard files of a features file read from `features`: each stored path resolved
+    /// against the file's directory, or taken as it is when only that exists (files written
+    /// before paths were stored relative to the features file).
+    pub fn shard_paths(&self, features: &Path) -> Vec<PathBuf> {
+        let dir = features.parent().unwrap_or(Path::new(""));
+        self.data
+            .iter()
+            .map(|d| {
+                let stored = PathBuf::from(d);
+                let beside = dir.join(&stored);
+                if !beside.exists() && stored.exists() {
+                    stored
+                } else {
+                    beside
+                }
+            })
+            .collect()
+    }
+}
+
+/// `path` made absolute (symlinks resolved where it exists), without failing.
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    // Not there yet (the features file being written): canonicalise its directory.
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = std::fs::canonicalize(dir) {
+            return d.join(name);
+        }
+    }
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The Arrow schema of a features file with vectors of `width` floats.

@@ -1,9 +1,9 @@
 //! `alexnet filters`: conv1's kernels as a grid of colour patches (the paper's Figure 3).
 //! Each kernel is stretched on its own to 0..255 over all three channels (so its colours
 //! keep their balance), upscaled by pixel repetition, with 1-pixel gaps. A model with two
-//! groups draws each group's kernels as its own block, the first group above the second,
-//! as the paper shows the kernels learned on its two GPUs.
-use super::ExportError;
+//! groups draws each group's kernels as its own captioned block, the first group above the
+//! second with a rule between them, as the paper shows the kernels learned on its two GPUs.
+use super::{figure, ExportError};
 use crate::model::Checkpoint;
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
@@ -12,9 +12,16 @@ use std::path::PathBuf;
 const COLUMNS: usize = 16;
 /// Gap between kernels, in pixels.
 const GAP: u32 = 1;
-/// Extra gap between the group blocks, in pixels.
-const GROUP_GAP: u32 = 6;
+/// Gap between the group blocks, in pixels; a rule runs through its middle.
+const GROUP_GAP: u32 = 14;
+/// Thickness of that rule.
+const RULE: u32 = 2;
+/// Band above each block for its caption.
+const CAPTION: u32 = 26;
+/// Smallest image width, so a caption always fits.
+const MIN_WIDTH: u32 = 440;
 const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
+const RULE_COLOUR: Rgb<u8> = Rgb([60, 60, 60]);
 
 /// What `filters` does.
 #[derive(Clone, Debug)]
@@ -42,9 +49,14 @@ pub fn filters_size(count: usize, k: usize, groups: usize, scale: u32) -> (u32, 
     let (cols, rows) = layout(count, groups);
     let cell = k as u32 * scale + GAP;
     let groups = groups.max(1) as u32;
-    let w = GAP + cols as u32 * cell;
-    let h = GAP + groups * rows as u32 * cell + (groups - 1) * GROUP_GAP;
+    let w = (GAP + cols as u32 * cell).max(MIN_WIDTH);
+    let h = groups * (CAPTION + GAP + rows as u32 * cell) + (groups - 1) * GROUP_GAP;
     (w, h)
+}
+
+/// Top of group `g`'s block: its caption band, then the kernels.
+fn block_top(g: usize, rows: usize, cell: u32) -> u32 {
+    g as u32 * (CAPTION + GAP + rows as u32 * cell + GROUP_GAP)
 }
 
 /// Draws `weights` `[count, 3, k, k]` (RGB input channels) as [`filters_size`] says.
@@ -54,7 +66,7 @@ pub fn render_filters(
     k: usize,
     groups: usize,
     scale: u32,
-) -> RgbImage {
+) -> Result<RgbImage, String> {
     let (w, h) = filters_size(count, k, groups, scale);
     let mut img = RgbImage::from_pixel(w, h, BACKGROUND);
     let (cols, rows) = layout(count, groups);
@@ -72,7 +84,7 @@ pub fn render_filters(
         let range = if hi > lo { hi - lo } else { 1.0 };
         let (g, i) = (f / per_group, f % per_group);
         let x0 = GAP + (i % cols) as u32 * cell;
-        let y0 = GAP + g as u32 * (rows as u32 * cell + GROUP_GAP) + (i / cols) as u32 * cell;
+        let y0 = block_top(g, rows, cell) + CAPTION + GAP + (i / cols) as u32 * cell;
         for y in 0..k {
             for x in 0..k {
                 let c = |ch: usize| {
@@ -92,7 +104,38 @@ pub fn render_filters(
             }
         }
     }
-    img
+    let groups = groups.max(1);
+    for g in 1..groups {
+        let y = block_top(g, rows, cell) - GROUP_GAP / 2 - RULE / 2;
+        for yy in y..y + RULE {
+            for x in 0..w {
+                img.put_pixel(x, yy, RULE_COLOUR);
+            }
+        }
+    }
+    for g in 0..groups {
+        let n = per_group.min(count - (g * per_group).min(count));
+        let caption = if groups == 1 {
+            format!("conv1: {n} kernels of {k}×{k}")
+        } else {
+            format!(
+                "column {} (GPU {} in the paper): {n} kernels of {k}×{k}",
+                g + 1,
+                g + 1
+            )
+        };
+        let caption = figure::fit_text(&caption, 15, w - 2 * GAP, true);
+        figure::draw_text(
+            &mut img,
+            GAP as i32,
+            block_top(g, rows, cell) as i32 + 5,
+            &caption,
+            15,
+            Rgb([0, 0, 0]),
+            true,
+        )?;
+    }
+    Ok(img)
 }
 
 /// Reads conv1 from the checkpoint and writes the grid; returns the image's (width, height).
@@ -117,7 +160,11 @@ pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
         shape[2],
         ck.config.groups,
         cfg.scale.max(1),
-    );
+    )
+    .map_err(|problem| ExportError::Image {
+        path: cfg.out.clone(),
+        problem,
+    })?;
     super::save_png(&img, &cfg.out)?;
     Ok(img.dimensions())
 }
@@ -127,15 +174,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernels_are_stretched_and_placed_by_group() {
+    fn kernels_are_stretched_and_placed_by_group_under_captions() {
         // Two 1×1 kernels in two groups: kernel 0 red-ish, kernel 1 constant.
         let w = [2.0, 0.0, 1.0, 0.5, 0.5, 0.5];
-        let img = render_filters(&w, 2, 1, 2, 3);
+        let img = render_filters(&w, 2, 1, 2, 3).unwrap();
         assert_eq!(img.dimensions(), filters_size(2, 1, 2, 3));
-        assert_eq!(img.dimensions(), (1 + 4, 1 + 2 * 4 + GROUP_GAP));
-        assert_eq!(*img.get_pixel(1, 1), Rgb([255, 0, 128]));
-        // Second group starts below the first block and the group gap.
-        assert_eq!(*img.get_pixel(1, 1 + 4 + GROUP_GAP), Rgb([128, 128, 128]));
-        assert_eq!(*img.get_pixel(0, 0), BACKGROUND);
+        let cell = 4;
+        assert_eq!(
+            img.dimensions(),
+            (MIN_WIDTH, 2 * (CAPTION + GAP + cell) + GROUP_GAP)
+        );
+        let top1 = block_top(1, 1, cell);
+        assert_eq!(*img.get_pixel(1, CAPTION + 1), Rgb([255, 0, 128]));
+        // The second group starts below the first block, the rule and its caption.
+        assert_eq!(*img.get_pixel(1, top1 + CAPTION + 1), Rgb([128, 128, 128]));
+        assert_eq!(*img.get_pixel(200, top1 - GROUP_GAP / 2), RULE_COLOUR);
+        assert_eq!(*img.get_pixel(0, CAPTION + cell + 2), BACKGROUND);
+        // Each block's caption is written in its band.
+        for top in [0, top1] {
+            let ink = figure::inked(&img, 0, top, MIN_WIDTH, CAPTION, BACKGROUND);
+            assert!(ink > 200, "caption at {top}: {ink} pixels");
+        }
+        let one = render_filters(&w, 2, 1, 1, 3).unwrap();
+        assert_eq!(one.height(), CAPTION + GAP + cell);
     }
 }

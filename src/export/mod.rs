@@ -3,6 +3,7 @@
 mod error;
 pub mod features;
 pub mod features_file;
+pub mod figure;
 pub mod filters;
 pub mod neighbors;
 pub mod plot;

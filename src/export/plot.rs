@@ -1,17 +1,22 @@
-//! `alexnet report`: a run's loss and error curves as one PNG, drawn by hand on an RGB image
-//! (axes, ticks, legend, a built-in 5×7 bitmap font), so reports need no plotting library.
+//! `alexnet report`: a run's loss and error curves as one PNG, drawn with plotters.
 //!
-//! Left panel, against the step: the loss of each logged step (light), its exponential
-//! moving average (dark) and the validation loss at each epoch's end (orange, dots).
-//! Right panel, against the epoch: validation top-1 and top-5 error.
+//! Title: the run's name (its directory) and how far it got. Left panel, against the step:
+//! the loss of each logged step (light), its exponential moving average (dark) and the
+//! validation loss at each epoch's end (orange, dots), on a linear or a log scale. Right
+//! panel, against the epoch: validation top-1 and top-5 error in percent, as the console
+//! prints them; without validation data the panel says so and has no legend.
+use super::figure::{draw_on, text_style, FAMILY};
 use crate::train::metrics::{read_metrics, MetricsError, Record, METRICS_FILE};
 use image::{Rgb, RgbImage};
+use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Width of the report image in pixels.
-pub const REPORT_WIDTH: u32 = 1200;
+pub const REPORT_WIDTH: u32 = 1400;
 /// Height of the report image in pixels.
-pub const REPORT_HEIGHT: u32 = 480;
+pub const REPORT_HEIGHT: u32 = 560;
+/// Height of the title band at the top.
+pub const TITLE_HEIGHT: u32 = 48;
 
 /// What can go wrong drawing a report.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,9 @@ pub enum PlotError {
         /// The metrics file.
         path: PathBuf,
     },
+    /// Drawing failed (a plotting library error).
+    #[error("drawing the report failed: {0}")]
+    Draw(String),
     /// The PNG could not be written.
     #[error("{path}: cannot write the report: {problem}")]
     Write {
@@ -36,16 +44,38 @@ pub enum PlotError {
     },
 }
 
-/// Reads `RUN/metrics.jsonl` and writes the curves to `out` (default `RUN/report.png`);
-/// returns the path written.
+/// How the report is drawn.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportOptions {
+    /// The title's name; [`write_report_with`] uses the run directory's name when `None`.
+    pub title: Option<String>,
+    /// Loss on a log scale (late training, when the loss is small, stays readable).
+    pub log_loss: bool,
+}
+
+/// Reads `RUN/metrics.jsonl` and writes the curves to `out` (default `RUN/report.png`) with
+/// the default options; returns the path written.
 pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf, PlotError> {
+    write_report_with(run_dir, out, &ReportOptions::default())
+}
+
+/// [`write_report`] with options.
+pub fn write_report_with(
+    run_dir: &Path,
+    out: Option<&Path>,
+    opts: &ReportOptions,
+) -> Result<PathBuf, PlotError> {
     let metrics = run_dir.join(METRICS_FILE);
     let records = read_metrics(&metrics)?;
     if records.is_empty() {
         return Err(PlotError::Empty { path: metrics });
     }
     let out = out.map_or_else(|| run_dir.join("report.png"), Path::to_path_buf);
-    let img = render_report(&records);
+    let mut opts = opts.clone();
+    if opts.title.is_none() {
+        opts.title = Some(run_name(run_dir));
+    }
+    let img = render_report(&records, &opts)?;
     let err = |problem: String| PlotError::Write {
         path: out.clone(),
         problem,
@@ -60,119 +90,340 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf, PlotE
     Ok(out)
 }
 
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
-const GRID: Rgb<u8> = Rgb([228, 228, 228]);
-const RAW: Rgb<u8> = Rgb([170, 200, 235]);
-const SMOOTH: Rgb<u8> = Rgb([20, 80, 170]);
-const VAL: Rgb<u8> = Rgb([235, 120, 20]);
-const TOP1: Rgb<u8> = Rgb([200, 30, 40]);
-const TOP5: Rgb<u8> = Rgb([30, 150, 60]);
+/// The run's name: its directory's last component (`.` resolved).
+fn run_name(run_dir: &Path) -> String {
+    let full = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
+    full.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| run_dir.display().to_string())
+}
 
-/// Draws the report of `records` (any order of step and epoch records; non-finite values
-/// leave gaps).
-pub fn render_report(records: &[Record]) -> RgbImage {
-    let mut c = Canvas(RgbImage::from_pixel(REPORT_WIDTH, REPORT_HEIGHT, WHITE));
-    let mut steps: Vec<(f64, f64)> = Vec::new();
-    let mut val_loss: Vec<(f64, f64)> = Vec::new();
-    let mut top1: Vec<(f64, f64)> = Vec::new();
-    let mut top5: Vec<(f64, f64)> = Vec::new();
-    for r in records {
-        match r {
-            Record::Step(s) => steps.push((s.step as f64, s.loss)),
-            Record::Epoch(e) => {
-                let ep = e.epoch as f64;
-                if let Some(v) = e.val_loss {
-                    val_loss.push((e.step as f64, v));
+const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+const RAW: RGBColor = RGBColor(170, 200, 235);
+const SMOOTH: RGBColor = RGBColor(20, 80, 170);
+const VAL: RGBColor = RGBColor(235, 120, 20);
+const TOP1: RGBColor = RGBColor(200, 30, 40);
+const TOP5: RGBColor = RGBColor(30, 150, 60);
+
+/// The curves of a run, gathered from its records.
+#[derive(Default)]
+struct Series {
+    steps: Vec<(f64, f64)>,
+    smooth: Vec<(f64, f64)>,
+    val_loss: Vec<(f64, f64)>,
+    top1: Vec<(f64, f64)>,
+    top5: Vec<(f64, f64)>,
+    max_step: f64,
+    max_epoch: f64,
+}
+
+impl Series {
+    fn new(records: &[Record]) -> Series {
+        let mut s = Series {
+            max_step: 1.0,
+            max_epoch: 1.0,
+            ..Series::default()
+        };
+        for r in records {
+            s.max_step = s.max_step.max(r.step() as f64);
+            match r {
+                Record::Step(st) => {
+                    s.steps.push((st.step as f64, st.loss));
+                    s.max_epoch = s.max_epoch.max(st.epoch as f64);
                 }
-                if let Some(v) = e.val_top1_error {
-                    top1.push((ep, v));
-                }
-                if let Some(v) = e.val_top5_error {
-                    top5.push((ep, v));
+                Record::Epoch(e) => {
+                    let ep = e.epoch as f64;
+                    s.max_epoch = s.max_epoch.max(ep);
+                    if let Some(v) = e.val_loss {
+                        s.val_loss.push((e.step as f64, v));
+                    }
+                    // Percent, as the console prints errors.
+                    if let Some(v) = e.val_top1_error {
+                        s.top1.push((ep, v * 100.0));
+                    }
+                    if let Some(v) = e.val_top5_error {
+                        s.top5.push((ep, v * 100.0));
+                    }
                 }
             }
         }
+        for v in [&mut s.steps, &mut s.val_loss, &mut s.top1, &mut s.top5] {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        s.smooth = ema(&s.steps);
+        s
     }
-    for v in [&mut steps, &mut val_loss, &mut top1, &mut top5] {
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    fn has_validation(&self) -> bool {
+        [&self.top1, &self.top5, &self.val_loss]
+            .iter()
+            .any(|v| v.iter().any(|p| p.1.is_finite()))
     }
-    let smooth = ema(&steps);
 
-    // Loss panel. The raw curve's first steps (ln(classes) and above) would flatten everything
-    // else, so the top of the axis follows the smoothed curve and validation, plus the raw
-    // curve's 98th percentile; higher raw points are drawn at the top edge.
-    let max_x = records.iter().map(|r| r.step() as f64).fold(1.0, f64::max);
-    let mut tops: Vec<f64> = steps
-        .iter()
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .collect();
-    tops.sort_by(f64::total_cmp);
-    let raw_top = tops
-        .get(tops.len().saturating_sub(1) * 98 / 100)
-        .copied()
-        .unwrap_or(0.0);
-    let max_y = smooth
-        .iter()
-        .chain(&val_loss)
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .fold(raw_top, f64::max);
-    let loss_axes = Axes::new(
-        (80, 64, 575, 420),
-        (0.0, max_x),
-        (0.0, if max_y > 0.0 { max_y * 1.05 } else { 1.0 }),
-    );
-    loss_axes.frame(&mut c, "step", "loss");
-    loss_axes.polyline(&mut c, &steps, RAW, 1);
-    loss_axes.polyline(&mut c, &smooth, SMOOTH, 2);
-    loss_axes.polyline(&mut c, &val_loss, VAL, 2);
-    loss_axes.dots(&mut c, &val_loss, VAL);
-    legend(
-        &mut c,
-        80,
-        8,
-        &[(RAW, "step loss"), (SMOOTH, "smoothed"), (VAL, "val loss")],
-    );
+    /// The loss axis: up to the smoothed curve and validation plus the raw curve's 98th
+    /// percentile (the first steps' ln(classes) and spikes would flatten everything else;
+    /// higher raw points are clipped at the top), down to 0 or, on a log scale, the smallest
+    /// positive loss.
+    fn loss_range(&self, log: bool) -> (f64, f64) {
+        let mut raw: Vec<f64> = finite(&self.steps).map(|p| p.1).collect();
+        raw.sort_by(f64::total_cmp);
+        let p98 = raw
+            .get(raw.len().saturating_sub(1) * 98 / 100)
+            .copied()
+            .unwrap_or(0.0);
+        let top = finite(&self.smooth)
+            .chain(finite(&self.val_loss))
+            .map(|p| p.1)
+            .fold(p98, f64::max);
+        let top = if top > 0.0 { top * 1.05 } else { 1.0 };
+        if !log {
+            return (0.0, top);
+        }
+        let low = finite(&self.steps)
+            .chain(finite(&self.val_loss))
+            .map(|p| p.1)
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let low = if low.is_finite() {
+            low * 0.8
+        } else {
+            top / 100.0
+        };
+        // Whole decades, so the axis always has labelled powers of ten.
+        let decade = |v: f64, round: fn(f64) -> f64| 10f64.powf(round(v.log10()));
+        let (low, top) = (
+            decade(low.min(top / 2.0), f64::floor),
+            decade(top, f64::ceil),
+        );
+        (low, if top > low { top } else { low * 10.0 })
+    }
+}
 
-    // Error panel.
-    let max_epoch = records
-        .iter()
-        .map(|r| match r {
-            Record::Epoch(e) => e.epoch as f64,
-            Record::Step(s) => s.epoch as f64,
-        })
-        .fold(1.0, f64::max);
-    let max_err = top1
-        .iter()
-        .chain(&top5)
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
-    let err_top = if max_err > 0.0 {
-        (max_err * 1.1).min(1.0)
+fn finite(points: &[(f64, f64)]) -> impl Iterator<Item = &(f64, f64)> {
+    points.iter().filter(|p| p.0.is_finite() && p.1.is_finite())
+}
+
+/// Splits a series at non-finite values, so a NaN loss leaves a gap instead of a spike.
+fn runs(points: &[(f64, f64)], clip: (f64, f64)) -> Vec<Vec<(f64, f64)>> {
+    let mut out = vec![Vec::new()];
+    for &(x, y) in points {
+        if x.is_finite() && y.is_finite() {
+            out.last_mut()
+                .expect("starts non-empty")
+                .push((x, y.clamp(clip.0, clip.1)));
+        } else if !out.last().is_some_and(Vec::is_empty) {
+            out.push(Vec::new());
+        }
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+/// Draws the loss curves and their legend on a chart of either y scale (the two scales are
+/// different chart types, so the body is shared as a macro rather than a function).
+macro_rules! loss_series {
+    ($chart:ident, $s:ident, $clip:expr, $e:ident) => {{
+        for (series, style, label) in [
+            (&$s.steps, RAW.stroke_width(1), "step loss"),
+            (&$s.smooth, SMOOTH.stroke_width(2), "smoothed"),
+        ] {
+            let mut first = true;
+            for run in runs(series, $clip) {
+                let drawn = $chart
+                    .draw_series(LineSeries::new(run, style))
+                    .map_err($e)?;
+                if first {
+                    drawn.label(label).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], style.stroke_width(3))
+                    });
+                    first = false;
+                }
+            }
+        }
+        if $s.steps.len() < 30 {
+            // Few points: a line alone may be a single invisible point, so mark each.
+            $chart
+                .draw_series(
+                    finite(&$s.steps).map(|&(x, y)| {
+                        Circle::new((x, y.clamp($clip.0, $clip.1)), 3, SMOOTH.filled())
+                    }),
+                )
+                .map_err($e)?;
+        }
+        if $s.has_validation() && !$s.val_loss.is_empty() {
+            for run in runs(&$s.val_loss, $clip) {
+                $chart
+                    .draw_series(LineSeries::new(run, VAL.stroke_width(2)))
+                    .map_err($e)?;
+            }
+            $chart
+                .draw_series(
+                    finite(&$s.val_loss).map(|&(x, y)| {
+                        Circle::new((x, y.clamp($clip.0, $clip.1)), 4, VAL.filled())
+                    }),
+                )
+                .map_err($e)?
+                .label("validation loss")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], VAL.stroke_width(3)));
+        }
+        $chart
+            .configure_series_labels()
+            .label_font((FAMILY, 16))
+            .background_style(WHITE_STYLE)
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err($e)?;
+    }};
+}
+
+/// Draws the report of `records` (any order of step and epoch records; non-finite values
+/// leave gaps).
+pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImage, PlotError> {
+    let s = Series::new(records);
+    let mut img = RgbImage::from_pixel(REPORT_WIDTH, REPORT_HEIGHT, WHITE);
+    let title = format!(
+        "{} — {} steps, {} epochs",
+        opts.title.as_deref().unwrap_or("run"),
+        s.max_step,
+        s.max_epoch
+    );
+    draw_on(&mut img, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let (head, body) = root.split_vertically(TITLE_HEIGHT);
+        head.draw(&Text::new(
+            title.clone(),
+            (16, 10),
+            text_style(26, Rgb([0, 0, 0]), true),
+        ))
+        .map_err(e)?;
+        let (left, right) = body.split_horizontally(REPORT_WIDTH / 2);
+        let (lo, hi) = s.loss_range(opts.log_loss);
+        // No more ticks than whole steps, so a short run does not repeat a rounded label.
+        let x_ticks = (s.max_step as usize + 1).min(10);
+        if opts.log_loss {
+            let mut chart = ChartBuilder::on(&left)
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(64)
+                .caption("loss (log scale)", (FAMILY, 20))
+                .build_cartesian_2d(0.0..s.max_step, (lo..hi).log_scale())
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                // Enough requested labels that every decade gets its 1, 2 and 5.
+                .y_labels(20)
+                .x_desc("step")
+                .y_desc("loss")
+                .x_label_formatter(&|v| step_label(*v))
+                .x_labels(x_ticks)
+                .label_style((FAMILY, 15))
+                .draw()
+                .map_err(e)?;
+            loss_series!(chart, s, (lo, hi), e);
+        } else {
+            let mut chart = ChartBuilder::on(&left)
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(64)
+                .caption("loss", (FAMILY, 20))
+                .build_cartesian_2d(0.0..s.max_step, lo..hi)
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .y_desc("loss")
+                .x_label_formatter(&|v| step_label(*v))
+                .x_labels(x_ticks)
+                .label_style((FAMILY, 15))
+                .draw()
+                .map_err(e)?;
+            loss_series!(chart, s, (lo, hi), e);
+        }
+
+        let max_err = finite(&s.top1)
+            .chain(finite(&s.top5))
+            .map(|p| p.1)
+            .fold(0.0, f64::max);
+        let err_top = if max_err > 0.0 {
+            (max_err * 1.1).min(100.0)
+        } else {
+            100.0
+        };
+        let mut chart = ChartBuilder::on(&right)
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .caption("validation error", (FAMILY, 20))
+            .build_cartesian_2d(0.0..s.max_epoch, 0.0..err_top)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("error (%)")
+            .label_style((FAMILY, 15))
+            .y_label_formatter(&|v| format!("{v:.0}%"))
+            // Epochs are whole numbers: no 0.5 ticks on short runs.
+            .x_labels((s.max_epoch as usize + 1).min(12))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(e)?;
+        if s.top1.is_empty() && s.top5.is_empty() {
+            right
+                .draw(&Text::new(
+                    "no validation data (train with --val)",
+                    (
+                        REPORT_WIDTH as i32 / 4 - 150,
+                        (REPORT_HEIGHT - TITLE_HEIGHT) as i32 / 2,
+                    ),
+                    text_style(18, Rgb([90, 90, 90]), false),
+                ))
+                .map_err(e)?;
+            return Ok(());
+        }
+        for (series, color, label) in [
+            (&s.top1, TOP1, "top-1 error"),
+            (&s.top5, TOP5, "top-5 error"),
+        ] {
+            if series.is_empty() {
+                continue;
+            }
+            for run in runs(series, (0.0, 100.0)) {
+                chart
+                    .draw_series(LineSeries::new(run, color.stroke_width(2)))
+                    .map_err(e)?;
+            }
+            chart
+                .draw_series(finite(series).map(|&(x, y)| Circle::new((x, y), 4, color.filled())))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 16))
+            .background_style(WHITE_STYLE)
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })
+    .map_err(PlotError::Draw)?;
+    Ok(img)
+}
+
+const WHITE_STYLE: RGBColor = RGBColor(255, 255, 255);
+
+/// A step tick: a whole number, thousands as `k` from 10,000 on.
+fn step_label(v: f64) -> String {
+    if v.abs() >= 10_000.0 {
+        format!("{}k", (v / 1000.0).round())
     } else {
-        1.0
-    };
-    let mut err_axes = Axes::new((680, 64, 1175, 420), (0.0, max_epoch), (0.0, err_top));
-    // Epochs are whole numbers: no 0.5 ticks on short runs.
-    err_axes.whole_x = true;
-    err_axes.frame(&mut c, "epoch", "error");
-    for (series, color) in [(&top1, TOP1), (&top5, TOP5)] {
-        err_axes.polyline(&mut c, series, color, 2);
-        err_axes.dots(&mut c, series, color);
+        format!("{v:.0}")
     }
-    legend(
-        &mut c,
-        680,
-        8,
-        &[(TOP1, "val top-1 error"), (TOP5, "val top-5 error")],
-    );
-    if top1.is_empty() && top5.is_empty() {
-        c.text(760, 220, "no validation yet", 2, BLACK);
-    }
-    c.0
 }
 
 /// Exponential moving average with bias correction (as TensorBoard's smoothing), over a span
@@ -194,268 +445,10 @@ fn ema(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn legend(c: &mut Canvas, mut x: i64, y: i64, items: &[(Rgb<u8>, &str)]) {
-    for (color, label) in items {
-        c.rect(x, y + 5, 18, 4, *color);
-        x += 24;
-        c.text(x, y, label, 2, BLACK);
-        x += text_width(label, 2) + 24;
-    }
-}
-
-/// A plot area in pixels and the data range it shows.
-struct Axes {
-    left: i64,
-    top: i64,
-    right: i64,
-    bottom: i64,
-    x: (f64, f64),
-    y: (f64, f64),
-    /// Ticks on the x axis at whole numbers only.
-    whole_x: bool,
-}
-
-impl Axes {
-    fn new(px: (i64, i64, i64, i64), x: (f64, f64), y: (f64, f64)) -> Self {
-        Axes {
-            left: px.0,
-            top: px.1,
-            right: px.2,
-            bottom: px.3,
-            x,
-            y,
-            whole_x: false,
-        }
-    }
-
-    /// Pixel of a data point, clamped into the plot area.
-    fn map(&self, x: f64, y: f64) -> (i64, i64) {
-        let fx = (x - self.x.0) / (self.x.1 - self.x.0);
-        let fy = (y - self.y.0) / (self.y.1 - self.y.0);
-        let px = self.left as f64 + fx.clamp(0.0, 1.0) * (self.right - self.left) as f64;
-        let py = self.bottom as f64 - fy.clamp(0.0, 1.0) * (self.bottom - self.top) as f64;
-        (px.round() as i64, py.round() as i64)
-    }
-
-    fn frame(&self, c: &mut Canvas, x_label: &str, y_label: &str) {
-        for t in nice_ticks(self.y.0, self.y.1) {
-            let (_, py) = self.map(self.x.0, t);
-            c.line(self.left, py, self.right, py, GRID, 1);
-            c.line(self.left - 5, py, self.left, py, BLACK, 1);
-            let s = format_tick(t, self.y.1 - self.y.0);
-            c.text(self.left - 9 - text_width(&s, 2), py - 7, &s, 2, BLACK);
-        }
-        let mut x_ticks = nice_ticks(self.x.0, self.x.1);
-        if self.whole_x {
-            x_ticks.retain(|t| t.fract() == 0.0);
-        }
-        for t in x_ticks {
-            let (px, _) = self.map(t, self.y.0);
-            c.line(px, self.top, px, self.bottom, GRID, 1);
-            c.line(px, self.bottom, px, self.bottom + 5, BLACK, 1);
-            let s = if self.whole_x {
-                format!("{t}")
-            } else {
-                format_tick(t, self.x.1 - self.x.0)
-            };
-            c.text(px - text_width(&s, 2) / 2, self.bottom + 10, &s, 2, BLACK);
-        }
-        c.line(self.left, self.top, self.left, self.bottom, BLACK, 1);
-        c.line(self.left, self.bottom, self.right, self.bottom, BLACK, 1);
-        let cx = (self.left + self.right) / 2 - text_width(x_label, 2) / 2;
-        c.text(cx, self.bottom + 34, x_label, 2, BLACK);
-        c.text(
-            self.left - 9 - text_width(y_label, 2),
-            self.top - 24,
-            y_label,
-            2,
-            BLACK,
-        );
-    }
-
-    /// Joins consecutive finite points; a non-finite value breaks the line.
-    fn polyline(&self, c: &mut Canvas, pts: &[(f64, f64)], color: Rgb<u8>, thick: i64) {
-        let mut prev: Option<(i64, i64)> = None;
-        for &(x, y) in pts {
-            if !(x.is_finite() && y.is_finite()) {
-                prev = None;
-                continue;
-            }
-            let p = self.map(x, y);
-            match prev {
-                Some(q) => c.line(q.0, q.1, p.0, p.1, color, thick),
-                None => c.rect(p.0, p.1, thick, thick, color),
-            }
-            prev = Some(p);
-        }
-    }
-
-    fn dots(&self, c: &mut Canvas, pts: &[(f64, f64)], color: Rgb<u8>) {
-        for &(x, y) in pts.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
-            let (px, py) = self.map(x, y);
-            c.rect(px - 3, py - 3, 7, 7, color);
-        }
-    }
-}
-
-/// Ticks at 1, 2 or 5 × 10^k, about five over the range.
-fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let range = hi - lo;
-    if !(range.is_finite() && range > 0.0) {
-        return vec![lo];
-    }
-    let raw = range / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step + 1e-9).floor() as i64;
-    (first..=last).map(|i| i as f64 * step).collect()
-}
-
-/// A tick label: whole numbers (thousands as `k`) for ranges of 5 or more, otherwise just
-/// enough decimals for the tick spacing.
-fn format_tick(v: f64, range: f64) -> String {
-    if range >= 5.0 {
-        let r = v.round() as i64;
-        if r != 0 && r % 1000 == 0 && range >= 5000.0 {
-            format!("{}k", r / 1000)
-        } else {
-            r.to_string()
-        }
-    } else {
-        let decimals = (-(range / 5.0).log10().floor()).clamp(1.0, 6.0) as usize;
-        format!("{v:.decimals$}")
-    }
-}
-
-fn text_width(s: &str, scale: i64) -> i64 {
-    s.chars().count() as i64 * 6 * scale
-}
-
-/// An image with clipped drawing primitives.
-struct Canvas(RgbImage);
-
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, color: Rgb<u8>) {
-        if x >= 0 && y >= 0 && x < self.0.width() as i64 && y < self.0.height() as i64 {
-            self.0.put_pixel(x as u32, y as u32, color);
-        }
-    }
-
-    fn rect(&mut self, x: i64, y: i64, w: i64, h: i64, color: Rgb<u8>) {
-        for yy in y..y + h {
-            for xx in x..x + w {
-                self.set(xx, yy, color);
-            }
-        }
-    }
-
-    /// Bresenham's line, each point drawn as a `thick`×`thick` square.
-    fn line(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: Rgb<u8>, thick: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.rect(x, y, thick, thick, color);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text in the 5×7 font, each font pixel a `scale`×`scale` square, one column of space
-    /// between characters. Characters outside the font are drawn as a hollow box.
-    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, color: Rgb<u8>) {
-        for (i, ch) in s.chars().enumerate() {
-            let rows = glyph(ch);
-            let cx = x + i as i64 * 6 * scale;
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0b10000 >> col) != 0 {
-                        self.rect(cx + col * scale, y + r as i64 * scale, scale, scale, color);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The 5×7 glyph of `ch` (rows top to bottom, bit 4 = leftmost column). Upper case is drawn
-/// as lower case; the font holds what axis labels, legends and numbers need.
-fn glyph(ch: char) -> [u8; 7] {
-    match ch.to_ascii_lowercase() {
-        ' ' => [0; 7],
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
-        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
-        '_' => [0, 0, 0, 0, 0, 0, 0x1F],
-        ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
-        '/' => [0x01, 0x02, 0x02, 0x04, 0x08, 0x08, 0x10],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        'a' => [0, 0, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
-        'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E],
-        'c' => [0, 0, 0x0E, 0x10, 0x10, 0x11, 0x0E],
-        'd' => [0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F],
-        'e' => [0, 0, 0x0E, 0x11, 0x1F, 0x10, 0x0E],
-        'f' => [0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08],
-        'g' => [0, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E],
-        'h' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'i' => [0x04, 0, 0x0C, 0x04, 0x04, 0x04, 0x0E],
-        'j' => [0x02, 0, 0x06, 0x02, 0x02, 0x12, 0x0C],
-        'k' => [0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12],
-        'l' => [0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'm' => [0, 0, 0x1A, 0x15, 0x15, 0x11, 0x11],
-        'n' => [0, 0, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'o' => [0, 0, 0x0E, 0x11, 0x11, 0x11, 0x0E],
-        'p' => [0, 0, 0x1E, 0x11, 0x1E, 0x10, 0x10],
-        'q' => [0, 0, 0x0D, 0x13, 0x0F, 0x01, 0x01],
-        'r' => [0, 0, 0x16, 0x19, 0x10, 0x10, 0x10],
-        's' => [0, 0, 0x0E, 0x10, 0x0E, 0x01, 0x1E],
-        't' => [0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06],
-        'u' => [0, 0, 0x11, 0x11, 0x11, 0x13, 0x0D],
-        'v' => [0, 0, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'w' => [0, 0, 0x11, 0x11, 0x15, 0x15, 0x0A],
-        'x' => [0, 0, 0x11, 0x0A, 0x04, 0x0A, 0x11],
-        'y' => [0, 0, 0x11, 0x11, 0x0F, 0x01, 0x0E],
-        'z' => [0, 0, 0x1F, 0x02, 0x04, 0x08, 0x1F],
-        _ => [0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F],
-    }
-}
-
-/// Writes `s` in the report's 5×7 font onto `img` (other exports caption their images with it).
-pub(crate) fn draw_text(img: &mut RgbImage, x: i64, y: i64, s: &str, scale: i64, color: Rgb<u8>) {
-    let mut c = Canvas(std::mem::take(img));
-    c.text(x, y, s, scale, color);
-    *img = c.0;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::figure::inked;
     use crate::train::metrics::{EpochRecord, MetricsWriter, StepRecord};
 
     fn run(epochs: usize, decay: f64) -> Vec<Record> {
@@ -491,32 +484,105 @@ mod tests {
         out
     }
 
-    fn inked(img: &RgbImage, color: Rgb<u8>) -> usize {
-        img.pixels().filter(|p| **p == color).count()
+    fn count(img: &RgbImage, color: RGBColor) -> usize {
+        let c = Rgb([color.0, color.1, color.2]);
+        img.pixels().filter(|p| **p == c).count()
+    }
+
+    fn opts(title: &str) -> ReportOptions {
+        ReportOptions {
+            title: Some(title.into()),
+            log_loss: false,
+        }
     }
 
     #[test]
-    fn report_has_its_size_curves_and_follows_the_data() {
-        let a = render_report(&run(5, 0.01));
-        let b = render_report(&run(5, 0.02));
+    fn report_has_its_size_title_curves_and_follows_the_data() {
+        let a = render_report(&run(5, 0.01), &opts("paper")).unwrap();
+        let b = render_report(&run(5, 0.02), &opts("paper")).unwrap();
         assert_eq!(a.dimensions(), (REPORT_WIDTH, REPORT_HEIGHT));
         let non_white = a.pixels().filter(|p| **p != WHITE).count();
-        assert!(non_white > 5_000, "only {non_white} pixels drawn");
+        assert!(non_white > 10_000, "only {non_white} pixels drawn");
+        // The title is written in the band at the top, from the left.
+        assert!(inked(&a, 0, 0, 400, TITLE_HEIGHT, WHITE) > 300, "no title");
+        let longer = render_report(&run(5, 0.01), &opts("a much longer run name")).unwrap();
+        assert!(
+            inked(&longer, 0, 0, 700, TITLE_HEIGHT, WHITE)
+                > inked(&a, 0, 0, 700, TITLE_HEIGHT, WHITE),
+            "the title does not follow the run's name"
+        );
         for (color, name) in [
             (SMOOTH, "smoothed"),
             (VAL, "val"),
             (TOP1, "top-1"),
             (TOP5, "top-5"),
         ] {
-            // The legend swatch alone is 72 pixels; a curve adds far more.
-            assert!(inked(&a, color) > 200, "{name} curve missing");
+            assert!(count(&a, color) > 200, "{name} curve missing");
         }
         assert_ne!(a, b, "different data drew the same image");
-        assert_eq!(a, render_report(&run(5, 0.01)), "drawing is deterministic");
+        let again = render_report(&run(5, 0.01), &opts("paper")).unwrap();
+        assert_eq!(a, again, "drawing is deterministic");
+        // Errors are in percent: the error axis reaches past 50 (0.9 · 100 on epoch 1).
+        let s = Series::new(&run(5, 0.01));
+        assert!(s.top1.iter().any(|p| p.1 > 50.0));
     }
 
     #[test]
-    fn report_without_validation_or_with_nan_still_draws() {
+    fn a_run_of_one_logged_step_still_shows_its_loss() {
+        let one: Vec<Record> = run(1, 0.01).into_iter().skip(49).collect();
+        assert_eq!(one.len(), 2, "one step record and the epoch's");
+        for log_loss in [false, true] {
+            let o = ReportOptions {
+                log_loss,
+                ..opts("r")
+            };
+            let img = render_report(&one, &o).unwrap();
+            assert!(
+                count(&img, SMOOTH) > 20,
+                "log {log_loss}: the point is not drawn"
+            );
+        }
+    }
+
+    #[test]
+    fn step_ticks_are_whole_numbers() {
+        assert_eq!(step_label(20.0), "20");
+        assert_eq!(step_label(9_500.0), "9500");
+        assert_eq!(step_label(20_000.0), "20k");
+    }
+
+    #[test]
+    fn log_scale_draws_small_losses_higher_up() {
+        let recs = run(5, 0.01);
+        let lin = render_report(&recs, &opts("r")).unwrap();
+        let log = ReportOptions {
+            log_loss: true,
+            ..opts("r")
+        };
+        let img = render_report(&recs, &log).unwrap();
+        assert_ne!(lin, img);
+        // The smoothed loss falls towards 0.15: on a linear axis its late part lies near the
+        // bottom of the panel, on a log axis it spreads over the panel's lower half and up.
+        let lower = |img: &RgbImage| {
+            let c = Rgb([SMOOTH.0, SMOOTH.1, SMOOTH.2]);
+            let mut n = 0;
+            for (x, y, p) in img.enumerate_pixels() {
+                n += (*p == c && x < REPORT_WIDTH / 2 && y > REPORT_HEIGHT * 4 / 5) as usize;
+            }
+            n
+        };
+        assert!(
+            lower(&img) < lower(&lin),
+            "{} vs {}",
+            lower(&img),
+            lower(&lin)
+        );
+        let (lo, hi) = Series::new(&recs).loss_range(true);
+        assert_eq!((lo, hi), (0.1, 10.0), "whole decades around 0.15..2.4");
+    }
+
+    #[test]
+    fn report_without_validation_has_no_validation_legend() {
         let mut recs: Vec<Record> = run(2, 0.01)
             .into_iter()
             .filter(|r| matches!(r, Record::Step(_)))
@@ -524,57 +590,42 @@ mod tests {
         if let Record::Step(s) = &mut recs[10] {
             s.loss = f64::NAN;
         }
-        let img = render_report(&recs);
-        assert_eq!(inked(&img, TOP1), 72, "only the legend swatch");
-        assert!(inked(&img, SMOOTH) > 200);
+        let img = render_report(&recs, &opts("r")).unwrap();
+        for c in [TOP1, TOP5, VAL] {
+            assert_eq!(count(&img, c), 0, "a validation curve or legend was drawn");
+        }
+        assert!(count(&img, SMOOTH) > 200);
+        // The right panel says why it is empty, in its middle.
+        let (x0, y0) = (REPORT_WIDTH / 2 + 100, REPORT_HEIGHT / 2);
+        assert!(inked(&img, x0, y0 - 20, 500, 60, WHITE) > 200);
     }
 
     #[test]
     fn write_report_reads_the_run_and_explains_missing_data() {
         let dir = tempfile::tempdir().unwrap();
-        let e = write_report(dir.path(), None).unwrap_err().to_string();
+        let run_dir = dir.path().join("my-run");
+        std::fs::create_dir(&run_dir).unwrap();
+        let e = write_report(&run_dir, None).unwrap_err().to_string();
         assert!(
             e.contains("metrics.jsonl") && e.contains("alexnet train"),
             "{e}"
         );
-        let mut w = MetricsWriter::create(dir.path()).unwrap();
-        let e = write_report(dir.path(), None).unwrap_err().to_string();
+        let mut w = MetricsWriter::create(&run_dir).unwrap();
+        let e = write_report(&run_dir, None).unwrap_err().to_string();
         assert!(e.contains("no records"), "{e}");
         for r in run(3, 0.01) {
             w.write(&r).unwrap();
         }
-        let out = write_report(dir.path(), None).unwrap();
-        assert_eq!(out, dir.path().join("report.png"));
+        let out = write_report(&run_dir, None).unwrap();
+        assert_eq!(out, run_dir.join("report.png"));
         let png = image::open(&out).unwrap().to_rgb8();
-        assert_eq!(png, render_report(&run(3, 0.01)));
+        // The default title is the run directory's name.
+        assert_eq!(png, render_report(&run(3, 0.01), &opts("my-run")).unwrap());
         if let Ok(keep) = std::env::var("ALEXNET_KEEP_REPORT") {
             // For looking at the drawing by eye.
             std::fs::copy(&out, keep).unwrap();
         }
         let other = dir.path().join("x.png");
-        assert_eq!(write_report(dir.path(), Some(&other)).unwrap(), other);
-    }
-
-    #[test]
-    fn ticks_and_labels() {
-        let t: Vec<String> = nice_ticks(0.0, 1.0)
-            .iter()
-            .map(|v| format_tick(*v, 1.0))
-            .collect();
-        assert_eq!(t, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
-        assert_eq!(nice_ticks(0.0, 23_000.0).len(), 5);
-        assert_eq!(format_tick(20_000.0, 23_000.0), "20k");
-        assert_eq!(format_tick(40.0, 90.0), "40");
-        assert_eq!(format_tick(0.4, 1.0), "0.4");
-        assert_eq!(format_tick(0.05, 0.2), "0.05");
-        // Every character the report writes is in the font (the fallback is a box).
-        let boxed = glyph('\u{1}');
-        for ch in "0123456789.-k step loss smoothed val top-1 error epoch no validation yet".chars()
-        {
-            assert!(
-                ch == ' ' || glyph(ch) != boxed,
-                "{ch:?} missing from the font"
-            );
-        }
+        assert_eq!(write_report(&run_dir, Some(&other)).unwrap(), other);
     }
 }

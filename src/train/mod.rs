@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod schedule;
+mod schedule_flags;
 
 pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
 pub mod error;

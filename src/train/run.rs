@@ -48,8 +48,8 @@ pub struct TrainJob {
     pub classes_from_data: bool,
 }
 
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq)]
+/// How a run ended (`train --json` prints it).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TrainSummary {
     /// Steps done in all.
     pub steps: u64,

@@ -1,0 +1,96 @@
+"""The PyTorch module against the Rust side: the LRN convention, checkpoints the binary wrote
+(own and foreign), and `alexnet forward`'s logits on the same input."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (scripts/test.sh installs it unless ALEXNET_PY_TORCH=0)")
+
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from alexnet.checkpoint import CheckpointError, ModelConfig, read_checkpoint  # noqa: E402
+from alexnet.model import ACTIVATIONS, AlexNet, paper_lrn  # noqa: E402
+from alexnet.shards import ShardReader  # noqa: E402
+
+
+def test_lrn_is_the_papers_formula():
+    x = torch.randn(2, 7, 3, 4, dtype=torch.float64) * 30
+    got = paper_lrn()(x)
+    a = x.numpy()
+    want = np.empty_like(a)
+    for c in range(7):
+        lo, hi = max(0, c - 2), min(7, c + 3)
+        s = (a[:, lo:hi] ** 2).sum(axis=1)
+        want[:, c] = a[:, c] / (2.0 + 1e-4 * s) ** 0.75
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    # alpha divided by n (PyTorch's own convention) would be visibly different here.
+    assert not np.allclose(torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x).numpy(), want, rtol=1e-3)
+
+
+def rust_forward(run, checkpoint, images, tmp_path):
+    save_file({"images": images}, str(tmp_path / "in.safetensors"))
+    run("forward", "--checkpoint", checkpoint, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "out.safetensors")
+    return load_file(str(tmp_path / "out.safetensors"))
+
+
+def test_loads_a_trained_checkpoint_and_matches_alexnet_forward(run, trained, tmp_path):
+    model = AlexNet.from_checkpoint(trained).eval()
+    cfg = model.config
+    assert cfg.input_size == 67 and cfg.widths == (8, 16, 24, 24, 16, 32, 32) and cfg.classes == 2
+    assert model.conv2.weight.shape == (16, 4, 5, 5), "grouped layout [out, in/groups, kh, kw]"
+    assert model.mean_image.shape == (72, 72, 3)
+    images = np.random.default_rng(5).normal(0, 40, (3, 3, 67, 67)).astype(np.float32)
+    want = rust_forward(run, trained, images, tmp_path)
+    with torch.no_grad():
+        got = model.activations(torch.from_numpy(images))
+    assert set(want) == set(ACTIVATIONS)
+    for name in ACTIVATIONS:
+        w, g = want[name], got[name].numpy()
+        assert w.shape == g.shape, name
+        scale = np.abs(w).max()
+        assert scale > 0, f"{name} is all zeros: the test would not see a wrong layer"
+        np.testing.assert_allclose(g, w, atol=1e-4 * scale, rtol=1e-4, err_msg=name)
+
+
+def test_preprocess_is_the_evaluation_view(run, trained, raw_shards, tmp_path):
+    model = AlexNet.from_checkpoint(trained).eval()
+    reader = ShardReader(raw_shards)
+    x = torch.stack([model.preprocess(img) for img, _ in reader])
+    assert x.shape == (7, 3, 67, 67)
+    # Training stored the training set's own mean image: the views average to about zero.
+    assert abs(float(x.mean())) < 1e-3 * float(x.abs().mean())
+    want = rust_forward(run, trained, x.numpy(), tmp_path)["logits"]
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), want, atol=1e-4 * np.abs(want).max())
+
+
+def test_foreign_state_dict_loads_with_input_size(trained, tmp_path):
+    model = AlexNet.from_checkpoint(trained)
+    plain = tmp_path / "plain.safetensors"
+    save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(plain))
+    with pytest.raises(CheckpointError, match="input_size"):
+        read_checkpoint(plain)
+    other = AlexNet.from_checkpoint(plain, input_size=67)
+    assert other.config.groups == 2 and other.config.classes == 2 and other.mean_image is None
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k]), k
+    with pytest.raises(ValueError, match="mean image"):
+        other.preprocess(np.zeros((72, 72, 3), np.uint8))
+
+
+def test_save_checkpoint_round_trips_through_the_binary(run, tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_size=67, widths=(6, 16, 24, 24, 16, 32, 32), classes=3, groups=2, activation="tanh")
+    model = AlexNet(cfg).eval()
+    path = tmp_path / "torch.safetensors"
+    model.save_checkpoint(path)
+    images = np.random.default_rng(1).normal(0, 1, (2, 3, 67, 67)).astype(np.float32)
+    want = rust_forward(run, path, images, tmp_path)["logits"]
+    with torch.no_grad():
+        got = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_other_variants_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="torchvision"):
+        ModelConfig.from_json('{"variant": "torchvision", "input_size": 224}', "x.safetensors")

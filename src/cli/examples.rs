@@ -1,0 +1,127 @@
+//! Examples shown at the end of every command's `--help`, kept apart from the flag
+//! definitions so the two read well on their own.
+use clap::Command;
+
+/// (subcommand, examples) pairs; the top-level command's examples are under "".
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "",
+        "alexnet ingest ~/ILSVRC/train shards/train/
+  alexnet train shards/train/ --val shards/val/ --out runs/paper
+  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --json
+  alexnet predict --checkpoint runs/paper/best.safetensors --classes LOC_synset_mapping.txt cat.jpg
+  alexnet completions bash > ~/.local/share/bash-completion/completions/alexnet",
+    ),
+    (
+        "devices",
+        "alexnet devices
+  alexnet devices --devices 0,1          # would the paper's two columns fit on adapters 0 and 1?
+  alexnet devices --json | jq '.adapters[].name'",
+    ),
+    (
+        "train",
+        "alexnet train shards/train/ --val shards/val/ --out runs/paper
+  alexnet train shards/train/ --out runs/paper --resume
+  alexnet train shards/train/ --out runs/two --devices 0,1
+  alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he
+  alexnet train shards/ --out runs/cos --schedule cosine --min-lr 1e-4 --momentum 0.9 --weight-decay 5e-4
+  alexnet train shards/ --out runs/x --steps 100 --json | jq .last_loss",
+    ),
+    (
+        "eval",
+        "alexnet eval --checkpoint runs/paper/best.safetensors shards/val/
+  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --ten-crop --json",
+    ),
+    (
+        "forward",
+        "alexnet forward --checkpoint runs/paper/best.safetensors --input images.safetensors --out acts.safetensors
+  # images.safetensors: `images` [N,3,227,227] f32, already mean-subtracted (python/alexnet: model.preprocess)",
+    ),
+    (
+        "ingest",
+        "alexnet ingest ~/ILSVRC/train shards/train/
+  alexnet ingest ~/ILSVRC/val shards/val/ --labels LOC_val_solution.csv --classes shards/train/
+  alexnet ingest photos/ photos.parquet --size 128 --encoding jpeg   # Hugging Face datasets reads it as Image + ClassLabel
+  alexnet ingest ~/ILSVRC/train shards/train/ --shard 0/4            # machine 0 of 4
+
+Raw shards store each image as S·S·3 bytes, RGB, row-major H,W,C (S = --size, in the footer's
+`size`); the footer also holds the mean image and RGB statistics (see `alexnet inspect --json`).",
+    ),
+    (
+        "inspect",
+        "alexnet inspect shards/train/
+  alexnet inspect shards/train/ --json | jq .rgb_mean
+
+Every shard's footer holds exact sums: the mean image (S×S×3 per-pixel sums of the file's
+images, footer key `alexnet.mean_image`, base64 little-endian u64 in H,W,C order) and the RGB
+sums behind rgb_mean, rgb_cov and the PCA. Sets of shards merge exactly; training subtracts the
+merged mean image and stores it in the checkpoint. docs/formats.md has every field.",
+    ),
+    (
+        "report",
+        "alexnet report runs/paper                     # writes runs/paper/report.png
+  alexnet report runs/paper --log-loss --out loss.png",
+    ),
+    (
+        "import-idx",
+        "alexnet import-idx train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz raw/fashion --classes fashion-mnist",
+    ),
+    (
+        "export-features",
+        "alexnet export-features --checkpoint runs/paper/best.safetensors shards/val/ fc7.parquet
+  alexnet export-features --checkpoint W shards/val/ conv5.parquet --layer conv5",
+    ),
+    (
+        "neighbors",
+        "alexnet neighbors fc7.parquet --query n01440764/n01440764_10026.JPEG -k 6 --sheet sheet.png
+  alexnet neighbors fc7.parquet --query 17 --json | jq '.neighbors[].source'",
+    ),
+    (
+        "filters",
+        "alexnet filters --checkpoint runs/paper/best.safetensors conv1.png --scale 6",
+    ),
+    (
+        "run",
+        "alexnet run pipelines/quickstart.toml
+  alexnet run pipelines/quickstart.toml --force",
+    ),
+    (
+        "predict",
+        "alexnet predict --checkpoint runs/paper/best.safetensors cat.jpg dog.png
+  alexnet predict --checkpoint W --classes LOC_synset_mapping.txt photos/ --json
+  alexnet predict --checkpoint W --classes shards/train/ photos/",
+    ),
+    (
+        "completions",
+        "alexnet completions bash > ~/.local/share/bash-completion/completions/alexnet
+  alexnet completions zsh > ~/.zfunc/_alexnet
+  alexnet completions fish > ~/.config/fish/completions/alexnet.fish",
+    ),
+    (
+        "man",
+        "alexnet man man/              # man/alexnet.1 and one page per command
+  man -l man/alexnet-train.1",
+    ),
+];
+
+/// The examples of subcommand `name` ("" for the top level), if it has any.
+pub fn examples(name: &str) -> Option<&'static str> {
+    EXAMPLES.iter().find(|(n, _)| *n == name).map(|(_, e)| *e)
+}
+
+/// `cmd` with "Examples:" added to its help and every subcommand's.
+pub fn with_examples(mut cmd: Command) -> Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        if let Some(e) = examples(&name) {
+            cmd = cmd.mut_subcommand(name, |s| s.after_help(format!("Examples:\n  {e}")));
+        }
+    }
+    match examples("") {
+        Some(e) => cmd.after_help(format!("Examples:\n  {e}")),
+        None => cmd,
+    }
+}

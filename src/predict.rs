@@ -1,0 +1,418 @@
+//! `alexnet predict`: the top-5 classes of image files, preprocessed exactly as the data a
+//! checkpoint was trained and evaluated on: decoded and resized as `ingest` stores images
+//! (short side to S, centre S×S crop, S = the side of the checkpoint's mean image), then the
+//! evaluation view on the GPU (centre crop of the model's input, minus the mean image's
+//! crop, times `input_scale`), then the network without dropout and a softmax.
+//!
+//! It sits above `ingest` (decoding and resizing) and `train` (the input stage), as
+//! `pipeline` does, because it strings both together.
+use crate::dataset::ShardSet;
+use crate::gpu::{Gpu, GpuError};
+use crate::ingest::{decode_image, resize_crop, DEFAULT_MAX_PIXELS};
+use crate::model::{Checkpoint, CheckpointError, Network, NetworkError};
+use crate::train::augment::centre_draws;
+use crate::train::eval::softmax;
+use crate::train::input::{checkpoint_mean, pad_images, InputStage};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Images per GPU batch.
+const BATCH: usize = 16;
+
+/// What can go wrong in `predict`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PredictError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The shards given for statistics or class names could not be read.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    /// The network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// A GPU operation failed.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// An input path or the class list is unusable; the message names it and says what to do.
+    #[error("{}: {reason}", path.display())]
+    Input {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The checkpoint and the data or class list do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// What `predict` does.
+#[derive(Clone, Debug)]
+pub struct PredictConfig {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// Image files and directories (searched recursively, hidden entries skipped).
+    pub inputs: Vec<PathBuf>,
+    /// Class names: a text file (a wnid first on each line, the rest of the line its human
+    /// name, as `LOC_synset_mapping.txt`), or shards whose footer lists the classes.
+    pub classes: Option<PathBuf>,
+    /// Shards for the mean image when the checkpoint carries none (made by another
+    /// framework); also the class names when `classes` is not given.
+    pub data: Vec<PathBuf>,
+    /// Classes to report per image.
+    pub top: usize,
+    /// Adapter index.
+    pub device: usize,
+    /// Input size of a foreign checkpoint that does not record it.
+    pub input_size: Option<usize>,
+    /// Largest image (width·height) decoded, as `ingest --max-pixels`.
+    pub max_pixels: u64,
+}
+
+impl PredictConfig {
+    /// Top 5 on adapter 0 with ingest's pixel limit.
+    pub fn new(checkpoint: PathBuf, inputs: Vec<PathBuf>) -> PredictConfig {
+        PredictConfig {
+            checkpoint,
+            inputs,
+            classes: None,
+            data: Vec::new(),
+            top: 5,
+            device: 0,
+            input_size: None,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// One class of an answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// Index into the model's classes.
+    pub label: usize,
+    /// The class's wnid (folder name), when a class list was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wnid: Option<String>,
+    /// The class's human name, when the class list carries names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Softmax probability.
+    pub probability: f64,
+}
+
+/// The answer for one image file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The file, as found.
+    pub path: PathBuf,
+    /// The best classes, most probable first; empty when `error` is set.
+    pub top: Vec<ClassScore>,
+    /// Why the file could not be classified (it is not an image, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for Prediction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.path.display())?;
+        if let Some(e) = &self.error {
+            return writeln!(f, "  error: {e}");
+        }
+        for c in &self.top {
+            let wnid = c.wnid.as_deref().unwrap_or("");
+            let name = c
+                .name
+                .as_deref()
+                .map(|n| format!("  {n}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  {:6.2}%  {:>5}  {wnid}{name}",
+                c.probability * 100.0,
+                c.label
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A class list: wnids and, where the file has them, human names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClassNames {
+    /// WordNet ids (or folder names) in label order.
+    pub wnids: Vec<String>,
+    /// Human names in label order (empty strings where there are none).
+    pub names: Vec<String>,
+}
+
+/// Reads a class list: shards (their footer's classes) or a text file with a wnid first on
+/// each line and optionally its human name after it (`n01440764 tench, Tinca tinca`).
+pub fn read_class_names(path: &Path) -> Result<ClassNames, PredictError> {
+    let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+    if is_parquet || path.is_dir() {
+        let set = ShardSet::open(&[path.to_path_buf()])?;
+        return Ok(ClassNames {
+            wnids: set.classes().to_vec(),
+            names: vec![String::new(); set.classes().len()],
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| PredictError::Input {
+        path: path.into(),
+        reason: format!("cannot read the class list: {e}"),
+    })?;
+    let mut out = ClassNames::default();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (wnid, name) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        out.wnids.push(wnid.to_string());
+        out.names.push(name.trim().to_string());
+    }
+    if out.wnids.is_empty() {
+        return Err(PredictError::Input {
+            path: path.into(),
+            reason:
+                "the class list is empty; give one wnid per line, optionally followed by its name"
+                    .into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The image files of `inputs`: files as given, directories searched recursively (hidden
+/// entries skipped, sorted by path so the output order is stable).
+pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PredictError> {
+    let mut out = Vec::new();
+    for p in inputs {
+        let meta = std::fs::metadata(p).map_err(|e| PredictError::Input {
+            path: p.clone(),
+            reason: format!("{e}; pass image files or directories of images"),
+        })?;
+        if meta.is_dir() {
+            let before = out.len();
+            walk(p, &mut out)?;
+            if out.len() == before {
+                return Err(PredictError::Input {
+                    path: p.clone(),
+                    reason: "the directory holds no files".into(),
+                });
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PredictError> {
+    let err = |e: std::io::Error| PredictError::Input {
+        path: dir.into(),
+        reason: e.to_string(),
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The stored side S an image is resized to and the mean image `[S,S,3]`: the checkpoint's
+/// own statistics, else those of `data` (with a warning).
+fn mean_and_side(ck: &Checkpoint, cfg: &PredictConfig) -> Result<(usize, Vec<f32>), PredictError> {
+    if let Some(s) = &ck.stats {
+        return Ok((s.size, s.mean_image.clone()));
+    }
+    if cfg.data.is_empty() {
+        return Err(PredictError::Mismatch(format!(
+            "{}: the checkpoint holds no mean image (made by another framework?); pass --data SHARDS with the training shards, whose mean image and size are then used",
+            cfg.checkpoint.display()
+        )));
+    }
+    let set = ShardSet::open(&cfg.data)?;
+    let (mean, _) = checkpoint_mean(ck, &cfg.checkpoint, &set).map_err(PredictError::Mismatch)?;
+    Ok((set.size(), mean))
+}
+
+/// Classifies every image of `cfg.inputs`. Files that are not readable images get an
+/// [`Prediction`] with `error` set; the others their top classes.
+pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
+    let files = image_files(&cfg.inputs)?;
+    let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
+    let classes = match (&cfg.classes, cfg.data.first()) {
+        (Some(p), _) => Some(read_class_names(p)?),
+        (None, Some(_)) => {
+            let set = ShardSet::open(&cfg.data)?;
+            Some(ClassNames {
+                wnids: set.classes().to_vec(),
+                names: vec![String::new(); set.classes().len()],
+            })
+        }
+        (None, None) => None,
+    };
+    if let Some(c) = &classes {
+        if c.wnids.len() != ck.config.classes {
+            return Err(PredictError::Mismatch(format!(
+                "{}: the class list has {} classes but the model {} has {}; pass the class list (or shards) the model was trained with",
+                cfg.classes.as_ref().or(cfg.data.first()).map_or_else(String::new, |p| p.display().to_string()),
+                c.wnids.len(),
+                cfg.checkpoint.display(),
+                ck.config.classes
+            )));
+        }
+    }
+    let (side, mean) = mean_and_side(&ck, cfg)?;
+    let crop = ck.config.input_size;
+    if crop > side {
+        return Err(PredictError::Mismatch(format!(
+            "{}: the model's input is {crop}² but its mean image is {side}²; the checkpoint is inconsistent",
+            cfg.checkpoint.display()
+        )));
+    }
+
+    // Decode and resize on the CPU cores, as ingest does; failures become per-file errors.
+    let stored: Vec<Result<Vec<u8>, String>> = {
+        use rayon::prelude::*;
+        files
+            .par_iter()
+            .map(|f| {
+                let bytes = std::fs::read(f).map_err(|e| e.to_string())?;
+                let d = decode_image(&bytes, cfg.max_pixels)?;
+                resize_crop(d.rgb, side as u32)
+            })
+            .collect()
+    };
+    let good: Vec<usize> = (0..files.len()).filter(|&i| stored[i].is_ok()).collect();
+    let mut out: Vec<Prediction> = files
+        .iter()
+        .zip(&stored)
+        .map(|(f, s)| Prediction {
+            path: f.clone(),
+            top: Vec::new(),
+            error: s.as_ref().err().cloned(),
+        })
+        .collect();
+    if good.is_empty() {
+        return Ok(out);
+    }
+
+    let gpu = Gpu::new(cfg.device)?;
+    let batch = good.len().min(BATCH);
+    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
+    let input = InputStage::new(&gpu, batch, side, crop, &mean, ck.config.input_scale);
+    let draws = centre_draws(batch, side, crop);
+    let logits = net
+        .activations()
+        .into_iter()
+        .find(|(name, _, _)| *name == "logits")
+        .map(|(_, _, t)| t)
+        .ok_or_else(|| PredictError::Mismatch("the network reports no logits".into()))?;
+    let k = ck.config.classes;
+    for chunk in good.chunks(batch) {
+        let mut images = Vec::with_capacity(batch * side * side * 3);
+        for &i in chunk {
+            if let Ok(px) = &stored[i] {
+                images.extend_from_slice(px);
+            }
+        }
+        pad_images(&mut images, chunk.len(), batch);
+        input.upload_images(&gpu, &images)?;
+        let mut enc = gpu.encoder("predict.forward");
+        input.record(&gpu, &mut enc, &draws, net.input())?;
+        net.record_forward(&gpu, &mut enc, None)?;
+        gpu.submit(enc);
+        let all = logits.download(&gpu)?;
+        for (j, &i) in chunk.iter().enumerate() {
+            out[i].top = top_classes(&all[j * k..(j + 1) * k], cfg.top, classes.as_ref());
+        }
+    }
+    Ok(out)
+}
+
+/// The `n` most probable classes of one row of logits, ties to the lower label.
+pub fn top_classes(logits: &[f32], n: usize, classes: Option<&ClassNames>) -> Vec<ClassScore> {
+    let probs = softmax(logits);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(n)
+        .map(|label| ClassScore {
+            label,
+            wnid: classes.and_then(|c| c.wnids.get(label).cloned()),
+            name: classes
+                .and_then(|c| c.names.get(label).cloned())
+                .filter(|n| !n.is_empty()),
+            probability: probs[label],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_classes_are_sorted_named_and_sum_below_one() {
+        let names = ClassNames {
+            wnids: (0..7).map(|i| format!("n{i:08}")).collect(),
+            names: (0..7)
+                .map(|i| {
+                    if i == 4 {
+                        "goldfish".into()
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect(),
+        };
+        let logits = [0.1, 2.0, -1.0, 0.5, 3.0, 2.0, 0.0];
+        let top = top_classes(&logits, 5, Some(&names));
+        let labels: Vec<usize> = top.iter().map(|c| c.label).collect();
+        assert_eq!(
+            labels,
+            [4, 1, 5, 3, 0],
+            "by probability, ties to the lower label"
+        );
+        assert_eq!(top[0].name.as_deref(), Some("goldfish"));
+        assert_eq!(top[1].name, None, "no empty names");
+        assert_eq!(top[2].wnid.as_deref(), Some("n00000005"));
+        let p: f64 = top.iter().map(|c| c.probability).sum();
+        assert!(p < 1.0 && p > 0.9, "{p}");
+        assert!((top[1].probability - top[2].probability).abs() < 1e-15);
+        assert_eq!(top_classes(&logits[..3], 5, None).len(), 3);
+    }
+
+    #[test]
+    fn class_lists_with_and_without_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("synsets.txt");
+        std::fs::write(
+            &f,
+            "n01440764 tench, Tinca tinca\n\nn01443537\tgoldfish\nn015\n",
+        )
+        .unwrap();
+        let c = read_class_names(&f).unwrap();
+        assert_eq!(c.wnids, ["n01440764", "n01443537", "n015"]);
+        assert_eq!(c.names, ["tench, Tinca tinca", "goldfish", ""]);
+        std::fs::write(&f, "\n  \n").unwrap();
+        let e = read_class_names(&f).unwrap_err().to_string();
+        assert!(e.contains("synsets.txt") && e.contains("empty"), "{e}");
+        let e = image_files(&[dir.path().join("nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+}
