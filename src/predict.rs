@@ -330,8 +330,11 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
         pad_images(&mut images, chunk.len(), batch);
         input.upload_images(&gpu, &images)?;
         let mut enc = gpu.encoder("predict.forward");
-        input.record(&gpu, &mut enc, &draws, net.input())?;
-        net.record_forward(&gpu, &mut enc, None)?;
+        {
+            let mut rec = net.recorder(&gpu, &mut enc);
+            input.record(&mut rec, &draws, net.input())?;
+            net.record_forward(&mut rec, None)?;
+        }
         gpu.submit(enc);
         let all = logits.download(&gpu)?;
         for (j, &i) in chunk.iter().enumerate() {
