@@ -3,11 +3,14 @@
 //! encoder through a [`Recorder`] that takes its bind groups from the network's own
 //! [`BindCache`], so a training step is one submit and, after the first, allocates nothing.
 //!
-//! Forward (per conv stage: conv+bias+activation, fused → [LRN] → [pool]):
-//! `input → conv1..conv5 → flatten → fc6 → act → dropout → fc7 → act → dropout → fc8 → logits`.
-//! Backward is the forward read in reverse. Dropout writes a copy (`fc6.dropped`) so the
-//! activation's own output stays intact for its backward and for `alexnet forward`.
-use super::geometry::{ConvStage, Geometry, GeometryError};
+//! The graph is [`super::layers`]'s list, looped over: forward in order, backward in reverse.
+//! Each layer has an output buffer and an output-gradient buffer; a layer's backward writes
+//! the gradient of its input straight into the previous layer's gradient buffer (fc6's into
+//! conv5's pooling: the flatten is a view). Dropout writes a copy (`fc6.dropped`), so the
+//! activation's own output stays intact for its backward and for `alexnet forward`; its
+//! gradient is fc6's own buffer, masked in place.
+use super::geometry::{Geometry, GeometryError};
+use super::layers::{self, input_of, Layer, Op};
 use super::params::{param_specs, ParamSpec, Params};
 use super::ModelConfig;
 use crate::gpu::dropout::SeedSlot;
@@ -62,46 +65,15 @@ pub struct Dropout {
     pub seeds: [u32; 2],
 }
 
-/// Buffers of one conv stage.
-struct StageBufs {
-    /// conv + bias, then the activation in place: `[N,C,OH,OW]`.
-    act: Tensor,
-    /// LRN output and its saved scale, when the stage has LRN.
-    lrn: Option<(Tensor, Tensor)>,
-    /// Pool output, when the stage pools.
-    pool: Option<Tensor>,
-    /// Gradient w.r.t. `act` (the activation's output, then its input, in place).
-    d_act: Tensor,
-    /// Gradient w.r.t. the LRN output.
-    d_lrn: Option<Tensor>,
-    /// Gradient w.r.t. the pool output.
-    d_pool: Option<Tensor>,
-}
-
-impl StageBufs {
-    fn output(&self) -> &Tensor {
-        self.pool
-            .as_ref()
-            .or(self.lrn.as_ref().map(|(b, _)| b))
-            .unwrap_or(&self.act)
-    }
-    /// Where the gradient of the stage's output goes.
-    fn d_output(&self) -> &Tensor {
-        self.d_pool
-            .as_ref()
-            .or(self.d_lrn.as_ref())
-            .unwrap_or(&self.d_act)
-    }
-}
-
-/// Buffers of one hidden fully connected layer.
-struct HiddenBufs {
-    /// x·Wᵀ + b, then the activation in place: `[N,F]`.
-    act: Tensor,
-    /// The dropout output (a copy of `act` with the mask applied) `[N,F]`.
-    dropped: Tensor,
-    /// Gradient w.r.t. `dropped`, then `act`, then the pre-activation, in place.
-    d: Tensor,
+/// Buffers of one layer.
+struct LayerBufs {
+    /// Output `[N,…]` (a dropout layer's: the masked copy).
+    y: Tensor,
+    /// Gradient of the output; `None` for a dropout layer, whose gradient is its input
+    /// layer's, masked in place.
+    dy: Option<Tensor>,
+    /// LRN's saved scale.
+    scale: Option<Tensor>,
 }
 
 /// The network on one device for a fixed batch size.
@@ -110,19 +82,15 @@ pub struct Network {
     pub config: ModelConfig,
     /// Layer shapes for [`Network::batch`].
     pub geometry: Geometry,
+    layers: Vec<Layer>,
     specs: Vec<ParamSpec>,
     params: Vec<Tensor>,
     grads: Vec<Tensor>,
     momentum: Vec<Tensor>,
     input: Tensor,
     labels: Tensor,
-    stages: Vec<StageBufs>,
-    hidden: Vec<HiddenBufs>,
-    logits: Tensor,
-    d_logits: Tensor,
-    d_input_of_fc6: Tensor,
+    bufs: Vec<LayerBufs>,
     stats: Tensor,
-    lrn: LrnParams,
     cache: BindCache,
     step: StepBuffer,
     step_values: Cell<StepScalars>,
@@ -133,6 +101,7 @@ impl Network {
     pub fn new(gpu: &Gpu, config: &ModelConfig, batch: usize, params: &Params) -> Result<Network> {
         let geometry = Geometry::new(config, batch)?;
         let specs = param_specs(config)?;
+        let list = layers::layers(&geometry, LrnParams::default(), config.activation);
         let mk = |len: usize, label: String| Tensor::zeros(gpu, len, &label);
         let mut p = Vec::with_capacity(specs.len());
         let mut g = Vec::with_capacity(specs.len());
@@ -142,39 +111,23 @@ impl Network {
             g.push(mk(s.len(), format!("{}.grad", s.name)));
             v.push(mk(s.len(), format!("{}.momentum", s.name)));
         }
-        let stages = geometry
-            .convs
+        let bufs = list
             .iter()
-            .map(|st| {
-                let conv_len: usize = st.conv_dims().iter().product();
-                let lrn = st.lrn.then(|| {
-                    (
-                        mk(conv_len, format!("{}.lrn", st.name)),
-                        mk(conv_len, format!("{}.lrn_scale", st.name)),
-                    )
-                });
-                StageBufs {
-                    act: mk(conv_len, format!("{}.act", st.name)),
-                    pool: st
-                        .pool
-                        .map(|_| mk(st.out_len(), format!("{}.pool", st.name))),
-                    d_act: mk(conv_len, format!("{}.d_act", st.name)),
-                    d_lrn: st.lrn.then(|| mk(conv_len, format!("{}.d_lrn", st.name))),
-                    d_pool: st
-                        .pool
-                        .map(|_| mk(st.out_len(), format!("{}.d_pool", st.name))),
-                    lrn,
-                }
-            })
-            .collect();
-        let hidden = geometry.fcs[..2]
-            .iter()
-            .map(|f| {
-                let len = f.linear.n * f.linear.fout;
-                HiddenBufs {
-                    act: mk(len, format!("{}.act", f.name)),
-                    dropped: mk(len, format!("{}.dropped", f.name)),
-                    d: mk(len, format!("{}.d", f.name)),
+            .map(|l| {
+                let kind = match l.op {
+                    Op::Conv { .. } => "conv",
+                    Op::Lrn { .. } => "lrn",
+                    Op::MaxPool(_) => "pool",
+                    Op::Linear { .. } => "linear",
+                    Op::Dropout { .. } => "dropped",
+                };
+                let len = l.out_len();
+                LayerBufs {
+                    y: mk(len, format!("{}.{kind}", l.block)),
+                    dy: (!matches!(l.op, Op::Dropout { .. }))
+                        .then(|| mk(len, format!("{}.d_{kind}", l.block))),
+                    scale: matches!(l.op, Op::Lrn { .. })
+                        .then(|| mk(len, format!("{}.lrn_scale", l.block))),
                 }
             })
             .collect();
@@ -182,18 +135,14 @@ impl Network {
             config: config.clone(),
             input: mk(geometry.input_len(), "input".into()),
             labels: mk(batch, "labels".into()),
-            logits: mk(geometry.logits_len(), "fc8.logits".into()),
-            d_logits: mk(geometry.logits_len(), "fc8.d_logits".into()),
-            d_input_of_fc6: mk(batch * geometry.flatten, "fc6.d_input".into()),
             stats: mk(batch * 3, "loss.stats".into()),
             geometry,
+            layers: list,
             specs,
             params: p,
             grads: g,
             momentum: v,
-            stages,
-            hidden,
-            lrn: LrnParams::default(),
+            bufs,
             cache: BindCache::new(),
             step: StepBuffer::new(gpu, &StepScalars::default()),
             step_values: Cell::new(StepScalars::default()),
@@ -231,7 +180,7 @@ impl Network {
 
     /// The logits `[N,classes]` of the last forward pass.
     pub fn logits(&self) -> &Tensor {
-        &self.logits
+        &self.bufs[self.layers.len() - 1].y
     }
 
     /// Per-image (loss, top-1 hit, top-5 hit) `[N,3]` of the last [`Network::record_loss`].
@@ -240,21 +189,13 @@ impl Network {
     }
 
     /// The activations `alexnet forward` reports, by name, with their shapes: conv1..conv5
-    /// (stage outputs), fc6 and fc7 (after the activation, before dropout) and logits.
+    /// (block outputs), fc6 and fc7 (after the activation, before dropout) and logits.
     pub fn activations(&self) -> Vec<(&'static str, Vec<usize>, &Tensor)> {
-        let mut out: Vec<(&'static str, Vec<usize>, &Tensor)> = self
-            .geometry
-            .convs
+        self.layers
             .iter()
-            .zip(&self.stages)
-            .map(|(st, b)| (st.name, st.out_dims().to_vec(), b.output()))
-            .collect();
-        for (f, h) in self.geometry.fcs[..2].iter().zip(&self.hidden) {
-            out.push((f.name, vec![f.linear.n, f.linear.fout], &h.act));
-        }
-        let f8 = &self.geometry.fcs[2].linear;
-        out.push(("logits", vec![f8.n, f8.fout], &self.logits));
-        out
+            .zip(&self.bufs)
+            .filter_map(|(l, b)| l.reports.map(|name| (name, l.out.clone(), &b.y)))
+            .collect()
     }
 
     fn upload_set(&self, gpu: &Gpu, dst: &[Tensor], src: &Params) -> Result<()> {
@@ -312,24 +253,23 @@ impl Network {
         Ok(())
     }
 
-    fn param(&self, layer: &str, kind: &str) -> (&Tensor, &Tensor) {
-        // Names come from the same geometry as the specs, so the lookup cannot miss; index 0
-        // would be a wrong but safe fallback never reached.
-        let i = self
-            .specs
-            .iter()
-            .position(|s| {
-                s.name.strip_prefix(layer).and_then(|r| r.strip_prefix('.')) == Some(kind)
-            })
-            .unwrap_or(0);
-        (&self.params[i], &self.grads[i])
+    /// The output of the layer `layer i` reads: the previous layer's, or the input images.
+    fn x(&self, i: usize, training: bool) -> &Tensor {
+        match input_of(&self.layers, i, training) {
+            Some(j) => &self.bufs[j].y,
+            None => &self.input,
+        }
     }
 
-    fn stage_input(&self, i: usize) -> &Tensor {
-        if i == 0 {
-            &self.input
-        } else {
-            self.stages[i - 1].output()
+    /// The gradient buffer of layer `i`'s output (a dropout layer's is its input layer's).
+    fn dy(&self, i: usize) -> &Tensor {
+        let mut j = i;
+        loop {
+            if let Some(d) = &self.bufs[j].dy {
+                return d;
+            }
+            // Only dropout layers have no buffer, and one never starts the list.
+            j -= 1;
         }
     }
 
@@ -337,56 +277,50 @@ impl Network {
     /// training view (fc6 and fc7 masked, its seeds written for the next submit); without, the
     /// evaluation view.
     pub fn record_forward(&self, rec: &mut Recorder<'_>, dropout: Option<Dropout>) -> Result<()> {
-        let gpu = rec.gpu();
-        let act = self.config.activation;
         let dropout = dropout.filter(|d| d.p > 0.0);
         if let Some(d) = dropout {
-            self.write_step(gpu, |v| v.seeds[..2].copy_from_slice(&d.seeds));
+            self.write_step(rec.gpu(), |v| v.seeds[..2].copy_from_slice(&d.seeds));
         }
-        for (i, (st, b)) in self.geometry.convs.iter().zip(&self.stages).enumerate() {
-            rec.set_scope(st.name);
-            let (w, _) = self.param(st.name, "weight");
-            let (bias, _) = self.param(st.name, "bias");
-            let x = self.stage_input(i);
-            gpu::conv::forward(rec, &st.conv, x, w, bias, &b.act, Some(act))?;
-            let mut cur = &b.act;
-            if let Some((out, scale)) = &b.lrn {
-                let [n, c, h, w] = st.conv_dims();
-                gpu::lrn::forward(rec, n, c, h * w, &self.lrn, cur, out, scale)?;
-                cur = out;
-            }
-            if let (Some(ps), Some(out)) = (&st.pool, &b.pool) {
-                gpu::maxpool::forward(rec, ps, cur, out)?;
+        let training = dropout.is_some();
+        for (i, (l, b)) in self.layers.iter().zip(&self.bufs).enumerate() {
+            rec.set_scope(l.block);
+            let x = self.x(i, training);
+            match (l.op, l.params) {
+                (Op::Conv { shape, act }, Some((w, bias))) => {
+                    let (w, bias) = (&self.params[w], &self.params[bias]);
+                    gpu::conv::forward(rec, &shape, x, w, bias, &b.y, Some(act))?;
+                }
+                (Op::Linear { shape, act }, Some((w, bias))) => {
+                    let (w, bias) = (&self.params[w], &self.params[bias]);
+                    gpu::gemm::linear_forward(rec, &shape, x, w, Some(bias), &b.y, act)?;
+                }
+                (Op::Lrn { dims, params }, _) => {
+                    let [n, c, h, w] = dims;
+                    let scale = b.scale.as_ref().ok_or_else(|| param_missing(l))?;
+                    gpu::lrn::forward(rec, n, c, h * w, &params, x, &b.y, scale)?;
+                }
+                (Op::MaxPool(p), _) => gpu::maxpool::forward(rec, &p, x, &b.y)?,
+                (Op::Dropout { slot, .. }, _) => {
+                    if let Some(d) = dropout {
+                        rec.encoder().copy_buffer_to_buffer(
+                            &x.buffer,
+                            0,
+                            &b.y.buffer,
+                            0,
+                            x.bytes(),
+                        );
+                        let seed = SeedSlot {
+                            step: &self.step,
+                            slot,
+                        };
+                        gpu::dropout::forward(rec, &b.y, seed, d.p)?;
+                    }
+                }
+                (Op::Conv { .. } | Op::Linear { .. }, None) => {
+                    return Err(param_missing(l));
+                }
             }
         }
-        let mut x = self.stages[4].output();
-        for (j, (f, h)) in self.geometry.fcs[..2].iter().zip(&self.hidden).enumerate() {
-            rec.set_scope(f.name);
-            let (w, _) = self.param(f.name, "weight");
-            let (bias, _) = self.param(f.name, "bias");
-            gpu::gemm::linear_forward(rec, &f.linear, x, w, Some(bias), &h.act, Some(act))?;
-            x = &h.act;
-            if let Some(d) = dropout {
-                rec.encoder().copy_buffer_to_buffer(
-                    &h.act.buffer,
-                    0,
-                    &h.dropped.buffer,
-                    0,
-                    h.act.bytes(),
-                );
-                let seed = SeedSlot {
-                    step: &self.step,
-                    slot: j as u32,
-                };
-                gpu::dropout::forward(rec, &h.dropped, seed, d.p)?;
-                x = &h.dropped;
-            }
-        }
-        let f8 = &self.geometry.fcs[2];
-        rec.set_scope(f8.name);
-        let (w, _) = self.param(f8.name, "weight");
-        let (bias, _) = self.param(f8.name, "bias");
-        gpu::gemm::linear_forward(rec, &f8.linear, x, w, Some(bias), &self.logits, None)?;
         Ok(())
     }
 
@@ -395,95 +329,82 @@ impl Network {
     pub fn record_loss(&self, rec: &mut Recorder<'_>) -> Result<()> {
         let l = self.geometry.fcs[2].linear;
         rec.set_scope("loss");
-        gpu::softmax_xent::forward(rec, l.n, l.fout, &self.logits, &self.labels, &self.stats)?;
+        gpu::softmax_xent::forward(rec, l.n, l.fout, self.logits(), &self.labels, &self.stats)?;
         Ok(())
     }
 
     /// Records the backward pass of the mean cross-entropy: every parameter's gradient (written,
     /// not accumulated). `dropout` must be what the forward pass used.
     pub fn record_backward(&self, rec: &mut Recorder<'_>, dropout: Option<Dropout>) -> Result<()> {
-        let act = self.config.activation;
         let dropout = dropout.filter(|d| d.p > 0.0);
+        let training = dropout.is_some();
+        let last = self.layers.len() - 1;
         let l8 = self.geometry.fcs[2].linear;
         rec.set_scope("loss");
         gpu::softmax_xent::backward(
             rec,
             l8.n,
             l8.fout,
-            &self.logits,
+            self.logits(),
             &self.labels,
-            &self.d_logits,
+            self.dy(last),
         )?;
-        // Fully connected layers, fc8 down to fc6.
-        let mut dy = &self.d_logits;
-        for j in (0..3).rev() {
-            let f = &self.geometry.fcs[j];
-            rec.set_scope(f.name);
-            let x = match j {
-                0 => self.stages[4].output(),
-                _ if dropout.is_some() => &self.hidden[j - 1].dropped,
-                _ => &self.hidden[j - 1].act,
-            };
-            let (w, dw) = self.param(f.name, "weight");
-            let (_, db) = self.param(f.name, "bias");
-            gpu::gemm::linear_backward_weight(rec, &f.linear, dy, x, dw, false)?;
-            gpu::gemm::linear_backward_bias(rec, &f.linear, dy, db, false)?;
-            let dx = if j == 0 {
-                &self.d_input_of_fc6
-            } else {
-                &self.hidden[j - 1].d
-            };
-            gpu::gemm::linear_backward_input(rec, &f.linear, dy, w, dx, false)?;
-            if j > 0 {
-                let h = &self.hidden[j - 1];
-                if let Some(d) = dropout {
-                    let seed = SeedSlot {
-                        step: &self.step,
-                        slot: (j - 1) as u32,
-                    };
-                    gpu::dropout::backward(rec, &h.d, seed, d.p)?;
+        for (i, (l, b)) in self.layers.iter().zip(&self.bufs).enumerate().rev() {
+            rec.set_scope(l.block);
+            let x = self.x(i, training);
+            let dy = self.dy(i);
+            let dx = input_of(&self.layers, i, training).map(|j| self.dy(j));
+            match (l.op, l.params) {
+                (Op::Conv { shape, act }, Some((w, bias))) => {
+                    gpu::activation::backward(rec, act, dy, &b.y)?;
+                    gpu::conv::backward_weight(rec, &shape, dy, x, &self.grads[w], false)?;
+                    gpu::conv::backward_bias(rec, &shape, dy, &self.grads[bias], false)?;
+                    if let Some(dx) = dx {
+                        gpu::conv::backward_input(rec, &shape, dy, &self.params[w], dx, false)?;
+                    }
                 }
-                gpu::activation::backward(rec, act, &h.d, &h.act)?;
-            }
-            dy = dx;
-        }
-        // The flatten is a view: fc6's input gradient is conv5's output gradient.
-        let last = self.stages[4].d_output();
-        rec.encoder().copy_buffer_to_buffer(
-            &self.d_input_of_fc6.buffer,
-            0,
-            &last.buffer,
-            0,
-            last.bytes(),
-        );
-        for i in (0..5).rev() {
-            let st: &ConvStage = &self.geometry.convs[i];
-            rec.set_scope(st.name);
-            let b = &self.stages[i];
-            let pre_pool = b.lrn.as_ref().map(|(o, _)| o).unwrap_or(&b.act);
-            let d_pre_pool = b.d_lrn.as_ref().unwrap_or(&b.d_act);
-            if let (Some(ps), Some(dp)) = (&st.pool, &b.d_pool) {
-                gpu::maxpool::backward(rec, ps, pre_pool, dp, d_pre_pool)?;
-            }
-            if let (Some((_, scale)), Some(dl)) = (&b.lrn, &b.d_lrn) {
-                let [n, c, h, w] = st.conv_dims();
-                gpu::lrn::backward(rec, n, c, h * w, &self.lrn, &b.act, scale, dl, &b.d_act)?;
-            }
-            gpu::activation::backward(rec, act, &b.d_act, &b.act)?;
-            let (w, dw) = self.param(st.name, "weight");
-            let (_, db) = self.param(st.name, "bias");
-            gpu::conv::backward_weight(rec, &st.conv, &b.d_act, self.stage_input(i), dw, false)?;
-            gpu::conv::backward_bias(rec, &st.conv, &b.d_act, db, false)?;
-            if i > 0 {
-                let dx = self.stages[i - 1].d_output();
-                gpu::conv::backward_input(rec, &st.conv, &b.d_act, w, dx, false)?;
+                (Op::Linear { shape, act }, Some((w, bias))) => {
+                    if let Some(act) = act {
+                        gpu::activation::backward(rec, act, dy, &b.y)?;
+                    }
+                    gpu::gemm::linear_backward_weight(rec, &shape, dy, x, &self.grads[w], false)?;
+                    gpu::gemm::linear_backward_bias(rec, &shape, dy, &self.grads[bias], false)?;
+                    if let Some(dx) = dx {
+                        let w = &self.params[w];
+                        gpu::gemm::linear_backward_input(rec, &shape, dy, w, dx, false)?;
+                    }
+                }
+                (Op::Lrn { dims, params }, _) => {
+                    let [n, c, h, w] = dims;
+                    if let (Some(dx), Some(scale)) = (dx, &b.scale) {
+                        gpu::lrn::backward(rec, n, c, h * w, &params, x, scale, dy, dx)?;
+                    }
+                }
+                (Op::MaxPool(p), _) => {
+                    if let Some(dx) = dx {
+                        gpu::maxpool::backward(rec, &p, x, dy, dx)?;
+                    }
+                }
+                (Op::Dropout { slot, .. }, _) => {
+                    // Its gradient buffer is fc6's (fc7's) own: the mask goes on in place.
+                    if let Some(d) = dropout {
+                        let seed = SeedSlot {
+                            step: &self.step,
+                            slot,
+                        };
+                        gpu::dropout::backward(rec, dy, seed, d.p)?;
+                    }
+                }
+                (Op::Conv { .. } | Op::Linear { .. }, None) => {
+                    return Err(param_missing(l));
+                }
             }
         }
         Ok(())
     }
 
-    /// Records one SGD step on every parameter from the last backward pass (DESIGN.md:
-    /// `v ← μ·v − wd·lr·w − lr·g; w ← w + v`), writing `h` for the next submit.
+    /// Records one SGD step on every parameter from the last backward pass (the paper's
+    /// update: `v ← μ·v − wd·lr·w − lr·g; w ← w + v`), writing `h` for the next submit.
     pub fn record_sgd(&self, rec: &mut Recorder<'_>, h: SgdHyper) -> Result<()> {
         self.write_step(rec.gpu(), |v| {
             v.lr = h.lr;
@@ -496,4 +417,16 @@ impl Network {
         }
         Ok(())
     }
+}
+
+/// A layer whose parameters or saved buffers are missing: a bug in the layer list, reported
+/// instead of running with wrong numbers.
+fn param_missing(l: &Layer) -> NetworkError {
+    NetworkError::Gpu(GpuError::Invalid {
+        op: "network",
+        reason: format!(
+            "layer {} ({:?}) lacks its parameters or buffers",
+            l.block, l.op
+        ),
+    })
 }
