@@ -153,7 +153,7 @@ struct EvalArgs {
     /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy.
     #[arg(long)]
     json: bool,
-    /// Images per GPU batch.
+    /// Images per GPU batch (at least 1).
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Adapter index (see `alexnet devices`).
@@ -381,6 +381,12 @@ pub fn run() -> anyhow::Result<()> {
                 input_size: a.input_size,
             };
             let r = alexnet::train::eval_checkpoint(&job)?;
+            if r.non_finite > 0 {
+                eprintln!(
+                    "warning: {} of {} images got NaN or inf logits and count as misses (the loss is NaN): the checkpoint has diverged; use an earlier one, or train again with a lower --lr",
+                    r.non_finite, r.count
+                );
+            }
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
