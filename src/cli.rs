@@ -24,7 +24,11 @@ enum Command {
     ///
     /// Writes RUN/last.safetensors (every --checkpoint-every steps and each epoch),
     /// RUN/best.safetensors (best validation top-1), RUN/metrics.jsonl and RUN/config.toml.
-    /// Ctrl-C writes a checkpoint; `--resume` continues exactly where it stopped.
+    /// Ctrl-C or SIGTERM writes a checkpoint, then exits with 130 or 143; `--resume`
+    /// continues exactly where it stopped. A loss that explodes (NaN, above 100·ln(classes),
+    /// or 100× its running value) stops the run before any checkpoint of the diverged
+    /// weights is written; a checkpoint is written only when its weights are finite and give
+    /// finite logits on a validation batch. RUN/.alexnet.lock keeps a second process out of RUN.
     Train(TrainArgs),
     /// Score a checkpoint on shards: loss, top-1 and top-5 accuracy.
     Eval(EvalArgs),
@@ -98,7 +102,8 @@ struct TrainArgs {
     /// Images per step.
     #[arg(long)]
     batch: Option<usize>,
-    /// Initial learning rate.
+    /// Initial learning rate. A schedule floor (`min_lr`) above it is scaled down by the same
+    /// factor, so a small rate keeps the schedule's shape.
     #[arg(long)]
     lr: Option<f64>,
     /// Seed of every random stream (init, shuffle, augmentation, dropout).
@@ -134,6 +139,10 @@ struct TrainArgs {
     /// Weight init: `paper` (N(0, 0.01²)) or `he` (N(0, 2/fan_in); for narrow variants).
     #[arg(long, value_enum)]
     init: Option<InitArg>,
+    /// Train on shard folders that lack some of the shards their ingest planned (a killed or
+    /// unfinished ingest, or a `--shard I/N` part); without it they are refused.
+    #[arg(long)]
+    allow_incomplete: bool,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -353,8 +362,9 @@ struct FiltersArgs {
     input_size: Option<usize>,
 }
 
-/// Parse the command line and run the command.
-pub fn run() -> anyhow::Result<()> {
+/// Parse the command line and run the command; returns the exit status of a command that
+/// ended without an error (not 0 when a signal stopped it).
+pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.command {
         Command::Devices(a) => {
@@ -366,7 +376,7 @@ pub fn run() -> anyhow::Result<()> {
                 print!("{}", device_plan(&devices, &list)?);
             }
         }
-        Command::Train(a) => train(a)?,
+        Command::Train(a) => return train(a),
         Command::Eval(a) => {
             let job = alexnet::train::EvalJob {
                 checkpoint: a.checkpoint,
@@ -514,10 +524,10 @@ pub fn run() -> anyhow::Result<()> {
             alexnet::pipeline::run_pipeline_file(&pipeline, force)?;
         }
     }
-    Ok(())
+    Ok(0)
 }
 
-fn train(a: TrainArgs) -> anyhow::Result<()> {
+fn train(a: TrainArgs) -> anyhow::Result<i32> {
     use alexnet::train::{TrainConfig, TrainJob, TrainOverrides};
     let saved = a.out.join("config.toml");
     let mut config = match (&a.config, a.resume) {
@@ -545,6 +555,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         Some(InitArg::He) => config.init = alexnet::model::Init::He,
         None => {}
     }
+    if a.allow_incomplete {
+        config.allow_incomplete = true;
+    }
     let job = TrainJob {
         data: a.data,
         val: a.val,
@@ -565,7 +578,14 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             )
         })
         .unwrap_or_default();
-    let how = if s.interrupted { "interrupted" } else { "done" };
+    let how = match s.stop_signal {
+        Some(sig) => format!(
+            "interrupted by {}",
+            alexnet::train::signals::signal_name(sig)
+        ),
+        None if s.interrupted => "interrupted".into(),
+        None => "done".into(),
+    };
     eprintln!(
         "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s; checkpoints in {}",
         s.steps,
@@ -574,7 +594,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         s.images_per_s,
         job.out.display()
     );
-    Ok(())
+    // A stopped run is not a finished one: `train && eval` must not carry on.
+    Ok(s.stop_signal.map_or(0, alexnet::train::signals::exit_code))
 }
 
 /// Which adapter each training device of `--devices` would use, or why it cannot.
