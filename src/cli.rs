@@ -36,6 +36,13 @@ enum Command {
     /// and the activations conv1..conv5, fc6, fc7 out (for checks against other frameworks).
     Forward(ForwardArgs),
     /// Turn a folder of images into Parquet shards (pixels, labels, statistics).
+    ///
+    /// Symbolic links in RAW are followed, but each directory is read at most once (known by
+    /// device and inode), so a link back up the tree or a loop adds nothing. A folder in RAW
+    /// holding shards and no images (an earlier output) is not a class; OUT may not be inside
+    /// RAW. Every shard's footer records which inputs it holds, so `inspect` and `train` can
+    /// tell an unfinished OUT ("incomplete: N of M inputs"). OUT/.alexnet.lock keeps a second
+    /// ingest out of OUT while this one runs.
     Ingest(IngestArgs),
     /// Show what a shard file, directory or set holds.
     Inspect(InspectArgs),
@@ -260,7 +267,8 @@ struct IngestArgs {
     /// Replace existing output.
     #[arg(long)]
     overwrite: bool,
-    /// Fail (non-zero exit) if any input is rejected.
+    /// Fail (non-zero exit) if any input is rejected; the shards holding rejects are not
+    /// written, so `--resume` redoes them once the inputs are fixed.
     #[arg(long)]
     strict: bool,
     /// Largest image (width·height) decoded; bigger ones are rejected as decompression bombs.
