@@ -188,12 +188,15 @@ struct ForwardArgs {
     /// safetensors file holding `images` [N,3,H,W] f32.
     #[arg(long)]
     input: PathBuf,
-    /// safetensors file to write.
+    /// safetensors file to write (never the input or the checkpoint).
     #[arg(long)]
     out: PathBuf,
     /// Adapter index.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Weight inits as typed on the command line.
@@ -318,8 +321,12 @@ struct ExportFeaturesArgs {
     /// Shard files and/or directories of shards, read as one set in file order.
     #[arg(required = true, num_args = 1..)]
     data: Vec<PathBuf>,
-    /// The features file to write (.parquet): source, label, wnid, features.
+    /// The features file to write (.parquet): source, label, wnid, features. Never one of
+    /// the inputs, nor a file inside a DATA folder (it would be read as a shard).
     out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    overwrite: bool,
     /// The layer whose activations (evaluation view, no dropout) become the vectors.
     #[arg(long, value_enum, default_value = "fc7")]
     layer: LayerArg,
@@ -362,7 +369,7 @@ struct FiltersArgs {
     checkpoint: PathBuf,
     /// The PNG to write.
     out: PathBuf,
-    /// Screen pixels per kernel pixel.
+    /// Screen pixels per kernel pixel (at least 1).
     #[arg(long, default_value_t = 4)]
     scale: u32,
     /// Input size of a checkpoint made by another framework that does not record it.
@@ -424,6 +431,7 @@ pub fn run() -> anyhow::Result<i32> {
                 input: a.input,
                 out: a.out,
                 device: a.device,
+                overwrite: a.overwrite,
             })?
         }
         Command::Ingest(a) => {
@@ -506,6 +514,7 @@ pub fn run() -> anyhow::Result<i32> {
             cfg.device = a.device;
             cfg.input_size = a.input_size;
             cfg.progress = !a.quiet;
+            cfg.overwrite = a.overwrite;
             let summary = alexnet::export::export_features(&cfg)?;
             println!("{summary}");
         }

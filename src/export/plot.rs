@@ -26,6 +26,9 @@ pub enum PlotError {
         /// The metrics file.
         path: PathBuf,
     },
+    /// The output path is one of the run's files.
+    #[error(transparent)]
+    Output(#[from] crate::output_check::OutputError),
     /// The PNG could not be written.
     #[error("{path}: cannot write the report: {problem}")]
     Write {
@@ -45,6 +48,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf, PlotE
         return Err(PlotError::Empty { path: metrics });
     }
     let out = out.map_or_else(|| run_dir.join("report.png"), Path::to_path_buf);
+    // An old report may be replaced; the run's own files may not.
+    let inputs = [metrics.as_path(), run_dir];
+    crate::output_check::check_output(&out, &inputs, true)?;
     let img = render_report(&records);
     let err = |problem: String| PlotError::Write {
         path: out.clone(),
@@ -54,10 +60,14 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf, PlotE
     let mut tmp = out.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, &out).map_err(|e| err(e.to_string()))?;
-    Ok(out)
+    let saved = img
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &out).map_err(|e| err(e.to_string())));
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    saved.map(|()| out)
 }
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
