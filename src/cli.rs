@@ -166,7 +166,9 @@ struct EvalArgs {
     /// The paper's ten views (corners and centre, mirrored), softmax averaged.
     #[arg(long)]
     ten_crop: bool,
-    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy.
+    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy, non_finite (images
+    /// whose logits were NaN or inf: misses, and the loss is then null). A tie with another
+    /// class is a miss.
     #[arg(long)]
     json: bool,
     /// Images per GPU batch (at least 1).
