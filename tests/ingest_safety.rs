@@ -288,6 +288,12 @@ fn smaller_things_a_disk_holds() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!big.exists());
 
+    // An OUT.parquet that is a folder: --overwrite could not replace it either.
+    let dir_named_parquet = t.path().join("d.parquet");
+    std::fs::create_dir(&dir_named_parquet).unwrap();
+    let (ok, _, err) = ingest(&[s(&raw), s(&dir_named_parquet), "--overwrite"]);
+    assert!(!ok && err.contains("is a directory"), "{err}");
+
     let out = t.path().join("out");
     ingest_ok(&["--size", SIZE, s(&raw), s(&out)]);
     let shard = out.join("part-00000.parquet");

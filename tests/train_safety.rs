@@ -499,6 +499,11 @@ fn sizes_that_cannot_fit_and_zero_sizes_are_refused_in_one_line() {
         1,
         "{err}"
     );
+    // --out naming a file, not a folder.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, err) = train(&[s(&data), "--out", s(&file), "--batch", "8"]);
+    assert!(!ok && err.contains("not a directory"), "{err}");
     let ck = checkpoint(dir.path(), "w.safetensors", &data, |_| {});
     let png = dir.path().join("f.png");
     let (ok, _, err) = alexnet(&[

@@ -457,6 +457,12 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             cfg.out.display()
         )));
     }
+    if is_file_output(&cfg.out) && cfg.out.is_dir() {
+        return Err(IngestError::Config(format!(
+            "{}: is a directory, but an OUT ending in .parquet names one file; give a file path, or a folder name without .parquet",
+            cfg.out.display()
+        )));
+    }
     check_out_not_in_raw(&cfg.raw, &cfg.out)?;
     check_memory(cfg)?;
     let mut scan = scan(

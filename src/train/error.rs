@@ -57,7 +57,7 @@ pub enum TrainError {
         lr: f64,
     },
     /// A shard folder lacks shards its ingest planned.
-    #[error("{0}; finish it with `alexnet ingest RAW OUT --resume` (the same settings), or pass --allow-incomplete to train on what is there")]
+    #[error("{0}; finish it with `alexnet ingest RAW OUT --resume` (the same settings), or pass --allow-incomplete (allow_incomplete = true in a config) to train on what is there")]
     Incomplete(crate::dataset::Incomplete),
     /// The settings need more memory than the machine has.
     #[error(transparent)]

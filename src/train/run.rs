@@ -309,6 +309,12 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
     };
+    if job.out.exists() && !job.out.is_dir() {
+        return Err(TrainError::Mismatch(format!(
+            "{}: exists and is not a directory; --out names the run directory",
+            job.out.display()
+        )));
+    }
     std::fs::create_dir_all(&job.out).map_err(io(&job.out))?;
     // Held until the run returns: a second `train --out` here stops instead of mixing files.
     let _lock = FolderLock::folder(&job.out, "alexnet train")?;
