@@ -147,6 +147,34 @@ fn a_diverging_run_stops_before_writing_a_bad_checkpoint() {
             assert_eq!(v["non_finite"], 0, "{name} holds diverged weights: {v}");
         }
     }
+    // With a checkpoint every step, the step-1 weights (finite, with finite logits) are
+    // kept and named; nothing after them is written.
+    let every = dir.path().join("every.toml");
+    std::fs::write(
+        &every,
+        "log_every = 1\ncheckpoint_every = 1\ninit = \"he\"\n",
+    )
+    .unwrap();
+    let run2 = dir.path().join("run2");
+    let (ok, err2) = train(&[
+        s(&data),
+        "--config",
+        s(&every),
+        "--out",
+        s(&run2),
+        "--classes",
+        "10",
+        "--lr",
+        "10",
+        "--batch",
+        "8",
+    ]);
+    assert!(
+        !ok && err2.contains("(step 1) holds the last good weights"),
+        "{err2}"
+    );
+    let v = eval_json(&run2.join("last.safetensors"), &data);
+    assert_eq!(v["non_finite"], 0, "{v}");
     if let Ok(records) = alexnet::train::metrics::read_metrics(&run.join("metrics.jsonl")) {
         for r in records {
             if let alexnet::train::metrics::Record::Epoch(e) = r {

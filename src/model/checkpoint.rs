@@ -333,6 +333,30 @@ impl Checkpoint {
         })
     }
 
+    /// The `__metadata__` entries of a checkpoint, reading only its header (a few KiB, where
+    /// [`Checkpoint::load`] reads every tensor); `None` when the file is missing or is not
+    /// safetensors.
+    pub fn read_metadata(path: &Path) -> Option<BTreeMap<String, String>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).ok()?;
+        let n = u64::from_le_bytes(n);
+        // safetensors' own bound on a header; a larger value means a damaged file.
+        if n > 100_000_000 {
+            return None;
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+        let meta = v.get("__metadata__")?.as_object()?;
+        Some(
+            meta.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+        )
+    }
+
     /// Reads a checkpoint. `fallback_input_size` is used only for a foreign file without
     /// `input_size` metadata (the CLI's `--input-size`).
     pub fn load(
@@ -761,6 +785,10 @@ mod tests {
                 p.display()
             );
         }
+        assert_eq!(
+            Checkpoint::read_metadata(&paths[0]).unwrap()["step"],
+            ck.run_state["step"]
+        );
         // safetensors itself reads it, and the header is in name order.
         let st = SafeTensors::deserialize(&first).unwrap();
         assert_eq!(st.len(), ck.params.tensors.len() * 2 + 3);

@@ -252,10 +252,7 @@ impl Saver<'_> {
 /// The error of a run that diverged at `step`, saying which checkpoint survives.
 fn diverged(out: &Path, step: u64, what: String, lr: f64) -> TrainError {
     let last = out.join(LAST);
-    let kept = match Checkpoint::load(&last, None)
-        .ok()
-        .and_then(|ck| ck.run_state.get("step").cloned())
-    {
+    let kept = match Checkpoint::read_metadata(&last).and_then(|m| m.get("step").cloned()) {
         Some(at) => format!(
             "nothing was saved after it: {} (step {at}) holds the last good weights, which --init-from can start from",
             last.display()
