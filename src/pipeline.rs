@@ -663,6 +663,14 @@ impl StageRunner for LibraryRunner {
             input_size: None,
         };
         let r = crate::train::eval_checkpoint(&job)?;
+        if r.non_finite > 0 {
+            eprintln!(
+                "warning: {} of {} images got NaN or inf logits and count as misses: {} has diverged",
+                r.non_finite,
+                r.count,
+                s.checkpoint.display()
+            );
+        }
         let json = serde_json::to_string(&r)?;
         eprintln!(
             "eval: {} images, top-1 accuracy {:.2}%, top-5 accuracy {:.2}%, loss {:.4}",

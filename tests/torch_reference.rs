@@ -137,6 +137,7 @@ fn gpu_forward_matches_pytorch() {
         input,
         out: out.clone(),
         device: 0,
+        overwrite: false,
     })
     .expect("alexnet forward on the fixture (needs mesa-vulkan-drivers without a GPU)");
     let got_bytes = std::fs::read(&out).unwrap();

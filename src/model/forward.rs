@@ -27,6 +27,9 @@ pub enum ForwardError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The output path was refused.
+    #[error(transparent)]
+    OutputPath(#[from] crate::output_check::OutputError),
     /// The output could not be written.
     #[error("{}: {reason}", path.display())]
     Output {
@@ -48,6 +51,9 @@ pub struct ForwardJob {
     pub out: PathBuf,
     /// Adapter index.
     pub device: usize,
+    /// Replace `out` if it exists (an output that is the input or the checkpoint is
+    /// refused anyway).
+    pub overwrite: bool,
 }
 
 fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
@@ -78,6 +84,7 @@ fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
 
 /// Runs the evaluation-mode network (no dropout) on the input and writes every activation.
 pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
+    crate::output_check::check_output(&job.out, &[&job.input, &job.checkpoint], job.overwrite)?;
     let (shape, images) = read_images(&job.input)?;
     let ck = Checkpoint::load(&job.checkpoint, Some(shape[2]))?;
     let size = ck.config.input_size;
@@ -114,6 +121,11 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
         .map_err(|e| out_err(e.to_string()))?;
     // Written beside the target and renamed, so a reader never sees half a file.
     let tmp = job.out.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| out_err(e.to_string()))?;
-    std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string()))
+    let written = safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| out_err(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
