@@ -122,7 +122,7 @@ pub struct ImportIdxStage {
     pub limit: Option<usize>,
 }
 
-/// Image encoding in the shards (DESIGN.md: raw, jpeg or png).
+/// Image encoding in the shards (docs/shards.md: raw, jpeg or png).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardEncoding {

@@ -1,4 +1,4 @@
-//! safetensors checkpoints that PyTorch loads as they are (DESIGN.md "Checkpoint").
+//! safetensors checkpoints that PyTorch loads as they are (docs/checkpoints.md).
 //!
 //! Tensors (all float32): the parameters under their state-dict names (`conv1.weight` …
 //! `fc8.bias`), momentum under `momentum.<name>`, data statistics under `stats.mean_image`
@@ -164,7 +164,7 @@ pub enum CheckpointError {
     },
 }
 
-/// The training data's statistics the model was trained with (DESIGN.md "Which mean a model uses").
+/// The training data's statistics the model was trained with (docs/statistics.md "Which statistics a model uses").
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataStats {
     /// Side S of the stored images.
@@ -743,7 +743,7 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o644, "checkpoint mode {mode:o}");
         }
-        // The raw file has the DESIGN.md names and layouts.
+        // The raw file has the names and layouts of docs/checkpoints.md.
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(

@@ -1,6 +1,6 @@
 //! `alexnet forward`: the tensor-in, tensor-out door for checking the network against any other
 //! framework. Reads `images` `[N,3,H,W]` f32 from a safetensors file, writes `logits` and the
-//! activations DESIGN.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
+//! activations docs/outputs.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
 use super::{Checkpoint, CheckpointError, Network, NetworkError};
 use crate::gpu::{Gpu, GpuError};
 use safetensors::tensor::{Dtype, TensorView};

@@ -245,7 +245,7 @@ pub const MAX_DEVICES: usize = 16;
 /// The logical training devices: one adapter index per device; an index may repeat (two
 /// logical devices on one adapter).
 ///
-/// Spelled as in DESIGN.md's `--devices`: a comma list names adapters (`"0,1"`, `"0,0"`); a bare
+/// Spelled as docs/devices.md says: a comma list names adapters (`"0,1"`, `"0,0"`); a bare
 /// number `n` means `n` logical devices on adapter 0 (`"2"` is `0,0`; `"0"` and `"1"` are both
 /// adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

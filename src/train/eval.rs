@@ -10,7 +10,7 @@ use crate::model::Network;
 /// Which views of each image are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
-    /// The centre crop (DESIGN.md's evaluation view).
+    /// The centre crop (docs/network.md "Evaluation views").
     Centre,
     /// The paper's ten views, softmax averaged.
     TenCrop,

@@ -88,7 +88,7 @@ pub fn pad_images(images: &mut Vec<u8>, have: usize, n: usize) {
     }
 }
 
-/// The mean image `[S,S,3]` a checkpoint's model subtracts on `set` (DESIGN.md: the
+/// The mean image `[S,S,3]` a checkpoint's model subtracts on `set` (docs/statistics.md: the
 /// checkpoint's own; one made elsewhere falls back to the data's, with a warning), after
 /// checking that the model's input and the checkpoint's statistics fit the stored size.
 /// Returns the mean and whether it is the data's; the error says what to do.

@@ -464,7 +464,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 .schedule
                 .begin_step(st.step, steps_per_epoch * cfg.epochs as u64);
             // With augmentation off, `settings` asks for the centre crop and no noise, which
-            // is the evaluation view DESIGN.md's --no-augment names.
+            // is the evaluation view docs/network.md's "Evaluation views" names.
             let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
             let draws = random_draws(seed, batch, stored, crop, &settings, &pca);
             let dropout = Dropout {
