@@ -41,6 +41,7 @@ pub mod gemm;
 pub mod kernel;
 pub mod lrn;
 pub mod maxpool;
+pub mod readback;
 pub mod recorder;
 pub mod sgd;
 pub mod softmax_xent;
@@ -49,6 +50,7 @@ pub mod tensor;
 pub mod tiles;
 
 pub use context::{list_adapters, print_devices, AdapterSummary, Gpu};
+pub use readback::ReadbackRing;
 pub use recorder::{BindCache, KernelTime, KernelTimer, Recorder};
 pub use tensor::Tensor;
 

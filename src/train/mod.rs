@@ -13,8 +13,11 @@ pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
 pub mod error;
 pub mod eval;
 pub mod input;
+mod prepare;
+mod progress;
 pub mod run;
 pub mod signals;
+mod trainer;
 
 pub use error::TrainError;
 pub use eval::{eval_checkpoint, evaluate, EvalJob, EvalResult, View};
