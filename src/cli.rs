@@ -50,19 +50,34 @@ enum Command {
     Ingest(IngestArgs),
     /// Show what a shard file, directory or set holds.
     Inspect(InspectArgs),
-    /// Loss and error curves of a run (RUN/metrics.jsonl), as a PNG.
+    /// Loss and error curves of a run (RUN/metrics.jsonl) as a PNG; with several runs, all
+    /// of them on shared axes, seeds of one variant (names ending -s1, -s2, …) as their mean
+    /// and spread.
+    ///
+    /// `alexnet report runs/lrn-s1 runs/lrn-s2 runs/no-lrn-s1 runs/no-lrn-s2 --table` draws
+    /// runs/report.png and prints a Markdown table per group (final and best validation
+    /// error, steps to a training error, images/s), also written as report.md and report.json.
     Report {
-        /// The run directory.
-        run: PathBuf,
-        /// Where to write the image [default: RUN/report.png].
+        /// The run directories.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        /// Where to write the image [default: RUN/report.png for one run, report.png in the
+        /// runs' common parent for several].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Draw the loss on a log scale.
+        /// Draw the loss on a log scale (one run).
         #[arg(long)]
         log_loss: bool,
         /// The title's name [default: the run directory's name].
         #[arg(long)]
         title: Option<String>,
+        /// Print the comparison table and write it as OUT.md and OUT.json beside the image.
+        #[arg(long)]
+        table: bool,
+        /// The training top-1 error the table counts steps to, in percent (the paper's
+        /// Figure 1: 25).
+        #[arg(long, default_value_t = 25.0)]
+        threshold: f64,
     },
     /// IDX files (MNIST, Fashion-MNIST) to class folders of PNGs that `ingest` reads.
     ImportIdx {
@@ -184,6 +199,11 @@ struct TrainArgs {
     /// The lowest rate of `plateau` and `cosine`.
     #[arg(long)]
     min_lr: Option<f64>,
+    /// Set any key of the training config (config.toml's dotted names; the value is TOML):
+    /// `--set model.lrn=false --set augment.lighting_std=0 --set model.pool_size=2`. Applied
+    /// after --config and the other flags.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Print the end-of-run summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -527,15 +547,13 @@ pub fn run() -> anyhow::Result<i32> {
             print_stdout(&text)?;
         }
         Command::Report {
-            run,
+            runs,
             out,
             log_loss,
             title,
-        } => {
-            let opts = alexnet::export::plot::ReportOptions { title, log_loss };
-            let path = alexnet::export::plot::write_report_with(&run, out.as_deref(), &opts)?;
-            println!("{}", path.display());
-        }
+            table,
+            threshold,
+        } => report(runs, out, log_loss, title, table, threshold)?,
         Command::ImportIdx {
             images,
             labels,
@@ -617,6 +635,54 @@ pub fn run() -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `alexnet report`: one run's own figure, or several compared.
+fn report(
+    runs: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    log_loss: bool,
+    title: Option<String>,
+    table: bool,
+    threshold: f64,
+) -> anyhow::Result<()> {
+    use alexnet::export::{compare, plot};
+    if let [run] = runs.as_slice() {
+        if !table {
+            let opts = plot::ReportOptions { title, log_loss };
+            println!(
+                "{}",
+                plot::write_report_with(run, out.as_deref(), &opts)?.display()
+            );
+            return Ok(());
+        }
+    }
+    if log_loss {
+        anyhow::bail!("--log-loss draws one run's own figure; the comparison of several runs (or --table) has linear axes");
+    }
+    if !(threshold > 0.0 && threshold <= 100.0) {
+        anyhow::bail!(
+            "--threshold {threshold}: give a training error in percent, above 0 and at most 100"
+        );
+    }
+    let opts = compare::CompareOptions {
+        title,
+        threshold: threshold / 100.0,
+        table,
+    };
+    let c = compare::write_comparison(&runs, out.as_deref(), &opts)?;
+    if let Some((md, json)) = &c.tables {
+        print_stdout(&compare::markdown(&c.rows, opts.threshold))?;
+        eprintln!(
+            "wrote {}, {} and {}",
+            c.image.display(),
+            md.display(),
+            json.display()
+        );
+    } else {
+        println!("{}", c.image.display());
+    }
+    Ok(())
+}
+
 fn train(a: TrainArgs) -> anyhow::Result<i32> {
     use alexnet::train::{TrainConfig, TrainJob, TrainOverrides};
     let saved = a.out.join("config.toml");
@@ -647,6 +713,9 @@ fn train(a: TrainArgs) -> anyhow::Result<i32> {
         .with_flags(a.schedule.as_deref(), a.min_lr, a.milestones.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     config.validate("command line")?;
+    for assignment in &a.set {
+        config.set(assignment)?;
+    }
     match a.init {
         Some(InitArg::Paper) => config.init = alexnet::model::Init::Paper,
         Some(InitArg::He) => config.init = alexnet::model::Init::He,

@@ -1042,6 +1042,7 @@ out = "curves.png"
                 epoch: 1,
                 loss: 2.0 / step as f64,
                 lr: 0.01,
+                top1_error: None,
                 images_per_s: 1.0,
                 data_wait_s: 0.0,
                 exchange: None,

@@ -99,6 +99,83 @@ fn report_needs_metrics_and_draws_them() {
 }
 
 #[test]
+fn report_compares_runs_by_seed_group_and_writes_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    // Group `a` (two seeds) reaches 25% training error at steps 2 and 3; `b` never does.
+    for (run, errs, val) in [
+        ("runs/a-s1", [0.6, 0.2, 0.1], 0.30),
+        ("runs/a-s2", [0.5, 0.4, 0.2], 0.40),
+        ("runs/b", [0.9, 0.8, 0.7], 0.75),
+    ] {
+        std::fs::create_dir_all(dir.path().join(run)).unwrap();
+        let mut lines: Vec<String> = errs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                format!(
+                    r#"{{"kind":"step","step":{},"epoch":1,"loss":1.0,"lr":0.01,"top1_error":{e},"images_per_s":200.0,"data_wait_s":0.0}}"#,
+                    i + 1
+                )
+            })
+            .collect();
+        lines.push(format!(
+            r#"{{"kind":"epoch","epoch":1,"step":3,"train_loss":1.0,"val_loss":1.0,"val_top1_error":{val},"val_top5_error":0.1,"lr":0.01,"seconds":1.0}}"#
+        ));
+        std::fs::write(
+            dir.path().join(run).join("metrics.jsonl"),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let o = alexnet(
+        &["report", "runs/a-s1", "runs/a-s2", "runs/b", "--table"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(table.contains("| a | 2 | 35.00 ± 7.07 |"), "{table}");
+    assert!(table.contains("| b | 1 | 75.00 |"), "{table}");
+    assert!(
+        table.contains("| 2 ± 1 |") || table.contains("| 3 ± 1 |"),
+        "{table}"
+    );
+    assert!(table.contains("not reached in 3"), "{table}");
+    // Default outputs: beside the runs, in their common parent.
+    let runs = dir.path().join("runs");
+    assert_eq!(
+        std::fs::read_to_string(runs.join("report.md")).unwrap(),
+        table
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["groups"][0]["runs"].as_array().unwrap().len(), 2);
+    let img = image::open(runs.join("report.png")).unwrap();
+    use alexnet::export::compare::{COMPARE_HEIGHT, COMPARE_WIDTH};
+    assert_eq!((img.width(), img.height()), (COMPARE_WIDTH, COMPARE_HEIGHT));
+    // A second table over an input is refused; a threshold out of range too.
+    let o = alexnet(
+        &[
+            "report",
+            "runs/b",
+            "--table",
+            "--out",
+            "runs/b/metrics.jsonl",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = alexnet(
+        &["report", "runs/b", "--table", "--threshold", "0"],
+        dir.path(),
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--threshold"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn run_executes_a_pipeline_and_skips_it_the_second_time() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = format!(

@@ -139,6 +139,15 @@ fn no_lrn_relu_dropout_batch_1() {
 }
 
 #[test]
+fn non_overlapping_pooling_batch_2() {
+    // 2×2 windows at stride 2 (the paper's 3.4 baseline) leave a 1×1 map from 39 up; 59 is
+    // off every tile size.
+    let mut cfg = ModelConfig::small(59, 16, 4);
+    (cfg.pool_size, cfg.pool_stride) = (2, 2);
+    run_case(&cfg, 2, 0.5, 4);
+}
+
+#[test]
 fn a_step_recorded_again_allocates_no_bind_group() {
     // Steps reuse the bind groups of the steps before: the learning rate and the dropout seeds
     // change every step but live in the step buffer, not in any kernel's uniform.

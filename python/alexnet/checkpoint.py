@@ -38,6 +38,8 @@ class ModelConfig:
     lrn: bool = True
     activation: str = "relu"
     input_scale: float = 1.0
+    pool_size: int = 3
+    pool_stride: int = 2
     extra: Dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -62,10 +64,12 @@ class ModelConfig:
         return json.dumps(d)
 
     def final_side(self) -> int:
-        """Side of conv5's pooled output: conv1 k11 s4, then three 3/2 max pools."""
+        """Side of conv5's pooled output: conv1 k11 s4, then three max pools (the paper: 3/2)."""
         side = (self.input_size - 11) // 4 + 1
         for _ in range(3):
-            side = (side - 3) // 2 + 1
+            if side < self.pool_size:
+                return 0
+            side = (side - self.pool_size) // self.pool_stride + 1
         return side
 
 

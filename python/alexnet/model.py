@@ -41,7 +41,8 @@ def paper_lrn() -> nn.LocalResponseNorm:
 
 
 class AlexNet(nn.Module):
-    """The paper's network for a [`ModelConfig`] (widths, classes, groups, LRN, activation).
+    """The paper's network for a [`ModelConfig`] (widths, classes, groups, LRN, activation,
+    pooling).
 
     In training mode fc6 and fc7 use dropout with probability `dropout` (torch's random
     masks, or alexnet's own with `activations(..., run_seed=, step=)`)."""
@@ -59,7 +60,7 @@ class AlexNet(nn.Module):
         self.conv5 = nn.Conv2d(w[3], w[4], 3, padding=1, groups=g)
         side = config.final_side()
         if side < 1:
-            raise ValueError(f"input size {config.input_size} leaves no pixels after the last pooling; the smallest is 67")
+            raise ValueError(f"input size {config.input_size} leaves no pixels after the last pooling (pool {config.pool_size}/{config.pool_stride}; the paper's 3/2 needs 67)")
         self.fc6 = nn.Linear(w[4] * side * side, w[5])
         self.fc7 = nn.Linear(w[5], w[6])
         self.fc8 = nn.Linear(w[6], config.classes)
@@ -87,7 +88,7 @@ class AlexNet(nn.Module):
         if p is None:
             p = self.dropout if self.training else 0.0
         out = {}
-        pool = lambda t: F.max_pool2d(t, 3, 2)
+        pool = lambda t: F.max_pool2d(t, self.config.pool_size, self.config.pool_stride)
         x = pool(self.lrn(self._act(self.conv1(x))))
         out["conv1"] = x
         x = pool(self.lrn(self._act(self.conv2(x))))

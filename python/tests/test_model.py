@@ -78,9 +78,11 @@ def test_foreign_state_dict_loads_with_input_size(trained, tmp_path):
         other.preprocess(np.zeros((72, 72, 3), np.uint8))
 
 
-def test_save_checkpoint_round_trips_through_the_binary(run, tmp_path):
+@pytest.mark.parametrize("pool", [(3, 2), (2, 2)])
+def test_save_checkpoint_round_trips_through_the_binary(run, tmp_path, pool):
     torch.manual_seed(0)
-    cfg = ModelConfig(input_size=67, widths=(6, 16, 24, 24, 16, 32, 32), classes=3, groups=2, activation="tanh")
+    cfg = ModelConfig(input_size=67, widths=(6, 16, 24, 24, 16, 32, 32), classes=3, groups=2, activation="tanh",
+                      pool_size=pool[0], pool_stride=pool[1])
     model = AlexNet(cfg).eval()
     path = tmp_path / "torch.safetensors"
     model.save_checkpoint(path)

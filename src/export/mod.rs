@@ -1,5 +1,6 @@
 //! Exports of a trained run: feature vectors, nearest neighbours, and images (filters,
-//! contact sheets, the report's curves).
+//! contact sheets, the report's curves, several runs compared).
+pub mod compare;
 mod error;
 pub mod features;
 pub mod features_file;

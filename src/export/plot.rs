@@ -82,26 +82,32 @@ pub fn write_report_with(
         opts.title = Some(run_name(run_dir));
     }
     let img = render_report(&records, &opts)?;
+    save_report_png(&img, &out)?;
+    Ok(out)
+}
+
+/// Saves a figure beside `out` and renames it into place, so a viewer never shows half an
+/// image and a failed write leaves nothing behind.
+pub(crate) fn save_report_png(img: &RgbImage, out: &Path) -> Result<(), PlotError> {
     let err = |problem: String| PlotError::Write {
-        path: out.clone(),
+        path: out.to_path_buf(),
         problem,
     };
-    // Written beside and renamed, so a viewer never shows half an image.
-    let mut tmp = out.clone().into_os_string();
+    let mut tmp = out.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let saved = img
         .save_with_format(&tmp, image::ImageFormat::Png)
         .map_err(|e| err(e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, &out).map_err(|e| err(e.to_string())));
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| err(e.to_string())));
     if saved.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    saved.map(|()| out)
+    saved
 }
 
 /// The run's name: its directory's last component (`.` resolved).
-fn run_name(run_dir: &Path) -> String {
+pub(crate) fn run_name(run_dir: &Path) -> String {
     let full = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
     full.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -438,7 +444,7 @@ fn step_label(v: f64) -> String {
 
 /// Exponential moving average with bias correction (as TensorBoard's smoothing), over a span
 /// of about 1/30 of the points so the curve looks alike for short and long runs.
-fn ema(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+pub(crate) fn ema(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let span = (points.len() as f64 / 30.0).max(1.0);
     let alpha = 1.0 - (-1.0 / span).exp();
     let (mut avg, mut weight) = (0.0, 0.0);
@@ -474,6 +480,7 @@ mod tests {
                     epoch: e,
                     loss,
                     lr: 0.01,
+                    top1_error: None,
                     images_per_s: 500.0,
                     data_wait_s: 0.0,
                     exchange: None,

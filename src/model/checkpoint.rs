@@ -690,6 +690,9 @@ pub fn infer_config(
         activation: Activation::Relu,
         // Another framework's preprocessing is the paper's unless the user rescales.
         input_scale: 1.0,
+        // The tensors cannot tell the pooling; every published AlexNet uses the paper's.
+        pool_size: 3,
+        pool_stride: 2,
     })
 }
 

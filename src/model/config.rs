@@ -2,7 +2,8 @@
 use crate::shape::Activation;
 use serde::{Deserialize, Serialize};
 
-/// Smallest input size for which the final pooling still yields 1×1 (conv1 k11 s4, three 3/2 pools).
+/// Smallest input size for which the final pooling still yields 1×1 with the paper's
+/// pooling (conv1 k11 s4, three 3/2 pools); [`ModelConfig::min_input_size`] for others.
 pub const MIN_INPUT_SIZE: usize = 67;
 
 /// What the network looks like. The paper's model is [`ModelConfig::paper`].
@@ -25,6 +26,11 @@ pub struct ModelConfig {
     /// mean-subtracted pixel values (1.0); narrow variants with He's init train better on
     /// unit-scale inputs (1/64). Stored in checkpoints, so evaluation scales the same way.
     pub input_scale: f32,
+    /// Window of every max pooling (the paper: 3, overlapping with stride 2; 2 with stride 2
+    /// is the non-overlapping pooling its section 3.4 compares against).
+    pub pool_size: usize,
+    /// Stride of every max pooling (the paper: 2).
+    pub pool_stride: usize,
 }
 
 impl Default for ModelConfig {
@@ -44,7 +50,20 @@ impl ModelConfig {
             lrn: true,
             activation: Activation::Relu,
             input_scale: 1.0,
+            pool_size: 3,
+            pool_stride: 2,
         }
+    }
+
+    /// The smallest input side that leaves conv5's pooled map at least 1×1 with this
+    /// pooling: conv1's output must hold three poolings, stride 4 after an 11-pixel kernel.
+    pub fn min_input_size(&self) -> usize {
+        let (k, s) = (self.pool_size.max(1), self.pool_stride.max(1));
+        let mut side = 1;
+        for _ in 0..3 {
+            side = (side - 1) * s + k;
+        }
+        (side - 1) * 4 + 11
     }
 
     /// A small variant for tests: every width divided by `div` (rounded up to a multiple of
@@ -60,10 +79,17 @@ impl ModelConfig {
 
     /// Checks the configuration, with a message that says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.input_size < MIN_INPUT_SIZE {
+        if self.pool_size == 0 || self.pool_stride == 0 || self.pool_stride > self.pool_size {
             return Err(format!(
-                "input size {} is too small: the smallest that leaves a 1×1 map after the last pooling is {MIN_INPUT_SIZE}",
-                self.input_size
+                "pool_size {} with pool_stride {}: both must be at least 1 and the stride at most the window, or pixels are skipped (the paper: 3 and 2; non-overlapping: 2 and 2)",
+                self.pool_size, self.pool_stride
+            ));
+        }
+        if self.input_size < self.min_input_size() {
+            return Err(format!(
+                "input size {} is too small: the smallest that leaves a 1×1 map after the last pooling is {}",
+                self.input_size,
+                self.min_input_size()
             ));
         }
         if !(self.input_scale.is_finite() && self.input_scale > 0.0) {
@@ -85,5 +111,35 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_input_leaves_a_one_pixel_map() {
+        let mut c = ModelConfig::small(67, 8, 10);
+        assert_eq!(c.min_input_size(), MIN_INPUT_SIZE);
+        for (k, s) in [(3, 2), (2, 2), (3, 1), (4, 3)] {
+            (c.pool_size, c.pool_stride) = (k, s);
+            let min = c.min_input_size();
+            let side = |i: usize| {
+                let mut side = (i - 11) / 4 + 1;
+                for _ in 0..3 {
+                    side = side.checked_sub(k).map_or(0, |d| d / s + 1);
+                }
+                side
+            };
+            assert_eq!(side(min), 1, "pool {k}/{s}: input {min}");
+            assert_eq!(side(min - 1), 0, "pool {k}/{s}: input {}", min - 1);
+            c.input_size = min;
+            assert!(c.validate().is_ok());
+            c.input_size = min - 1;
+            assert!(c.validate().unwrap_err().contains(&min.to_string()));
+        }
+        (c.pool_size, c.pool_stride) = (2, 3);
+        assert!(c.validate().unwrap_err().contains("pool_stride 3"));
     }
 }

@@ -1,18 +1,13 @@
 //! The network's layer shapes for one configuration and batch size: what every kernel launch,
 //! buffer allocation and checkpoint shape check is sized from.
 //!
-//! The paper's stack: conv1 k11 s4 p0 → act → [LRN] → pool 3/2 · conv2 k5 p2 (groups) → act →
+//! The paper's stack: conv1 k11 s4 p0 → act → [LRN] → pool 3/2 (`pool_size`/`pool_stride`) · conv2 k5 p2 (groups) → act →
 //! [LRN] → pool · conv3 k3 p1 → act · conv4 k3 p1 (groups) → act · conv5 k3 p1 (groups) → act →
 //! pool · flatten (C,H,W order) · fc6 → act → dropout · fc7 → act → dropout · fc8.
 use super::config::ModelConfig;
 pub use crate::shape::LinearShape;
 use crate::shape::{ConvShape, PoolShape};
 use thiserror::Error;
-
-/// Every max pooling of the network: 3×3 windows, stride 2 (overlapping, the paper's 3.4).
-pub const POOL_K: usize = 3;
-/// Stride of every max pooling.
-pub const POOL_STRIDE: usize = 2;
 
 /// A configuration that does not describe a buildable network.
 #[derive(Debug, Error)]
@@ -123,8 +118,8 @@ impl Geometry {
                 c: w[i],
                 h: conv.out_h(),
                 w: conv.out_w(),
-                k: POOL_K,
-                stride: POOL_STRIDE,
+                k: cfg.pool_size,
+                stride: cfg.pool_stride,
             });
             let stage = ConvStage {
                 name: names[i],

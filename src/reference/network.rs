@@ -357,6 +357,8 @@ mod tests {
             lrn,
             activation,
             input_scale: 1.0,
+            pool_size: 3,
+            pool_stride: 2,
         }
     }
 
@@ -534,6 +536,13 @@ mod tests {
             step: 3,
         };
         check_network(&tiny(2, true, Activation::Relu), Some(train));
+    }
+
+    #[test]
+    fn gradients_non_overlapping_pooling() {
+        let mut cfg = tiny(2, true, Activation::Relu);
+        (cfg.pool_size, cfg.pool_stride) = (2, 2);
+        check_network(&cfg, None);
     }
 
     #[test]

@@ -432,6 +432,48 @@ impl TrainConfig {
         })
     }
 
+    /// Sets one key, as `train --set KEY=VALUE` and a pipeline stage's `set` list do:
+    /// `model.lrn=false`, `augment.lighting_std=0`, `model.widths=[8,32,48,48,64,256,256]`,
+    /// `schedule.kind="steps"`. KEY is the dotted path of a `config.toml` key; VALUE is a
+    /// TOML value (a bare word that is not one is taken as a string: `devices=cpu`). The
+    /// result is checked as a config file is, so an unknown key or a wrong type names itself.
+    pub fn set(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        let what = format!("--set {assignment}");
+        let (key, text) = assignment
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| invalid(&what, "expected KEY=VALUE, e.g. model.lrn=false"))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(text.into()));
+        let mut doc = toml::Table::try_from(&*self)?;
+        let path: Vec<&str> = key.split('.').collect();
+        let (last, sections) = path.split_last().expect("split yields at least one part");
+        let mut table = &mut doc;
+        for (i, part) in sections.iter().enumerate() {
+            let at = path[..=i].join(".");
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| invalid(&what, format!("`{at}` is a value, not a section")))?;
+        }
+        // A new `kind` is a different variant (the schedule's): its old fields would be
+        // refused, so it starts from its own defaults.
+        if *last == "kind" && table.get("kind").is_some_and(|k| *k != value) {
+            table.clear();
+        }
+        table.insert(last.to_string(), value);
+        let cfg: TrainConfig = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&what, e.message().trim().to_string()))?;
+        cfg.validate(&what)?;
+        *self = cfg;
+        Ok(())
+    }
+
     /// Applies the command-line flags on top of this configuration, then validates the result.
     /// Errors name the flag and say what values it takes.
     pub fn apply_overrides(&mut self, o: &TrainOverrides) -> Result<(), ConfigError> {
@@ -610,6 +652,44 @@ fn check_factor(origin: &str, factor: f64) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn set_reaches_nested_keys_parses_toml_and_names_mistakes() {
+        let mut c = TrainConfig::default();
+        c.set("model.lrn=false").unwrap();
+        c.set("augment.lighting_std = 0").unwrap();
+        c.set("model.widths=[8,32,48,48,64,256,256]").unwrap();
+        c.set("model.pool_size=2").unwrap();
+        c.set("seed=7").unwrap();
+        c.set("max_steps=40").unwrap();
+        c.set("schedule.kind=\"cosine\"").unwrap();
+        c.set("schedule.min_lr=0.001").unwrap();
+        assert!(!c.model.lrn);
+        assert_eq!(c.augment.lighting_std, 0.0);
+        assert_eq!(c.model.widths, [8, 32, 48, 48, 64, 256, 256]);
+        assert_eq!((c.model.pool_size, c.seed, c.max_steps), (2, 7, Some(40)));
+        assert!(c.to_toml().unwrap().contains("kind = \"cosine\""));
+        assert!(c.to_toml().unwrap().contains("min_lr = 0.001"));
+        // A bare word is a string.
+        c.set("shuffle=none").unwrap();
+        assert_eq!(c.shuffle, Shuffle::None);
+        let err = |a: &str| TrainConfig::default().set(a).unwrap_err().to_string();
+        assert!(
+            err("model.lrm=false").contains("lrm"),
+            "{}",
+            err("model.lrm=false")
+        );
+        assert!(err("model.lrn=3").contains("--set model.lrn=3"));
+        assert!(err("seed.x=1").contains("`seed` is a value"));
+        assert!(err("lr").contains("KEY=VALUE"));
+        // Validation runs: pooling that skips pixels is refused.
+        assert!(err("model.pool_stride=4").contains("pool_stride 4"));
+        // A failed set leaves the configuration as it was.
+        let mut d = TrainConfig::default();
+        assert!(d.set("batch=0").is_err());
+        assert_eq!(d, TrainConfig::default());
+    }
+
     use super::*;
 
     #[test]

@@ -67,6 +67,10 @@ pub struct StepRecord {
     pub loss: f64,
     /// Learning rate used for this step.
     pub lr: f64,
+    /// Top-1 error in [0, 1] on the training batches since the previous step record, as
+    /// trained (augmented, dropout on); absent in files written before it was logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_error: Option<f64>,
     /// Training throughput since the previous step record.
     #[serde(deserialize_with = "nan_if_null")]
     pub images_per_s: f64,
@@ -252,6 +256,7 @@ mod tests {
             epoch: 1,
             loss,
             lr: 0.01,
+            top1_error: None,
             images_per_s: 100.0,
             data_wait_s: 0.5,
             exchange: None,
