@@ -1,14 +1,16 @@
-//! The `alexnet` binary: parse, run one library function, print the error chain.
-mod cli;
+//! The `alexnet` binary: parse, run the one dispatcher, print the error chain.
+use alexnet::commands::{execute, Cli};
 
 fn main() {
-    match cli::run() {
+    match execute(Cli::parse_args().command) {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            let mut cause = err.source();
+            while let Some(c) = cause {
+                eprintln!("  caused by: {c}");
+                cause = c.source();
             }
             std::process::exit(2);
         }

@@ -28,7 +28,7 @@ pub const INPUTS_KEY: &str = "alexnet.inputs";
 pub const HF_KEY: &str = "huggingface";
 
 /// How the `image` column stores pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Binary of exactly S·S·3 bytes, RGB, H,W,C.

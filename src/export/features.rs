@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Which activation becomes the feature vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Layer {
     /// conv5 after ReLU and pooling, flattened in C,H,W order (the paper's model: 9216).
     Conv5,

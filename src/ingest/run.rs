@@ -21,6 +21,13 @@ pub struct ShardPart {
     pub count: usize,
 }
 
+impl std::fmt::Display for ShardPart {
+    /// `I/N`, as `--shard` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 impl FromStr for ShardPart {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

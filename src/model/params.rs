@@ -70,7 +70,17 @@ pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
 pub const HE_INPUT_STD: f32 = 64.0;
 
 /// How weights start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// The paper's: N(0, 0.01²), biases 1 in conv2, conv4, conv5, fc6, fc7. Made for the full

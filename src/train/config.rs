@@ -276,6 +276,28 @@ impl Devices {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Training's count check: the paper's split is model parallel (both columns see the
+    /// whole batch, so any batch works), but there are exactly two columns.
+    pub fn check_columns(&self) -> Result<(), String> {
+        if self.0.len() > 2 {
+            return Err(format!(
+                "devices {self} names {} devices; the paper's split has two columns, so training runs on one device or two (\"0,1\", or \"2\" for two on adapter 0)",
+                self.0.len()
+            ));
+        }
+        Ok(())
+    }
+    /// The adapter of a command that runs on one device (`eval`, `forward`, `predict`,
+    /// `export-features`): the list must name exactly one.
+    pub fn single(&self) -> Result<usize, String> {
+        match self.0.as_slice() {
+            [only] => Ok(*only),
+            list => Err(format!(
+                "devices {self} names {} devices; this command runs on one adapter: name it alone (\"0\", adapter 1: \"1,\")",
+                list.len()
+            )),
+        }
+    }
 }
 
 impl Default for Devices {
@@ -626,16 +648,7 @@ impl TrainConfig {
         if self.devices.is_empty() {
             return err("devices must name at least one device".into());
         }
-        // The paper's split is model parallel: both columns see the whole batch, so any batch
-        // works, but there are exactly two columns.
-        if self.devices.len() > 2 {
-            return err(format!(
-                "devices {} names {} devices; the paper's split has two columns, so training runs on one device or two (\"0,1\", or \"2\" for two on adapter 0)",
-                self.devices,
-                self.devices.len()
-            ));
-        }
-        Ok(())
+        self.devices.check_columns().or_else(err)
     }
 }
 

@@ -141,7 +141,7 @@ pub fn write_comparison(
 }
 
 /// The deepest directory holding every run (the current directory if they share none).
-fn common_parent(dirs: &[PathBuf]) -> PathBuf {
+pub fn common_parent(dirs: &[PathBuf]) -> PathBuf {
     let parents: Vec<PathBuf> = dirs
         .iter()
         .map(|d| {

@@ -30,7 +30,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "eval",
         "alexnet eval --checkpoint runs/paper/best.safetensors shards/val/
-  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --ten-crop --json",
+  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --ten-crop --json
+  alexnet eval --checkpoint W shards/val/ --devices 1, --out eval.json   # on adapter 1, result to a file",
     ),
     (
         "forward",
@@ -83,7 +84,12 @@ merged mean image and stores it in the checkpoint. docs/formats.md has every fie
     (
         "run",
         "alexnet run pipelines/quickstart.toml
-  alexnet run pipelines/quickstart.toml --force",
+  alexnet run pipelines/quickstart.toml --force
+  alexnet run pipelines/imagenet.toml --set 1.raw=/data/train --set 2.raw=/data/val --set train.config.epochs=1
+
+A stage is a command: `kind = \"eval\"` and eval's arguments by their long names (ten_crop = true).
+A stage whose arguments changed is run again; one that would continue its old output with
+other settings (ingest, train) stops and says what changed. docs/pipelines.md has the format.",
     ),
     (
         "predict",

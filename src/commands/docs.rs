@@ -10,10 +10,12 @@ pub fn completions(cmd: &mut Command, shell: clap_complete::Shell) {
 
 /// Writes `alexnet.1` and `alexnet-<command>.1` for every command into `dir` (created if
 /// missing); each page is written under a temporary name and renamed. Returns the pages.
-pub fn man_pages(cmd: Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+pub fn man_pages(cmd: Command, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let cannot = |what: &str, path: &Path| {
+        let what = format!("{}: cannot {what}", path.display());
+        move |e: std::io::Error| format!("{what}: {e}")
+    };
+    std::fs::create_dir_all(dir).map_err(cannot("create the directory", dir))?;
     let mut written = Vec::new();
     let mut pages = vec![(String::from("alexnet"), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
@@ -27,10 +29,9 @@ pub fn man_pages(cmd: Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         clap_mangen::Man::new(page)
             .title(name.to_uppercase())
             .render(&mut buf)
-            .with_context(|| format!("rendering the man page {name}"))?;
-        std::fs::write(&tmp, buf).with_context(|| format!("{}: cannot write", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+            .map_err(|e| format!("rendering the man page {name}: {e}"))?;
+        std::fs::write(&tmp, buf).map_err(cannot("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(cannot("write", &path))?;
         written.push(path);
     }
     Ok(written)

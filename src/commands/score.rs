@@ -1,0 +1,208 @@
+//! The commands that run a checkpoint: `eval`, `forward`, `predict`.
+use super::devices::DeviceChoice;
+use super::{print_stdout, serde_args, CommandError};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+const BATCH: usize = 128;
+const TOP: usize = 5;
+
+/// `alexnet eval`.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct EvalArgs {
+    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Shards to score.
+    #[arg(required = true)]
+    #[serde(with = "serde_args::one_or_many")]
+    pub data: Vec<PathBuf>,
+    /// The paper's ten views (corners and centre, mirrored), softmax averaged.
+    #[arg(long)]
+    #[serde(default)]
+    pub ten_crop: bool,
+    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy, non_finite (images
+    /// whose logits were NaN or inf: misses, and the loss is then null). A tie with another
+    /// class is a miss.
+    #[arg(long)]
+    #[serde(default)]
+    pub json: bool,
+    /// Also write the --json object to this file (replaced whole, never half written).
+    #[arg(long)]
+    #[serde(default)]
+    pub out: Option<PathBuf>,
+    /// Images per GPU batch (at least 1).
+    #[arg(long, default_value_t = BATCH)]
+    #[serde(default = "batch")]
+    pub batch: usize,
+    /// The adapter [default: adapter 0].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceChoice,
+    /// Input size of a checkpoint that does not record one.
+    #[arg(long)]
+    #[serde(default)]
+    pub input_size: Option<usize>,
+}
+
+fn batch() -> usize {
+    BATCH
+}
+fn top() -> usize {
+    TOP
+}
+
+/// `alexnet forward`.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct ForwardArgs {
+    /// The checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// safetensors file holding `images` [N,3,H,W] f32.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// safetensors file to write (never the input or the checkpoint).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The adapter [default: adapter 0].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceChoice,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// `alexnet predict`.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct PredictArgs {
+    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Image files and/or directories of images (searched recursively).
+    #[arg(required = true)]
+    #[serde(with = "serde_args::one_or_many")]
+    pub inputs: Vec<PathBuf>,
+    /// Class names: a text file with a wnid first on each line and its human name after it
+    /// (`LOC_synset_mapping.txt`), or the training shards [default: --data's classes, else
+    /// class numbers only].
+    #[arg(long)]
+    #[serde(default)]
+    pub classes: Option<PathBuf>,
+    /// Training shards, for the mean image of a checkpoint made by another framework.
+    #[arg(long)]
+    #[serde(default, with = "serde_args::one_or_many")]
+    pub data: Vec<PathBuf>,
+    /// Classes to show per image.
+    #[arg(long, default_value_t = TOP)]
+    #[serde(default = "top")]
+    pub top: usize,
+    /// One JSON object per image and line: path, top [{label, wnid, name, probability}], error.
+    #[arg(long)]
+    #[serde(default)]
+    pub json: bool,
+    /// The adapter [default: adapter 0].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceChoice,
+    /// Input size of a checkpoint that does not record one.
+    #[arg(long)]
+    #[serde(default)]
+    pub input_size: Option<usize>,
+}
+
+pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
+    let job = crate::train::EvalJob {
+        checkpoint: a.checkpoint,
+        data: a.data,
+        view: if a.ten_crop {
+            crate::train::View::TenCrop
+        } else {
+            crate::train::View::Centre
+        },
+        batch: a.batch,
+        device: a.device.adapter()?.unwrap_or(0),
+        input_size: a.input_size,
+    };
+    let r = crate::train::eval_checkpoint(&job)?;
+    if r.non_finite > 0 {
+        eprintln!(
+            "warning: {} of {} images got NaN or inf logits and count as misses (the loss is NaN): the checkpoint has diverged; use an earlier one, or train again with a lower --lr",
+            r.non_finite, r.count
+        );
+    }
+    let json = serde_json::to_string(&r)?;
+    if let Some(path) = &a.out {
+        // A temporary name, then a rename: a killed eval never leaves half a result that a
+        // pipeline would take as done.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json.clone() + "\n")
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: cannot write the result: {e}", path.display()))?;
+    }
+    if a.json {
+        println!("{json}");
+    } else {
+        println!(
+            "{} images: loss {:.4}, top-1 accuracy {:.2}% (error {:.2}%), top-5 accuracy {:.2}%",
+            r.count,
+            r.loss,
+            r.top1_accuracy * 100.0,
+            (1.0 - r.top1_accuracy) * 100.0,
+            r.top5_accuracy * 100.0
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
+    crate::model::forward::forward(&crate::model::forward::ForwardJob {
+        checkpoint: a.checkpoint,
+        input: a.input,
+        out: a.out,
+        device: a.device.adapter()?.unwrap_or(0),
+        overwrite: a.overwrite,
+    })?;
+    Ok(())
+}
+
+/// Runs `predict` and prints the answers; fails (after printing the rest) when a file could
+/// not be classified.
+pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
+    let mut cfg = crate::predict::PredictConfig::new(a.checkpoint, a.inputs);
+    cfg.classes = a.classes;
+    cfg.data = a.data;
+    cfg.top = a.top.max(1);
+    cfg.device = a.device.adapter()?.unwrap_or(0);
+    cfg.input_size = a.input_size;
+    let answers = crate::predict::predict(&cfg)?;
+    let mut text = String::new();
+    for p in &answers {
+        if a.json {
+            text += &(serde_json::to_string(p)? + "\n");
+        } else {
+            text += &p.to_string();
+        }
+    }
+    print_stdout(&text)?;
+    let bad: Vec<String> = answers
+        .iter()
+        .filter_map(|p| {
+            p.error
+                .as_ref()
+                .map(|e| format!("{}: {e}", p.path.display()))
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!(
+            "{} of {} files could not be classified:\n  {}",
+            bad.len(),
+            answers.len(),
+            bad.join("\n  ")
+        )
+        .into());
+    }
+    Ok(())
+}

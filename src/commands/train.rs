@@ -1,0 +1,264 @@
+//! `alexnet train`: flags over a configuration (a file, a pipeline stage's inline table, the
+//! saved `RUN/config.toml` on `--resume`, or the paper's defaults).
+use super::{print_stdout, serde_args, CommandError};
+use crate::train::{TrainConfig, TrainJob, TrainOverrides};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where a run's configuration comes from besides the flags.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ConfigSource {
+    /// `--config FILE`: a config (as RUN/config.toml) or a pipeline with one train stage.
+    File(PathBuf),
+    /// A pipeline stage's `[stage.config]` table.
+    Inline(Box<TrainConfig>),
+}
+
+impl std::str::FromStr for ConfigSource {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ConfigSource::File(s.into()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigSource {
+    /// A string is a file; a table is the configuration itself, read with TrainConfig's own
+    /// errors (an untagged enum would hide them behind "did not match any variant").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(ConfigSource::File(s.into())),
+            toml::Value::Table(t) => toml::Value::Table(t)
+                .try_into()
+                .map(|c| ConfigSource::Inline(Box::new(c)))
+                .map_err(|e: toml::de::Error| serde::de::Error::custom(e.message().trim())),
+            other => Err(serde::de::Error::custom(format!(
+                "config must be a file name or a table, not {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs/alexnet")
+}
+
+/// `alexnet train`.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// Training shards: .parquet files and/or directories of shards.
+    #[arg(required = true)]
+    #[serde(with = "serde_args::one_or_many")]
+    pub data: Vec<PathBuf>,
+    /// Validation shards (drive the learning-rate schedule and best.safetensors).
+    #[arg(long)]
+    #[serde(default, with = "serde_args::one_or_many")]
+    pub val: Vec<PathBuf>,
+    /// A training config (TOML, as RUN/config.toml) or a pipeline file with one train stage.
+    #[arg(long)]
+    #[serde(default)]
+    pub config: Option<ConfigSource>,
+    /// The run directory.
+    #[arg(long, default_value = "runs/alexnet")]
+    #[serde(default = "default_out")]
+    pub out: PathBuf,
+    /// Passes over the training set.
+    #[arg(long)]
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Stop after this many steps in all.
+    #[arg(long)]
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// Images per step.
+    #[arg(long)]
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Initial learning rate. A schedule floor (`min_lr`) above it is scaled down by the same
+    /// factor, so a small rate keeps the schedule's shape.
+    #[arg(long)]
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Seed of every random stream (init, shuffle, augmentation, dropout).
+    #[arg(long)]
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Adapters: `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
+    #[arg(long)]
+    #[serde(default)]
+    pub devices: Option<String>,
+    /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
+    #[arg(long)]
+    #[serde(default)]
+    pub resume: bool,
+    /// Start from these weights instead of the paper's init.
+    #[arg(long)]
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Train on the evaluation view: centre crop, no flip, no lighting noise.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_augment: bool,
+    /// Dropout probability of fc6 and fc7 (0 turns it off).
+    #[arg(long)]
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Row order: `full` (a new permutation each epoch) or `none` (file order).
+    #[arg(long)]
+    #[serde(default)]
+    pub shuffle: Option<String>,
+    /// Side of the model's input crop.
+    #[arg(long)]
+    #[serde(default)]
+    pub input_size: Option<usize>,
+    /// Widths of conv1..conv5, fc6, fc7: seven comma-separated numbers.
+    #[arg(long)]
+    #[serde(default)]
+    pub widths: Option<String>,
+    /// Number of classes [default: the shards' class count].
+    #[arg(long)]
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// Weight init: `paper` (N(0, 0.01²)) or `he` (N(0, 2/fan_in); for narrow variants).
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub init: Option<crate::model::Init>,
+    /// SGD momentum (the paper: 0.9).
+    #[arg(long)]
+    #[serde(default)]
+    pub momentum: Option<f64>,
+    /// Weight decay on every parameter (the paper: 0.0005).
+    #[arg(long)]
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule: `plateau` (the paper's: ÷10 when validation error stops
+    /// improving), `steps` (÷10 after each of --milestones) or `cosine` (down to --min-lr).
+    #[arg(long, value_parser = ["plateau", "steps", "cosine"])]
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Epochs after which `steps` divides the rate, e.g. 30,60,80.
+    #[arg(long)]
+    #[serde(default)]
+    pub milestones: Option<String>,
+    /// The lowest rate of `plateau` and `cosine`.
+    #[arg(long)]
+    #[serde(default)]
+    pub min_lr: Option<f64>,
+    /// Set any key of the training config (config.toml's dotted names; the value is TOML):
+    /// `--set model.lrn=false --set augment.lighting_std=0 --set model.pool_size=2`. Applied
+    /// after --config and the other flags; a pipeline stage gives a list, `set = [...]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Print the end-of-run summary as one JSON object on stdout.
+    #[arg(long)]
+    #[serde(default)]
+    pub json: bool,
+    /// Train on shard folders that lack some of the shards their ingest planned (a killed or
+    /// unfinished ingest, or a `--shard I/N` part); without it they are refused.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_incomplete: bool,
+    /// No progress output.
+    #[arg(long)]
+    #[serde(default)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The run's configuration: the base (`--config`, an inline table, RUN/config.toml on
+    /// `--resume`, else the paper's) with the flags on top, validated.
+    pub fn effective_config(&self) -> Result<TrainConfig, CommandError> {
+        let saved = self.out.join("config.toml");
+        let mut config = match (&self.config, self.resume) {
+            (Some(ConfigSource::File(path)), _) => crate::pipeline::load_train_config(path)?,
+            (Some(ConfigSource::Inline(c)), _) => {
+                c.validate("config")?;
+                (**c).clone()
+            }
+            (None, true) if saved.exists() => TrainConfig::load(&saved)?,
+            _ => TrainConfig::default(),
+        };
+        let overrides = TrainOverrides {
+            epochs: self.epochs,
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            seed: self.seed,
+            devices: self.devices.clone(),
+            dropout: self.dropout,
+            no_augment: self.no_augment,
+            shuffle: self.shuffle.clone(),
+            input_size: self.input_size,
+            widths: self.widths.clone(),
+            classes: self.classes,
+        };
+        config.apply_overrides(&overrides)?;
+        config.momentum = self.momentum.unwrap_or(config.momentum);
+        config.weight_decay = self.weight_decay.unwrap_or(config.weight_decay);
+        config.schedule = config.schedule.with_flags(
+            self.schedule.as_deref(),
+            self.min_lr,
+            self.milestones.as_deref(),
+        )?;
+        config.validate("command line")?;
+        for assignment in &self.set {
+            config.set(assignment)?;
+        }
+        if let Some(init) = self.init {
+            config.init = init;
+        }
+        if self.allow_incomplete {
+            config.allow_incomplete = true;
+        }
+        Ok(config)
+    }
+}
+
+pub(super) fn run(a: TrainArgs) -> Result<i32, CommandError> {
+    let config = a.effective_config()?;
+    let job = TrainJob {
+        classes_from_data: a.classes.is_none() && a.config.is_none() && !a.resume,
+        data: a.data,
+        val: a.val,
+        out: a.out,
+        config,
+        resume: a.resume,
+        init_from: a.init_from,
+        progress: !a.quiet,
+    };
+    let s = crate::train::train(&job)?;
+    // A stopped run is not a finished one: `train && eval` must not carry on.
+    let code = s.stop_signal.map_or(0, crate::train::signals::exit_code);
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["out"] = serde_json::json!(job.out);
+        print_stdout(&(v.to_string() + "\n"))?;
+        return Ok(code);
+    }
+    let val = s
+        .last_val
+        .map(|v| {
+            format!(
+                ", validation top-1 error {:.2}%",
+                (1.0 - v.top1_accuracy) * 100.0
+            )
+        })
+        .unwrap_or_default();
+    let how = match s.stop_signal {
+        Some(sig) => format!("interrupted by {}", crate::train::signals::signal_name(sig)),
+        None if s.interrupted => "interrupted".into(),
+        None => "done".into(),
+    };
+    eprintln!(
+        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s; checkpoints in {}",
+        s.steps,
+        s.epochs,
+        s.last_loss,
+        s.images_per_s,
+        job.out.display()
+    );
+    Ok(code)
+}

@@ -1,0 +1,366 @@
+//! Pipeline files (`pipelines/NAME.toml`): a run described end to end as an ordered list of
+//! stages, each one `alexnet` command with its arguments, run by `alexnet run`
+//! (docs/pipelines.md). A stage is a [`Command`]: `kind` names the command and the other keys
+//! are its arguments, read by the same struct the command line fills.
+//!
+//! ```toml
+//! work_dir = "../runs/quickstart"      # relative to this file's directory
+//!
+//! [[stage]]
+//! kind = "import-idx"                  # any command: ingest, train, eval, export-features, …
+//! images = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+//! labels = "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz"
+//! out = "raw/train"                    # relative to work_dir
+//! ```
+//!
+//! **Paths.** `work_dir`, when relative, is taken from the pipeline file's directory, so a
+//! pipeline means the same from any current directory. Every relative path inside a stage
+//! (inputs and outputs alike) is taken from `work_dir`, so one stage's output is the next
+//! one's input by the same short name; absolute paths are used as they are (external data).
+//!
+//! **Resuming.** `work_dir/.pipeline/NN-kind.json` records each stage's resolved arguments
+//! and whether it finished ([`run`]). A later run skips a finished stage whose arguments and
+//! outputs are unchanged, continues one that did not finish, and re-runs one whose arguments
+//! changed, except that a stage which would continue its old output (`ingest`, `train`) stops
+//! with an error instead of mixing two settings in one output. `--force` runs every stage.
+//!
+//! The file is checked whole before any stage runs: an unknown kind, a missing or unknown
+//! field, or a train input size larger than the images its data was ingested at is reported
+//! with the stage's number (from 1) and kind.
+use crate::commands::{Command, ConfigSource};
+use crate::train::TrainConfig;
+use std::path::{Path, PathBuf};
+
+mod run;
+mod set;
+#[cfg(test)]
+mod tests;
+
+pub use run::{run_pipeline, run_pipeline_file, LibraryRunner, StageOutcome, StageRunner};
+
+/// An error from a stage's own code, passed through with its cause chain.
+pub type StageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong reading or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The pipeline file could not be read.
+    #[error("{path}: cannot read the pipeline")]
+    Read {
+        /// The pipeline file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or its top level has unknown fields.
+    #[error("{path}: not a valid pipeline (top level: `work_dir` and `[[stage]]` tables)")]
+    Parse {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: toml::de::Error,
+    },
+    /// A stage is malformed; `problem` says which field and what to change.
+    #[error("{path}: stage {index} ({kind}): {problem}")]
+    Stage {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The stage's number, from 1.
+        index: usize,
+        /// The stage's kind as written.
+        kind: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file has no stages.
+    #[error("{path}: no [[stage]] tables; add at least one (see pipelines/quickstart.toml)")]
+    Empty {
+        /// The pipeline file.
+        path: PathBuf,
+    },
+    /// A stage ran and failed.
+    #[error("{path}: stage {index} ({kind}) failed; fix the cause and re-run `alexnet run`, finished stages are skipped")]
+    Failed {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The stage's number, from 1.
+        index: usize,
+        /// The stage's kind.
+        kind: &'static str,
+        /// The stage's error.
+        source: StageError,
+    },
+    /// A `--set KEY=VALUE` could not be applied.
+    #[error("{path}: {problem}")]
+    Set {
+        /// The pipeline file.
+        path: PathBuf,
+        /// Which `--set` and why.
+        problem: String,
+    },
+    /// A stage that continues its output (ingest, train) was asked to with other arguments
+    /// than the output was made with.
+    #[error("{path}: stage {index} ({kind}): its arguments changed since it ran ({changes}), and {outputs} holds work done with the old ones; continuing it would mix the two. To start the stage again, delete {outputs} (or give the stage another `out`) and re-run `alexnet run`; to continue the old work, restore the old arguments")]
+    Changed {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The stage's number, from 1.
+        index: usize,
+        /// The stage's kind.
+        kind: &'static str,
+        /// What changed: `key: old → new`, comma separated.
+        changes: String,
+        /// The outputs that hold the old work.
+        outputs: String,
+    },
+    /// A training configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::train::config::ConfigError),
+    /// `train --config` got a pipeline without exactly one train stage.
+    #[error("{path}: {count} train stages; `train --config` takes a pipeline with exactly one, or a plain config file such as RUN/config.toml")]
+    TrainStages {
+        /// The pipeline file.
+        path: PathBuf,
+        /// How many train stages it has.
+        count: usize,
+    },
+    /// The work directory or a stage record could not be written.
+    #[error("{path}: cannot write")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A parsed, resolved and checked pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Where stage outputs go (resolved).
+    pub work_dir: PathBuf,
+    /// The stages, in order, with every path resolved.
+    pub stages: Vec<Command>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    work_dir: PathBuf,
+    #[serde(default)]
+    stage: Vec<toml::Table>,
+}
+
+impl Pipeline {
+    /// Reads, resolves and checks a pipeline file; nothing runs.
+    pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
+        Self::load_with(path, &[])
+    }
+
+    /// [`Pipeline::load`] with `--set KEY=VALUE` changes applied to the file first.
+    pub fn load_with(path: &Path, sets: &[String]) -> Result<Pipeline, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_with(path, &text, sets)
+    }
+
+    /// Parses pipeline text as if read from `path` (which sets the base of `work_dir`).
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, PipelineError> {
+        Self::parse_with(path, text, &[])
+    }
+
+    fn parse_with(path: &Path, text: &str, sets: &[String]) -> Result<Pipeline, PipelineError> {
+        let parse_err = |source| PipelineError::Parse {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut doc: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        set::apply(&mut doc, sets).map_err(|problem| PipelineError::Set {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        let raw: RawPipeline = toml::Value::Table(doc).try_into().map_err(parse_err)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let work_dir = dir.join(&raw.work_dir);
+        if raw.stage.is_empty() {
+            return Err(PipelineError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut stages = Vec::new();
+        for (i, table) in raw.stage.into_iter().enumerate() {
+            let (kind, stage) = parse_stage(table);
+            let mut stage = stage.map_err(|problem| PipelineError::Stage {
+                path: path.to_path_buf(),
+                index: i + 1,
+                kind,
+                problem,
+            })?;
+            stage.resolve_paths(&work_dir);
+            stages.push(stage);
+        }
+        let p = Pipeline {
+            path: path.to_path_buf(),
+            work_dir,
+            stages,
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Checks values within and across stages.
+    fn check(&self) -> Result<(), PipelineError> {
+        let err = |index: usize, stage: &Command, problem: String| PipelineError::Stage {
+            path: self.path.clone(),
+            index,
+            kind: stage.name().to_string(),
+            problem,
+        };
+        for (i, stage) in self.stages.iter().enumerate() {
+            let index = i + 1;
+            if let Command::Train(t) = stage {
+                if let Some(ConfigSource::File(f)) = &t.config {
+                    if is_pipeline_file(f) {
+                        return Err(err(index, stage, format!("config {} is a pipeline; a train stage takes a config file (as RUN/config.toml) or a [stage.config] table", f.display())));
+                    }
+                }
+            }
+            stage.check().map_err(|p| err(index, stage, p))?;
+            let Command::Train(t) = stage else { continue };
+            // The crop must fit in the stored images; catch it now rather than after an hour
+            // of ingest.
+            let input = t
+                .effective_config()
+                .map_err(|e| err(index, stage, e.to_string()))?
+                .model
+                .input_size;
+            for data in t.data.iter().chain(&t.val) {
+                let ingest = self.stages[..i].iter().find_map(|st| match st {
+                    Command::Ingest(g) if &g.out == data => Some(g),
+                    _ => None,
+                });
+                if let Some(g) = ingest.filter(|g| g.size < input) {
+                    return Err(err(
+                        index,
+                        stage,
+                        format!(
+                            "config.model.input_size {input} is larger than the size {} that {} is ingested at; raise the ingest size or lower input_size",
+                            g.size,
+                            data.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stage table as a command: `kind` names it, the other keys are its arguments by their
+/// long names in snake case. Returns the kind as written, for messages.
+fn parse_stage(mut table: toml::Table) -> (String, Result<Command, String>) {
+    let names = crate::commands::names();
+    let kind = match table.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        Some(other) => {
+            return (
+                "?".into(),
+                Err(format!("`kind` must be a string, not {other}")),
+            )
+        }
+        None => {
+            return (
+                "?".into(),
+                Err(format!("missing field `kind`; one of {}", names.join(", "))),
+            )
+        }
+    };
+    if !names.contains(&kind) {
+        let problem = format!("unknown kind {kind:?}; the kinds are {}", names.join(", "));
+        return (kind, Err(problem));
+    }
+    // The keys a command takes are its clap arguments' ids, so a stage accepts exactly what
+    // the command line does (serde alone cannot refuse unknown keys of flattened structs).
+    let keys = argument_keys(&kind);
+    // Older spellings that serde still reads (`report`'s single `run`).
+    let aliases: &[&str] = if kind == "report" { &["run"] } else { &[] };
+    if let Some(bad) = table
+        .keys()
+        .find(|k| !keys.contains(k) && !aliases.contains(&k.as_str()))
+    {
+        let problem = format!("unknown field `{bad}`; {kind} takes {}", keys.join(", "));
+        return (kind, Err(problem));
+    }
+    let mut outer = toml::Table::new();
+    outer.insert(kind.clone(), toml::Value::Table(table));
+    let parsed = toml::Value::Table(outer)
+        .try_into::<Command>()
+        // The span of a value built in memory means nothing; keep the message.
+        .map_err(|e| e.message().trim().to_string());
+    (kind, parsed)
+}
+
+/// The argument names of a command, as a stage spells them (snake case).
+pub(crate) fn argument_keys(kind: &str) -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = crate::commands::Cli::command();
+    cli.find_subcommand(kind)
+        .map(|c| {
+            c.get_arguments()
+                .map(|a| a.get_id().as_str().to_string())
+                .filter(|id| id != "help")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_pipeline_file(path: &Path) -> bool {
+    // A pipeline is recognised by its top-level `[[stage]]` array; anything else is a config.
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+        .is_some_and(|t| t.contains_key("stage"))
+}
+
+/// The training configuration in a file given to `train --config`: a plain config (as a run's
+/// `RUN/config.toml`), or a pipeline file, whose single train stage's configuration (its
+/// `[stage.config]` with the stage's own flags on top) is used.
+pub fn load_train_config(path: &Path) -> Result<TrainConfig, PipelineError> {
+    if !is_pipeline_file(path) {
+        return Ok(TrainConfig::load(path)?);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let p = Pipeline::parse(path, &text)?;
+    let mut trains: Vec<(usize, &crate::commands::TrainArgs)> = p
+        .stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Command::Train(t) => Some((i + 1, &**t)),
+            _ => None,
+        })
+        .collect();
+    match trains.len() {
+        1 => {
+            let (index, t) = trains.remove(0);
+            t.effective_config().map_err(|e| PipelineError::Stage {
+                path: path.to_path_buf(),
+                index,
+                kind: "train".into(),
+                problem: e.to_string(),
+            })
+        }
+        count => Err(PipelineError::TrainStages {
+            path: path.to_path_buf(),
+            count,
+        }),
+    }
+}
