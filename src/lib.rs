@@ -5,6 +5,7 @@
 //! knows nothing of Parquet.
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod dataset;
 pub mod export;
 pub mod gpu;
