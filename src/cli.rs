@@ -1,5 +1,6 @@
 //! Command-line parsing only: every command turns its flags into a typed config and calls one
 //! library function.
+use alexnet::cpu::CpuDevice;
 use alexnet::dataset::Encoding;
 use alexnet::ingest::{IngestConfig, RowOrder, ShardPart};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -19,10 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the adapters wgpu sees, with the limits that matter for training.
+    /// List the adapters wgpu sees, with the limits that matter for training, and the native
+    /// CPU engine with its thread count.
     ///
     /// With --devices LIST, also say which adapter each training device would use
-    /// (`0,1`: two adapters; `2` or `0,0`: two logical devices on adapter 0).
+    /// (`0,1`: two adapters; `2` or `0,0`: two logical devices on adapter 0; `cpu`: the CPU
+    /// engine; `auto`: the first GPU, else the CPU engine).
     Devices(DevicesArgs),
     /// Train the network on shards (the paper's recipe unless told otherwise).
     ///
@@ -126,7 +129,8 @@ struct TrainArgs {
     /// Seed of every random stream (init, shuffle, augmentation, dropout).
     #[arg(long)]
     seed: Option<u64>,
-    /// Adapters: `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
+    /// Devices: `auto` (the first GPU, else the CPU engine; the default), `cpu`, `lavapipe`,
+    /// adapters `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
     #[arg(long)]
     devices: Option<String>,
     /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
@@ -194,12 +198,13 @@ struct EvalArgs {
     /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy.
     #[arg(long)]
     json: bool,
-    /// Images per GPU batch.
+    /// Images per batch.
     #[arg(long, default_value_t = 128)]
     batch: usize,
-    /// Adapter index (see `alexnet devices`).
-    #[arg(long, default_value_t = 0)]
-    device: usize,
+    /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
+    /// index (see `alexnet devices`).
+    #[arg(long, default_value = "auto")]
+    device: alexnet::device::Device,
     /// Input size of a checkpoint that does not record one.
     #[arg(long)]
     input_size: Option<usize>,
@@ -216,9 +221,10 @@ struct ForwardArgs {
     /// safetensors file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Adapter index.
-    #[arg(long, default_value_t = 0)]
-    device: usize,
+    /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
+    /// index (see `alexnet devices`).
+    #[arg(long, default_value = "auto")]
+    device: alexnet::device::Device,
 }
 
 /// Weight inits as typed on the command line.
@@ -350,12 +356,13 @@ struct ExportFeaturesArgs {
     /// The layer whose activations (evaluation view, no dropout) become the vectors.
     #[arg(long, value_enum, default_value = "fc7")]
     layer: LayerArg,
-    /// Images per GPU batch.
+    /// Images per batch.
     #[arg(long, default_value_t = 128)]
     batch: usize,
-    /// Adapter index as `alexnet devices` lists it [default: the best adapter].
-    #[arg(long)]
-    device: Option<usize>,
+    /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
+    /// index (see `alexnet devices`).
+    #[arg(long, default_value = "auto")]
+    device: alexnet::device::Device,
     /// Input size of a checkpoint made by another framework that does not record it.
     #[arg(long)]
     input_size: Option<usize>,
@@ -410,11 +417,12 @@ pub fn run() -> anyhow::Result<()> {
             print_stdout(&(devices_json(a.devices.as_deref(), &list)? + "\n"))?;
         }
         Command::Devices(a) => {
-            alexnet::gpu::print_devices()?;
+            let list = alexnet::gpu::list_adapters();
+            print!("{}", alexnet::gpu::context::devices_table(&list));
+            print!("{}", alexnet::cpu::describe(CpuDevice::default_threads()));
             if let Some(spec) = a.devices {
                 let devices: alexnet::train::Devices =
                     spec.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-                let list = alexnet::gpu::list_adapters();
                 print!("{}", device_plan(&devices, &list)?);
             }
         }
@@ -644,27 +652,41 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let how = if s.interrupted { "interrupted" } else { "done" };
     eprintln!(
-        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s; checkpoints in {}",
+        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s on {}; checkpoints in {}",
         s.steps,
         s.epochs,
         s.last_loss,
         s.images_per_s,
+        s.engine,
         job.out.display()
     );
     Ok(())
 }
 
-/// Which adapter each training device of `--devices` would use, or why it cannot.
+/// Which adapter (or the CPU engine) each training device of `--devices` would use, or why
+/// it cannot.
 fn device_plan(
     devices: &alexnet::train::Devices,
     list: &[alexnet::gpu::AdapterSummary],
 ) -> anyhow::Result<String> {
-    let a = devices.adapters();
-    if a.len() > 2 {
-        anyhow::bail!(
-            "--devices {devices}: the paper's split has two columns, so training runs on one device or two"
-        );
-    }
+    use alexnet::train::engine::Placement;
+    let resolved = devices
+        .list()
+        .iter()
+        .map(|d| d.resolve_among(list))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--devices {devices}: {e}"))?;
+    let a = match Placement::from_resolved(&resolved)
+        .map_err(|why| anyhow::anyhow!("--devices {devices}: {why}"))?
+    {
+        Placement::Cpu => {
+            return Ok(format!(
+                "--devices {devices}: the whole network on the CPU engine ({} threads)\n",
+                CpuDevice::default_threads()
+            ))
+        }
+        Placement::Adapters(a) => a,
+    };
     let mut out = format!(
         "--devices {devices}: {}\n",
         if a.len() == 1 {
@@ -700,9 +722,6 @@ fn devices_json(
     spec: Option<&str>,
     list: &[alexnet::gpu::AdapterSummary],
 ) -> anyhow::Result<String> {
-    if list.is_empty() {
-        return Err(alexnet::gpu::GpuError::NoAdapter.into());
-    }
     let adapters: Vec<serde_json::Value> = list
         .iter()
         .map(|a| {
@@ -721,16 +740,28 @@ fn devices_json(
             })
         })
         .collect();
-    let mut v = serde_json::json!({ "adapters": adapters });
+    let mut v = serde_json::json!({
+        "adapters": adapters,
+        "cpu": { "threads": CpuDevice::default_threads() },
+    });
     if let Some(spec) = spec {
         let devices: alexnet::train::Devices =
             spec.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         // Checks the plan (same errors as the table's) before reporting it.
         device_plan(&devices, list)?;
+        // Each device as it resolves here: an adapter index, or "cpu" for the CPU engine.
+        let resolved: Vec<serde_json::Value> = devices
+            .list()
+            .iter()
+            .map(|d| match d.resolve_among(list) {
+                Ok(alexnet::device::Resolved::Adapter(i)) => serde_json::json!(i),
+                _ => serde_json::json!("cpu"),
+            })
+            .collect();
         v["plan"] = serde_json::json!({
             "devices": spec,
-            "adapters": devices.adapters(),
-            "columns": devices.adapters().len(),
+            "adapters": resolved,
+            "columns": devices.len(),
         });
     }
     Ok(v.to_string())

@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod dataset;
+pub mod device;
 pub mod export;
 pub mod gpu;
 pub mod idx;

@@ -659,7 +659,7 @@ impl StageRunner for LibraryRunner {
                 crate::train::View::Centre
             },
             batch: 128,
-            device: 0,
+            device: crate::device::Device::Auto,
             input_size: None,
         };
         let r = crate::train::eval_checkpoint(&job)?;

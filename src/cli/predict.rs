@@ -24,9 +24,10 @@ pub struct PredictArgs {
     /// One JSON object per image and line: path, top [{label, wnid, name, probability}], error.
     #[arg(long)]
     json: bool,
-    /// Adapter index (see `alexnet devices`).
-    #[arg(long, default_value_t = 0)]
-    device: usize,
+    /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
+    /// index (see `alexnet devices`).
+    #[arg(long, default_value = "auto")]
+    device: alexnet::device::Device,
     /// Input size of a checkpoint that does not record one.
     #[arg(long)]
     input_size: Option<usize>,

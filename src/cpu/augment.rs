@@ -2,6 +2,7 @@
 //! `[N,3,I,I]`: crop at the draw's corner, optional mirror, PCA lighting shift, mean image
 //! subtracted, times the model's input scale. The arithmetic is `reference::augment_forward`'s,
 //! in its order, so both agree to the bit.
+use super::CpuError;
 use crate::shape::{AugmentDraw, AugmentShape};
 use rayon::prelude::*;
 
@@ -33,11 +34,13 @@ impl HostInput {
 
     /// Keeps a batch `[N,S,S,3]` for the next [`HostInput::augment`]; an error when it is
     /// not exactly N images (saying how many bytes were expected).
-    pub fn set_images(&mut self, images: &[u8]) -> Result<(), String> {
+    pub fn set_images(&mut self, images: &[u8]) -> Result<(), CpuError> {
         if images.len() != self.images.len()
             || self.mean.len() != self.images.len() / self.shape.n.max(1)
         {
-            return Err(format!(
+            return Err(CpuError::Input {
+                what: "images",
+                reason: format!(
                 "{} image bytes and a mean image of {} values for a batch of {} images of {}²×3 (want {} and {})",
                 images.len(),
                 self.mean.len(),
@@ -45,25 +48,28 @@ impl HostInput {
                 self.shape.stored,
                 self.images.len(),
                 self.shape.stored * self.shape.stored * 3
-            ));
+            )});
         }
         self.images.copy_from_slice(images);
         Ok(())
     }
 
     /// Writes the network input `[N,3,I,I]` for `draws` `[N]` into `out`.
-    pub fn augment(&self, draws: &[AugmentDraw], out: &mut [f32]) -> Result<(), String> {
+    pub fn augment(&self, draws: &[AugmentDraw], out: &mut [f32]) -> Result<(), CpuError> {
         let AugmentShape { n, stored, crop } = self.shape;
         let bad_draw = draws
             .iter()
             .any(|d| d.x0 as usize + crop > stored || d.y0 as usize + crop > stored);
         if draws.len() != n || out.len() != n * 3 * crop * crop || bad_draw {
-            return Err(format!(
-                "{} draws (crops inside the {stored}² image: {}) and an input of {} values for a batch of {n} crops of {crop}²",
-                draws.len(),
-                !bad_draw,
-                out.len()
-            ));
+            return Err(CpuError::Input {
+                what: "augmentation draws",
+                reason: format!(
+                    "{} draws (crops inside the {stored}² image: {}) and an input of {} values for a batch of {n} crops of {crop}²",
+                    draws.len(),
+                    !bad_draw,
+                    out.len()
+                ),
+            });
         }
         let px = stored * stored * 3;
         out.par_chunks_mut(3 * crop * crop)

@@ -3,14 +3,13 @@
 //! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
 //! and never queues more than two steps ahead of the GPU.
 use super::augment::{random_draws, AugmentSettings, Pca};
-use super::engine::{Engine, EngineSpec, StepInput};
+use super::engine::{Engine, EngineSpec, Placement, StepInput};
 use super::eval::{EvalResult, View};
 use super::metrics::{EpochRecord, ExchangeRecord, MetricsWriter, Record, StepRecord};
 use super::schedule::LrSchedule;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
 use crate::gpu::sgd::SgdHyper;
-use crate::gpu::Tensor;
 use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout, Params};
 use crate::shape::stream_seed;
 use std::collections::{BTreeMap, VecDeque};
@@ -65,6 +64,9 @@ pub struct TrainSummary {
     pub images_per_s: f64,
     /// Seconds the step loop waited for the loader.
     pub data_wait_s: f64,
+    /// What trained, in words ([`Engine::describe`]): an adapter, two columns, or the CPU
+    /// engine with its thread count.
+    pub engine: String,
 }
 
 /// The run state a checkpoint carries so `--resume` continues exactly.
@@ -255,12 +257,8 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         Some(ShardSet::open(&job.val)?)
     };
     check_data(cfg, &set, val.as_ref())?;
-    if cfg.devices.len() > 2 {
-        return Err(TrainError::NotBuilt(format!(
-            "--devices {}: the paper's split has two columns, so training runs on one device or two (--devices 0,1 or 2)",
-            cfg.devices
-        )));
-    }
+    // Before any file is written: a device list that cannot train fails here.
+    let placement = Placement::resolve(&cfg.devices)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
@@ -335,11 +333,10 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         stored,
         mean: &stats.mean_image,
     };
-    let engine = Engine::new(cfg.devices.adapters(), &spec, &params)?;
+    let engine = Engine::open(&placement, &spec, &params)?;
     if let Some(m) = &momentum {
         engine.upload_momentum(m)?;
     }
-    let gpu = engine.gpu();
     let saver = Saver {
         engine: &engine,
         stats: &stats,
@@ -378,7 +375,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         .unwrap_or(u64::MAX)
         .min(steps_per_epoch * cfg.epochs as u64);
     let log_every = cfg.log_every.max(1) as usize;
-    let hist = Tensor::zeros(gpu, log_every * batch * 3, "loss.history");
+    let hist = engine.loss_history(log_every * batch * 3);
     let row_bytes = (batch * 3 * 4) as u64;
     let stop = interrupted_flag();
     let bar = progress_bar(job.progress, total_steps.saturating_sub(st.step));
@@ -391,6 +388,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         interrupted: false,
         images_per_s: 0.0,
         data_wait_s: 0.0,
+        engine: engine.describe(),
     };
     let mut train_secs = 0.0;
     let mut trained_images = 0u64;
@@ -398,7 +396,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         let epoch_t0 = Instant::now();
         let mut loader = Loader::epoch(&set, &loader_cfg, st.epoch as u64, st.batch_in_epoch);
         let (mut epoch_loss, mut epoch_steps) = (0.0f64, 0u64);
-        let mut pending: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+        let mut pending = VecDeque::new();
         let mut window = (0usize, Instant::now(), loader.wait_time());
         let mut stopped = false;
         while st.step < total_steps {
@@ -431,14 +429,11 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                     weight_decay: cfg.weight_decay as f32,
                 },
             };
-            pending.push_back(engine.step(&step, &hist, window.0 as u64 * row_bytes)?);
+            pending.push_back(engine.train_step(&step, &hist, window.0 as u64 * row_bytes)?);
             window.0 += 1;
             if pending.len() > 2 {
                 if let Some(idx) = pending.pop_front() {
-                    let _ = gpu.device.poll(wgpu::PollType::Wait {
-                        submission_index: Some(idx),
-                        timeout: None,
-                    });
+                    engine.wait(idx);
                 }
             }
             stopped = stop.load(Ordering::SeqCst);
@@ -450,7 +445,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 || epoch_end
                 || st.step == total_steps
             {
-                let rows = hist.download(gpu)?;
+                let rows = engine.read_history(&hist)?;
                 pending.clear();
                 let n = window.0;
                 let loss = rows[..n * batch * 3]
