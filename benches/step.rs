@@ -8,6 +8,9 @@
 //!
 //! First table: one step with every dispatch timed by GPU timestamps, by layer and kernel (ms,
 //! GFLOP, TFLOP/s, share of the step): where the time goes. Second: images/s per adapter.
+//! `--tile BMxBNxBK/TMxTN` runs every matrix product of the one-device rows on that tile
+//! (the two-column rows keep the defaults), to try a configuration on a card without a
+//! rebuild.
 //! Timing: two warm-up steps, then `steps` steps through the training loop's own
 //! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
 //! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
@@ -22,6 +25,7 @@
 //! (pipeline compilation, the loader's first reads) is left out.
 use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::sgd::SgdHyper;
+use alexnet::gpu::tiles::TileConfig;
 use alexnet::gpu::{list_adapters, AdapterSummary, KernelTimer, Tensor};
 use alexnet::ingest::{ingest, IngestConfig};
 use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
@@ -62,6 +66,25 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--tile BMxBNxBK/TMxTN`: every matrix product on that tile (to try one on a new card).
+    let tile = match args
+        .iter()
+        .position(|a| a == "--tile")
+        .map(|i| args.get(i + 1))
+    {
+        None => None,
+        Some(v) => match v.map(|v| TileConfig::parse(v)) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            None => {
+                eprintln!("--tile needs a value such as 128x128x8/8x8");
+                std::process::exit(2);
+            }
+        },
+    };
     let (cfg, stored, batch, steps) = if quick {
         let mut c = ModelConfig::small(67, 1, 10);
         c.widths = [16, 32, 96, 96, 64, 256, 256];
@@ -194,7 +217,7 @@ fn main() {
         return;
     }
     for a in &adapters {
-        if let Err(e) = kernel_table(a.index, &spec, &params, &inputs) {
+        if let Err(e) = kernel_table(a.index, &spec, &params, &inputs, tile) {
             println!("\n[{}] {}: kernel table failed: {e}", a.index, a.name);
         }
     }
@@ -215,8 +238,11 @@ fn main() {
         for (adapters, kernels, label) in setups {
             let result = Engine::new(&adapters, &spec, &params)
                 .map(|mut eng| {
-                    if let (Engine::One { gpu, .. }, Some(k)) = (&mut eng, kernels) {
-                        gpu.conv_kernels = k;
+                    if let Engine::One { gpu, .. } = &mut eng {
+                        gpu.tile_override = tile;
+                        if let Some(k) = kernels {
+                            gpu.conv_kernels = k;
+                        }
                     }
                     eng
                 })
@@ -264,8 +290,12 @@ fn kernel_table(
     spec: &EngineSpec<'_>,
     params: &Params,
     inputs: &[StepInput<'_>],
+    tile: Option<TileConfig>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::new(&[adapter], spec, params)?;
+    let mut engine = Engine::new(&[adapter], spec, params)?;
+    if let Engine::One { gpu, .. } = &mut engine {
+        gpu.tile_override = tile;
+    }
     let gpu = engine.gpu_device().ok_or(NOT_GPU)?;
     let Some(timer) = KernelTimer::new(gpu, 1024) else {
         println!(

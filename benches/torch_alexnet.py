@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch's training speed on the paper's AlexNet: the anchor our step bench is compared with.
 
-The same network as `alexnet train` (DESIGN.md's contract): conv1 96 k11 s4, ReLU, LRN, max pool
+The same network as `alexnet train` (docs/network.md): conv1 96 k11 s4, ReLU, LRN, max pool
 3/2; conv2 256 k5 p2 groups 2, ReLU, LRN, pool; conv3 384 k3 p1; conv4 384 k3 p1 groups 2; conv5
 256 k3 p1 groups 2, ReLU, pool; fc6 4096, ReLU, dropout 0.5; fc7 4096, ReLU, dropout; fc8. Our
 LRN's alpha is not divided by the window, PyTorch's is, so PyTorch gets alpha * size. SGD with

@@ -5,7 +5,7 @@
 #   scripts/gpu_bench.sh prepare     here: release build, the alexnet binary and the step,
 #                                    engine and loader benches stripped and packed into
 #                                    .gpu/bins.tar.gz, the Vulkan loader's .deb files into .gl/
-#   scripts/gpu_bench.sh run [--quick] [--sweep]
+#   scripts/gpu_bench.sh run [--quick] [--sweep] [--tile BMxBNxBK/TMxTN]
 #                                    there (carry .gpu and .gl): unpack, find the NVIDIA driver,
 #                                    then, each part on its own so one failure does not stop
 #                                    the rest: the adapters; the step bench (per-kernel GPU time
@@ -13,7 +13,8 @@
 #                                    then the training loop with its loader); PyTorch's paper
 #                                    AlexNet on the same card (fp32 with TF32 off, TF32, bf16);
 #                                    the ratio; the kernel bench (GEMM 4096³, fc6, convolutions;
-#                                    --sweep adds every tile configuration); the loader bench.
+#                                    --sweep adds every tile configuration; --tile runs the
+#                                    step bench's products on one); the loader bench.
 #
 # Output also goes to $OUT/gpu_bench.txt when OUT is set (the device tool sends it back).
 # Scratch data goes to a temporary folder of the machine it runs on. Each part has a time
@@ -68,12 +69,15 @@ part() {
 }
 
 run() {
-  local quick=() sweep=()
-  for a in "$@"; do
-    case $a in
+  local quick=() sweep=() tile=()
+  while [ $# -gt 0 ]; do
+    case $1 in
       --quick) quick=(--quick) ;;
       --sweep) sweep=(--sweep) ;;
+      --tile) tile=(--tile "$2"); shift ;;
+      *) echo "unknown option $1" >&2; exit 2 ;;
     esac
+    shift
   done
   # grep -c, not grep -q: with -q, ldconfig can die of SIGPIPE and the test misreads.
   if [ "$(ldconfig -p | grep -c libvulkan || true)" -eq 0 ]; then
@@ -93,7 +97,7 @@ run() {
   {
     echo "# gpu_bench $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
     part "adapters" 60 "$bin/bin/alexnet" devices
-    part "training step (ours)" 150 bash -c "'$bin/bin/step' --bench ${quick[*]} | tee '$steplog'"
+    part "training step (ours)" 150 bash -c "'$bin/bin/step' --bench ${quick[*]} ${tile[*]} | tee '$steplog'"
     part "PyTorch on the same card" 120 bash -c "python3 '$bin/bin/torch_alexnet.py' ${quick[*]:+--model quickstart --batch 128} | tee '$torchlog'"
     part "ratio" 10 python3 - "$steplog" "$torchlog" <<'EOF'
 import json, re, sys

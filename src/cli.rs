@@ -31,7 +31,11 @@ enum Command {
     ///
     /// Writes RUN/last.safetensors (every --checkpoint-every steps and each epoch),
     /// RUN/best.safetensors (best validation top-1), RUN/metrics.jsonl and RUN/config.toml.
-    /// Ctrl-C writes a checkpoint; `--resume` continues exactly where it stopped.
+    /// Ctrl-C or SIGTERM writes a checkpoint, then exits with 130 or 143; `--resume`
+    /// continues exactly where it stopped. A loss that explodes (NaN, above 100·ln(classes),
+    /// or 100× its running value) stops the run before any checkpoint of the diverged
+    /// weights is written; a checkpoint is written only when its weights are finite and give
+    /// finite logits on a validation batch. RUN/.alexnet.lock keeps a second process out of RUN.
     Train(Box<TrainArgs>),
     /// Score a checkpoint on shards: loss, top-1 and top-5 accuracy.
     Eval(EvalArgs),
@@ -39,6 +43,13 @@ enum Command {
     /// and the activations conv1..conv5, fc6, fc7 out (for checks against other frameworks).
     Forward(ForwardArgs),
     /// Turn a folder of images into Parquet shards (pixels, labels, statistics).
+    ///
+    /// Symbolic links in RAW are followed, but each directory is read at most once (known by
+    /// device and inode), so a link back up the tree or a loop adds nothing. A folder in RAW
+    /// holding shards and no images (an earlier output) is not a class; OUT may not be inside
+    /// RAW. Every shard's footer records which inputs it holds, so `inspect` and `train` can
+    /// tell an unfinished OUT ("incomplete: N of M inputs"). OUT/.alexnet.lock keeps a second
+    /// ingest out of OUT while this one runs.
     Ingest(IngestArgs),
     /// Show what a shard file, directory or set holds.
     Inspect(InspectArgs),
@@ -123,7 +134,8 @@ struct TrainArgs {
     /// Images per step.
     #[arg(long)]
     batch: Option<usize>,
-    /// Initial learning rate.
+    /// Initial learning rate. A schedule floor (`min_lr`) above it is scaled down by the same
+    /// factor, so a small rate keeps the schedule's shape.
     #[arg(long)]
     lr: Option<f64>,
     /// Seed of every random stream (init, shuffle, augmentation, dropout).
@@ -179,6 +191,10 @@ struct TrainArgs {
     /// Print the end-of-run summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Train on shard folders that lack some of the shards their ingest planned (a killed or
+    /// unfinished ingest, or a `--shard I/N` part); without it they are refused.
+    #[arg(long)]
+    allow_incomplete: bool,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -195,10 +211,12 @@ struct EvalArgs {
     /// The paper's ten views (corners and centre, mirrored), softmax averaged.
     #[arg(long)]
     ten_crop: bool,
-    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy.
+    /// Print one JSON object: count, loss, top1_accuracy, top5_accuracy, non_finite (images
+    /// whose logits were NaN or inf: misses, and the loss is then null). A tie with another
+    /// class is a miss.
     #[arg(long)]
     json: bool,
-    /// Images per batch.
+    /// Images per batch (at least 1).
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
@@ -218,13 +236,16 @@ struct ForwardArgs {
     /// safetensors file holding `images` [N,3,H,W] f32.
     #[arg(long)]
     input: PathBuf,
-    /// safetensors file to write.
+    /// safetensors file to write (never the input or the checkpoint).
     #[arg(long)]
     out: PathBuf,
     /// Device: `auto` (the first GPU, else the CPU engine), `cpu`, `lavapipe` or an adapter
     /// index (see `alexnet devices`).
     #[arg(long, default_value = "auto")]
     device: alexnet::device::Device,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Weight inits as typed on the command line.
@@ -301,7 +322,8 @@ struct IngestArgs {
     /// Replace existing output.
     #[arg(long)]
     overwrite: bool,
-    /// Fail (non-zero exit) if any input is rejected.
+    /// Fail (non-zero exit) if any input is rejected; the shards holding rejects are not
+    /// written, so `--resume` redoes them once the inputs are fixed.
     #[arg(long)]
     strict: bool,
     /// Largest image (width·height) decoded; bigger ones are rejected as decompression bombs.
@@ -351,8 +373,12 @@ struct ExportFeaturesArgs {
     /// Shard files and/or directories of shards, read as one set in file order.
     #[arg(required = true, num_args = 1..)]
     data: Vec<PathBuf>,
-    /// The features file to write (.parquet): source, label, wnid, features.
+    /// The features file to write (.parquet): source, label, wnid, features. Never one of
+    /// the inputs, nor a file inside a DATA folder (it would be read as a shard).
     out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    overwrite: bool,
     /// The layer whose activations (evaluation view, no dropout) become the vectors.
     #[arg(long, value_enum, default_value = "fc7")]
     layer: LayerArg,
@@ -399,7 +425,7 @@ struct FiltersArgs {
     checkpoint: PathBuf,
     /// The PNG to write.
     out: PathBuf,
-    /// Screen pixels per kernel pixel.
+    /// Screen pixels per kernel pixel (at least 1).
     #[arg(long, default_value_t = 4)]
     scale: u32,
     /// Input size of a checkpoint made by another framework that does not record it.
@@ -407,8 +433,9 @@ struct FiltersArgs {
     input_size: Option<usize>,
 }
 
-/// Parse the command line and run the command.
-pub fn run() -> anyhow::Result<()> {
+/// Parse the command line and run the command; returns the exit status of a command that
+/// ended without an error (not 0 when a signal stopped it).
+pub fn run() -> anyhow::Result<i32> {
     let matches = examples::with_examples(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
@@ -426,7 +453,7 @@ pub fn run() -> anyhow::Result<()> {
                 print!("{}", device_plan(&devices, &list)?);
             }
         }
-        Command::Train(a) => train(*a)?,
+        Command::Train(a) => return train(*a),
         Command::Eval(a) => {
             let job = alexnet::train::EvalJob {
                 checkpoint: a.checkpoint,
@@ -441,6 +468,12 @@ pub fn run() -> anyhow::Result<()> {
                 input_size: a.input_size,
             };
             let r = alexnet::train::eval_checkpoint(&job)?;
+            if r.non_finite > 0 {
+                eprintln!(
+                    "warning: {} of {} images got NaN or inf logits and count as misses (the loss is NaN): the checkpoint has diverged; use an earlier one, or train again with a lower --lr",
+                    r.non_finite, r.count
+                );
+            }
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -460,6 +493,7 @@ pub fn run() -> anyhow::Result<()> {
                 input: a.input,
                 out: a.out,
                 device: a.device,
+                overwrite: a.overwrite,
             })?
         }
         Command::Ingest(a) => {
@@ -548,6 +582,7 @@ pub fn run() -> anyhow::Result<()> {
             cfg.device = a.device;
             cfg.input_size = a.input_size;
             cfg.progress = !a.quiet;
+            cfg.overwrite = a.overwrite;
             let summary = alexnet::export::export_features(&cfg)?;
             println!("{summary}");
         }
@@ -587,10 +622,10 @@ pub fn run() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
-fn train(a: TrainArgs) -> anyhow::Result<()> {
+fn train(a: TrainArgs) -> anyhow::Result<i32> {
     use alexnet::train::{TrainConfig, TrainJob, TrainOverrides};
     let saved = a.out.join("config.toml");
     let mut config = match (&a.config, a.resume) {
@@ -625,6 +660,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         Some(InitArg::He) => config.init = alexnet::model::Init::He,
         None => {}
     }
+    if a.allow_incomplete {
+        config.allow_incomplete = true;
+    }
     let job = TrainJob {
         data: a.data,
         val: a.val,
@@ -639,7 +677,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     if a.json {
         let mut v = serde_json::to_value(&s)?;
         v["out"] = serde_json::json!(job.out);
-        return print_stdout(&(v.to_string() + "\n"));
+        print_stdout(&(v.to_string() + "\n"))?;
+        return Ok(s.stop_signal.map_or(0, alexnet::train::signals::exit_code));
     }
     let val = s
         .last_val
@@ -650,7 +689,14 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             )
         })
         .unwrap_or_default();
-    let how = if s.interrupted { "interrupted" } else { "done" };
+    let how = match s.stop_signal {
+        Some(sig) => format!(
+            "interrupted by {}",
+            alexnet::train::signals::signal_name(sig)
+        ),
+        None if s.interrupted => "interrupted".into(),
+        None => "done".into(),
+    };
     eprintln!(
         "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s on {}; checkpoints in {}",
         s.steps,
@@ -660,7 +706,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         s.engine,
         job.out.display()
     );
-    Ok(())
+    // A stopped run is not a finished one: `train && eval` must not carry on.
+    Ok(s.stop_signal.map_or(0, alexnet::train::signals::exit_code))
 }
 
 /// Which adapter (or the CPU engine) each training device of `--devices` would use, or why

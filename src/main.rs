@@ -2,11 +2,15 @@
 mod cli;
 
 fn main() {
-    if let Err(err) = cli::run() {
-        eprintln!("error: {err}");
-        for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+    match cli::run() {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::exit(2);
         }
-        std::process::exit(2);
     }
 }

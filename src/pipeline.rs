@@ -122,7 +122,7 @@ pub struct ImportIdxStage {
     pub limit: Option<usize>,
 }
 
-/// Image encoding in the shards (DESIGN.md: raw, jpeg or png).
+/// Image encoding in the shards (docs/shards.md: raw, jpeg or png).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardEncoding {
@@ -663,6 +663,14 @@ impl StageRunner for LibraryRunner {
             input_size: None,
         };
         let r = crate::train::eval_checkpoint(&job)?;
+        if r.non_finite > 0 {
+            eprintln!(
+                "warning: {} of {} images got NaN or inf logits and count as misses: {} has diverged",
+                r.non_finite,
+                r.count,
+                s.checkpoint.display()
+            );
+        }
         let json = serde_json::to_string(&r)?;
         eprintln!(
             "eval: {} images, top-1 accuracy {:.2}%, top-5 accuracy {:.2}%, loss {:.4}",

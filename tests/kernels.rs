@@ -87,8 +87,26 @@ fn gemm_three_forms_bias_activation_accumulate_and_bias_grad() {
             up(&g, &b, "t.b"),
             up(&g, &dy, "t.dy"),
         );
-        let want_y = r::linear_forward(m, k, n, &x, &w, &b);
-        let (want_dx, want_dw, want_db) = r::linear_backward(m, k, n, &dy, &x, &w);
+        let want_y = r::linear_forward(
+            &LinearShape {
+                n: m,
+                fin: k,
+                fout: n,
+            },
+            &x,
+            &w,
+            &b,
+        );
+        let (want_dx, want_dw, want_db) = r::linear_backward(
+            &LinearShape {
+                n: m,
+                fin: k,
+                fout: n,
+            },
+            &dy,
+            &x,
+            &w,
+        );
         let want_dw: Vec<f32> = want_dw.iter().map(|v| v + 0.5).collect();
         for (tile, splits) in gemm_configs() {
             let y = Tensor::zeros(&g, m * n, "t.y");
@@ -242,8 +260,26 @@ fn gemm_splits_operands_larger_than_a_binding() {
         gemm::linear_backward_input(e, &ls, &tdy, &tw, &dx, false)?;
         gemm::linear_backward_weight(e, &ls, &tdy, &tx, &dw, false)
     });
-    let want_y = r::linear_forward(m, k, n, &x, &w, &b);
-    let (want_dx, want_dw, _) = r::linear_backward(m, k, n, &dy, &x, &w);
+    let want_y = r::linear_forward(
+        &LinearShape {
+            n: m,
+            fin: k,
+            fout: n,
+        },
+        &x,
+        &w,
+        &b,
+    );
+    let (want_dx, want_dw, _) = r::linear_backward(
+        &LinearShape {
+            n: m,
+            fin: k,
+            fout: n,
+        },
+        &dy,
+        &x,
+        &w,
+    );
     close("gemm split forward y", &down(&g, &y), &want_y, 1e-4, 1e-4);
     close(
         "gemm split backward_input dx",
@@ -847,7 +883,16 @@ fn gemm_with_a_weight_larger_than_the_device_binding_limit() {
     close(
         "gemm > binding limit forward y",
         &down(&g, &y),
-        &r::linear_forward(m, k, n, &x, &w, &b),
+        &r::linear_forward(
+            &LinearShape {
+                n: m,
+                fin: k,
+                fout: n,
+            },
+            &x,
+            &w,
+            &b,
+        ),
         2e-4,
         1e-4,
     );

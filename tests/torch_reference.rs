@@ -1,7 +1,7 @@
-//! The network against PyTorch (STYLE.md rule 7): the CPU reference network's logits, every
-//! reported activation, the loss, every gradient and a few SGD steps, and the GPU network's
-//! activations through `alexnet forward`, all against a dump of the repository's PyTorch
-//! module (`python/alexnet/model.py`).
+//! The network against PyTorch, an implementation that shares no code with ours: the CPU
+//! reference network's logits, every reported activation, the loss, every gradient and a few SGD
+//! steps, and the GPU network's activations through `alexnet forward`, all against a dump of the
+//! repository's PyTorch module (`python/alexnet/model.py`).
 //!
 //! The committed fixture (about 380 KB) was made in the virtual environment `scripts/test.sh`
 //! creates (`.venv`, torch 2.15 from PyPI), from the repository root:
@@ -147,6 +147,7 @@ fn forward_matches_pytorch(device: alexnet::device::Device, engine: &str) {
         input,
         out: out.clone(),
         device,
+        overwrite: false,
     })
     .expect("alexnet forward on the fixture (needs mesa-vulkan-drivers without a GPU)");
     let got_bytes = std::fs::read(&out).unwrap();

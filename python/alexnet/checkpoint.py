@@ -74,7 +74,7 @@ def infer_config(tensors: Dict[str, np.ndarray], input_size: Optional[int], path
     groups from conv2's input channels per group, LRN and ReLU assumed (the paper's)."""
     missing = [n for n in PARAM_NAMES if n not in tensors]
     if missing:
-        raise CheckpointError(f"{path}: tensors {', '.join(missing)} are missing; expected the names of DESIGN.md's checkpoint (conv1.weight … fc8.bias)")
+        raise CheckpointError(f"{path}: tensors {', '.join(missing)} are missing; expected the checkpoint names of docs/checkpoints.md (conv1.weight … fc8.bias)")
     if input_size is None:
         raise CheckpointError(f"{path}: no `alexnet.config` and no `input_size` metadata; pass input_size=")
     w = [tensors[f"{l}.weight"].shape[0] for l in LAYERS[:7]]

@@ -101,6 +101,28 @@ pub enum DatasetError {
         /// Size of the second.
         b: usize,
     },
+    /// A row's label is not an index into the footer's class list.
+    #[error("{path}: row {row} has label {label}, but the footer's class list has {classes} classes (labels 0..{classes}); the shard was altered after ingest: fix that row or re-create the shard with alexnet ingest")]
+    BadLabel {
+        /// The shard.
+        path: PathBuf,
+        /// Row index within the shard, from 0.
+        row: u64,
+        /// The label found.
+        label: i64,
+        /// Classes in the footer.
+        classes: usize,
+    },
+    /// The footer's `count` is not the number of rows in the file.
+    #[error("{path}: the footer says {footer} images but the file holds {rows} rows; the shard was altered after ingest: re-create it with alexnet ingest")]
+    CountMismatch {
+        /// The shard.
+        path: PathBuf,
+        /// `count` in the footer.
+        footer: u64,
+        /// Rows in the row groups.
+        rows: i64,
+    },
     /// A loader thread died.
     #[error("data loader thread failed: {0}")]
     Loader(String),

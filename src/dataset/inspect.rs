@@ -17,6 +17,21 @@ impl InspectReport {
             o.insert("files".into(), self.set.files().len().into());
             o.insert("rejects".into(), self.set.rejects().len().into());
             o.insert("bytes_on_disk".into(), self.set.bytes_on_disk().into());
+            let gaps: Vec<serde_json::Value> = self
+                .set
+                .incomplete()
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "dir": g.dir.display().to_string(),
+                        "inputs": g.inputs,
+                        "total_inputs": g.total,
+                        "shards": g.shards,
+                        "planned_shards": g.planned,
+                    })
+                })
+                .collect();
+            o.insert("incomplete".into(), gaps.into());
         }
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
@@ -31,6 +46,11 @@ impl InspectReport {
         let more = if classes.len() > 5 { ", …" } else { "" };
         let f3 = |v: [f64; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
         let mut out = String::new();
+        for gap in s.incomplete() {
+            out += &format!(
+                "{gap}; finish it with alexnet ingest --resume (train refuses it without --allow-incomplete)\n"
+            );
+        }
         out += &format!("files:        {}\n", s.files().len());
         out += &format!("images:       {}\n", s.len());
         out += &format!("rejects:      {}\n", s.rejects().len());

@@ -27,6 +27,7 @@
 //! # Ok::<(), alexnet::dataset::DatasetError>(())
 //! ```
 
+pub mod complete;
 mod error;
 mod inspect;
 mod loader;
@@ -35,6 +36,7 @@ mod schema;
 mod shardset;
 mod stats;
 
+pub use complete::{Incomplete, InputsMeta};
 pub use error::DatasetError;
 pub use inspect::{inspect, InspectReport};
 pub use loader::{read_rows, Batch, Loader, LoaderConfig, Shuffle};

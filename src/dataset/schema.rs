@@ -322,6 +322,12 @@ pub fn footer_key_values(
     ]
 }
 
+/// The value of footer entry `key` among `kv`, if present.
+pub(crate) fn footer_entry<'a>(kv: Option<&'a Vec<KeyValue>>, key: &str) -> Option<&'a str> {
+    kv.and_then(|kv| kv.iter().find(|e| e.key == key))
+        .and_then(|e| e.value.as_deref())
+}
+
 /// The raw value of footer key `key` of the shard at `path`, if present.
 pub fn footer_value(path: &Path, key: &str) -> Result<Option<String>, DatasetError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -345,10 +351,7 @@ pub fn parse_footer(
         path: path.into(),
         reason,
     };
-    let get = |key: &str| {
-        kv.and_then(|kv| kv.iter().find(|e| e.key == key))
-            .and_then(|e| e.value.as_deref())
-    };
+    let get = |key: &str| footer_entry(kv, key);
     let json = get(META_KEY).ok_or_else(|| bad(format!("no `{META_KEY}` key")))?;
     // Check the version before the full parse, so a future layout still gets the right error.
     let value: serde_json::Value =

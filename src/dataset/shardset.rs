@@ -1,7 +1,8 @@
 //! Opening a set of shards: file discovery, consistency checks, merged statistics, and
 //! reading whole row groups as decoded pixels.
-use super::schema::{image_bytes, label_values};
-use super::{parse_footer, DatasetError, Encoding, Reject, Stats};
+use super::complete::{check_folder, Incomplete, InputsMeta};
+use super::schema::{footer_entry, image_bytes, label_values};
+use super::{parse_footer, DatasetError, Encoding, Reject, Stats, INPUTS_KEY};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -48,15 +49,20 @@ pub struct ShardSet {
     stats: Stats,
     rejects: Vec<Reject>,
     bytes_on_disk: u64,
+    incomplete: Vec<Incomplete>,
 }
 
 /// Expands files and directories into shard files: a directory contributes its
 /// `*.parquet` files (not hidden, so in-progress temporaries are skipped) in name order.
-fn shard_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DatasetError> {
+/// A file named twice (directly, or also through its directory) is read once, where it
+/// first appears. Returns each file with the index into `paths` of the directory it came
+/// from (`None` for a file named directly).
+fn shard_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Option<usize>)>, DatasetError> {
     let mut out = Vec::new();
-    for p in paths {
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in paths.iter().enumerate() {
         let meta = std::fs::metadata(p).map_err(|e| DatasetError::io(p, e))?;
-        if meta.is_dir() {
+        let (found, dir) = if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| DatasetError::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -69,9 +75,16 @@ fn shard_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DatasetError> {
                 return Err(DatasetError::NoShards { path: p.clone() });
             }
             found.sort();
-            out.extend(found);
+            (found, Some(i))
         } else {
-            out.push(p.clone());
+            (vec![p.clone()], None)
+        };
+        for f in found {
+            // The same file reached by two spellings counts once: compare what it is.
+            let key = std::fs::canonicalize(&f).map_err(|e| DatasetError::io(&f, e))?;
+            if seen.insert(key) {
+                out.push((f, dir));
+            }
         }
     }
     if out.is_empty() {
@@ -86,20 +99,42 @@ impl ShardSet {
     /// Opens files, directories of shards, or several of either. Refuses shards whose size,
     /// encoding or classes disagree (naming both files) and merges their statistics.
     pub fn open(paths: &[PathBuf]) -> Result<ShardSet, DatasetError> {
-        let files = shard_files(paths)?;
+        let found = shard_files(paths)?;
+        let files: Vec<PathBuf> = found.iter().map(|(f, _)| f.clone()).collect();
+        // Per directory argument, the completion entries of its shards.
+        let mut per_dir: Vec<Vec<Option<InputsMeta>>> = vec![Vec::new(); paths.len()];
         let mut shards = Vec::with_capacity(files.len());
         let mut groups = Vec::new();
         let mut head: Option<(PathBuf, usize, Encoding, Vec<String>, Stats)> = None;
         let mut rejects = Vec::new();
         let mut first_row = 0u64;
         let mut bytes_on_disk = 0;
-        for path in &files {
+        for (path, dir) in &found {
             let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
             bytes_on_disk += file.metadata().map(|m| m.len()).unwrap_or(0);
             let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
                 .map_err(|e| DatasetError::parquet(path, e))?;
             let kv = meta.metadata().file_metadata().key_value_metadata();
             let (fm, stats, rj) = parse_footer(path, kv)?;
+            let rows_in_file: i64 = meta
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|g| g.num_rows())
+                .sum();
+            if rows_in_file != fm.count as i64 {
+                // Statistics, completeness and training all rely on the footer describing
+                // exactly these rows.
+                return Err(DatasetError::CountMismatch {
+                    path: path.clone(),
+                    footer: fm.count,
+                    rows: rows_in_file,
+                });
+            }
+            if let Some(d) = dir {
+                let entry = footer_entry(kv, INPUTS_KEY).and_then(InputsMeta::parse);
+                per_dir[*d].push(entry);
+            }
             rejects.extend(rj);
             match &mut head {
                 None => head = Some((path.clone(), fm.size, fm.encoding, fm.classes, stats)),
@@ -146,6 +181,11 @@ impl ShardSet {
         let (_, size, encoding, classes, stats) = head.ok_or_else(|| DatasetError::NoShards {
             path: PathBuf::from("(no paths given)"),
         })?;
+        let incomplete = per_dir
+            .iter()
+            .enumerate()
+            .filter_map(|(i, entries)| check_folder(&paths[i], entries))
+            .collect();
         Ok(ShardSet {
             shards,
             files,
@@ -156,7 +196,32 @@ impl ShardSet {
             stats,
             rejects,
             bytes_on_disk,
+            incomplete,
         })
+    }
+
+    /// Folders given that lack shards their ingest planned (see [`super::complete`]); empty
+    /// when every folder is complete or cannot tell. Files named one by one are the caller's
+    /// choice and never count as incomplete.
+    pub fn incomplete(&self) -> &[Incomplete] {
+        &self.incomplete
+    }
+
+    /// The first `rows` rows of the set (all of them if it has fewer), as a set of its own:
+    /// a cheap sample for checks that need one batch of real data.
+    pub fn head(&self, rows: usize) -> ShardSet {
+        let mut out = self.clone();
+        let mut left = rows;
+        out.groups.retain_mut(|g| {
+            if left == 0 {
+                return false;
+            }
+            // The group is still read whole; only its first `rows` rows are handed out.
+            g.rows = g.rows.min(left);
+            left -= g.rows;
+            true
+        });
+        out
     }
 
     /// Rows (images) in the set.
@@ -238,6 +303,11 @@ impl ShardSet {
             .with_batch_size(rg.rows.max(1))
             .build()
             .map_err(|e| DatasetError::parquet(path, e))?;
+        let file_row: u64 = self.groups[..g]
+            .iter()
+            .filter(|o| o.file == rg.file)
+            .map(|o| o.rows as u64)
+            .sum();
         let px = self.size * self.size * 3;
         let mut out = Pixels {
             images: Vec::with_capacity(rg.rows * px),
@@ -251,7 +321,16 @@ impl ShardSet {
             let bytes = image_bytes(path, batch.column(0).as_ref())?;
             let labels = label_values(path, batch.column(1).as_ref())?;
             for (i, &label) in labels.iter().enumerate() {
-                let row = (out.labels.len()) as u64;
+                // Row numbers count from the file's first row, as a user sees the file.
+                let row = file_row + out.labels.len() as u64;
+                if label < 0 || label as usize >= self.classes.len() {
+                    return Err(DatasetError::BadLabel {
+                        path: path.clone(),
+                        row,
+                        label: label as i64,
+                        classes: self.classes.len(),
+                    });
+                }
                 let data = bytes.value(i);
                 match self.encoding {
                     Encoding::Raw => {

@@ -68,6 +68,24 @@ pub enum ExportError {
         /// Rows in the file.
         rows: usize,
     },
+    /// The output path was refused (it is an input, or exists without `--overwrite`).
+    #[error(transparent)]
+    Output(#[from] crate::output_check::OutputError),
+    /// The network gave NaN or inf activations; nothing was written.
+    #[error("{}: {layer} of row {row} ({input}) holds NaN or inf, so the checkpoint has diverged; nothing was written. Export from an earlier checkpoint", checkpoint.display())]
+    NotFinite {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The layer exported.
+        layer: &'static str,
+        /// The global row.
+        row: usize,
+        /// Its `source` column.
+        input: String,
+    },
+    /// The request needs more memory than the machine has.
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
     /// An image could not be written.
     #[error("{}: cannot write the image: {problem}; check that the directory exists and is writable", path.display())]
     Image {

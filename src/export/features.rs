@@ -7,10 +7,11 @@ use super::ExportError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
 use crate::device::Device;
 use crate::model::Checkpoint;
+use crate::output_check::check_output;
 use crate::train::augment::centre_draws;
 use crate::train::infer::Inference;
 use crate::train::input::{checkpoint_mean, pad_images};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Which activation becomes the feature vector.
@@ -57,6 +58,8 @@ pub struct ExportConfig {
     pub input_size: Option<usize>,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Replace `out` if it exists (an output that is one of the inputs is refused anyway).
+    pub overwrite: bool,
 }
 
 impl ExportConfig {
@@ -71,6 +74,7 @@ impl ExportConfig {
             device: Device::Auto,
             input_size: None,
             progress: true,
+            overwrite: false,
         }
     }
 }
@@ -106,9 +110,22 @@ impl std::fmt::Display for ExportSummary {
 /// Exports `cfg.layer` for every image of `cfg.data`; see the module docs.
 pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError> {
     let t0 = Instant::now();
+    if cfg.batch == 0 {
+        return Err(ExportError::Mismatch(
+            "--batch 0: the export needs at least one image per batch (default 128)".into(),
+        ));
+    }
     let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
     let set = ShardSet::open(&cfg.data)?;
+    let inputs: Vec<&Path> = std::iter::once(cfg.checkpoint.as_path())
+        .chain(cfg.data.iter().map(PathBuf::as_path))
+        .chain(set.files().iter().map(PathBuf::as_path))
+        .collect();
+    check_output(&cfg.out, &inputs, cfg.overwrite)?;
     let first = set.files()[0].display().to_string();
+    for gap in set.incomplete() {
+        eprintln!("warning: {gap}; exporting the images that are there");
+    }
     if set.is_empty() {
         return Err(ExportError::Mismatch(format!(
             "{first}: the shard set holds no images; nothing to export"
@@ -169,6 +186,19 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         net.forward(&draws)?;
         let feats = net.download(cfg.layer.name())?;
         let rows: Vec<usize> = b.rows.iter().map(|&r| r as usize).collect();
+        // NaN or inf would be ranked by `neighbors` as if it were a distance; a diverged
+        // checkpoint has nothing to export.
+        if let Some(i) = feats[..have * width]
+            .chunks_exact(width)
+            .position(|v| v.iter().any(|x| !x.is_finite()))
+        {
+            return Err(ExportError::NotFinite {
+                checkpoint: cfg.checkpoint.clone(),
+                layer: cfg.layer.name(),
+                row: rows[i],
+                input: names.sources[rows[i]].clone(),
+            });
+        }
         let sources: Vec<&str> = rows.iter().map(|&r| names.sources[r].as_str()).collect();
         let wnids: Vec<&str> = rows.iter().map(|&r| names.wnids[r].as_str()).collect();
         writer.write(&sources, &b.labels, &wnids, &feats[..have * width])?;

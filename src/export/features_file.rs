@@ -1,4 +1,4 @@
-//! The features file contract (DESIGN.md "Outputs others parse"): one row per image with
+//! The features file contract (docs/outputs.md "Features files"): one row per image with
 //! `source` utf8, `label` int32, `wnid` utf8 and `features` a fixed-size list of f32, zstd
 //! Parquet that pyarrow, DuckDB and Polars read as is. The footer key `alexnet.features`
 //! holds JSON saying which layer of which checkpoint made the vectors.

@@ -5,6 +5,7 @@
 //! second with a rule between them, as the paper shows the kernels learned on its two GPUs.
 use super::{figure, ExportError};
 use crate::model::Checkpoint;
+use crate::output_check::check_output;
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
 
@@ -46,11 +47,18 @@ fn layout(count: usize, groups: usize) -> (usize, usize) {
 
 /// Size in pixels of the image [`render_filters`] draws.
 pub fn filters_size(count: usize, k: usize, groups: usize, scale: u32) -> (u32, u32) {
+    let (w, h) = filters_size_u64(count, k, groups, scale);
+    (w as u32, h as u32)
+}
+
+/// [`filters_size`] without overflow, for checking a requested scale before drawing.
+fn filters_size_u64(count: usize, k: usize, groups: usize, scale: u32) -> (u64, u64) {
     let (cols, rows) = layout(count, groups);
-    let cell = k as u32 * scale + GAP;
-    let groups = groups.max(1) as u32;
-    let w = (GAP + cols as u32 * cell).max(MIN_WIDTH);
-    let h = groups * (CAPTION + GAP + rows as u32 * cell) + (groups - 1) * GROUP_GAP;
+    let cell = k as u64 * scale as u64 + GAP as u64;
+    let groups = groups.max(1) as u64;
+    let w = (GAP as u64 + cols as u64 * cell).max(MIN_WIDTH as u64);
+    let h = groups * (CAPTION as u64 + GAP as u64 + rows as u64 * cell)
+        + (groups - 1) * GROUP_GAP as u64;
     (w, h)
 }
 
@@ -140,6 +148,13 @@ pub fn render_filters(
 
 /// Reads conv1 from the checkpoint and writes the grid; returns the image's (width, height).
 pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
+    if cfg.scale == 0 {
+        return Err(ExportError::Mismatch(
+            "--scale 0: each kernel pixel needs at least one screen pixel (default 4)".into(),
+        ));
+    }
+    // A PNG over the checkpoint would destroy the weights; an old image may be replaced.
+    check_output(&cfg.out, &[&cfg.checkpoint], true)?;
     let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
     let t = ck.params.get("conv1.weight").ok_or_else(|| {
         ExportError::Mismatch(format!(
@@ -154,6 +169,14 @@ pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
             cfg.checkpoint.display()
         )));
     }
+    let (w, h) = filters_size_u64(shape[0], shape[2], ck.config.groups, cfg.scale.max(1));
+    let what = format!("--scale {} (a {w}×{h} image)", cfg.scale);
+    if w > u32::MAX as u64 || h > u32::MAX as u64 {
+        return Err(ExportError::Mismatch(format!(
+            "{what} is larger than an image can be (4294967295 pixels a side); lower --scale"
+        )));
+    }
+    crate::memory::check(what, w as u128 * h as u128 * 3, "lower --scale (default 4)")?;
     let img = render_filters(
         &t.data,
         shape[0],

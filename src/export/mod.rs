@@ -27,7 +27,13 @@ pub(crate) fn save_png(img: &image::RgbImage, out: &Path) -> Result<(), ExportEr
     let mut tmp = out.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, out).map_err(|e| err(e.to_string()))
+    let saved = img
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| err(e.to_string())));
+    if saved.is_err() {
+        // A full disk must not also keep a half image.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    saved
 }

@@ -48,7 +48,9 @@ impl TopK {
     }
 
     fn push(&mut self, d: f64, row: usize) {
-        if self.k == 0 {
+        // A vector with NaN or inf (written by another tool) is near nothing; NaN would
+        // otherwise compare as "not worse" and be ranked first.
+        if self.k == 0 || !d.is_finite() {
             return;
         }
         if self.items.len() == self.k {
@@ -292,6 +294,13 @@ fn resolve_query(file: &FeatureFile, query: &str) -> Result<usize, ExportError> 
 /// Finds the `k` nearest rows of the query row across the whole file, one row group at a time.
 pub fn search_file(file: &FeatureFile, row: usize, k: usize) -> Result<Vec<Neighbor>, ExportError> {
     let q = vec![file.row(row)?];
+    if q[0].iter().any(|v| !v.is_finite()) {
+        return Err(ExportError::Mismatch(format!(
+            "{}: row {row} ({}) holds NaN or inf, so it has no distances; export the features again from a checkpoint that has not diverged",
+            file.path().display(),
+            file.sources.get(row).map_or("", |s| s.as_str())
+        )));
+    }
     // Decoding Parquet costs far more than the distances, so row groups are decoded in
     // parallel too; memory holds about one group (64 MiB at 4096 floats) per core.
     let top = (0..file.row_groups())
@@ -330,6 +339,11 @@ pub fn neighbors(cfg: &NeighborsConfig) -> Result<NeighborsResult, ExportError> 
         sheet: None,
     };
     if let Some(out) = &cfg.sheet {
+        // Replacing an old sheet is fine; drawing over the features file or a shard is not.
+        let inputs: Vec<&Path> = std::iter::once(cfg.features.as_path())
+            .chain(cfg.data.iter().map(PathBuf::as_path))
+            .collect();
+        crate::output_check::check_output(out, &inputs, true)?;
         let data = if cfg.data.is_empty() {
             file.provenance
                 .as_ref()
@@ -583,6 +597,16 @@ mod tests {
         assert_eq!(got[1][0].row, 500);
         assert_eq!(got[1][0].distance, 0.0);
         assert!(got[0].windows(2).all(|w| w[0].distance <= w[1].distance));
+    }
+
+    #[test]
+    fn non_finite_distances_are_never_neighbours() {
+        let mut t = TopK::new(2);
+        t.push(f64::NAN, 0);
+        t.push(3.0, 1);
+        t.push(f64::INFINITY, 2);
+        t.push(1.0, 3);
+        assert_eq!(t.items, vec![(1.0, 3), (3.0, 1)]);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum PlotError {
     /// Drawing failed (a plotting library error).
     #[error("drawing the report failed: {0}")]
     Draw(String),
+    /// The output path is one of the run's files.
+    #[error(transparent)]
+    Output(#[from] crate::output_check::OutputError),
     /// The PNG could not be written.
     #[error("{path}: cannot write the report: {problem}")]
     Write {
@@ -71,6 +74,9 @@ pub fn write_report_with(
         return Err(PlotError::Empty { path: metrics });
     }
     let out = out.map_or_else(|| run_dir.join("report.png"), Path::to_path_buf);
+    // An old report may be replaced; the run's own files may not.
+    let inputs = [metrics.as_path(), run_dir];
+    crate::output_check::check_output(&out, &inputs, true)?;
     let mut opts = opts.clone();
     if opts.title.is_none() {
         opts.title = Some(run_name(run_dir));
@@ -84,10 +90,14 @@ pub fn write_report_with(
     let mut tmp = out.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, &out).map_err(|e| err(e.to_string()))?;
-    Ok(out)
+    let saved = img
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &out).map_err(|e| err(e.to_string())));
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    saved.map(|()| out)
 }
 
 /// The run's name: its directory's last component (`.` resolved).

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use super::conv::ConvKernels;
 use super::gemm::TilePolicy;
+use super::tiles::TileConfig;
 use super::{GpuError, Result};
 
 /// What `alexnet devices` prints about one adapter.
@@ -175,6 +176,9 @@ pub struct Gpu {
     /// How the tiled kernels pick their tiles: [`TilePolicy::for_device`] by default; tests
     /// set [`TilePolicy::Gpu`] on lavapipe to check the GPU configurations.
     pub tiles: TilePolicy,
+    /// A tile configuration every matrix product uses in place of the policy's (benches try
+    /// configurations on a new card this way, without a rebuild).
+    pub tile_override: Option<TileConfig>,
     pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
@@ -248,6 +252,7 @@ impl Gpu {
             binding_limit: limits.max_storage_buffer_binding_size,
             conv_kernels,
             tiles,
+            tile_override: None,
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -84,7 +84,7 @@ impl ConvKernels {
 /// fitted to narrow rows as on a GPU, since [`TileConfig::SMALL`] would spend most of a narrow
 /// layer's work on rows that do not exist.
 pub fn tile_for(gpu: &Gpu, rows: usize) -> TileConfig {
-    if gpu.tiles == TilePolicy::Cpu && rows < 64 {
+    if gpu.tiles == TilePolicy::Cpu && rows < 64 && gpu.tile_override.is_none() {
         let bm = (rows.max(1).div_ceil(8) * 8) as u32;
         return TileConfig {
             bm,

@@ -164,6 +164,9 @@ pub const TARGET_WORKGROUPS: usize = 256;
 /// adapter's workgroup limits are too small.
 pub fn tile_for(gpu: &Gpu, m: usize) -> TileConfig {
     let small = TileConfig::SMALL;
+    if let Some(t) = gpu.tile_override.filter(|t| fits(gpu, t)) {
+        return t;
+    }
     if gpu.tiles == TilePolicy::Cpu {
         return small;
     }
@@ -178,14 +181,18 @@ pub fn tile_for(gpu: &Gpu, m: usize) -> TileConfig {
         bm,
         ..TileConfig::LARGE
     };
-    let fits = t.threads() <= gpu.limits.max_compute_invocations_per_workgroup
-        && t.threads() <= gpu.limits.max_compute_invocations_per_workgroup
-        && t.shared_bytes() <= gpu.limits.max_compute_workgroup_storage_size;
-    if fits {
+    if fits(gpu, &t) {
         t
     } else {
         small
     }
+}
+
+/// Whether `t` is valid and within the device's workgroup limits.
+pub fn fits(gpu: &Gpu, t: &TileConfig) -> bool {
+    t.check().is_ok()
+        && t.threads() <= gpu.limits.max_compute_invocations_per_workgroup
+        && t.shared_bytes() <= gpu.limits.max_compute_workgroup_storage_size
 }
 
 /// Split-K factor for an `m`×`n` product of depth `k` with tile `t`: enough workgroups for

@@ -117,6 +117,23 @@ impl TileConfig {
         }
         Ok(())
     }
+    /// Parses [`TileConfig::tag`]'s spelling, `BMxBNxBK/TMxTN`, and checks the result.
+    pub fn parse(s: &str) -> Result<TileConfig, String> {
+        let bad = || format!("tile `{s}`: expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8");
+        let (tile, per) = s.split_once('/').ok_or_else(bad)?;
+        let nums = |part: &str| -> Result<Vec<u32>, String> {
+            part.split('x')
+                .map(|v| v.trim().parse::<u32>().map_err(|_| bad()))
+                .collect()
+        };
+        let (t, p) = (nums(tile)?, nums(per)?);
+        let (&[bm, bn, bk], &[tm, tn]) = (t.as_slice(), p.as_slice()) else {
+            return Err(bad());
+        };
+        let cfg = TileConfig { bm, bn, bk, tm, tn };
+        cfg.check().map(|_| cfg)
+    }
+
     /// A short name for labels and cache keys: `128x128x8/8x8`.
     pub fn tag(&self) -> String {
         format!(
@@ -357,6 +374,13 @@ mod tests {
         assert!(odd.check().is_err());
         assert_eq!(TileConfig::LARGE.threads(), 256);
         assert_eq!(TileConfig::LARGE.tag(), "128x128x8/8x8");
+        assert_eq!(TileConfig::parse("128x128x8/8x8"), Ok(TileConfig::LARGE));
+        assert_eq!(
+            TileConfig::parse(&TileConfig::SMALL.tag()),
+            Ok(TileConfig::SMALL)
+        );
+        assert!(TileConfig::parse("128x128/8x8").is_err());
+        assert!(TileConfig::parse("128x128x8/6x8").is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub enum IngestError {
     },
     /// `--strict` and some inputs were rejected.
     #[error(
-        "{count} input(s) rejected (first: {first}); see {rejects}, or drop --strict to skip them"
+        "{count} input(s) rejected (first: {first}); see {rejects}. The shards holding them were not written: fix or remove those files and run again with --resume, or drop --strict to skip them"
     )]
     Strict {
         /// Number of rejects.
@@ -71,6 +71,12 @@ pub enum IngestError {
         /// The rejects file.
         rejects: PathBuf,
     },
+    /// Another process writes the output.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// The settings need more memory than the machine has.
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
     /// The worker pool could not start.
     #[error("cannot start {jobs} worker threads: {reason}")]
     Pool {

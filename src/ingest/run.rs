@@ -3,7 +3,8 @@
 use super::progress::Progress;
 use super::writer::{temp_path, ShardWriter};
 use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
-use crate::dataset::{footer_value, Encoding, Reject, Row, ShardSet, INPUTS_KEY};
+use crate::dataset::{footer_value, Encoding, InputsMeta, Reject, Row, ShardSet, INPUTS_KEY};
+use crate::lock::{FolderLock, Mode, LOCK_FILE};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -178,16 +179,22 @@ impl std::fmt::Display for IngestSummary {
 struct Target {
     path: PathBuf,
     items: std::ops::Range<usize>,
+    /// Shard number k.
+    index: usize,
 }
 
-/// The [`INPUTS_KEY`] footer value of a target: which inputs it was made from.
-fn inputs_fingerprint(inputs: &[Input]) -> String {
-    serde_json::json!({
-        "first": inputs.first().map(|i| i.source.as_str()),
-        "last": inputs.last().map(|i| i.source.as_str()),
-        "inputs": inputs.len(),
-    })
-    .to_string()
+/// The [`INPUTS_KEY`] footer value of target `k` of `planned`: which inputs it was made
+/// from, and how many the whole ingest has, so readers can tell a folder is complete.
+fn inputs_meta(all: &[Input], t: &Target, planned: usize) -> InputsMeta {
+    let inputs = &all[t.items.clone()];
+    InputsMeta {
+        first: inputs.first().map(|i| i.source.clone()),
+        last: inputs.last().map(|i| i.source.clone()),
+        inputs: inputs.len(),
+        total: Some(all.len()),
+        shard: Some(t.index),
+        shards: Some(planned),
+    }
 }
 
 /// One processed input: the row and, for jpeg, the pixels a reader will decode.
@@ -216,6 +223,9 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
         source: input.source.clone(),
         reason,
     };
+    if let Some(why) = &input.bad_name {
+        return Err(reject(why.clone()));
+    }
     let bytes = timed(&timers.read, || std::fs::read(&input.path))
         .map_err(|e| reject(format!("unreadable: {e}")))?;
     let decoded = timed(&timers.decode, || decode_image(&bytes, cfg.max_pixels)).map_err(reject)?;
@@ -279,19 +289,30 @@ fn rejects_path(cfg: &IngestConfig) -> PathBuf {
     }
 }
 
+/// Shards the whole ingest of `n` inputs makes (all `--shard` parts together).
+fn planned_shards(cfg: &IngestConfig, n: usize) -> usize {
+    if is_file_output(&cfg.out) {
+        1
+    } else {
+        n.div_ceil(cfg.shard_rows.max(1))
+    }
+}
+
 fn plan(cfg: &IngestConfig, n: usize) -> Vec<Target> {
     if is_file_output(&cfg.out) {
         return vec![Target {
             path: cfg.out.clone(),
             items: 0..n,
+            index: 0,
         }];
     }
     let rows = cfg.shard_rows.max(1);
-    (0..n.div_ceil(rows))
+    (0..planned_shards(cfg, n))
         .filter(|k| cfg.shard.is_none_or(|p| k % p.count == p.index))
         .map(|k| Target {
             path: cfg.out.join(format!("part-{k:05}.parquet")),
             items: k * rows..((k + 1) * rows).min(n),
+            index: k,
         })
         .collect()
 }
@@ -327,10 +348,11 @@ fn check_kept(
     path: &Path,
     cfg: &IngestConfig,
     classes: &[String],
-    inputs: &str,
+    inputs: &InputsMeta,
 ) -> Result<(u64, Vec<Reject>), IngestError> {
     let set = ShardSet::open(&[path.to_path_buf()])?;
-    let what = if footer_value(path, INPUTS_KEY)?.as_deref() != Some(inputs) {
+    let kept = footer_value(path, INPUTS_KEY)?.and_then(|v| InputsMeta::parse(&v));
+    let what = if !kept.is_some_and(|k| k.same_slice(inputs)) {
         Some("other inputs (a different folder, file list or --shard-rows)".to_string())
     } else if set.size() != cfg.size {
         Some(format!("--size {} (this run: {})", set.size(), cfg.size))
@@ -354,23 +376,27 @@ fn check_kept(
     Ok((set.len() as u64, set.rejects().to_vec()))
 }
 
-/// Shards the writer thread finished: (target index, rows, rejects), and its busy time.
+/// Shards the writer thread finished or (under `--strict`) discarded: (target index,
+/// rows, rejects), and its busy time.
 struct Written {
     done: Vec<(usize, u64, Vec<Reject>)>,
+    discarded: Vec<(usize, u64, Vec<Reject>)>,
     busy: Duration,
 }
 
 /// The writer thread: one shard open at a time, in the order the main thread sends them.
+/// Under `strict`, a shard with rejects is discarded rather than renamed into place, so a
+/// `--resume` after the inputs are fixed redoes it instead of keeping it.
 fn write_shards(
     rx: std::sync::mpsc::Receiver<Msg>,
     plans: &[(PathBuf, String)],
     encoding: Encoding,
     classes: &[String],
-    size: usize,
-    budget: usize,
+    (size, budget, strict): (usize, usize, bool),
 ) -> Result<Written, IngestError> {
     let mut out = Written {
         done: Vec::new(),
+        discarded: Vec::new(),
         busy: Duration::ZERO,
     };
     let mut current: Option<(usize, ShardWriter)> = None;
@@ -395,8 +421,13 @@ fn write_shards(
             }
             Msg::End => {
                 if let Some((i, w)) = current.take() {
-                    let (rows, rejects) = w.finish()?;
-                    out.done.push((i, rows, rejects));
+                    if strict && !w.rejects().is_empty() {
+                        let (rows, rejects) = w.discard();
+                        out.discarded.push((i, rows, rejects));
+                    } else {
+                        let (rows, rejects) = w.finish()?;
+                        out.done.push((i, rows, rejects));
+                    }
                 }
             }
         }
@@ -426,6 +457,14 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             cfg.out.display()
         )));
     }
+    if is_file_output(&cfg.out) && cfg.out.is_dir() {
+        return Err(IngestError::Config(format!(
+            "{}: is a directory, but an OUT ending in .parquet names one file; give a file path, or a folder name without .parquet",
+            cfg.out.display()
+        )));
+    }
+    check_out_not_in_raw(&cfg.raw, &cfg.out)?;
+    check_memory(cfg)?;
     let mut scan = scan(
         &cfg.raw,
         cfg.labels.as_deref(),
@@ -438,6 +477,8 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
         crate::dataset::SplitMix64(seed).shuffle(&mut scan.inputs);
     }
     let targets = plan(cfg, scan.inputs.len());
+    let planned = planned_shards(cfg, scan.inputs.len());
+    let _lock = lock_output(cfg)?;
     let existing = existing_output(cfg, &targets)?;
     if !existing.is_empty() {
         if cfg.overwrite {
@@ -452,11 +493,6 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
             }));
         }
     }
-    if !is_file_output(&cfg.out) {
-        std::fs::create_dir_all(&cfg.out).map_err(|e| IngestError::io(&cfg.out, e))?;
-    } else if let Some(parent) = cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| IngestError::io(parent, e))?;
-    }
 
     // Per target: (rows, rejects), filled from kept shards now and written shards later.
     let mut results: Vec<Option<(u64, Vec<Reject>)>> = vec![None; targets.len()];
@@ -464,8 +500,8 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     if cfg.resume {
         for (i, t) in targets.iter().enumerate() {
             if t.path.exists() {
-                let fingerprint = inputs_fingerprint(&scan.inputs[t.items.clone()]);
-                results[i] = Some(check_kept(&t.path, cfg, &scan.classes, &fingerprint)?);
+                let meta = inputs_meta(&scan.inputs, t, planned);
+                results[i] = Some(check_kept(&t.path, cfg, &scan.classes, &meta)?);
                 kept += 1;
             }
         }
@@ -501,19 +537,20 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let timers = Timers::default();
     let mut progress = Progress::new(remaining, cfg.progress);
     let (tx, rx) = sync_channel::<Msg>(2);
-    let (size, encoding, budget) = (cfg.size, cfg.encoding, cfg.row_group_bytes);
+    let sizes = (cfg.size, cfg.row_group_bytes, cfg.strict);
+    let encoding = cfg.encoding;
     let classes = scan.classes.clone();
     let plans: Vec<(PathBuf, String)> = targets
         .iter()
         .map(|t| {
             (
                 t.path.clone(),
-                inputs_fingerprint(&scan.inputs[t.items.clone()]),
+                inputs_meta(&scan.inputs, t, planned).to_json(),
             )
         })
         .collect();
     let written = std::thread::scope(|s| -> Result<_, IngestError> {
-        let writer = s.spawn(move || write_shards(rx, &plans, encoding, &classes, size, budget));
+        let writer = s.spawn(move || write_shards(rx, &plans, encoding, &classes, sizes));
         // Enough inputs per step to keep every worker busy, few enough to bound memory.
         let step = (cfg.jobs * 8).max(8);
         'targets: for &i in &todo {
@@ -545,10 +582,11 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     progress.finish();
     let Written {
         done,
+        discarded,
         busy: write_time,
     } = written?;
     let shards_written = done.len();
-    for (i, rows, rejects) in done {
+    for (i, rows, rejects) in done.into_iter().chain(discarded) {
         results[i] = Some((rows, rejects));
     }
 
@@ -588,7 +626,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     })
 }
 
-/// Writes `rejects` as JSON lines, atomically.
+/// Writes `rejects` as JSON lines, atomically; a failed write leaves no temporary.
 fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
     let mut text = String::new();
     for r in rejects {
@@ -596,8 +634,106 @@ fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
         text.push('\n');
     }
     let tmp = temp_path(path);
-    std::fs::write(&tmp, text).map_err(|e| IngestError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e))
+    let written = std::fs::write(&tmp, text)
+        .map_err(|e| IngestError::io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// `path` made absolute with its symbolic links resolved, as far as it exists (the rest
+/// appended as written), so two spellings of one place compare equal.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    }
+}
+
+/// Refuses an output inside the raw folder: the next ingest of RAW would scan the shards
+/// folder as a class (or the output as an input).
+fn check_out_not_in_raw(raw: &Path, out: &Path) -> Result<(), IngestError> {
+    let (Some(r), Some(o)) = (resolved(raw), resolved(out)) else {
+        return Ok(());
+    };
+    if o.starts_with(&r) {
+        return Err(IngestError::Config(format!(
+            "{}: the output is inside the raw folder {}, so a later ingest of it would read the shards as a class; write the shards outside it",
+            out.display(),
+            raw.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses settings whose buffers cannot fit in memory: the mean-image sums (S·S·3 u64,
+/// for the shard being written and for merging), and the images in flight (`jobs`·8 per
+/// chunk, up to three chunks queued, a decoded copy for jpeg/png) plus one row group.
+fn check_memory(cfg: &IngestConfig) -> Result<(), IngestError> {
+    let px = (cfg.size as u128).pow(2) * 3;
+    let in_flight = (cfg.jobs as u128 * 8).max(8) * 3 * 2;
+    let need = px * 8 * 2 + px * in_flight + cfg.row_group_bytes as u128;
+    crate::memory::check(
+        format!(
+            "--size {} with --jobs {} ({} per stored image)",
+            cfg.size,
+            cfg.jobs,
+            crate::memory::Bytes(px)
+        ),
+        need,
+        "lower --size (the paper: 256) or --jobs",
+    )?;
+    Ok(())
+}
+
+/// Creates the output's folder and locks it for this run: the folder's own lock, shared
+/// between the `--shard` parts of one ingest and exclusive otherwise, and each part's own.
+/// A single-file output is locked through a hidden file beside it.
+fn lock_output(cfg: &IngestConfig) -> Result<Vec<FolderLock>, IngestError> {
+    let what = "alexnet ingest";
+    if is_file_output(&cfg.out) {
+        let parent = cfg
+            .out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| IngestError::io(parent, e))?;
+        let name = cfg.out.file_name().unwrap_or_default().to_string_lossy();
+        let lock = parent.join(format!(".{name}.lock"));
+        return Ok(vec![FolderLock::acquire(
+            &lock,
+            &cfg.out,
+            what,
+            Mode::Exclusive,
+        )?]);
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| IngestError::io(&cfg.out, e))?;
+    let folder = cfg.out.join(LOCK_FILE);
+    Ok(match cfg.shard {
+        None => vec![FolderLock::acquire(
+            &folder,
+            &cfg.out,
+            what,
+            Mode::Exclusive,
+        )?],
+        Some(p) => {
+            let own = cfg
+                .out
+                .join(format!(".alexnet-{}-of-{}.lock", p.index, p.count));
+            vec![
+                FolderLock::acquire(&folder, &cfg.out, what, Mode::Shared)?,
+                FolderLock::acquire(&own, &cfg.out, what, Mode::Exclusive)?,
+            ]
+        }
+    })
 }
 
 #[cfg(test)]

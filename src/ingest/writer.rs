@@ -1,5 +1,7 @@
 //! Writing one shard: rows into row groups sized by a byte budget, statistics and rejects
 //! into the footer, under a hidden temporary name renamed into place only when complete.
+//! A writer dropped before [`ShardWriter::finish`] (a full disk, an error elsewhere, a
+//! shard `--strict` discards) deletes its temporary, so a failed run leaves nothing behind.
 use super::IngestError;
 use crate::dataset::{
     arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats, INPUTS_KEY,
@@ -27,7 +29,8 @@ pub fn temp_path(final_path: &Path) -> PathBuf {
 pub struct ShardWriter {
     final_path: PathBuf,
     tmp_path: PathBuf,
-    writer: ArrowWriter<File>,
+    /// `None` once closed; a writer dropped while `Some` deletes its temporary.
+    writer: Option<ArrowWriter<File>>,
     encoding: Encoding,
     classes: Vec<String>,
     pending: Vec<Row>,
@@ -65,18 +68,21 @@ impl ShardWriter {
                 .set_column_statistics_enabled(c, EnabledStatistics::None);
         }
         let schema = Arc::new(arrow_schema(encoding, classes));
-        let mut writer =
-            ArrowWriter::try_new(file, schema, Some(props.build())).map_err(|source| {
-                IngestError::Parquet {
-                    path: tmp_path.clone(),
+        let mut writer = match ArrowWriter::try_new(file, schema, Some(props.build())) {
+            Ok(w) => w,
+            Err(source) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(IngestError::Parquet {
+                    path: tmp_path,
                     source,
-                }
-            })?;
+                });
+            }
+        };
         writer.append_key_value_metadata(KeyValue::new(INPUTS_KEY.into(), inputs.to_string()));
         Ok(Self {
             final_path: final_path.into(),
             tmp_path,
-            writer,
+            writer: Some(writer),
             encoding,
             classes: classes.to_vec(),
             pending: Vec::new(),
@@ -112,33 +118,101 @@ impl ShardWriter {
             path: self.tmp_path.clone(),
             source,
         };
-        self.writer.write(&batch).map_err(perr)?;
-        self.writer.flush().map_err(perr)?;
+        let writer = self.writer.as_mut().ok_or_else(|| {
+            IngestError::Config(format!(
+                "{}: written after finish (a bug)",
+                self.tmp_path.display()
+            ))
+        })?;
+        writer.write(&batch).map_err(perr)?;
+        writer.flush().map_err(perr)?;
         self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
+    }
+
+    /// Rejects recorded so far.
+    pub fn rejects(&self) -> &[Reject] {
+        &self.rejects
     }
 
     /// Writes the footer, syncs, and renames the shard into place. Returns its row count
     /// and rejects.
     pub fn finish(mut self) -> Result<(u64, Vec<Reject>), IngestError> {
         self.flush_group()?;
+        let Some(mut writer) = self.writer.take() else {
+            return Err(IngestError::Config(format!(
+                "{}: finished twice (a bug)",
+                self.tmp_path.display()
+            )));
+        };
         for kv in footer_key_values(&self.stats, self.encoding, &self.classes, &self.rejects) {
-            self.writer.append_key_value_metadata(kv);
+            writer.append_key_value_metadata(kv);
         }
         let tmp = self.tmp_path.clone();
-        let file = self
-            .writer
+        let done = writer
             .into_inner()
             .map_err(|source| IngestError::Parquet {
                 path: tmp.clone(),
                 source,
-            })?;
-        // The rename must not become visible before the data: sync first.
-        file.sync_all().map_err(|e| IngestError::io(&tmp, e))?;
-        drop(file);
-        std::fs::rename(&tmp, &self.final_path)
-            .map_err(|e| IngestError::io(&self.final_path, e))?;
-        Ok((self.stats.count, self.rejects))
+            })
+            // The rename must not become visible before the data: sync first.
+            .and_then(|file| file.sync_all().map_err(|e| IngestError::io(&tmp, e)))
+            .and_then(|()| {
+                std::fs::rename(&tmp, &self.final_path)
+                    .map_err(|e| IngestError::io(&self.final_path, e))
+            });
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok((self.stats.count, std::mem::take(&mut self.rejects)))
+    }
+
+    /// Gives the shard up: its temporary is deleted and nothing is renamed into place.
+    /// Returns its row count and rejects, for the summary.
+    pub fn discard(mut self) -> (u64, Vec<Reject>) {
+        (self.stats.count, std::mem::take(&mut self.rejects))
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            // Close the file before deleting it; its contents no longer matter.
+            drop(w);
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_given_up_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part-00000.parquet");
+        let classes = vec!["a".to_string()];
+        let mut w = ShardWriter::create(&path, Encoding::Raw, &classes, 2, 1 << 20, "{}").unwrap();
+        assert!(temp_path(&path).exists());
+        w.push(
+            Row {
+                image: (0..12).collect(),
+                label: 0,
+                wnid: "a".into(),
+                source: "a/x.png".into(),
+                orig_width: 2,
+                orig_height: 2,
+            },
+            None,
+        )
+        .unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let w = ShardWriter::create(&path, Encoding::Raw, &classes, 2, 1 << 20, "{}").unwrap();
+        assert_eq!(w.discard().0, 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

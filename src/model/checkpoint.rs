@@ -1,4 +1,4 @@
-//! safetensors checkpoints that PyTorch loads as they are (DESIGN.md "Checkpoint").
+//! safetensors checkpoints that PyTorch loads as they are (docs/checkpoints.md).
 //!
 //! Tensors (all float32): the parameters under their state-dict names (`conv1.weight` …
 //! `fc8.bias`), momentum under `momentum.<name>`, data statistics under `stats.mean_image`
@@ -164,7 +164,7 @@ pub enum CheckpointError {
     },
 }
 
-/// The training data's statistics the model was trained with (DESIGN.md "Which mean a model uses").
+/// The training data's statistics the model was trained with (docs/statistics.md "Which statistics a model uses").
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataStats {
     /// Side S of the stored images.
@@ -237,9 +237,10 @@ impl Checkpoint {
         }
     }
 
-    /// Writes the checkpoint to `path` atomically: safetensors' `serialize_to_file` writes a
-    /// temporary file beside `path` and renames it over, so a crash never leaves a half file
-    /// and a reader never sees one.
+    /// Writes the checkpoint to `path` atomically: a hidden temporary file beside `path`,
+    /// synced, then renamed over, so a crash never leaves a half file and a reader never sees
+    /// one. The same checkpoint always gives the same bytes (tensors and metadata keys in
+    /// name order), so two identical runs can be compared with `cmp`.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let specs = param_specs(&self.config).map_err(|source| CheckpointError::Geometry {
             path: path.into(),
@@ -306,7 +307,7 @@ impl Checkpoint {
                 },
             ));
         }
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         for (k, v) in &self.run_state {
             if RESERVED_KEYS.contains(&k.as_str()) {
                 return Err(CheckpointError::ReservedKey {
@@ -326,25 +327,34 @@ impl Checkpoint {
         meta.insert(META_FORMAT_VERSION.into(), FORMAT_VERSION.into());
         meta.insert(META_INPUT_SIZE.into(), self.config.input_size.to_string());
         meta.insert(META_FORMAT.into(), "pt".into());
-        safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| {
-            CheckpointError::Write {
-                path: path.into(),
-                source,
-            }
-        })?;
-        // The temporary file safetensors renames into place is created owner-only (0600); a
-        // checkpoint is shared like any output, so make it readable as a plain file would be.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(
-                |e| CheckpointError::Write {
-                    path: path.into(),
-                    source: SafeTensorError::IoError(e),
-                },
-            )?;
+        write_safetensors(path, views, &meta).map_err(|e| CheckpointError::Write {
+            path: path.into(),
+            source: SafeTensorError::IoError(e),
+        })
+    }
+
+    /// The `__metadata__` entries of a checkpoint, reading only its header (a few KiB, where
+    /// [`Checkpoint::load`] reads every tensor); `None` when the file is missing or is not
+    /// safetensors.
+    pub fn read_metadata(path: &Path) -> Option<BTreeMap<String, String>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).ok()?;
+        let n = u64::from_le_bytes(n);
+        // safetensors' own bound on a header; a larger value means a damaged file.
+        if n > 100_000_000 {
+            return None;
         }
-        Ok(())
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+        let meta = v.get("__metadata__")?.as_object()?;
+        Some(
+            meta.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+        )
     }
 
     /// Reads a checkpoint. `fallback_input_size` is used only for a foreign file without
@@ -443,6 +453,63 @@ impl Checkpoint {
             foreign,
         })
     }
+}
+
+/// Writes a safetensors file with every map in name order: safetensors' own writer takes the
+/// metadata as a `HashMap`, whose order changes from run to run, so identical checkpoints
+/// would differ in their header bytes. Temporary file, sync, rename; the temporary is
+/// removed if anything fails.
+fn write_safetensors(
+    path: &Path,
+    mut views: Vec<(String, F32View<'_>)>,
+    meta: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut offset = 0usize;
+    for (name, v) in &views {
+        let end = offset + v.data_len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": v.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::Value::Object(header).to_string().into_bytes();
+    // The format pads the header with spaces so the data starts 8-byte aligned.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let written = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        for (_, v) in &views {
+            w.write_all(&v.data())?;
+        }
+        w.flush()?;
+        drop(w);
+        // A checkpoint is shared like any output, whatever the umask of the trainer.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        // The rename must not become visible before the data (a crash would leave an
+        // empty last.safetensors in place of the previous good one).
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Checks that in-memory tensors match the config's names, shapes and lengths.
@@ -676,7 +743,7 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o644, "checkpoint mode {mode:o}");
         }
-        // The raw file has the DESIGN.md names and layouts.
+        // The raw file has the names and layouts of docs/checkpoints.md.
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(
@@ -685,6 +752,65 @@ mod tests {
         );
         assert_eq!(st.tensor("momentum.fc8.bias").unwrap().shape(), &[5]);
         assert_eq!(st.tensor("stats.mean_image").unwrap().shape(), &[5, 5, 3]);
+    }
+
+    #[test]
+    fn the_same_checkpoint_is_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ModelConfig::small(67, 16, 5);
+        let mut ck = sample(&cfg);
+        for (k, v) in [
+            ("epoch", "2"),
+            ("seed", "9"),
+            ("schedule", "{}"),
+            ("batch_in_epoch", "0"),
+        ] {
+            ck.run_state.insert(k.into(), v.into());
+        }
+        // Saved from separate maps and threads, as two runs would.
+        let paths: Vec<_> = (0..4)
+            .map(|i| dir.path().join(format!("{i}.safetensors")))
+            .collect();
+        std::thread::scope(|s| {
+            for p in &paths {
+                let ck = ck.clone();
+                s.spawn(move || ck.save(p).unwrap());
+            }
+        });
+        let first = std::fs::read(&paths[0]).unwrap();
+        for p in &paths[1..] {
+            assert!(
+                std::fs::read(p).unwrap() == first,
+                "{} differs",
+                p.display()
+            );
+        }
+        assert_eq!(
+            Checkpoint::read_metadata(&paths[0]).unwrap()["step"],
+            ck.run_state["step"]
+        );
+        // safetensors itself reads it, and the header is in name order.
+        let st = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.len(), ck.params.tensors.len() * 2 + 3);
+        let (_, header) = SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["seed"], "9");
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let text = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        let keys = [
+            "\"batch_in_epoch\"",
+            "\"epoch\"",
+            "\"lr\"",
+            "\"schedule\"",
+            "\"seed\"",
+            "\"step\"",
+        ];
+        let at: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            4,
+            "a temporary was left"
+        );
     }
 
     #[test]

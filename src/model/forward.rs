@@ -1,6 +1,6 @@
 //! `alexnet forward`: the tensor-in, tensor-out door for checking the network against any other
 //! framework. Reads `images` `[N,3,H,W]` f32 from a safetensors file, writes `logits` and the
-//! activations DESIGN.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
+//! activations docs/outputs.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
 use super::{Checkpoint, CheckpointError, Network, NetworkError};
 use crate::cpu::{CpuDevice, CpuError, CpuNetwork};
 use crate::device::{Device, DeviceError, Resolved};
@@ -35,6 +35,9 @@ pub enum ForwardError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The output path was refused.
+    #[error(transparent)]
+    OutputPath(#[from] crate::output_check::OutputError),
     /// The output could not be written.
     #[error("{}: {reason}", path.display())]
     Output {
@@ -56,6 +59,9 @@ pub struct ForwardJob {
     pub out: PathBuf,
     /// The device (`auto`: a GPU if there is one, else the CPU engine).
     pub device: Device,
+    /// Replace `out` if it exists (an output that is the input or the checkpoint is
+    /// refused anyway).
+    pub overwrite: bool,
 }
 
 fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
@@ -86,6 +92,7 @@ fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
 
 /// Runs the evaluation-mode network (no dropout) on the input and writes every activation.
 pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
+    crate::output_check::check_output(&job.out, &[&job.input, &job.checkpoint], job.overwrite)?;
     let (shape, images) = read_images(&job.input)?;
     let ck = Checkpoint::load(&job.checkpoint, Some(shape[2]))?;
     let size = ck.config.input_size;
@@ -134,6 +141,11 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
         .map_err(|e| out_err(e.to_string()))?;
     // Written beside the target and renamed, so a reader never sees half a file.
     let tmp = job.out.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| out_err(e.to_string()))?;
-    std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string()))
+    let written = safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| out_err(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -1,6 +1,7 @@
 //! Matrix product and the fully connected layer (PyTorch's `[out,in]` weight layout).
 //!
 //! Dims: N batch, Fin/Fout features; for [`matmul`], C is `[m,n]` and the shared dimension k.
+use crate::shape::LinearShape;
 
 /// `C = op(A) · op(B)` with f64 accumulation, where op transposes when asked.
 ///
@@ -43,14 +44,8 @@ pub fn matmul(
 /// `y = x · wᵀ + b`.
 ///
 /// x `[N,Fin]`, w `[Fout,Fin]`, b `[Fout]` → y `[N,Fout]`.
-pub fn linear_forward(
-    n: usize,
-    fin: usize,
-    fout: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-) -> Vec<f32> {
+pub fn linear_forward(s: &LinearShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let LinearShape { n, fin, fout } = *s;
     assert_eq!(
         b.len(),
         fout,
@@ -71,13 +66,12 @@ pub fn linear_forward(
 ///
 /// dy `[N,Fout]`, x `[N,Fin]`, w `[Fout,Fin]` → (dx `[N,Fin]`, dw `[Fout,Fin]`, db `[Fout]`).
 pub fn linear_backward(
-    n: usize,
-    fin: usize,
-    fout: usize,
+    s: &LinearShape,
     dy: &[f32],
     x: &[f32],
     w: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let LinearShape { n, fin, fout } = *s;
     assert_eq!(
         dy.len(),
         n * fout,
@@ -133,14 +127,13 @@ mod tests {
     #[test]
     fn linear_gradients() {
         let (n, fin, fout) = (3, 7, 5);
+        let s = LinearShape { n, fin, fout };
         let x = random_tensor(1, n * fin, 1.0);
         let w = random_tensor(2, fout * fin, 0.5);
         let b = random_tensor(3, fout, 0.5);
         let r = random_tensor(4, n * fout, 1.0);
-        let (dx, dw, db) = linear_backward(n, fin, fout, &r, &x, &w);
-        let f = |x: &[f32], w: &[f32], b: &[f32]| {
-            weighted_sum(&linear_forward(n, fin, fout, x, w, b), &r)
-        };
+        let (dx, dw, db) = linear_backward(&s, &r, &x, &w);
+        let f = |x: &[f32], w: &[f32], b: &[f32]| weighted_sum(&linear_forward(&s, x, w, b), &r);
         grad_check("linear.dx", &x, &dx, 0.25, 1e-4, 1e-4, |p| f(p, &w, &b));
         grad_check("linear.dw", &w, &dw, 0.25, 1e-4, 1e-4, |p| f(&x, p, &b));
         grad_check("linear.db", &b, &db, 0.25, 1e-4, 1e-4, |p| f(&x, &w, p));

@@ -1,6 +1,7 @@
 //! The whole network on the CPU: forward to every named activation, backward to the gradient of
 //! every parameter, and an SGD step over all parameters. The truth the GPU graph is tested
-//! against, built only from this module's single-op references.
+//! against, built only from this module's single-op references, over the same layer list
+//! ([`crate::model::layers`]) as the GPU networks: forward in order, backward in reverse.
 //!
 //! Training mode applies dropout after the activations of fc6 and fc7, with the masks of
 //! [`crate::model::dropout_seed`]: fc6's seed is `stream_seed(run_seed, step, 6)`, fc7's
@@ -14,8 +15,11 @@ use super::{
     lrn_backward, lrn_forward, maxpool_backward, maxpool_forward, sgd_update,
     softmax_cross_entropy,
 };
-use crate::model::{dropout_seed, Geometry, GeometryError, ModelConfig, Params};
-use crate::shape::{Activation, LrnParams};
+use crate::model::layers::{input_of, layers, Layer, Op};
+use crate::model::{
+    dropout_seed, param_specs, Geometry, GeometryError, ModelConfig, ParamSpec, Params,
+};
+use crate::shape::LrnParams;
 use thiserror::Error;
 
 /// Why the reference network could not run.
@@ -66,76 +70,77 @@ impl TrainMode {
     }
 }
 
-/// What one convolutional block keeps for the backward pass.
-#[derive(Clone, Debug)]
-struct ConvSaved {
-    /// The block's input `[N,Cin,H,W]`.
-    input: Vec<f32>,
-    /// After the activation `[N,C,OH,OW]`.
-    act: Vec<f32>,
-    /// After LRN `[N,C,OH,OW]`, when the block has it.
-    lrn: Option<Vec<f32>>,
-}
-
-/// What one fully connected block keeps for the backward pass.
-#[derive(Clone, Debug)]
-struct FcSaved {
-    /// The block's input `[N,Fin]` (fc7's and fc8's after dropout).
-    input: Vec<f32>,
-}
-
-/// Every activation of one forward pass, plus what backward needs.
+/// Every layer's output of one forward pass, plus what backward needs.
 #[derive(Clone, Debug)]
 pub struct Forward {
-    /// Outputs of conv1 … conv5 as DESIGN.md's `forward` lists them: conv1 and conv2 after
-    /// activation, LRN and pool; conv3, conv4 after activation; conv5 after activation and pool.
-    /// Each `[N,C,H,W]`.
-    pub conv: [Vec<f32>; 5],
-    /// fc6 and fc7 after the activation, before dropout, each `[N,F]`.
-    pub fc: [Vec<f32>; 2],
     /// fc8's output `[N,K]`.
     pub logits: Vec<f32>,
     geometry: Geometry,
-    activation: Activation,
+    layers: Vec<Layer>,
+    /// The input images `[N,3,I,I]`.
+    input: Vec<f32>,
+    /// Output of each layer (a dropout layer's only in training; empty otherwise).
+    outputs: Vec<Vec<f32>>,
     train: Option<TrainMode>,
-    conv_saved: Vec<ConvSaved>,
-    fc_saved: Vec<FcSaved>,
 }
 
 impl Forward {
-    /// The activations under DESIGN.md's names (`conv1` … `conv5`, `fc6`, `fc7`, `logits`),
-    /// with their shapes.
+    /// The activations `alexnet forward` reports (`conv1` … `conv5` after their blocks,
+    /// `fc6` and `fc7` after the activation and before dropout, `logits`), with their shapes.
     pub fn named(&self) -> Vec<(&'static str, Vec<usize>, &[f32])> {
-        let g = &self.geometry;
-        let mut out: Vec<(&'static str, Vec<usize>, &[f32])> = g
-            .convs
+        self.layers
             .iter()
-            .zip(&self.conv)
-            .map(|(s, a)| (s.name, s.out_dims().to_vec(), a.as_slice()))
-            .collect();
-        for (f, a) in g.fcs.iter().zip(&self.fc) {
-            out.push((f.name, vec![g.batch, f.linear.fout], a));
-        }
-        out.push(("logits", vec![g.batch, g.fcs[2].linear.fout], &self.logits));
-        out
+            .zip(&self.outputs)
+            .filter_map(|(l, y)| l.reports.map(|n| (n, l.out.clone(), y.as_slice())))
+            .collect()
+    }
+
+    /// The activation reported as `name`, if there is one.
+    pub fn activation(&self, name: &str) -> Option<&[f32]> {
+        self.named()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, y)| y)
     }
 
     /// The layer shapes this pass ran with.
     pub fn geometry(&self) -> &Geometry {
         &self.geometry
     }
+
+    /// What layer `i` read: the previous layer's output, or the images.
+    fn x(&self, i: usize) -> &[f32] {
+        match input_of(&self.layers, i, self.train.is_some()) {
+            Some(j) => &self.outputs[j],
+            None => &self.input,
+        }
+    }
 }
 
-/// The values of parameter `name`, checked against the length the geometry needs.
-fn param<'a>(params: &'a Params, name: &str, want: usize) -> Result<&'a [f32], NetworkError> {
-    match params.get(name) {
-        Some(t) if t.data.len() == want => Ok(&t.data),
+/// The values of parameter `index` of `specs`, checked against its shape.
+fn param<'a>(
+    params: &'a Params,
+    specs: &[ParamSpec],
+    index: usize,
+) -> Result<&'a [f32], NetworkError> {
+    let spec = &specs[index];
+    match params.get(&spec.name) {
+        Some(t) if t.data.len() == spec.len() => Ok(&t.data),
         other => Err(NetworkError::Param {
-            name: name.into(),
+            name: spec.name.clone(),
             got: other.map_or(0, |t| t.data.len()),
-            want,
+            want: spec.len(),
         }),
     }
+}
+
+/// The (weight, bias) indices of a conv or linear layer.
+fn param_pair(l: &Layer) -> Result<(usize, usize), NetworkError> {
+    l.params.ok_or_else(|| NetworkError::Param {
+        name: format!("{}.weight", l.block),
+        got: 0,
+        want: 1,
+    })
 }
 
 /// Runs the network on `images` `[N,3,I,I]` (already preprocessed). `train`: `Some` applies
@@ -156,62 +161,48 @@ pub fn network_forward(
             shape: format!("[{batch},3,{0},{0}]", g.input_size),
         });
     }
-    let lrn = LrnParams::default();
-    let mut x = images.to_vec();
-    let mut conv: [Vec<f32>; 5] = Default::default();
-    let mut conv_saved = Vec::with_capacity(5);
-    for (i, s) in g.convs.iter().enumerate() {
-        let c = &s.conv;
-        let w = param(params, &format!("{}.weight", s.name), c.weight_len())?;
-        let b = param(params, &format!("{}.bias", s.name), c.c_out)?;
-        let act = activation_forward(cfg.activation, &conv2d_forward(c, &x, w, b));
-        let [n, ch, h, wd] = s.conv_dims();
-        let lrn_out = s.lrn.then(|| lrn_forward(&lrn, n, ch, h, wd, &act));
-        let before_pool = lrn_out.as_ref().unwrap_or(&act);
-        let out = match &s.pool {
-            Some(p) => maxpool_forward(p, before_pool),
-            None => before_pool.clone(),
-        };
-        conv_saved.push(ConvSaved {
-            input: std::mem::replace(&mut x, out.clone()),
-            act,
-            lrn: lrn_out,
-        });
-        conv[i] = out;
-    }
-    // conv5's [N,C,H,W] output is already the [N, C·H·W] matrix fc6 reads (C,H,W flatten order).
-    let mut fc: [Vec<f32>; 2] = Default::default();
-    let mut fc_saved = Vec::with_capacity(3);
-    for (f, layer) in g.fcs.iter().zip([6u32, 7, 8]) {
-        let l = &f.linear;
-        let w = param(params, &format!("{}.weight", f.name), l.fout * l.fin)?;
-        let b = param(params, &format!("{}.bias", f.name), l.fout)?;
-        let y = linear_forward(l.n, l.fin, l.fout, &x, w, b);
-        let next = if f.hidden {
-            let act = activation_forward(cfg.activation, &y);
-            let dropped = match train {
-                Some(t) => dropout_forward(t.dropout, t.seed(layer), &act),
-                None => act.clone(),
-            };
-            fc[layer as usize - 6] = act;
-            dropped
-        } else {
-            y
-        };
-        fc_saved.push(FcSaved {
-            input: std::mem::replace(&mut x, next),
-        });
-    }
-    Ok(Forward {
-        conv,
-        fc,
-        logits: x,
+    let specs = param_specs(cfg)?;
+    let list = layers(&g, LrnParams::default(), cfg.activation);
+    let mut f = Forward {
+        logits: Vec::new(),
         geometry: g,
-        activation: cfg.activation,
+        layers: list.clone(),
+        input: images.to_vec(),
+        outputs: Vec::with_capacity(list.len()),
         train,
-        conv_saved,
-        fc_saved,
-    })
+    };
+    for (i, l) in list.iter().enumerate() {
+        let x = f.x(i);
+        let y = match l.op {
+            Op::Conv { shape, act } => {
+                let (w, b) = param_pair(l)?;
+                let (w, b) = (param(params, &specs, w)?, param(params, &specs, b)?);
+                activation_forward(act, &conv2d_forward(&shape, x, w, b))
+            }
+            Op::Lrn { dims, params: p } => {
+                let [n, c, h, w] = dims;
+                lrn_forward(&p, n, c, h, w, x)
+            }
+            Op::MaxPool(p) => maxpool_forward(&p, x),
+            // [N,C,H,W] is already the [N, C·H·W] matrix fc6 reads (C,H,W flatten order).
+            Op::Linear { shape, act } => {
+                let (w, b) = param_pair(l)?;
+                let (w, b) = (param(params, &specs, w)?, param(params, &specs, b)?);
+                let y = linear_forward(&shape, x, w, b);
+                match act {
+                    Some(a) => activation_forward(a, &y),
+                    None => y,
+                }
+            }
+            Op::Dropout { slot, .. } => match train {
+                Some(t) => dropout_forward(t.dropout, t.seed(6 + slot), x),
+                None => Vec::new(),
+            },
+        };
+        f.outputs.push(y);
+    }
+    f.logits = f.outputs.last().cloned().unwrap_or_default();
+    Ok(f)
 }
 
 /// Gradients of the loss to every parameter (same names and shapes as `params`), given the
@@ -230,55 +221,60 @@ pub fn network_backward(
             shape: format!("[{},{}]", g.batch, g.fcs[2].linear.fout),
         });
     }
+    let specs: Vec<ParamSpec> = params.tensors.iter().map(|t| t.spec.clone()).collect();
     let mut grads = params.clone();
-    let mut set = |name: String, data: Vec<f32>| -> Result<(), NetworkError> {
-        let want = data.len();
-        match grads.get_mut(&name) {
-            Some(t) if t.data.len() == want => {
+    let mut set = |index: usize, data: Vec<f32>| -> Result<(), NetworkError> {
+        let spec = &specs[index];
+        match grads.tensors.get_mut(index) {
+            Some(t) if t.data.len() == data.len() && t.spec.name == spec.name => {
                 t.data = data;
                 Ok(())
             }
             other => Err(NetworkError::Param {
+                name: spec.name.clone(),
                 got: other.map_or(0, |t| t.data.len()),
-                name,
-                want,
+                want: data.len(),
             }),
         }
     };
     let mut d = dlogits.to_vec();
-    for ((f, saved), layer) in g.fcs.iter().zip(&fwd.fc_saved).zip([6u32, 7, 8]).rev() {
-        let l = &f.linear;
-        if f.hidden {
-            if let Some(t) = fwd.train {
-                d = dropout_backward(t.dropout, t.seed(layer), &d);
+    for (i, l) in fwd.layers.iter().enumerate().rev() {
+        let x = fwd.x(i);
+        let y = &fwd.outputs[i];
+        d = match l.op {
+            Op::Dropout { slot, .. } => match fwd.train {
+                Some(t) => dropout_backward(t.dropout, t.seed(6 + slot), &d),
+                None => d,
+            },
+            Op::Linear { shape, act } => {
+                let (wi, bi) = param_pair(l)?;
+                if let Some(a) = act {
+                    d = activation_backward(a, &d, y);
+                }
+                let w = param(params, &specs, wi)?;
+                let (dx, dw, db) = linear_backward(&shape, &d, x, w);
+                set(wi, dw)?;
+                set(bi, db)?;
+                dx
             }
-            d = activation_backward(fwd.activation, &d, &fwd.fc[layer as usize - 6]);
-        }
-        let w = param(params, &format!("{}.weight", f.name), l.fout * l.fin)?;
-        let (dx, dw, db) = linear_backward(l.n, l.fin, l.fout, &d, &saved.input, w);
-        set(format!("{}.weight", f.name), dw)?;
-        set(format!("{}.bias", f.name), db)?;
-        d = dx;
-    }
-    let lrn = LrnParams::default();
-    for (i, (s, saved)) in g.convs.iter().zip(&fwd.conv_saved).enumerate().rev() {
-        let before_pool = saved.lrn.as_ref().unwrap_or(&saved.act);
-        if let Some(p) = &s.pool {
-            d = maxpool_backward(p, before_pool, &d);
-        }
-        if s.lrn {
-            let [n, ch, h, wd] = s.conv_dims();
-            d = lrn_backward(&lrn, n, ch, h, wd, &saved.act, &d);
-        }
-        d = activation_backward(fwd.activation, &d, &saved.act);
-        let (dw, db) = conv2d_backward_weight(&s.conv, &d, &saved.input);
-        set(format!("{}.weight", s.name), dw)?;
-        set(format!("{}.bias", s.name), db)?;
-        // conv1's input is the images: no gradient needed there.
-        if i > 0 {
-            let w = param(params, &format!("{}.weight", s.name), s.conv.weight_len())?;
-            d = conv2d_backward_input(&s.conv, &d, w);
-        }
+            Op::MaxPool(p) => maxpool_backward(&p, x, &d),
+            Op::Lrn { dims, params: p } => {
+                let [n, c, h, w] = dims;
+                lrn_backward(&p, n, c, h, w, x, &d)
+            }
+            Op::Conv { shape, act } => {
+                let (wi, bi) = param_pair(l)?;
+                d = activation_backward(act, &d, y);
+                let (dw, db) = conv2d_backward_weight(&shape, &d, x);
+                set(wi, dw)?;
+                set(bi, db)?;
+                // conv1's input is the images: no gradient needed there.
+                if i == 0 {
+                    break;
+                }
+                conv2d_backward_input(&shape, &d, param(params, &specs, wi)?)
+            }
+        };
     }
     Ok(grads)
 }
@@ -308,7 +304,7 @@ pub fn network_loss_and_grads(
 }
 
 /// The paper's SGD step ([`sgd_update`]) on every parameter: `v ← μ·v − wd·lr·w − lr·g;
-/// w ← w + v`, weight decay on every tensor, biases included (DESIGN.md).
+/// w ← w + v`, weight decay on every tensor, biases included (docs/network.md, "SGD").
 pub fn network_sgd_step(
     params: &mut Params,
     velocity: &mut Params,
@@ -349,6 +345,7 @@ pub fn network_sgd_step(
 mod tests {
     use super::*;
     use crate::reference::{check_close, random_tensor};
+    use crate::shape::Activation;
 
     /// A tiny network: input 67 (final map 1×1), a few channels per layer.
     fn tiny(groups: usize, lrn: bool, activation: Activation) -> ModelConfig {
@@ -400,10 +397,9 @@ mod tests {
     /// every gap above 5e-4 the 3e-4 step below rarely switches a window's maximum.
     fn min_pool_gap(f: &Forward) -> f32 {
         let mut min = f32::INFINITY;
-        for (s, saved) in f.geometry.convs.iter().zip(&f.conv_saved) {
-            let Some(p) = s.pool else { continue };
-            let a = saved.lrn.as_ref().unwrap_or(&saved.act);
-            for plane in a.chunks_exact(p.h * p.w) {
+        for (i, l) in f.layers.iter().enumerate() {
+            let Op::MaxPool(p) = l.op else { continue };
+            for plane in f.x(i).chunks_exact(p.h * p.w) {
                 for oy in 0..p.out_h() {
                     for ox in 0..p.out_w() {
                         let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
@@ -433,23 +429,19 @@ mod tests {
     fn min_preactivation(f: &Forward, params: &Params) -> f32 {
         let get = |name: String| params.get(&name).unwrap().data.as_slice();
         let mut min = f32::INFINITY;
-        for (s, saved) in f.geometry.convs.iter().zip(&f.conv_saved) {
-            let w = get(format!("{}.weight", s.name));
-            let b = get(format!("{}.bias", s.name));
-            let pre = conv2d_forward(&s.conv, &saved.input, w, b);
-            min = pre.iter().fold(min, |m, v| m.min(v.abs()));
-        }
-        for (fc, saved) in f
-            .geometry
-            .fcs
-            .iter()
-            .zip(&f.fc_saved)
-            .filter(|(fc, _)| fc.hidden)
-        {
-            let l = &fc.linear;
-            let w = get(format!("{}.weight", fc.name));
-            let b = get(format!("{}.bias", fc.name));
-            let pre = linear_forward(l.n, l.fin, l.fout, &saved.input, w, b);
+        for (i, l) in f.layers.iter().enumerate() {
+            let (w, b) = (
+                get(format!("{}.weight", l.block)),
+                get(format!("{}.bias", l.block)),
+            );
+            let pre = match l.op {
+                Op::Conv { shape, .. } => conv2d_forward(&shape, f.x(i), w, b),
+                Op::Linear {
+                    shape,
+                    act: Some(_),
+                } => linear_forward(&shape, f.x(i), w, b),
+                _ => continue,
+            };
             min = pre.iter().fold(min, |m, v| m.min(v.abs()));
         }
         min
@@ -611,7 +603,11 @@ mod tests {
         let b = network_forward(&cfg, &params, 3, &images, t(1)).unwrap();
         assert_ne!(a.logits, eval.logits);
         assert_ne!(a.logits, b.logits, "each step must draw new masks");
-        assert_eq!(a.fc[0], eval.fc[0], "fc6 is reported before dropout");
+        assert_eq!(
+            a.activation("fc6"),
+            eval.activation("fc6"),
+            "fc6 is reported before dropout"
+        );
         assert!(network_forward(&cfg, &params, 2, &images, None).is_err());
     }
 

@@ -1,4 +1,4 @@
-//! The paper's SGD step with momentum and weight decay (DESIGN.md):
+//! The paper's SGD step with momentum and weight decay (docs/network.md "SGD"):
 //! `v ← μ·v − wd·lr·w − lr·g; w ← w + v`, weight decay on every parameter.
 
 /// One in-place step over one parameter tensor. w, v, g: the parameter's shape, flat.

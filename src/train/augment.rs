@@ -23,7 +23,7 @@ pub struct AugmentSettings {
     pub lighting_std: f32,
 }
 
-/// The offset of every centre crop (DESIGN.md): `floor((larger − smaller) / 2)`.
+/// The offset of every centre crop (docs/network.md "Evaluation views"): `floor((larger − smaller) / 2)`.
 pub fn centre_offset(stored: usize, crop: usize) -> u32 {
     ((stored - crop) / 2) as u32
 }

@@ -100,6 +100,10 @@ pub struct TrainConfig {
     pub loader: LoaderConfig,
     /// Which devices train, in the `--devices` spelling (`"auto"`, `"cpu"`, `"0"`, `"0,1"`, `"2"`).
     pub devices: Devices,
+    /// Train on a shard folder that lacks some of the shards its ingest planned (a killed
+    /// or unfinished ingest); without it such a folder is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_incomplete: bool,
 }
 
 impl Default for TrainConfig {
@@ -123,6 +127,7 @@ impl Default for TrainConfig {
             max_steps: None,
             loader: LoaderConfig::default(),
             devices: Devices::default(),
+            allow_incomplete: false,
         }
     }
 }
@@ -448,6 +453,20 @@ impl TrainConfig {
             self.batch = v;
         }
         if let Some(v) = o.lr {
+            if v.is_finite() && v > 0.0 && self.lr > 0.0 {
+                // The schedule's floor was set for the old rate: a floor above the new rate
+                // would refuse the run, so scale it by the same factor, which keeps the
+                // schedule's shape (the plateau rule's number of drops).
+                let scale = v / self.lr;
+                match &mut self.schedule {
+                    Schedule::Plateau { min_lr, .. } | Schedule::Cosine { min_lr }
+                        if *min_lr > v =>
+                    {
+                        *min_lr *= scale
+                    }
+                    _ => {}
+                }
+            }
             self.lr = v;
         }
         if let Some(v) = o.seed {
@@ -634,6 +653,31 @@ mod tests {
         assert_eq!(back, c, "{text}");
         assert!(text.contains("devices = \"1,\""), "{text}");
         assert!(text.contains("kind = \"steps\""), "{text}");
+    }
+
+    #[test]
+    fn a_rate_below_the_schedule_floor_scales_the_floor() {
+        // The paper's plateau floor is 1e-5: --lr 1e-6 used to be refused.
+        let mut c = TrainConfig::default();
+        c.apply_overrides(&TrainOverrides {
+            lr: Some(1e-6),
+            ..Default::default()
+        })
+        .unwrap();
+        match c.schedule {
+            Schedule::Plateau { min_lr, .. } => {
+                assert!((min_lr - 1e-9).abs() < 1e-21, "{min_lr}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A rate above the floor leaves it alone.
+        let mut c = TrainConfig::default();
+        c.apply_overrides(&TrainOverrides {
+            lr: Some(0.02),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.schedule, Schedule::default());
     }
 
     #[test]

@@ -49,20 +49,28 @@ pub enum TrainError {
         /// The metadata key.
         key: String,
     },
-    /// The loss stopped being a number.
-    #[error("the loss became {loss} at step {step} ({tensor} is no longer finite); the last good checkpoint is kept in {}. Lower --lr (now {lr}) or check the data, then --resume or start again", run.display())]
+    /// Training diverged: the loss exploded or the weights stopped giving finite numbers.
+    /// Nothing from the diverged steps was saved.
+    #[error("training diverged at step {step}: {what}; {kept}. Train again with a lower --lr (it was {lr}; try {}) or check the data", lr / 10.0)]
     Diverged {
         /// The step at which it was seen.
         step: u64,
-        /// The loss value.
-        loss: f64,
+        /// What was seen: the loss and the bound it crossed, or the tensor that is not finite.
+        what: String,
+        /// Which checkpoint survives, if any.
+        kept: String,
         /// The learning rate in use.
         lr: f64,
-        /// The run directory.
-        run: PathBuf,
-        /// What was found non-finite: "the loss" or a parameter's name.
-        tensor: String,
     },
+    /// A shard folder lacks shards its ingest planned.
+    #[error("{0}; finish it with `alexnet ingest RAW OUT --resume` (the same settings), or pass --allow-incomplete (allow_incomplete = true in a config) to train on what is there")]
+    Incomplete(crate::dataset::Incomplete),
+    /// The settings need more memory than the machine has.
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
+    /// Another process writes the run directory.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// Something not built yet was asked for.
     #[error("{0}")]
     NotBuilt(String),

@@ -10,7 +10,7 @@ use crate::device::Device;
 /// Which views of each image are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
-    /// The centre crop (DESIGN.md's evaluation view).
+    /// The centre crop (docs/network.md "Evaluation views").
     Centre,
     /// The paper's ten views, softmax averaged.
     TenCrop,
@@ -21,20 +21,42 @@ pub enum View {
 pub struct EvalResult {
     /// Images scored.
     pub count: usize,
-    /// Mean cross-entropy of the (averaged) softmax.
+    /// Mean cross-entropy of the (averaged) softmax; NaN (`null` in JSON) when any image's
+    /// logits were not finite, so a diverged model never shows a plausible loss.
     pub loss: f64,
-    /// Fraction whose top class is the label.
+    /// Fraction whose top class is the label, alone (a tie with another class is a miss).
     pub top1_accuracy: f64,
-    /// Fraction whose label is among the five top classes.
+    /// Fraction whose label is among the five top classes, ties counted against it.
     pub top5_accuracy: f64,
+    /// Images whose logits held NaN or inf in some view; each counted as a miss.
+    pub non_finite: usize,
+}
+
+impl EvalResult {
+    /// True when every image had finite logits (the model has not diverged).
+    pub fn is_finite(&self) -> bool {
+        self.non_finite == 0 && self.loss.is_finite()
+    }
 }
 
 /// Softmax of one row of logits, in f64.
 pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let e: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
+    log_softmax(logits).into_iter().map(f64::exp).collect()
+}
+
+/// Log-softmax of one row of logits, in f64: finite for any finite row (a confident wrong
+/// answer costs its true, large loss instead of a clamped probability's), NaN if any logit
+/// is not finite.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let lse = logits
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln();
+    logits.iter().map(|&v| v as f64 - max - lse).collect()
 }
 
 /// Running sums of an evaluation.
@@ -44,15 +66,29 @@ struct Tally {
     loss: f64,
     top1: usize,
     top5: usize,
+    non_finite: usize,
 }
 
 impl Tally {
-    fn add(&mut self, probs: &[f64], label: usize) {
-        let p = probs[label];
-        // Rank = how many classes score strictly higher; ties go the label's way.
-        let rank = probs.iter().filter(|&&q| q > p).count();
+    /// Adds one image: its class probabilities (averaged over views) and its loss, or `None`
+    /// when some view's logits were not finite.
+    fn add(&mut self, probs: &[f64], label: usize, loss: Option<f64>) {
         self.count += 1;
-        self.loss -= p.max(1e-45).ln();
+        let Some(loss) = loss.filter(|l| l.is_finite()) else {
+            // NaN compares false and inf ties: neither may pass for a correct answer.
+            self.non_finite += 1;
+            self.loss = f64::NAN;
+            return;
+        };
+        let p = probs[label];
+        // Rank = classes scoring at least as high as the label: a tie is a miss, so a model
+        // that outputs the same score for every class is never "right".
+        let rank = probs
+            .iter()
+            .enumerate()
+            .filter(|&(j, &q)| j != label && q >= p)
+            .count();
+        self.loss += loss;
         self.top1 += (rank < 1) as usize;
         self.top5 += (rank < 5) as usize;
     }
@@ -64,7 +100,32 @@ impl Tally {
             loss: self.loss / n,
             top1_accuracy: self.top1 as f64 / n,
             top5_accuracy: self.top5 as f64 / n,
+            non_finite: self.non_finite,
         }
+    }
+}
+
+/// One image's scores over the views: averaged probabilities, the label's log-probability in
+/// each view, and whether any view's logits were not finite.
+struct ImageScores {
+    probs: Vec<f64>,
+    label_logp: Vec<f64>,
+    bad: bool,
+}
+
+impl ImageScores {
+    /// The cross-entropy of the view-averaged softmax, −ln(mean_v p_v[label]), computed from
+    /// log-probabilities so it stays exact where the probabilities underflow.
+    fn loss(&self) -> Option<f64> {
+        if self.bad || self.label_logp.is_empty() {
+            return None;
+        }
+        let max = self
+            .label_logp
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f64 = self.label_logp.iter().map(|&v| (v - max).exp()).sum();
+        Some(-(max + (sum / self.label_logp.len() as f64).ln()))
     }
 }
 
@@ -100,23 +161,48 @@ pub fn evaluate(
     for batch in Loader::epoch(set, &cfg, 0, 0) {
         let mut batch = batch?;
         let have = batch.len();
+        // The loader checks labels against the set's classes; the network may still have
+        // fewer (a caller that skipped the class check), which must not index out of bounds.
+        if let Some(&bad) = batch
+            .labels
+            .iter()
+            .find(|&&l| l < 0 || l as usize >= classes)
+        {
+            return Err(TrainError::Mismatch(format!(
+                "{}: label {bad} is outside the model's {classes} classes; evaluate with a checkpoint trained on these classes",
+                set.files()[0].display()
+            )));
+        }
         pad_images(&mut batch.images, have, n);
         net.upload_images(&batch.images)?;
-        let mut probs = vec![0f64; have * classes];
+        let mut scores: Vec<ImageScores> = (0..have)
+            .map(|_| ImageScores {
+                probs: vec![0f64; classes],
+                label_logp: Vec::with_capacity(views.len()),
+                bad: false,
+            })
+            .collect();
         for draws in &views {
             net.forward(draws)?;
             let logits = net.download("logits")?;
-            for (i, row) in logits.chunks_exact(classes).take(have).enumerate() {
-                for (acc, p) in probs[i * classes..(i + 1) * classes]
-                    .iter_mut()
-                    .zip(softmax(row))
-                {
-                    *acc += p / views.len() as f64;
+            for ((row, sc), &label) in logits
+                .chunks_exact(classes)
+                .zip(scores.iter_mut())
+                .zip(&batch.labels)
+            {
+                if row.iter().any(|v| !v.is_finite()) {
+                    sc.bad = true;
+                    continue;
+                }
+                let lp = log_softmax(row);
+                sc.label_logp.push(lp[label as usize]);
+                for (acc, l) in sc.probs.iter_mut().zip(lp) {
+                    *acc += l.exp() / views.len() as f64;
                 }
             }
         }
-        for (i, &label) in batch.labels.iter().enumerate() {
-            tally.add(&probs[i * classes..(i + 1) * classes], label as usize);
+        for (sc, &label) in scores.iter().zip(&batch.labels) {
+            tally.add(&sc.probs, label as usize, sc.loss());
         }
     }
     Ok(tally.result())
@@ -126,21 +212,87 @@ pub fn evaluate(
 mod tests {
     use super::*;
 
+    fn add(t: &mut Tally, logits: &[f32], label: usize) {
+        let lp = log_softmax(logits);
+        let finite = logits.iter().all(|v| v.is_finite());
+        let probs: Vec<f64> = lp.iter().map(|v| v.exp()).collect();
+        t.add(&probs, label, finite.then(|| -lp[label]));
+    }
+
     #[test]
-    fn tally_ranks_with_ties_in_the_labels_favour() {
+    fn tally_ranks_and_losses_are_exact() {
         let mut t = Tally::default();
-        let p = softmax(&[3.0, 1.0, 2.0, 0.0, -1.0, -2.0, -3.0]);
-        t.add(&p, 0); // top-1
-        t.add(&p, 2); // second
-        t.add(&p, 6); // last of 7: outside the top 5
+        let logits = [3.0, 1.0, 2.0, 0.0, -1.0, -2.0, -3.0];
+        let p = softmax(&logits);
+        add(&mut t, &logits, 0); // top-1
+        add(&mut t, &logits, 2); // second
+        add(&mut t, &logits, 6); // last of 7: outside the top 5
         let r = t.result();
-        assert_eq!(r.count, 3);
+        assert_eq!((r.count, r.non_finite), (3, 0));
         assert!((r.top1_accuracy - 1.0 / 3.0).abs() < 1e-12);
         assert!((r.top5_accuracy - 2.0 / 3.0).abs() < 1e-12);
         let want = -(p[0].ln() + p[2].ln() + p[6].ln()) / 3.0;
         assert!((r.loss - want).abs() < 1e-12);
         let s = softmax(&[1000.0, 1000.0]);
         assert!((s[0] - 0.5).abs() < 1e-12, "softmax must not overflow");
+        // A confident wrong answer costs its real loss (200), not a clamped probability's.
+        let mut t = Tally::default();
+        add(&mut t, &[200.0, 0.0], 1);
+        assert!(
+            (t.result().loss - 200.0).abs() < 1e-9,
+            "{}",
+            t.result().loss
+        );
+    }
+
+    #[test]
+    fn ties_and_non_finite_logits_are_misses() {
+        // Every class scores the same (an all-zero fc8): no class is the top one.
+        let mut t = Tally::default();
+        for label in 0..6 {
+            add(&mut t, &[0.0; 6], label);
+        }
+        let r = t.result();
+        assert_eq!((r.top1_accuracy, r.top5_accuracy), (0.0, 0.0), "{r:?}");
+        assert!((r.loss - 6f64.ln()).abs() < 1e-12, "{r:?}");
+        // A tie for first place with one other class: a top-1 miss, still in the top 5.
+        let mut t = Tally::default();
+        add(&mut t, &[2.0, 2.0, 1.0, 0.0, -1.0, -2.0], 1);
+        assert_eq!((t.top1, t.top5), (0, 1));
+        // NaN and inf logits: misses, counted, and the loss says NaN instead of a number.
+        let mut t = Tally::default();
+        add(&mut t, &[0.5, 2.0, -1.0], 1);
+        add(&mut t, &[f32::NAN, 1.0, 0.0], 1);
+        add(&mut t, &[0.0, f32::INFINITY, 0.0], 1);
+        let r = t.result();
+        assert_eq!((r.count, r.non_finite), (3, 2));
+        assert!((r.top1_accuracy - 1.0 / 3.0).abs() < 1e-12, "{r:?}");
+        assert!(r.loss.is_nan() && !r.is_finite(), "{r:?}");
+        assert_eq!(
+            serde_json::to_value(r).unwrap()["loss"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn ten_view_loss_is_the_loss_of_the_averaged_softmax() {
+        let views = [[1.0f32, 0.0, -1.0], [-2.0, 3.0, 0.5]];
+        let mut sc = ImageScores {
+            probs: vec![0.0; 3],
+            label_logp: Vec::new(),
+            bad: false,
+        };
+        for v in &views {
+            let lp = log_softmax(v);
+            sc.label_logp.push(lp[2]);
+            for (a, l) in sc.probs.iter_mut().zip(lp) {
+                *a += l.exp() / 2.0;
+            }
+        }
+        let want = -sc.probs[2].ln();
+        assert!((sc.loss().unwrap() - want).abs() < 1e-12);
+        sc.bad = true;
+        assert_eq!(sc.loss(), None);
     }
 }
 
@@ -166,6 +318,9 @@ pub struct EvalJob {
 pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
     let ck = crate::model::Checkpoint::load(&job.checkpoint, job.input_size)?;
     let set = ShardSet::open(&job.data)?;
+    for gap in set.incomplete() {
+        eprintln!("warning: {gap}; scoring the images that are there");
+    }
     if ck.config.classes != set.classes().len() {
         return Err(TrainError::Mismatch(format!(
             "{} predicts {} classes but {} has {}",
@@ -176,7 +331,12 @@ pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
         )));
     }
     let (mean, _) = checkpoint_mean(&ck, &job.checkpoint, &set).map_err(TrainError::Mismatch)?;
-    let batch = job.batch.clamp(1, set.len().max(1));
+    if job.batch == 0 {
+        return Err(TrainError::Mismatch(
+            "--batch 0: evaluation needs at least one image per batch (default 128)".into(),
+        ));
+    }
+    let batch = job.batch.min(set.len().max(1));
     let net = Inference::open(job.device, &ck.config, batch, set.size(), &mean, &ck.params)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     evaluate(net.scorer(), &set, job.view, threads)

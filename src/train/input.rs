@@ -6,10 +6,14 @@ use crate::model::Checkpoint;
 use crate::shape::{AugmentDraw, AugmentShape};
 use std::path::Path;
 
-/// Device buffers that turn a loader batch into a network input.
+/// Device buffers that turn a loader batch into a network input. The stored images are
+/// double-buffered: batch k+1's upload goes to the other buffer than batch k's, so it never
+/// waits for step k's augment kernel to finish reading.
 pub struct InputStage {
     shape: AugmentShape,
-    images: Tensor,
+    images: [Tensor; 2],
+    /// Which of `images` the last upload wrote.
+    current: std::cell::Cell<usize>,
     draws: Tensor,
     mean: Tensor,
     scale: f32,
@@ -27,8 +31,13 @@ impl InputStage {
         scale: f32,
     ) -> InputStage {
         let shape = AugmentShape { n, stored, crop };
+        let words = augment::image_words(&shape);
         InputStage {
-            images: Tensor::zeros(gpu, augment::image_words(&shape), "augment.images"),
+            images: [
+                Tensor::zeros(gpu, words, "augment.images0"),
+                Tensor::zeros(gpu, words, "augment.images1"),
+            ],
+            current: std::cell::Cell::new(0),
             draws: Tensor::zeros(gpu, augment::draw_words(n), "augment.draws"),
             mean: Tensor::from_slice(gpu, mean, "augment.mean"),
             shape,
@@ -36,9 +45,13 @@ impl InputStage {
         }
     }
 
-    /// Uploads a batch `[N,S,S,3]` u8 (exactly N images) for the next submit.
+    /// Uploads a batch `[N,S,S,3]` u8 (exactly N images) for the next submit, into the
+    /// buffer the previous upload did not use.
     pub fn upload_images(&self, gpu: &Gpu, images: &[u8]) -> Result<(), GpuError> {
-        augment::upload_images(gpu, &self.images, images)
+        let next = 1 - self.current.get();
+        augment::upload_images(gpu, &self.images[next], images)?;
+        self.current.set(next);
+        Ok(())
     }
 
     /// Uploads the draws and records the augment kernel writing `out` `[N,3,I,I]`.
@@ -53,7 +66,7 @@ impl InputStage {
         augment::forward(
             rec,
             &self.shape,
-            &self.images,
+            &self.images[self.current.get()],
             &self.mean,
             &self.draws,
             out,
@@ -75,7 +88,7 @@ pub fn pad_images(images: &mut Vec<u8>, have: usize, n: usize) {
     }
 }
 
-/// The mean image `[S,S,3]` a checkpoint's model subtracts on `set` (DESIGN.md: the
+/// The mean image `[S,S,3]` a checkpoint's model subtracts on `set` (docs/statistics.md: the
 /// checkpoint's own; one made elsewhere falls back to the data's, with a warning), after
 /// checking that the model's input and the checkpoint's statistics fit the stored size.
 /// Returns the mean and whether it is the data's; the error says what to do.

@@ -2,7 +2,9 @@
 //! the learning-rate schedule, the metrics log and evaluation.
 pub mod augment;
 pub mod config;
+pub mod divergence;
 pub mod engine;
+pub mod footprint;
 pub mod metrics;
 pub mod schedule;
 mod schedule_flags;
@@ -13,6 +15,7 @@ pub mod eval;
 pub mod infer;
 pub mod input;
 pub mod run;
+pub mod signals;
 
 pub use error::TrainError;
 pub use eval::{eval_checkpoint, evaluate, EvalJob, EvalResult, View};

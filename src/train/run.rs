@@ -3,19 +3,20 @@
 //! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
 //! and never queues more than two steps ahead of the GPU.
 use super::augment::{random_draws, AugmentSettings, Pca};
+use super::divergence::LossGuard;
 use super::engine::{Engine, EngineSpec, Placement, StepInput};
 use super::eval::{EvalResult, View};
 use super::metrics::{EpochRecord, ExchangeRecord, MetricsWriter, Record, StepRecord};
 use super::schedule::LrSchedule;
+use super::signals::StopSignals;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
 use crate::gpu::sgd::SgdHyper;
+use crate::lock::FolderLock;
 use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout, Params};
 use crate::shape::stream_seed;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Stream id of the augmentation draws (dropout uses 6 and 7, init its own namespace).
@@ -58,8 +59,10 @@ pub struct TrainSummary {
     pub last_loss: f64,
     /// The last validation result, if any.
     pub last_val: Option<EvalResult>,
-    /// True when Ctrl-C stopped the run (a checkpoint was written).
+    /// True when Ctrl-C or SIGTERM stopped the run (a checkpoint was written).
     pub interrupted: bool,
+    /// The signal that stopped the run, if one did (the CLI exits with 128 + it).
+    pub stop_signal: Option<i32>,
     /// Training images per second over the run (validation excluded).
     pub images_per_s: f64,
     /// Seconds the step loop waited for the loader.
@@ -76,19 +79,6 @@ struct RunState {
     batch_in_epoch: usize,
     schedule: LrSchedule,
     best_error: Option<f64>,
-}
-
-fn interrupted_flag() -> Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        // A second handler cannot be installed (another library owns SIGINT); training then
-        // simply stops the old way, killed, and resumes from the last checkpoint.
-        let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
-        flag
-    })
-    .clone()
 }
 
 fn data_stats(set: &ShardSet) -> DataStats {
@@ -190,13 +180,21 @@ fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
 /// Everything a checkpoint write needs besides the state.
 struct Saver<'a> {
     engine: &'a Engine,
+    spec: &'a EngineSpec<'a>,
     stats: &'a DataStats,
     config: &'a TrainConfig,
     out: &'a Path,
+    /// A batch of real images (validation if there is a set, else training) whose logits
+    /// must be finite before weights count as good.
+    sample: ShardSet,
+    threads: usize,
 }
 
 impl Saver<'_> {
-    fn save(&self, st: &RunState, best_too: bool) -> Result<(), TrainError> {
+    /// Writes `last` (and `best` if asked) once the weights are good: finite, and giving
+    /// finite logits on the sample batch, unless `logits_checked` says a full validation
+    /// just did. Otherwise nothing is written and the run stops as diverged.
+    fn save(&self, st: &RunState, best_too: bool, logits_checked: bool) -> Result<(), TrainError> {
         let mut run_state = BTreeMap::new();
         run_state.insert("step".into(), st.step.to_string());
         run_state.insert("epoch".into(), st.epoch.to_string());
@@ -215,13 +213,23 @@ impl Saver<'_> {
             .iter()
             .find(|t| t.data.iter().any(|v| !v.is_finite()))
         {
-            return Err(TrainError::Diverged {
-                step: st.step,
-                loss: f64::NAN,
-                lr: st.schedule.lr(),
-                run: self.out.to_path_buf(),
-                tensor: t.spec.name.clone(),
-            });
+            return Err(self.diverged(st, format!("{} holds NaN or inf", t.spec.name)));
+        }
+        if !logits_checked {
+            let r = self
+                .engine
+                .evaluate(self.spec, &self.sample, View::Centre, self.threads)?;
+            if !r.is_finite() {
+                return Err(self.diverged(
+                    st,
+                    format!(
+                        "the weights are finite but give NaN or inf logits on {} of {} images of {}",
+                        r.non_finite,
+                        r.count,
+                        self.sample.files()[0].display()
+                    ),
+                ));
+            }
         }
         let ck = Checkpoint {
             config: self.config.model.clone(),
@@ -236,6 +244,28 @@ impl Saver<'_> {
             ck.save(&self.out.join(BEST))?;
         }
         Ok(())
+    }
+
+    fn diverged(&self, st: &RunState, what: String) -> TrainError {
+        diverged(self.out, st.step, what, st.schedule.lr())
+    }
+}
+
+/// The error of a run that diverged at `step`, saying which checkpoint survives.
+fn diverged(out: &Path, step: u64, what: String, lr: f64) -> TrainError {
+    let last = out.join(LAST);
+    let kept = match Checkpoint::read_metadata(&last).and_then(|m| m.get("step").cloned()) {
+        Some(at) => format!(
+            "nothing was saved after it: {} (step {at}) holds the last good weights, which --init-from can start from",
+            last.display()
+        ),
+        None => "no checkpoint was written".into(),
+    };
+    TrainError::Diverged {
+        step,
+        what,
+        kept,
+        lr,
     }
 }
 
@@ -257,13 +287,32 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         Some(ShardSet::open(&job.val)?)
     };
     check_data(cfg, &set, val.as_ref())?;
+    for gap in set
+        .incomplete()
+        .iter()
+        .chain(val.iter().flat_map(|v| v.incomplete()))
+    {
+        if !cfg.allow_incomplete {
+            return Err(TrainError::Incomplete(gap.clone()));
+        }
+        eprintln!("warning: {gap}; training on it as --allow-incomplete says");
+    }
+    super::footprint::check_fits(cfg, set.size())?;
     // Before any file is written: a device list that cannot train fails here.
     let placement = Placement::resolve(&cfg.devices)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
     };
+    if job.out.exists() && !job.out.is_dir() {
+        return Err(TrainError::Mismatch(format!(
+            "{}: exists and is not a directory; --out names the run directory",
+            job.out.display()
+        )));
+    }
     std::fs::create_dir_all(&job.out).map_err(io(&job.out))?;
+    // Held until the run returns: a second `train --out` here stops instead of mixing files.
+    let _lock = FolderLock::folder(&job.out, "alexnet train")?;
     let last_path = job.out.join(LAST);
 
     let (params, momentum, mut st) = if job.resume {
@@ -337,11 +386,19 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
     if let Some(m) = &momentum {
         engine.upload_momentum(m)?;
     }
+    let threads = if cfg.loader.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.loader.threads
+    };
     let saver = Saver {
         engine: &engine,
+        spec: &spec,
         stats: &stats,
         config: cfg,
         out: &job.out,
+        sample: val.as_ref().unwrap_or(&set).head(batch),
+        threads,
     };
     let settings = AugmentSettings {
         random_crop: cfg.augment.enabled,
@@ -351,11 +408,6 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         } else {
             0.0
         },
-    };
-    let threads = if cfg.loader.threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        cfg.loader.threads
     };
     let loader_cfg = LoaderConfig {
         batch,
@@ -377,7 +429,8 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
     let log_every = cfg.log_every.max(1) as usize;
     let hist = engine.loss_history(log_every * batch * 3);
     let row_bytes = (batch * 3 * 4) as u64;
-    let stop = interrupted_flag();
+    let stop = StopSignals::install();
+    let mut guard = LossGuard::new(cfg.model.classes);
     let bar = progress_bar(job.progress, total_steps.saturating_sub(st.step));
 
     let mut summary = TrainSummary {
@@ -386,6 +439,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         last_loss: f64::NAN,
         last_val: None,
         interrupted: false,
+        stop_signal: None,
         images_per_s: 0.0,
         data_wait_s: 0.0,
         engine: engine.describe(),
@@ -398,7 +452,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         let (mut epoch_loss, mut epoch_steps) = (0.0f64, 0u64);
         let mut pending = VecDeque::new();
         let mut window = (0usize, Instant::now(), loader.wait_time());
-        let mut stopped = false;
+        let mut stopped = None;
         while st.step < total_steps {
             let Some(b) = loader.next() else { break };
             let b = b?;
@@ -408,7 +462,7 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 .schedule
                 .begin_step(st.step, steps_per_epoch * cfg.epochs as u64);
             // With augmentation off, `settings` asks for the centre crop and no noise, which
-            // is the evaluation view DESIGN.md's --no-augment names.
+            // is the evaluation view docs/network.md's "Evaluation views" names.
             let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
             let draws = random_draws(seed, batch, stored, crop, &settings, &pca);
             let dropout = Dropout {
@@ -436,33 +490,32 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                     engine.wait(idx);
                 }
             }
-            stopped = stop.load(Ordering::SeqCst);
+            stopped = stop.received();
             let checkpoint_now = cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0;
             let epoch_end = st.batch_in_epoch as u64 >= steps_per_epoch;
             if window.0 == log_every
                 || checkpoint_now
-                || stopped
+                || stopped.is_some()
                 || epoch_end
                 || st.step == total_steps
             {
                 let rows = engine.read_history(&hist)?;
                 pending.clear();
                 let n = window.0;
-                let loss = rows[..n * batch * 3]
-                    .chunks_exact(3)
-                    .map(|r| r[0] as f64)
-                    .sum::<f64>()
-                    / (n * batch) as f64;
-                if !loss.is_finite() {
-                    bar.finish_and_clear();
-                    return Err(TrainError::Diverged {
-                        step: st.step,
-                        loss,
-                        lr,
-                        run: job.out.clone(),
-                        tensor: "the loss".into(),
-                    });
+                let step_losses: Vec<f64> = rows[..n * batch * 3]
+                    .chunks_exact(batch * 3)
+                    .map(|s| s.chunks_exact(3).map(|r| r[0] as f64).sum::<f64>() / batch as f64)
+                    .collect();
+                // Every step of the window, so one exploding step cannot hide in a mean.
+                for (j, &l) in step_losses.iter().enumerate() {
+                    if let Err(why) = guard.check(l) {
+                        bar.finish_and_clear();
+                        let at = st.step + 1 + j as u64 - n as u64;
+                        let what = format!("the training loss was {l:.4e}, {why}");
+                        return Err(diverged(&job.out, at, what, lr));
+                    }
                 }
+                let loss = step_losses.iter().sum::<f64>() / n as f64;
                 let dt = window.1.elapsed().as_secs_f64();
                 let waited = (loader.wait_time() - window.2).as_secs_f64();
                 train_secs += dt;
@@ -489,24 +542,25 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
                 report_step(&bar, job.progress, &rec, cfg.epochs);
                 metrics.write(&Record::Step(rec))?;
                 window = (0, Instant::now(), loader.wait_time());
-                if checkpoint_now || stopped {
-                    saver.save(&st, false)?;
+                if checkpoint_now || stopped.is_some() {
+                    saver.save(&st, false, false)?;
                 }
             }
             bar.inc(1);
-            if stopped {
+            if stopped.is_some() {
                 break;
             }
         }
         summary.data_wait_s += loader.wait_time().as_secs_f64();
         drop(loader);
-        if stopped {
+        if stopped.is_some() {
             summary.interrupted = true;
+            summary.stop_signal = stopped;
             break;
         }
         if (st.batch_in_epoch as u64) < steps_per_epoch {
             // Stopped by max_steps inside the epoch: keep the position for --resume.
-            saver.save(&st, false)?;
+            saver.save(&st, false, false)?;
             break;
         }
         st.epoch += 1;
@@ -534,7 +588,10 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
             );
             say(&bar, job.progress, &line);
         }
-        saver.save(&st, improved)?;
+        let val_finite = val_result.map(|r| r.is_finite());
+        if val_finite != Some(false) {
+            saver.save(&st, improved, val_finite == Some(true))?;
+        }
         let rec = EpochRecord {
             epoch: st.epoch,
             step: st.step,
@@ -551,6 +608,14 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         };
         say(&bar, job.progress, &epoch_line(&rec));
         metrics.write(&Record::Epoch(rec))?;
+        if let Some(r) = val_result.filter(|r| !r.is_finite()) {
+            bar.finish_and_clear();
+            let what = format!(
+                "the weights give NaN or inf logits on {} of {} validation images",
+                r.non_finite, r.count
+            );
+            return Err(diverged(&job.out, st.step, what, lr_used));
+        }
         summary.last_val = val_result.or(summary.last_val);
     }
     bar.finish_and_clear();

@@ -164,3 +164,124 @@ pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+pub const FM: &str = "/usr/share/datasets/fashion-mnist";
+
+/// `n` real images (the first n of Fashion-MNIST's training set) as class folders of PNGs.
+pub fn fashion_raw(dir: &Path, n: usize) -> PathBuf {
+    assert!(
+        Path::new(FM).is_dir(),
+        "{FM} is missing: install Debian's dataset-fashion-mnist (scripts/test.sh does)"
+    );
+    let raw = dir.join("raw");
+    let (ok, _, err) = alexnet(&[
+        "import-idx",
+        &format!("{FM}/train-images-idx3-ubyte.gz"),
+        &format!("{FM}/train-labels-idx1-ubyte.gz"),
+        raw.to_str().unwrap(),
+        "--classes",
+        "fashion-mnist",
+        "--limit",
+        &n.to_string(),
+    ]);
+    assert!(ok, "import-idx: {err}");
+    raw
+}
+
+/// `n` real images as shards stored at 70×70, 64 rows a shard.
+pub fn fashion_shards(dir: &Path, n: usize) -> PathBuf {
+    let raw = fashion_raw(dir, n);
+    let out = dir.join("shards");
+    ingest_ok(&[
+        raw.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--size",
+        "70",
+        "--shard-rows",
+        "64",
+    ]);
+    out
+}
+
+/// Copies shard `src` to `dst` as another writer would: every row through `edit`, the
+/// footer's key-value entries kept, the data compressed with `codec`.
+pub fn rewrite_shard(
+    src: &Path,
+    dst: &Path,
+    codec: parquet::basic::Compression,
+    mut edit: impl FnMut(arrow_array::RecordBatch) -> arrow_array::RecordBatch,
+) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(src).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let kv: Vec<parquet::file::metadata::KeyValue> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        // The writer stores its own Arrow schema.
+        .filter(|e| e.key != "ARROW:schema")
+        .collect();
+    let reader = builder.build().unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(codec)
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let mut w = None;
+    for b in reader {
+        let b = edit(b.unwrap());
+        // The edit may change a column's type: the file takes the edited schema.
+        let w = w.get_or_insert_with(|| {
+            let out = std::fs::File::create(dst).unwrap();
+            parquet::arrow::ArrowWriter::try_new(out, b.schema(), Some(props.clone())).unwrap()
+        });
+        w.write(&b).unwrap();
+    }
+    w.unwrap().close().unwrap();
+}
+
+/// `batch` with its `label` column replaced.
+pub fn with_labels(batch: arrow_array::RecordBatch, labels: Vec<i32>) -> arrow_array::RecordBatch {
+    let i = batch.schema().index_of("label").unwrap();
+    let mut cols = batch.columns().to_vec();
+    cols[i] = std::sync::Arc::new(arrow_array::Int32Array::from(labels));
+    arrow_array::RecordBatch::try_new(batch.schema(), cols).unwrap()
+}
+
+/// Runs `cmd`, killing it if it takes longer than `secs`; returns (success, stdout, stderr),
+/// or panics naming the command on a timeout.
+pub fn run_with_timeout(cmd: &mut std::process::Command, secs: u64) -> (bool, String, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let (mut out, mut err) = (String::new(), String::new());
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), out, err);
+        }
+        if t0.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish in {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
