@@ -445,6 +445,10 @@ pub fn run() -> anyhow::Result<i32> {
         }
         Command::Devices(a) => {
             let list = alexnet::gpu::list_adapters();
+            if list.is_empty() {
+                // Not an error any more: the CPU engine below runs every command.
+                println!("no wgpu adapter (no GPU driver; `apt-get install mesa-vulkan-drivers` adds lavapipe)");
+            }
             print!("{}", alexnet::gpu::context::devices_table(&list));
             print!("{}", alexnet::cpu::describe(CpuDevice::default_threads()));
             if let Some(spec) = a.devices {
