@@ -42,6 +42,8 @@ use std::time::Instant;
 mod photos;
 
 const PCIE_BYTES_PER_S: f64 = 25e9;
+/// `Engine::new` opens GPU engines only; the CPU engine has its own bench (`benches/cpu.rs`).
+const NOT_GPU: &str = "the step bench times GPU engines";
 
 struct Row {
     secs: f64,
@@ -116,7 +118,8 @@ fn main() {
         lighting_std: 0.1,
     };
     let run = |engine: &Engine| -> Result<Row, Box<dyn std::error::Error>> {
-        let hist = Tensor::zeros(engine.gpu(), batch * 3, "bench.loss");
+        let gpu = engine.gpu_device().ok_or(NOT_GPU)?;
+        let hist = Tensor::zeros(gpu, batch * 3, "bench.loss");
         let step = |s: u64| -> Result<(f64, f64), Box<dyn std::error::Error>> {
             let draws = random_draws(
                 stream_seed(1, s, 1),
@@ -146,7 +149,7 @@ fn main() {
                 Some(cb) => {
                     let recorded = t.elapsed().as_secs_f64();
                     let t = Instant::now();
-                    engine.gpu().queue.submit(Some(cb));
+                    gpu.queue.submit(Some(cb));
                     Ok((recorded, t.elapsed().as_secs_f64()))
                 }
                 None => {
@@ -158,7 +161,7 @@ fn main() {
         for s in 0..2 {
             step(s)?;
         }
-        engine.gpu().wait()?;
+        gpu.wait()?;
         engine.take_exchange_stats();
         let t = Instant::now();
         let (mut record_s, mut submit_s) = (0.0, 0.0);
@@ -167,7 +170,7 @@ fn main() {
             record_s += r;
             submit_s += u;
         }
-        engine.gpu().wait()?;
+        gpu.wait()?;
         let secs = t.elapsed().as_secs_f64();
         let ex = engine.take_exchange_stats();
         Ok(Row {
@@ -293,7 +296,7 @@ fn kernel_table(
     if let Engine::One { gpu, .. } = &mut engine {
         gpu.tile_override = tile;
     }
-    let gpu = engine.gpu();
+    let gpu = engine.gpu_device().ok_or(NOT_GPU)?;
     let Some(timer) = KernelTimer::new(gpu, 1024) else {
         println!(
             "\n[{adapter}] {}: no timestamp queries, no kernel table",

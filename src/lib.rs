@@ -6,7 +6,9 @@
 #![warn(missing_docs)]
 
 pub mod commands;
+pub mod cpu;
 pub mod dataset;
+pub mod device;
 pub mod export;
 pub mod gpu;
 pub mod idx;

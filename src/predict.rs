@@ -1,22 +1,24 @@
 //! `alexnet predict`: the top-5 classes of image files, preprocessed exactly as the data a
 //! checkpoint was trained and evaluated on: decoded and resized as `ingest` stores images
 //! (short side to S, centre S×S crop, S = the side of the checkpoint's mean image), then the
-//! evaluation view on the GPU (centre crop of the model's input, minus the mean image's
+//! evaluation view on a GPU or the CPU engine (centre crop of the model's input, minus the mean image's
 //! crop, times `input_scale`), then the network without dropout and a softmax.
 //!
 //! It sits above `ingest` (decoding and resizing) and `train` (the input stage), as
 //! `pipeline` does, because it strings both together.
 use crate::dataset::ShardSet;
-use crate::gpu::{Gpu, GpuError};
+use crate::device::Device;
+use crate::gpu::GpuError;
 use crate::ingest::{decode_image, resize_crop, DEFAULT_MAX_PIXELS};
-use crate::model::{Checkpoint, CheckpointError, Network, NetworkError};
+use crate::model::{Checkpoint, CheckpointError, NetworkError};
 use crate::train::augment::centre_draws;
 use crate::train::eval::softmax;
-use crate::train::input::{checkpoint_mean, pad_images, InputStage};
+use crate::train::infer::Inference;
+use crate::train::input::{checkpoint_mean, pad_images};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Images per GPU batch.
+/// Images per batch.
 const BATCH: usize = 16;
 
 /// What can go wrong in `predict`.
@@ -35,6 +37,9 @@ pub enum PredictError {
     /// A GPU operation failed.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// Opening or running the network (on a GPU or the CPU engine) failed.
+    #[error(transparent)]
+    Engine(#[from] crate::train::TrainError),
     /// An input path or the class list is unusable; the message names it and says what to do.
     #[error("{}: {reason}", path.display())]
     Input {
@@ -63,8 +68,8 @@ pub struct PredictConfig {
     pub data: Vec<PathBuf>,
     /// Classes to report per image.
     pub top: usize,
-    /// Adapter index.
-    pub device: usize,
+    /// The device (`auto`: the first real GPU, else the CPU engine).
+    pub device: Device,
     /// Input size of a foreign checkpoint that does not record it.
     pub input_size: Option<usize>,
     /// Largest image (width·height) decoded, as `ingest --max-pixels`.
@@ -72,7 +77,7 @@ pub struct PredictConfig {
 }
 
 impl PredictConfig {
-    /// Top 5 on adapter 0 with ingest's pixel limit.
+    /// Top 5 on the automatic device with ingest's pixel limit.
     pub fn new(checkpoint: PathBuf, inputs: Vec<PathBuf>) -> PredictConfig {
         PredictConfig {
             checkpoint,
@@ -80,7 +85,7 @@ impl PredictConfig {
             classes: None,
             data: Vec::new(),
             top: 5,
-            device: 0,
+            device: Device::Auto,
             input_size: None,
             max_pixels: DEFAULT_MAX_PIXELS,
         }
@@ -308,17 +313,10 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
         return Ok(out);
     }
 
-    let gpu = Gpu::new(cfg.device)?;
     let batch = good.len().min(BATCH);
-    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
-    let input = InputStage::new(&gpu, batch, side, crop, &mean, ck.config.input_scale);
+    let engine = Inference::open(cfg.device, &ck.config, batch, side, &mean, &ck.params)?;
+    let net = engine.scorer();
     let draws = centre_draws(batch, side, crop);
-    let logits = net
-        .activations()
-        .into_iter()
-        .find(|(name, _, _)| *name == "logits")
-        .map(|(_, _, t)| t)
-        .ok_or_else(|| PredictError::Mismatch("the network reports no logits".into()))?;
     let k = ck.config.classes;
     for chunk in good.chunks(batch) {
         let mut images = Vec::with_capacity(batch * side * side * 3);
@@ -328,15 +326,9 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
             }
         }
         pad_images(&mut images, chunk.len(), batch);
-        input.upload_images(&gpu, &images)?;
-        let mut enc = gpu.encoder("predict.forward");
-        {
-            let mut rec = net.recorder(&gpu, &mut enc);
-            input.record(&mut rec, &draws, net.input())?;
-            net.record_forward(&mut rec, None)?;
-        }
-        gpu.submit(enc);
-        let all = logits.download(&gpu)?;
+        net.upload_images(&images)?;
+        net.forward(&draws)?;
+        let all = net.download("logits")?;
         for (j, &i) in chunk.iter().enumerate() {
             out[i].top = top_classes(&all[j * k..(j + 1) * k], cfg.top, classes.as_ref());
         }

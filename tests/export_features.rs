@@ -160,6 +160,7 @@ fn exported_fc7_is_the_networks_fc7_of_the_evaluation_view() {
     let mut cfg = ExportConfig::new(f.checkpoint.clone(), vec![f.shards.clone()], out.clone());
     cfg.batch = 4; // 10 images: two full batches and a padded one
     cfg.progress = false;
+    cfg.device = alexnet::device::Device::Cpu;
     let summary = export_features(&cfg).unwrap();
     assert!(!summary.used_data_mean);
     assert_eq!(summary.rows, 10);
@@ -174,7 +175,14 @@ fn exported_fc7_is_the_networks_fc7_of_the_evaluation_view() {
     assert_eq!(width, model().widths[6]);
     assert_eq!(summary.width, width);
     let (file, got) = all_features(&out);
-    assert_close("fc7", &got, &want);
+    assert_close("fc7 (CPU engine)", &got, &want);
+    // The same export through the WGSL kernels (a GPU, or lavapipe without one).
+    let gpu_out = f.dir.join("fc7_adapter0.parquet");
+    let mut gpu_cfg = cfg.clone();
+    gpu_cfg.out = gpu_out.clone();
+    gpu_cfg.device = alexnet::device::Device::Adapter(0);
+    export_features(&gpu_cfg).unwrap();
+    assert_close("fc7 (adapter 0)", &all_features(&gpu_out).1, &want);
 
     // Names and labels in shard order.
     let set = ShardSet::open(std::slice::from_ref(&f.shards)).unwrap();

@@ -189,3 +189,59 @@ fn every_shipped_pipeline_runs_end_to_end_at_miniature_scale() {
         );
     }
 }
+
+#[test]
+fn the_ablation_pipeline_runs_every_variant_and_tabulates_each_claim() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ablations/fashion-mnist.toml");
+    assert!(
+        Path::new(common::FM).is_dir(),
+        "{} is missing: install Debian's dataset-fashion-mnist (scripts/test.sh does)",
+        common::FM
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    // Two batches of base.toml's 64 a run, one epoch, validation on 128 test images.
+    let sets: Vec<String> = [
+        format!("work_dir={}", s(&work)),
+        "import-idx.limit=128".into(),
+        "ingest.quiet=true".into(),
+        "train.steps=2".into(),
+        "train.quiet=true".into(),
+    ]
+    .into();
+    let (ok, log) = run(&file, &sets);
+    assert!(ok, "{log}");
+    // Each run got base.toml with its one change and its seed.
+    let config = |run: &str| std::fs::read_to_string(work.join(run).join("config.toml")).unwrap();
+    assert!(config("baseline-s1").contains("lrn = true"));
+    assert!(
+        config("no-lrn-s2").contains("lrn = false") && config("no-lrn-s2").contains("seed = 2")
+    );
+    assert!(config("pool-2x2-s3").contains("pool_size = 2"));
+    assert!(config("tanh-s1").contains("activation = \"tanh\""));
+    assert!(config("one-column-s1").contains("groups = 1"));
+    assert!(config("no-augment-s1").contains("enabled = false"));
+    // One table per claim: the baseline's three seeds against the variant's.
+    for claim in [
+        "tanh",
+        "no-lrn",
+        "pool-2x2",
+        "no-dropout",
+        "no-lighting",
+        "no-augment",
+        "one-column",
+    ] {
+        let md = std::fs::read_to_string(work.join(format!("{claim}.md"))).unwrap();
+        assert!(
+            md.contains("| baseline | 3 |") && md.contains(&format!("| {claim} | 3 |")),
+            "{claim}: {md}"
+        );
+        assert!(work.join(format!("{claim}.png")).is_file());
+    }
+    let all = std::fs::read_to_string(work.join("all.md")).unwrap();
+    assert_eq!(
+        all.lines().filter(|l| l.contains(" | 3 | ")).count(),
+        8,
+        "{all}"
+    );
+}

@@ -120,6 +120,16 @@ fn reference_network_matches_pytorch() {
 
 #[test]
 fn gpu_forward_matches_pytorch() {
+    // Adapter 0: a real GPU, or lavapipe on a machine without one (the WGSL kernels).
+    forward_matches_pytorch(alexnet::device::Device::Adapter(0), "GPU");
+}
+
+#[test]
+fn cpu_engine_forward_matches_pytorch() {
+    forward_matches_pytorch(alexnet::device::Device::Cpu, "CPU engine");
+}
+
+fn forward_matches_pytorch(device: alexnet::device::Device, engine: &str) {
     use alexnet::model::forward::{forward, ForwardJob};
     use safetensors::tensor::TensorView;
     let bytes = read_fixture();
@@ -136,7 +146,7 @@ fn gpu_forward_matches_pytorch() {
         checkpoint: FIXTURE.into(),
         input,
         out: out.clone(),
-        device: 0,
+        device,
         overwrite: false,
     })
     .expect("alexnet forward on the fixture (needs mesa-vulkan-drivers without a GPU)");
@@ -146,7 +156,7 @@ fn gpu_forward_matches_pytorch() {
     assert_eq!(names.len(), 8, "forward wrote {names:?}");
     for name in names {
         close(
-            &format!("GPU {name}"),
+            &format!("{engine} {name}"),
             &tensor(&got, name),
             &tensor(&st, &format!("fixture.eval.{name}")),
             1e-4,

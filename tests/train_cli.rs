@@ -1,5 +1,6 @@
 //! `alexnet train` and `alexnet eval` end to end on real Fashion-MNIST images (Debian's
-//! `dataset-fashion-mnist`), with a tiny model on lavapipe.
+//! `dataset-fashion-mnist`), with a tiny model on the default device (the CPU engine on a
+//! machine without a GPU); the tests that name adapter 0 run the WGSL kernels (lavapipe there).
 mod common;
 
 use alexnet::dataset::{read_rows, ShardSet};
@@ -35,7 +36,17 @@ fn params(path: &Path) -> Params {
 }
 
 #[test]
-fn one_step_is_the_reference_sgd_step_on_the_first_batch() {
+fn one_step_on_the_cpu_engine_is_the_reference_sgd_step_on_the_first_batch() {
+    one_step_is_the_reference_sgd_step_on_the_first_batch("cpu");
+}
+
+#[test]
+fn one_step_on_adapter_0_is_the_reference_sgd_step_on_the_first_batch() {
+    // The WGSL kernels: a real GPU, or lavapipe on a machine without one.
+    one_step_is_the_reference_sgd_step_on_the_first_batch("0");
+}
+
+fn one_step_is_the_reference_sgd_step_on_the_first_batch(devices: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 40);
     let cfg = {
@@ -66,8 +77,10 @@ fn one_step_is_the_reference_sgd_step_on_the_first_batch() {
         "6",
         "--lr",
         "0.02",
+        "--devices",
+        devices,
     ]);
-    assert!(ok, "train failed: {err}");
+    assert!(ok, "train --devices {devices} failed: {err}");
 
     // The same step by the CPU reference: the first 6 rows, centre crop minus the mean image.
     let set = ShardSet::open(&[data]).unwrap();
@@ -100,17 +113,44 @@ fn one_step_is_the_reference_sgd_step_on_the_first_batch() {
             "{}: the reference step changed nothing",
             w.spec.name
         );
-        check_close(&w.spec.name, &dg, &dw, 2e-3 * scale, 2e-3).unwrap();
+        check_close(
+            &format!("--devices {devices} {}", w.spec.name),
+            &dg,
+            &dw,
+            2e-3 * scale,
+            2e-3,
+        )
+        .unwrap();
     }
 }
 
 #[test]
-fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+fn resume_on_the_cpu_engine_gives_the_same_weights_as_an_uninterrupted_run() {
+    resume_gives_the_same_weights_as_an_uninterrupted_run("cpu");
+}
+
+#[test]
+fn resume_on_adapter_0_gives_the_same_weights_as_an_uninterrupted_run() {
+    resume_gives_the_same_weights_as_an_uninterrupted_run("0");
+}
+
+fn resume_gives_the_same_weights_as_an_uninterrupted_run(devices: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 40);
     let d = data.to_str().unwrap();
+    // Augmentation and dropout on (the defaults): the resumed run must redraw the same crops,
+    // flips, lighting and masks.
     let common_args = [
-        "--batch", "8", "--seed", "4", "--init", "he", "--epochs", "3",
+        "--batch",
+        "8",
+        "--seed",
+        "4",
+        "--init",
+        "he",
+        "--epochs",
+        "3",
+        "--devices",
+        devices,
     ];
     let a = dir.path().join("a");
     let mut args = vec![d, "--out", a.to_str().unwrap(), "--steps", "7"];
@@ -138,8 +178,21 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         Init::He,
     )
     .unwrap();
-    assert_ne!(pa, start, "training changed nothing");
-    assert_eq!(pa, pb, "resumed run differs from the uninterrupted one");
+    assert!(pa != start, "--devices {devices}: training changed nothing");
+    // Not assert_eq: on failure it would print every weight.
+    assert!(
+        pa == pb,
+        "--devices {devices}: the resumed run differs from the uninterrupted one"
+    );
+    let momentum = |run: &Path| {
+        Checkpoint::load(&run.join("last.safetensors"), None)
+            .unwrap()
+            .momentum
+    };
+    assert!(
+        momentum(&a).is_some() && momentum(&a) == momentum(&b),
+        "--devices {devices}: the resumed run's momentum differs"
+    );
     let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     assert!(lines.contains("\"kind\":\"epoch\""), "{lines}");
 }
@@ -490,4 +543,95 @@ fn epoch_results_reach_a_log_file_and_quiet_silences_them() {
         !quiet.lines().any(|l| l.starts_with("epoch ")) && !quiet.contains("img/s"),
         "--quiet printed progress:\n{quiet}"
     );
+}
+
+#[test]
+fn the_cpu_engine_is_listed_named_and_scores_as_adapter_0_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let d = data.to_str().unwrap();
+    let run = dir.path().join("run");
+    let (ok, out, err) = alexnet(&[
+        "train",
+        "--quiet",
+        "--json",
+        "--input-size",
+        "67",
+        "--widths",
+        WIDTHS,
+        d,
+        "--out",
+        run.to_str().unwrap(),
+        "--devices",
+        "cpu",
+        "--batch",
+        "8",
+        "--steps",
+        "3",
+        "--seed",
+        "2",
+        "--init",
+        "he",
+    ]);
+    assert!(ok, "train --devices cpu: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["steps"], 3, "{v}");
+    let engine = v["engine"].as_str().unwrap_or_default();
+    assert!(engine.starts_with("the CPU engine, "), "{v}");
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("devices = \"cpu\""), "{saved}");
+
+    // The same checkpoint scored by the CPU engine and by the WGSL kernels on adapter 0.
+    let ck = run.join("last.safetensors");
+    let eval = |device: &str| {
+        let (ok, out, err) = alexnet(&[
+            "eval",
+            "--json",
+            "--device",
+            device,
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            d,
+        ]);
+        assert!(ok, "eval --device {device}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        (
+            v["count"].as_u64().unwrap(),
+            v["loss"].as_f64().unwrap(),
+            v["top1_accuracy"].as_f64().unwrap(),
+        )
+    };
+    let (cpu, gpu) = (eval("cpu"), eval("0"));
+    assert_eq!((cpu.0, gpu.0), (40, 40));
+    assert!(
+        (cpu.1 - gpu.1).abs() <= 1e-4 * gpu.1.abs(),
+        "loss: cpu {} adapter 0 {}",
+        cpu.1,
+        gpu.1
+    );
+    // One image may flip between two near-equal logits.
+    assert!(
+        (cpu.2 - gpu.2).abs() <= 1.0 / 40.0,
+        "top-1: {cpu:?} {gpu:?}"
+    );
+
+    let (ok, out, err) = alexnet(&["devices"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("[cpu] the CPU engine (native, "), "{out}");
+    let (ok, out, err) = alexnet(&["devices", "--devices", "cpu"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("the whole network on the CPU engine"), "{out}");
+    let (ok, out, err) = alexnet(&["devices", "--json", "--devices", "cpu"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["cpu"]["threads"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["plan"]["adapters"], serde_json::json!(["cpu"]), "{v}");
+
+    // The CPU engine is one device: no column split with it.
+    let (ok, err) = train(&[d, "--out", "unused", "--batch", "8", "--devices", "cpu,0"]);
+    assert!(!ok && err.contains("one device"), "{err}");
+    let (ok, _, err) = alexnet(&["devices", "--devices", "cpu,0"]);
+    assert!(!ok && err.contains("one device"), "{err}");
+    let (ok, _, err) = alexnet(&["eval", "--device", "gpu7", "--checkpoint", "x", d]);
+    assert!(!ok && err.contains("\"gpu7\" is not a device"), "{err}");
 }

@@ -4,6 +4,8 @@
 //! one-device commands take a list that names exactly one. `--device I`, a plain adapter index,
 //! is the older spelling and still works.
 use super::{print_stdout, CommandError};
+use crate::cpu::CpuDevice;
+use crate::device::Device;
 use crate::gpu::AdapterSummary;
 use crate::train::Devices;
 use clap::Args;
@@ -22,27 +24,46 @@ pub struct DevicesArgs {
     pub json: bool,
 }
 
-/// The adapter of a command that runs on one device.
+/// The device of a command that runs on one device.
 #[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
 pub struct DeviceChoice {
-    /// The adapter, in `train --devices`'s grammar naming one device: `0`, adapter 1: `1,`
-    /// (see `alexnet devices`).
+    /// The device, in `train --devices`'s grammar naming one: `auto` (the default: the first
+    /// GPU, else the CPU engine), `cpu`, `lavapipe`, `0`, adapter 1: `1,` (see `alexnet devices`).
     #[arg(long, value_name = "LIST")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<String>,
-    /// The adapter as a plain index (the older spelling of --devices I,).
-    #[arg(long, value_name = "I", conflicts_with = "devices")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<usize>,
+    /// The device as one name or plain adapter index (`cpu`, `1`): the older spelling.
+    #[arg(long, value_name = "DEVICE", conflicts_with = "devices")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "name_or_index"
+    )]
+    pub device: Option<String>,
+}
+
+/// A stage's `device`: a name (`"cpu"`) or, as older pipeline files write it, an index (`1`).
+fn name_or_index<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Name(String),
+        Index(u64),
+    }
+    Ok(Option::<Either>::deserialize(d)?.map(|e| match e {
+        Either::Name(s) => s,
+        Either::Index(i) => i.to_string(),
+    }))
 }
 
 impl DeviceChoice {
-    /// The adapter index asked for, or `None` for the command's default.
-    pub fn adapter(&self) -> Result<Option<usize>, String> {
-        match (&self.devices, self.device) {
+    /// The device asked for; `auto` when neither flag is given.
+    pub fn device(&self) -> Result<Device, String> {
+        match (&self.devices, &self.device) {
             (Some(_), Some(_)) => Err("give --devices or --device, not both".into()),
-            (None, d) => Ok(d),
-            (Some(s), None) => s.parse::<Devices>().and_then(|d| d.single()).map(Some),
+            (None, None) => Ok(Device::Auto),
+            (None, Some(d)) => d.parse::<Device>().map_err(|e| e.to_string()),
+            (Some(s), None) => s.parse::<Devices>().and_then(|d| d.single()),
         }
         .map_err(|e| format!("--devices: {e}"))
     }
@@ -55,7 +76,14 @@ pub(super) fn run(a: DevicesArgs) -> Result<(), CommandError> {
             &(devices_json(a.devices.as_deref(), &list)? + "\n"),
         )?);
     }
-    crate::gpu::print_devices()?;
+    if list.is_empty() {
+        // Not an error: the CPU engine below runs every command.
+        println!(
+            "no wgpu adapter (no GPU driver; `apt-get install mesa-vulkan-drivers` adds lavapipe)"
+        );
+    }
+    print!("{}", crate::gpu::context::devices_table(&list));
+    print!("{}", crate::cpu::describe(CpuDevice::default_threads()));
     if let Some(spec) = a.devices {
         let devices: Devices = spec.parse()?;
         print!("{}", device_plan(&devices, &list)?);
@@ -65,8 +93,25 @@ pub(super) fn run(a: DevicesArgs) -> Result<(), CommandError> {
 
 /// Which adapter each training device of `--devices` would use, or why it cannot.
 fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, String> {
+    use crate::train::engine::Placement;
     devices.check_columns()?;
-    let a = devices.adapters();
+    let resolved = devices
+        .list()
+        .iter()
+        .map(|d| d.resolve_among(list))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--devices {devices}: {e}"))?;
+    let a = match Placement::from_resolved(&resolved)
+        .map_err(|why| format!("--devices {devices}: {why}"))?
+    {
+        Placement::Cpu => {
+            return Ok(format!(
+                "--devices {devices}: the whole network on the CPU engine ({} threads)\n",
+                CpuDevice::default_threads()
+            ))
+        }
+        Placement::Adapters(a) => a,
+    };
     let mut out = format!(
         "--devices {devices}: {}\n",
         if a.len() == 1 {
@@ -99,9 +144,6 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
 /// `devices --json`: the adapters with the limits that matter for training, and the plan of
 /// `--devices` when given.
 fn devices_json(spec: Option<&str>, list: &[AdapterSummary]) -> Result<String, CommandError> {
-    if list.is_empty() {
-        return Err(crate::gpu::GpuError::NoAdapter.into());
-    }
     let adapters: Vec<serde_json::Value> = list
         .iter()
         .map(|a| {
@@ -120,15 +162,27 @@ fn devices_json(spec: Option<&str>, list: &[AdapterSummary]) -> Result<String, C
             })
         })
         .collect();
-    let mut v = serde_json::json!({ "adapters": adapters });
+    let mut v = serde_json::json!({
+        "adapters": adapters,
+        "cpu": { "threads": CpuDevice::default_threads() },
+    });
     if let Some(spec) = spec {
         let devices: Devices = spec.parse()?;
         // Checks the plan (same errors as the table's) before reporting it.
         device_plan(&devices, list)?;
+        // Each device as it resolves here: an adapter index, or "cpu" for the CPU engine.
+        let resolved: Vec<serde_json::Value> = devices
+            .list()
+            .iter()
+            .map(|d| match d.resolve_among(list) {
+                Ok(crate::device::Resolved::Adapter(i)) => serde_json::json!(i),
+                _ => serde_json::json!("cpu"),
+            })
+            .collect();
         v["plan"] = serde_json::json!({
             "devices": spec,
-            "adapters": devices.adapters(),
-            "columns": devices.adapters().len(),
+            "adapters": resolved,
+            "columns": devices.len(),
         });
     }
     Ok(v.to_string())

@@ -16,6 +16,7 @@ const EXAMPLES: &[(&str, &str)] = &[
         "devices",
         "alexnet devices
   alexnet devices --devices 0,1          # would the paper's two columns fit on adapters 0 and 1?
+  alexnet devices --devices auto         # what a run picks here: the first GPU, else the CPU engine
   alexnet devices --json | jq '.adapters[].name'",
     ),
     (
@@ -23,6 +24,7 @@ const EXAMPLES: &[(&str, &str)] = &[
         "alexnet train shards/train/ --val shards/val/ --out runs/paper
   alexnet train shards/train/ --out runs/paper --resume
   alexnet train shards/train/ --out runs/two --devices 0,1
+  alexnet train shards/ --out runs/cpu --devices cpu      # the native CPU engine (lavapipe: --devices lavapipe)
   alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he
   alexnet train shards/ --out runs/cos --schedule cosine --min-lr 1e-4 --momentum 0.9 --weight-decay 5e-4
   alexnet train shards/ --out runs/x --steps 100 --json | jq .last_loss",
@@ -31,7 +33,8 @@ const EXAMPLES: &[(&str, &str)] = &[
         "eval",
         "alexnet eval --checkpoint runs/paper/best.safetensors shards/val/
   alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --ten-crop --json
-  alexnet eval --checkpoint W shards/val/ --devices 1, --out eval.json   # on adapter 1, result to a file",
+  alexnet eval --checkpoint W shards/val/ --devices 1, --out eval.json   # on adapter 1, result to a file
+  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --devices cpu   # the native CPU engine",
     ),
     (
         "forward",

@@ -157,7 +157,7 @@ pub(super) fn export_features(a: ExportFeaturesArgs) -> Result<(), CommandError>
     let mut cfg = crate::export::ExportConfig::new(a.checkpoint, a.data, a.out);
     cfg.layer = a.layer;
     cfg.batch = a.batch;
-    cfg.device = a.device.adapter()?;
+    cfg.device = a.device.device()?;
     cfg.input_size = a.input_size;
     cfg.progress = !a.quiet;
     cfg.overwrite = a.overwrite;

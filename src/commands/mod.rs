@@ -60,10 +60,12 @@ impl Cli {
 #[derive(Clone, Debug, PartialEq, Subcommand, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Command {
-    /// List the adapters wgpu sees, with the limits that matter for training.
+    /// List the adapters wgpu sees, with the limits that matter for training, and the native
+    /// CPU engine with its thread count.
     ///
     /// With --devices LIST, also say which adapter each training device would use
-    /// (`0,1`: two adapters; `2` or `0,0`: two logical devices on adapter 0).
+    /// (`0,1`: two adapters; `2` or `0,0`: two logical devices on adapter 0; `cpu`: the CPU
+    /// engine; `auto`: the first GPU, else the CPU engine).
     Devices(DevicesArgs),
     /// Train the network on shards (the paper's recipe unless told otherwise).
     ///

@@ -123,7 +123,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
             crate::train::View::Centre
         },
         batch: a.batch,
-        device: a.device.adapter()?.unwrap_or(0),
+        device: a.device.device()?,
         input_size: a.input_size,
     };
     let r = crate::train::eval_checkpoint(&job)?;
@@ -162,7 +162,7 @@ pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
         checkpoint: a.checkpoint,
         input: a.input,
         out: a.out,
-        device: a.device.adapter()?.unwrap_or(0),
+        device: a.device.device()?,
         overwrite: a.overwrite,
     })?;
     Ok(())
@@ -175,7 +175,7 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
     cfg.classes = a.classes;
     cfg.data = a.data;
     cfg.top = a.top.max(1);
-    cfg.device = a.device.adapter()?.unwrap_or(0);
+    cfg.device = a.device.device()?;
     cfg.input_size = a.input_size;
     let answers = crate::predict::predict(&cfg)?;
     let mut text = String::new();

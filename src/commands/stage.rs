@@ -15,8 +15,10 @@ pub enum Rerun {
 
 impl Command {
     /// Makes every relative path, input or output, relative to `base` (a pipeline's
-    /// `work_dir`); fills in outputs whose default depends on another path (`report`'s).
-    pub fn resolve_paths(&mut self, base: &Path) {
+    /// `work_dir`), except a train stage's `config` file, which belongs with the pipeline and
+    /// is taken from `file_dir` (the pipeline file's directory); fills in outputs whose
+    /// default depends on another path (`report`'s).
+    pub fn resolve_paths(&mut self, base: &Path, file_dir: &Path) {
         let r = |p: &mut PathBuf| *p = base.join(&*p);
         let ro = |p: &mut Option<PathBuf>| p.iter_mut().for_each(r);
         let rv = |v: &mut Vec<PathBuf>| v.iter_mut().for_each(r);
@@ -28,7 +30,7 @@ impl Command {
                 r(&mut a.out);
                 ro(&mut a.init_from);
                 if let Some(ConfigSource::File(p)) = &mut a.config {
-                    r(p);
+                    *p = file_dir.join(&*p);
                 }
             }
             Command::Eval(a) => {

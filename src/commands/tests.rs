@@ -97,19 +97,26 @@ fn clap_and_serde_agree_on_every_command_and_default() {
 fn one_device_commands_take_train_s_grammar_and_the_old_index() {
     let eval =
         |extra: &[&str]| match from_cli(&[&["eval", "--checkpoint", "c", "d"], extra].concat()) {
-            Command::Eval(a) => a.device.adapter(),
+            Command::Eval(a) => a.device.device(),
             _ => unreachable!(),
         };
-    assert_eq!(eval(&[]), Ok(None));
-    assert_eq!(eval(&["--devices", "0"]), Ok(Some(0)));
-    assert_eq!(eval(&["--devices", "1,"]), Ok(Some(1)));
-    assert_eq!(eval(&["--device", "1"]), Ok(Some(1)), "the old spelling");
+    use crate::device::Device;
+    assert_eq!(eval(&[]), Ok(Device::Auto));
+    assert_eq!(eval(&["--devices", "0"]), Ok(Device::Adapter(0)));
+    assert_eq!(eval(&["--devices", "1,"]), Ok(Device::Adapter(1)));
+    assert_eq!(eval(&["--devices", "cpu"]), Ok(Device::Cpu));
+    assert_eq!(
+        eval(&["--device", "1"]),
+        Ok(Device::Adapter(1)),
+        "the old spelling"
+    );
+    assert_eq!(eval(&["--device", "cpu"]), Ok(Device::Cpu));
     // A bare number is a count in the grammar, so `--devices 1` is adapter 0, as in train.
-    assert_eq!(eval(&["--devices", "1"]), Ok(Some(0)));
+    assert_eq!(eval(&["--devices", "1"]), Ok(Device::Adapter(0)));
     for bad in ["0,1", "2"] {
         let e = eval(&["--devices", bad]).unwrap_err();
         assert!(
-            e.contains("names 2 devices; this command runs on one adapter"),
+            e.contains("names 2 devices; this command runs on one device"),
             "{e}"
         );
     }
@@ -139,7 +146,12 @@ fn one_device_commands_take_train_s_grammar_and_the_old_index() {
             Command::ExportFeatures(a) => &a.device,
             _ => unreachable!(),
         };
-        assert_eq!(choice.adapter(), Ok(Some(1)), "{}", c.name());
+        assert_eq!(
+            choice.device(),
+            Ok(crate::device::Device::Adapter(1)),
+            "{}",
+            c.name()
+        );
     }
 }
 

@@ -85,7 +85,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Adapters: `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
+    /// Devices: `auto` (the first GPU, else the CPU engine; the default), `cpu`, `lavapipe`,
+    /// adapters `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
     #[arg(long)]
     #[serde(default)]
     pub devices: Option<String>,
@@ -253,11 +254,12 @@ pub(super) fn run(a: TrainArgs) -> Result<i32, CommandError> {
         None => "done".into(),
     };
     eprintln!(
-        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s; checkpoints in {}",
+        "{how}: {} steps, {} epochs, last loss {:.4}{val}, {:.0} images/s on {}; checkpoints in {}",
         s.steps,
         s.epochs,
         s.last_loss,
         s.images_per_s,
+        s.engine,
         job.out.display()
     );
     Ok(code)

@@ -18,6 +18,9 @@ pub enum ExportError {
     /// A GPU transfer failed.
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+    /// Opening or running the network (on a GPU or the CPU engine) failed.
+    #[error(transparent)]
+    Engine(#[from] crate::train::TrainError),
     /// A file could not be read or written.
     #[error("{}: {source}; check the path and its permissions", path.display())]
     Io {

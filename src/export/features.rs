@@ -1,15 +1,16 @@
 //! `alexnet export-features`: one layer's activations for every image of a shard set, in the
 //! evaluation view (centre crop minus the checkpoint's mean image, no dropout), computed in
-//! batches on the GPU and written as a features file ([`super::features_file`]).
+//! batches on a GPU or the CPU engine and written as a features file ([`super::features_file`]).
 use super::features_file::{FeatureWriter, FeaturesMeta};
 use super::shard_columns::read_shard_names;
 use super::ExportError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
-use crate::gpu::Gpu;
-use crate::model::{Checkpoint, Network};
+use crate::device::Device;
+use crate::model::Checkpoint;
 use crate::output_check::check_output;
 use crate::train::augment::centre_draws;
-use crate::train::input::{checkpoint_mean, pad_images, InputStage};
+use crate::train::infer::Inference;
+use crate::train::input::{checkpoint_mean, pad_images};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -52,10 +53,10 @@ pub struct ExportConfig {
     pub out: PathBuf,
     /// The layer to export.
     pub layer: Layer,
-    /// Images per GPU batch.
+    /// Images per batch.
     pub batch: usize,
-    /// Adapter index ([`crate::gpu::list_adapters`]); `None` picks the best.
-    pub device: Option<usize>,
+    /// The device (`auto`: the first real GPU, else the CPU engine).
+    pub device: Device,
     /// Input size of a foreign checkpoint that does not record it.
     pub input_size: Option<usize>,
     /// Draw a progress bar.
@@ -73,7 +74,7 @@ impl ExportConfig {
             out,
             layer: Layer::Fc7,
             batch: 128,
-            device: None,
+            device: Device::Auto,
             input_size: None,
             progress: true,
             overwrite: false,
@@ -145,23 +146,15 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         )));
     }
 
-    let gpu = match cfg.device {
-        Some(i) => Gpu::new(i)?,
-        None => Gpu::best()?,
-    };
     let batch = cfg.batch.clamp(1, set.len());
-    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
-    let input = InputStage::new(&gpu, batch, set.size(), crop, &mean, ck.config.input_scale);
-    let acts = net.activations();
-    let (_, shape, tensor) = acts
-        .iter()
-        .find(|(name, _, _)| *name == cfg.layer.name())
-        .ok_or_else(|| {
-            ExportError::Mismatch(format!(
-                "the network reports no activation `{}`",
-                cfg.layer.name()
-            ))
-        })?;
+    let engine = Inference::open(cfg.device, &ck.config, batch, set.size(), &mean, &ck.params)?;
+    let net = engine.scorer();
+    let shape = net.shape(cfg.layer.name()).ok_or_else(|| {
+        ExportError::Mismatch(format!(
+            "the network reports no activation `{}`",
+            cfg.layer.name()
+        ))
+    })?;
     // Every activation is [N, …]: one image's vector is the product of the other dimensions.
     let width: usize = shape[1..].iter().product();
 
@@ -192,15 +185,9 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         let mut b = b?;
         let have = b.len();
         pad_images(&mut b.images, have, batch);
-        input.upload_images(&gpu, &b.images)?;
-        let mut enc = gpu.encoder("export.forward");
-        {
-            let mut rec = net.recorder(&gpu, &mut enc);
-            input.record(&mut rec, &draws, net.input())?;
-            net.record_forward(&mut rec, None)?;
-        }
-        gpu.submit(enc);
-        let feats = tensor.download(&gpu)?;
+        net.upload_images(&b.images)?;
+        net.forward(&draws)?;
+        let feats = net.download(cfg.layer.name())?;
         let rows: Vec<usize> = b.rows.iter().map(|&r| r as usize).collect();
         // NaN or inf would be ranked by `neighbors` as if it were a distance; a diverged
         // checkpoint has nothing to export.

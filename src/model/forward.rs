@@ -2,6 +2,8 @@
 //! framework. Reads `images` `[N,3,H,W]` f32 from a safetensors file, writes `logits` and the
 //! activations docs/outputs.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
 use super::{Checkpoint, CheckpointError, Network, NetworkError};
+use crate::cpu::{CpuDevice, CpuError, CpuNetwork};
+use crate::device::{Device, DeviceError, Resolved};
 use crate::gpu::{Gpu, GpuError};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,12 @@ pub enum ForwardError {
     /// A GPU operation failed.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The CPU engine failed.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// The device does not fit this machine.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The input file is unusable.
     #[error("{}: {reason}", path.display())]
     Input {
@@ -49,8 +57,8 @@ pub struct ForwardJob {
     pub input: PathBuf,
     /// safetensors file to write.
     pub out: PathBuf,
-    /// Adapter index.
-    pub device: usize,
+    /// The device (`auto`: a GPU if there is one, else the CPU engine).
+    pub device: Device,
     /// Replace `out` if it exists (an output that is the input or the checkpoint is
     /// refused anyway).
     pub overwrite: bool,
@@ -97,15 +105,27 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
             ),
         });
     }
-    let gpu = Gpu::new(job.device)?;
-    let net = Network::new(&gpu, &ck.config, shape[0], &ck.params)?;
-    net.input().upload(&gpu, &images)?;
-    let mut enc = gpu.encoder("forward");
-    net.record_forward(&mut net.recorder(&gpu, &mut enc), None)?;
-    gpu.submit(enc);
     let mut tensors = Vec::new();
-    for (name, shape, t) in net.activations() {
-        tensors.push((name.to_string(), shape, t.download(&gpu)?));
+    match job.device.resolve()? {
+        Resolved::Adapter(i) => {
+            let gpu = Gpu::new(i)?;
+            let net = Network::new(&gpu, &ck.config, shape[0], &ck.params)?;
+            net.input().upload(&gpu, &images)?;
+            let mut enc = gpu.encoder("forward");
+            net.record_forward(&mut net.recorder(&gpu, &mut enc), None)?;
+            gpu.submit(enc);
+            for (name, shape, t) in net.activations() {
+                tensors.push((name.to_string(), shape, t.download(&gpu)?));
+            }
+        }
+        Resolved::Cpu => {
+            let mut net = CpuNetwork::new(&CpuDevice::new(0)?, &ck.config, shape[0], &ck.params)?;
+            net.upload_input(&images)?;
+            net.forward(None);
+            for (name, shape, t) in net.activations() {
+                tensors.push((name.to_string(), shape, t.to_vec()));
+            }
+        }
     }
     let out_err = |reason: String| ForwardError::Output {
         path: job.out.clone(),

@@ -201,7 +201,7 @@ impl Pipeline {
                 kind,
                 problem,
             })?;
-            stage.resolve_paths(&work_dir);
+            stage.resolve_paths(&work_dir, dir);
             stages.push(stage);
         }
         let p = Pipeline {

@@ -336,7 +336,7 @@ shell = "bash"
         ]
     );
     match &p.stages[2] {
-        Command::Forward(f) => assert_eq!(f.device.adapter(), Ok(Some(1))),
+        Command::Forward(f) => assert_eq!(f.device.device(), Ok(crate::device::Device::Adapter(1))),
         other => panic!("{other:?}"),
     }
     let nested = "work_dir = \"w\"\n[[stage]]\nkind = \"run\"\npipeline = \"p.toml\"\n";

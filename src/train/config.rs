@@ -3,6 +3,7 @@
 //!
 //! Everything here is plain data checked by [`TrainConfig::validate`]; nothing below the CLI
 //! sees a raw string except [`Devices`], which parses the `--devices` spelling once.
+use crate::device::Device;
 use crate::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -97,7 +98,7 @@ pub struct TrainConfig {
     pub max_steps: Option<u64>,
     /// The background loader.
     pub loader: LoaderConfig,
-    /// Which adapters train, in the `--devices` spelling (`"0"`, `"0,1"`, `"0,0"`, `"2"`).
+    /// Which devices train, in the `--devices` spelling (`"auto"`, `"cpu"`, `"0"`, `"0,1"`, `"2"`).
     pub devices: Devices,
     /// Train on a shard folder that lacks some of the shards its ingest planned (a killed
     /// or unfinished ingest); without it such a folder is refused.
@@ -242,30 +243,33 @@ impl Default for LoaderConfig {
 /// The most logical devices a run may ask for; more is surely a typo.
 pub const MAX_DEVICES: usize = 16;
 
-/// The logical training devices: one adapter index per device; an index may repeat (two
-/// logical devices on one adapter).
+/// The logical training devices, each a [`Device`]: an adapter index (which may repeat: two
+/// logical devices on one adapter), `cpu`, `lavapipe` or `auto`.
 ///
-/// Spelled as docs/devices.md says: a comma list names adapters (`"0,1"`, `"0,0"`); a bare
-/// number `n` means `n` logical devices on adapter 0 (`"2"` is `0,0`; `"0"` and `"1"` are both
-/// adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
+/// Spelled as in `docs/devices.md`'s `--devices`: a comma list names devices (`"0,1"`,
+/// `"0,0"`); a bare number `n` means `n` logical devices on adapter 0 (`"2"` is `0,0`; `"0"` and
+/// `"1"` are both adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
+/// A name stands for one device: `"cpu"`, `"lavapipe"`, `"auto"` (the default: the first real
+/// GPU, else the CPU engine).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Devices(Vec<usize>);
+pub struct Devices(Vec<Device>);
 
 impl Devices {
-    /// Logical devices on the given adapters; empty lists and more than [`MAX_DEVICES`] are
-    /// refused.
-    pub fn new(adapters: Vec<usize>) -> Result<Self, String> {
-        if adapters.is_empty() || adapters.len() > MAX_DEVICES {
+    /// Logical devices on the given devices (or adapter indices); empty lists and more than
+    /// [`MAX_DEVICES`] are refused.
+    pub fn new<D: Into<Device>>(devices: Vec<D>) -> Result<Self, String> {
+        let devices: Vec<Device> = devices.into_iter().map(Into::into).collect();
+        if devices.is_empty() || devices.len() > MAX_DEVICES {
             return Err(format!(
                 "{} devices: a run needs between 1 and {MAX_DEVICES}",
-                adapters.len()
+                devices.len()
             ));
         }
-        Ok(Devices(adapters))
+        Ok(Devices(devices))
     }
-    /// The adapter index of each logical device, in order.
-    pub fn adapters(&self) -> &[usize] {
+    /// The device of each logical device, in order.
+    pub fn list(&self) -> &[Device] {
         &self.0
     }
     /// Number of logical devices.
@@ -287,13 +291,13 @@ impl Devices {
         }
         Ok(())
     }
-    /// The adapter of a command that runs on one device (`eval`, `forward`, `predict`,
+    /// The device of a command that runs on one (`eval`, `forward`, `predict`,
     /// `export-features`): the list must name exactly one.
-    pub fn single(&self) -> Result<usize, String> {
+    pub fn single(&self) -> Result<Device, String> {
         match self.0.as_slice() {
             [only] => Ok(*only),
             list => Err(format!(
-                "devices {self} names {} devices; this command runs on one adapter: name it alone (\"0\", adapter 1: \"1,\")",
+                "devices {self} names {} devices; this command runs on one device: name it alone (\"cpu\", \"0\", adapter 1: \"1,\")",
                 list.len()
             )),
         }
@@ -302,7 +306,7 @@ impl Devices {
 
 impl Default for Devices {
     fn default() -> Self {
-        Devices(vec![0])
+        Devices(vec![Device::Auto])
     }
 }
 
@@ -312,12 +316,16 @@ impl FromStr for Devices {
         let s = s.trim();
         let bad = |why: &str| {
             format!(
-                "devices {s:?}: {why}; write adapter indices separated by commas (\"0,1\", \"0,0\", adapter 1 alone: \"1,\") or a count of devices on adapter 0 (\"2\")"
+                "devices {s:?}: {why}; write adapter indices separated by commas (\"0,1\", \"0,0\", adapter 1 alone: \"1,\"), a count of devices on adapter 0 (\"2\"), or a name: \"cpu\" (the native CPU engine), \"lavapipe\" (the software Vulkan driver), \"auto\" (a GPU if there is one, else cpu)"
             )
         };
         if s.is_empty() {
             return Err(bad("empty"));
         }
+        let one = |p: &str| {
+            p.parse::<Device>()
+                .map_err(|_| bad(&format!("{p:?} is not an adapter index or a device name")))
+        };
         let list = if s.contains(',') {
             let parts: Vec<&str> = s.split(',').map(str::trim).collect();
             // A single trailing comma is how adapter n alone is written; other empties are typos.
@@ -327,14 +335,14 @@ impl FromStr for Devices {
             };
             parts
                 .iter()
-                .map(|p| {
-                    p.parse::<usize>()
-                        .map_err(|_| bad(&format!("{p:?} is not an adapter index")))
-                })
+                .map(|p| one(p))
                 .collect::<Result<Vec<_>, _>>()?
+        } else if let Ok(n) = s.parse::<usize>() {
+            vec![Device::Adapter(0); n.max(1)]
+        } else if s.starts_with('-') || s.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad("not a number"));
         } else {
-            let n: usize = s.parse().map_err(|_| bad("not a number"))?;
-            vec![0; n.max(1)]
+            vec![one(s)?]
         };
         if list.len() > MAX_DEVICES {
             return Err(bad(&format!("more than {MAX_DEVICES} devices")));
@@ -354,9 +362,9 @@ impl fmt::Display for Devices {
     /// The canonical spelling, which parses back to the same list.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_slice() {
-            [only] if *only != 0 => write!(f, "{only},"),
+            [Device::Adapter(only)] if *only != 0 => write!(f, "{only},"),
             list => {
-                let parts: Vec<String> = list.iter().map(usize::to_string).collect();
+                let parts: Vec<String> = list.iter().map(Device::to_string).collect();
                 write!(f, "{}", parts.join(","))
             }
         }
@@ -715,7 +723,7 @@ mod tests {
             (0.01, 0.9, 5e-4, 0.5)
         );
         assert!(c.augment.enabled && c.augment.flip && c.augment.lighting_std == 0.1);
-        assert_eq!(c.devices.adapters(), &[0]);
+        assert_eq!(c.devices.list(), &[Device::Auto]);
         c.validate("test").unwrap();
     }
 
@@ -825,21 +833,33 @@ mod tests {
 
     #[test]
     fn devices_spellings() {
-        let d = |s: &str| s.parse::<Devices>().map(|d| d.adapters().to_vec());
-        assert_eq!(d("0"), Ok(vec![0]));
-        assert_eq!(d("1"), Ok(vec![0]));
-        assert_eq!(d("2"), Ok(vec![0, 0]));
-        assert_eq!(d("0,1"), Ok(vec![0, 1]));
-        assert_eq!(d("0,0"), Ok(vec![0, 0]));
-        assert_eq!(d(" 1, 0 "), Ok(vec![1, 0]));
-        assert_eq!(d("1,"), Ok(vec![1]));
-        assert!(Devices::new(vec![]).is_err());
-        assert_eq!(Devices::new(vec![2, 2]).unwrap().to_string(), "2,2");
-        for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99"] {
+        use Device::{Adapter as A, Auto, Cpu, Lavapipe};
+        let d = |s: &str| s.parse::<Devices>().map(|d| d.list().to_vec());
+        assert_eq!(d("0"), Ok(vec![A(0)]));
+        assert_eq!(d("1"), Ok(vec![A(0)]));
+        assert_eq!(d("2"), Ok(vec![A(0), A(0)]));
+        assert_eq!(d("0,1"), Ok(vec![A(0), A(1)]));
+        assert_eq!(d("0,0"), Ok(vec![A(0), A(0)]));
+        assert_eq!(d(" 1, 0 "), Ok(vec![A(1), A(0)]));
+        assert_eq!(d("1,"), Ok(vec![A(1)]));
+        assert_eq!(d("cpu"), Ok(vec![Cpu]));
+        assert_eq!(d(" Lavapipe "), Ok(vec![Lavapipe]));
+        assert_eq!(d("auto"), Ok(vec![Auto]));
+        assert_eq!(d("cpu,lavapipe"), Ok(vec![Cpu, Lavapipe]));
+        assert_eq!(Devices::default().to_string(), "auto");
+        assert!(Devices::new(Vec::<Device>::new()).is_err());
+        assert_eq!(Devices::new(vec![1usize]).unwrap().to_string(), "1,");
+        assert_eq!(Devices::new(vec![A(2), A(2)]).unwrap().to_string(), "2,2");
+        for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99", "gpu", "cpu,,"] {
             assert!(d(bad).is_err(), "{bad:?} should be rejected");
         }
-        for s in ["0", "0,1", "0,0", "1,", "3,2,1"] {
+        let e = d("gpu").unwrap_err();
+        assert!(e.contains("\"cpu\"") && e.contains("lavapipe"), "{e}");
+        for s in [
+            "0", "0,1", "0,0", "1,", "3,2,1", "cpu", "auto", "lavapipe", "cpu,0",
+        ] {
             let v: Devices = s.parse().unwrap();
+            assert_eq!(v.to_string(), s, "canonical spelling");
             assert_eq!(v.to_string().parse::<Devices>().unwrap(), v, "{s}");
         }
     }
@@ -867,7 +887,7 @@ mod tests {
             (2, Some(1), 64, 7)
         );
         assert_eq!((c.lr, c.dropout), (0.02, 0.0));
-        assert_eq!(c.devices.adapters(), &[0, 0]);
+        assert_eq!(c.devices.list(), &[Device::Adapter(0); 2]);
         assert!(!c.augment.enabled);
         assert_eq!(c.shuffle, Shuffle::None);
         assert_eq!(c.model.input_size, 67);

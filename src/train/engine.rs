@@ -1,15 +1,19 @@
-//! What runs a training step: the network on one device, or split in the paper's two columns
-//! over two devices ([`crate::model::ColumnNetwork`]). The loop in [`super::run`] sees only
-//! this, so checkpoints, metrics and validation are the same for both.
+//! What runs a training step: the network on one GPU device, split in the paper's two
+//! columns over two devices ([`crate::model::ColumnNetwork`]), or on the native CPU engine
+//! ([`crate::cpu`]). The loop in [`super::run`] sees only this, so checkpoints, metrics and
+//! validation are the same for all three.
+use super::config::Devices;
 use super::eval::{evaluate, EvalResult, View};
+use super::infer::{CpuStage, Scorer};
 use super::input::InputStage;
 use super::TrainError;
 use crate::dataset::ShardSet;
+use crate::device::{Device, Resolved};
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
 use crate::shape::AugmentDraw;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 
 /// The batch geometry and preprocessing both kinds of engine need.
 pub struct EngineSpec<'a> {
@@ -52,6 +56,83 @@ pub enum Engine {
     },
     /// The two-column split.
     Two(Box<Columns>),
+    /// The whole network on the native CPU engine.
+    Cpu(Box<RefCell<CpuStage>>),
+}
+
+/// Where a run keeps the per-image loss rows of a logging window until it reads them: a GPU
+/// buffer (read back once per window) or host memory.
+pub enum LossHistory {
+    /// On device 0 of a GPU engine.
+    Gpu(Tensor),
+    /// On the host (the CPU engine).
+    Host(RefCell<Vec<f32>>),
+}
+
+/// A step handed to the engine: a GPU submission still running, or a CPU step already done.
+pub enum Pending {
+    /// Device 0's submission.
+    Gpu(wgpu::SubmissionIndex),
+    /// Finished when [`Engine::train_step`] returned.
+    Done,
+}
+
+/// Where a run's `--devices` land on this machine, decided before anything is opened or
+/// written, so a list that cannot run fails first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The whole network on the CPU engine.
+    Cpu,
+    /// One GPU adapter for the whole network, or two for the column split.
+    Adapters(Vec<usize>),
+}
+
+impl Placement {
+    /// Resolves `devices` (`auto` and `lavapipe` against the adapters found here).
+    pub fn resolve(devices: &Devices) -> Result<Placement, TrainError> {
+        devices.check_columns().map_err(TrainError::NotBuilt)?;
+        let named = devices.list();
+        let resolved = if named
+            .iter()
+            .any(|d| matches!(d, Device::Auto | Device::Lavapipe))
+        {
+            let list = crate::gpu::list_adapters();
+            named
+                .iter()
+                .map(|d| d.resolve_among(&list))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            named
+                .iter()
+                .map(|d| d.resolve())
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Placement::from_resolved(&resolved)
+            .map_err(|why| TrainError::NotBuilt(format!("--devices {devices}: {why}")))
+    }
+
+    /// The placement of devices already resolved, or why they cannot train together.
+    pub fn from_resolved(resolved: &[Resolved]) -> Result<Placement, String> {
+        // Users meet the count check on the names (`Devices::check_columns`); this arm only
+        // keeps a caller that skipped it from building a third column.
+        match resolved {
+            [_, _, _, ..] => Err(format!("{} devices; the split has two columns", resolved.len())),
+            [Resolved::Cpu] => Ok(Placement::Cpu),
+            _ if resolved.contains(&Resolved::Cpu) => Err(
+                "the CPU engine runs the whole network on one device; the two-column split runs on two GPU devices (--devices cpu, or two adapters)"
+                    .into(),
+            ),
+            _ => Ok(Placement::Adapters(
+                resolved
+                    .iter()
+                    .filter_map(|r| match r {
+                        Resolved::Adapter(i) => Some(*i),
+                        Resolved::Cpu => None,
+                    })
+                    .collect(),
+            )),
+        }
+    }
 }
 
 /// The two-column split and what goes with it.
@@ -76,7 +157,25 @@ fn input_stage(gpu: &Gpu, s: &EngineSpec<'_>) -> InputStage {
 }
 
 impl Engine {
-    /// Opens the devices of `adapters` (one, or two for the column split) and uploads `params`.
+    /// Opens the devices of `placement` and uploads `params`.
+    pub fn open(
+        placement: &Placement,
+        s: &EngineSpec<'_>,
+        params: &Params,
+    ) -> Result<Engine, TrainError> {
+        match placement {
+            Placement::Cpu => Engine::cpu(s, params, 0),
+            Placement::Adapters(a) => Engine::new(a, s, params),
+        }
+    }
+
+    /// The whole network on the CPU engine with `threads` workers (0: one per core).
+    pub fn cpu(s: &EngineSpec<'_>, params: &Params, threads: usize) -> Result<Engine, TrainError> {
+        let stage = CpuStage::new(s.model, s.batch, s.stored, s.mean, params, threads)?;
+        Ok(Engine::Cpu(Box::new(RefCell::new(stage))))
+    }
+
+    /// Opens the GPU devices of `adapters` (one, or two for the column split) and uploads `params`.
     pub fn new(
         adapters: &[usize],
         s: &EngineSpec<'_>,
@@ -106,11 +205,101 @@ impl Engine {
         }
     }
 
-    /// The device that holds the loss statistics (device 0).
-    pub fn gpu(&self) -> &Gpu {
+    /// The GPU device that holds the loss statistics (device 0); `None` on the CPU engine.
+    pub fn gpu_device(&self) -> Option<&Gpu> {
         match self {
-            Engine::One { gpu, .. } => gpu,
-            Engine::Two(c) => c.net.gpu(0),
+            Engine::One { gpu, .. } => Some(gpu),
+            Engine::Two(c) => Some(c.net.gpu(0)),
+            Engine::Cpu(_) => None,
+        }
+    }
+
+    /// What the engine runs on, in words (`alexnet train` prints it).
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::One { gpu, .. } => {
+                format!("adapter [{}] {}", gpu.adapter.index, gpu.adapter.name)
+            }
+            Engine::Two(c) => format!(
+                "two columns on adapters [{}] and [{}]",
+                c.net.gpu(0).adapter.index,
+                c.net.gpu(1).adapter.index
+            ),
+            Engine::Cpu(c) => format!(
+                "the CPU engine, {} threads",
+                c.borrow().net.device().threads()
+            ),
+        }
+    }
+
+    /// A buffer for `rows·3` loss values (rows of [`Engine::train_step`]'s `at`).
+    pub fn loss_history(&self, len: usize) -> LossHistory {
+        match self.gpu_device() {
+            Some(gpu) => LossHistory::Gpu(Tensor::zeros(gpu, len, "loss.history")),
+            None => LossHistory::Host(RefCell::new(vec![0.0; len])),
+        }
+    }
+
+    /// Runs one step ([`Engine::step`] on a GPU engine, the whole step at once on the CPU
+    /// engine) and copies its per-image loss rows into `hist` at byte `at`.
+    pub fn train_step(
+        &self,
+        x: &StepInput<'_>,
+        hist: &LossHistory,
+        at: u64,
+    ) -> Result<Pending, TrainError> {
+        match (self, hist) {
+            (Engine::Cpu(c), LossHistory::Host(rows)) => {
+                let mut c = c.borrow_mut();
+                c.input.set_images(x.images)?;
+                c.augment(x.draws)?;
+                let net = &mut c.net;
+                net.upload_labels(x.labels)?;
+                net.forward(Some(x.dropout));
+                net.loss();
+                net.backward(Some(x.dropout));
+                net.sgd(x.hyper);
+                let stats = net.stats();
+                let mut rows = rows.borrow_mut();
+                let from = at as usize / 4;
+                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
+                    TrainError::NotBuilt(format!(
+                        "loss history of {} values has no room for {} at {from}",
+                        stats.len(),
+                        stats.len()
+                    ))
+                })?;
+                dst.copy_from_slice(stats);
+                Ok(Pending::Done)
+            }
+            (_, LossHistory::Gpu(t)) if !matches!(self, Engine::Cpu(_)) => {
+                Ok(Pending::Gpu(self.step(x, t, at)?))
+            }
+            _ => Err(TrainError::NotBuilt(
+                "a loss history made by another engine; make it with Engine::loss_history".into(),
+            )),
+        }
+    }
+
+    /// Blocks until `p` has finished.
+    pub fn wait(&self, p: Pending) {
+        if let (Pending::Gpu(idx), Some(gpu)) = (p, self.gpu_device()) {
+            // A failed wait shows up in the next readback, which reports it.
+            let _ = gpu.device.poll(wgpu::PollType::Wait {
+                submission_index: Some(idx),
+                timeout: None,
+            });
+        }
+    }
+
+    /// The loss rows of `hist` (waits for the GPU to finish writing them).
+    pub fn read_history(&self, hist: &LossHistory) -> Result<Vec<f32>, TrainError> {
+        match (hist, self.gpu_device()) {
+            (LossHistory::Gpu(t), Some(gpu)) => Ok(t.download(gpu)?),
+            (LossHistory::Host(rows), _) => Ok(rows.borrow().clone()),
+            (LossHistory::Gpu(_), None) => Err(TrainError::NotBuilt(
+                "a GPU loss history read on the CPU engine".into(),
+            )),
         }
     }
 
@@ -119,6 +308,7 @@ impl Engine {
         match self {
             Engine::One { gpu, net, .. } => net.upload_momentum(gpu, m)?,
             Engine::Two(c) => c.net.upload_momentum(m)?,
+            Engine::Cpu(c) => c.borrow_mut().net.upload_momentum(m)?,
         }
         Ok(())
     }
@@ -128,6 +318,7 @@ impl Engine {
         Ok(match self {
             Engine::One { gpu, net, .. } => net.download_params(gpu)?,
             Engine::Two(c) => c.net.download_params()?,
+            Engine::Cpu(c) => c.borrow().net.download_params()?,
         })
     }
 
@@ -136,19 +327,21 @@ impl Engine {
         Ok(match self {
             Engine::One { gpu, net, .. } => net.download_momentum(gpu)?,
             Engine::Two(c) => c.net.download_momentum()?,
+            Engine::Cpu(c) => c.borrow().net.download_momentum()?,
         })
     }
 
     /// Exchange counters since the last call (zero on one device).
     pub fn take_exchange_stats(&self) -> ExchangeStats {
         match self {
-            Engine::One { .. } => ExchangeStats::default(),
+            Engine::One { .. } | Engine::Cpu(_) => ExchangeStats::default(),
             Engine::Two(c) => c.net.take_exchange_stats(),
         }
     }
 
-    /// Runs one step: upload, augment, forward, loss, backward, SGD, and a copy of the
-    /// per-image loss rows into `hist` at byte `at`. Returns device 0's last submission.
+    /// Runs one step on a GPU engine: upload, augment, forward, loss, backward, SGD, and a copy
+    /// of the per-image loss rows into `hist` at byte `at`. Returns device 0's last submission.
+    /// The CPU engine has no GPU buffer to copy into: it runs through [`Engine::train_step`].
     pub fn step(
         &self,
         x: &StepInput<'_>,
@@ -170,6 +363,9 @@ impl Engine {
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
+            Engine::Cpu(_) => Err(TrainError::NotBuilt(
+                "Engine::step records into a GPU buffer; the CPU engine steps through Engine::train_step".into(),
+            )),
             Engine::One { gpu, .. } => {
                 let cb = self.record_step(x, hist, at, timer)?;
                 Ok(gpu.queue.submit(cb))
@@ -195,7 +391,7 @@ impl Engine {
 
     /// Uploads the step's inputs and records the step on one device without submitting it, so
     /// the recording can be timed apart from the GPU (the step bench). `None` for the
-    /// two-column split, which submits at its exchanges.
+    /// two-column split, which submits at its exchanges, and for the CPU engine.
     pub fn record_step(
         &self,
         x: &StepInput<'_>,
@@ -226,7 +422,8 @@ impl Engine {
     }
 
     /// Scores `set` with the current weights (one device; the column split's weights are
-    /// copied into a one-device network on device 0, which computes the same function).
+    /// copied into a one-device network on device 0, which computes the same function; the
+    /// CPU engine scores with its own network).
     pub fn evaluate(
         &self,
         s: &EngineSpec<'_>,
@@ -235,7 +432,10 @@ impl Engine {
         threads: usize,
     ) -> Result<EvalResult, TrainError> {
         match self {
-            Engine::One { gpu, net, input } => evaluate(gpu, net, input, set, view, threads),
+            Engine::One { gpu, net, input } => {
+                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
+            }
+            Engine::Cpu(c) => evaluate(Scorer::Cpu(c), set, view, threads),
             Engine::Two(c) => {
                 let (net, eval) = (&c.net, &c.eval);
                 let params = net.download_params()?;
@@ -251,8 +451,33 @@ impl Engine {
                     })
                 })?;
                 one.upload_params(gpu, &params)?;
-                evaluate(gpu, one, input, set, view, threads)
+                let net = one;
+                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+    use crate::device::Resolved::{Adapter, Cpu};
+
+    #[test]
+    fn placement_keeps_the_cpu_engine_alone_and_at_most_two_columns() {
+        assert_eq!(Placement::from_resolved(&[Cpu]), Ok(Placement::Cpu));
+        assert_eq!(
+            Placement::from_resolved(&[Adapter(1), Adapter(1)]),
+            Ok(Placement::Adapters(vec![1, 1]))
+        );
+        for bad in [&[Cpu, Adapter(0)][..], &[Cpu, Cpu], &[Adapter(0), Cpu]] {
+            let e = Placement::from_resolved(bad).unwrap_err();
+            assert!(
+                e.contains("CPU engine runs the whole network"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = Placement::from_resolved(&[Adapter(0); 3]).unwrap_err();
+        assert!(e.contains("two columns"), "{e}");
     }
 }

@@ -11,6 +11,12 @@ pub enum TrainError {
     /// A GPU operation failed.
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+    /// Building or running the network on the CPU engine failed.
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::CpuError),
+    /// A device name does not fit this machine.
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     /// Building or running the network failed.
     #[error(transparent)]
     Network(#[from] crate::model::NetworkError),

@@ -1,11 +1,11 @@
 //! Evaluation: loss, top-1 and top-5 accuracy on the centre crop, or the paper's ten views
 //! (four corners and the centre, each mirrored) with their softmax outputs averaged.
 use super::augment::{centre_draws, ten_crop_draws};
-use super::input::{checkpoint_mean, pad_images, InputStage};
+use super::infer::{Inference, Scorer};
+use super::input::{checkpoint_mean, pad_images};
 use super::TrainError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
-use crate::gpu::Gpu;
-use crate::model::Network;
+use crate::device::Device;
 
 /// Which views of each image are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,19 +129,18 @@ impl ImageScores {
     }
 }
 
-/// Scores every image of `set` in file order with `net` (evaluation view, no dropout).
-/// `input` must be sized for `net`'s batch and hold the mean image the model trained with.
+/// Scores every image of `set` in file order with `net` (evaluation view, no dropout), on
+/// whichever engine holds it. Its input stage must hold the mean image the model trained with.
 pub fn evaluate(
-    gpu: &Gpu,
-    net: &Network,
-    input: &InputStage,
+    net: Scorer<'_>,
     set: &ShardSet,
     view: View,
     threads: usize,
 ) -> Result<EvalResult, TrainError> {
     let n = net.batch();
-    let crop = net.config.input_size;
-    let classes = net.config.classes;
+    let config = net.config();
+    let crop = config.input_size;
+    let classes = config.classes;
     let cfg = LoaderConfig {
         batch: n,
         seed: 0,
@@ -175,7 +174,7 @@ pub fn evaluate(
             )));
         }
         pad_images(&mut batch.images, have, n);
-        input.upload_images(gpu, &batch.images)?;
+        net.upload_images(&batch.images)?;
         let mut scores: Vec<ImageScores> = (0..have)
             .map(|_| ImageScores {
                 probs: vec![0f64; classes],
@@ -184,14 +183,8 @@ pub fn evaluate(
             })
             .collect();
         for draws in &views {
-            let mut enc = gpu.encoder("eval");
-            {
-                let mut rec = net.recorder(gpu, &mut enc);
-                input.record(&mut rec, draws, net.input())?;
-                net.record_forward(&mut rec, None)?;
-            }
-            gpu.submit(enc);
-            let logits = net.logits().download(gpu)?;
+            net.forward(draws)?;
+            let logits = net.download("logits")?;
             for ((row, sc), &label) in logits
                 .chunks_exact(classes)
                 .zip(scores.iter_mut())
@@ -312,10 +305,10 @@ pub struct EvalJob {
     pub data: Vec<std::path::PathBuf>,
     /// Centre crop or ten views.
     pub view: View,
-    /// Images per GPU batch.
+    /// Images per batch.
     pub batch: usize,
-    /// Adapter index.
-    pub device: usize,
+    /// The device (`auto`: a GPU if there is one, else the CPU engine).
+    pub device: Device,
     /// Input size of a foreign checkpoint without `input_size` metadata.
     pub input_size: Option<usize>,
 }
@@ -343,17 +336,8 @@ pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
             "--batch 0: evaluation needs at least one image per batch (default 128)".into(),
         ));
     }
-    let gpu = Gpu::new(job.device)?;
     let batch = job.batch.min(set.len().max(1));
-    let net = Network::new(&gpu, &ck.config, batch, &ck.params)?;
-    let input = InputStage::new(
-        &gpu,
-        batch,
-        set.size(),
-        ck.config.input_size,
-        &mean,
-        ck.config.input_scale,
-    );
+    let net = Inference::open(job.device, &ck.config, batch, set.size(), &mean, &ck.params)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    evaluate(&gpu, &net, &input, &set, job.view, threads)
+    evaluate(net.scorer(), &set, job.view, threads)
 }

@@ -12,6 +12,7 @@ mod schedule_flags;
 pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
 pub mod error;
 pub mod eval;
+pub mod infer;
 pub mod input;
 mod prepare;
 mod progress;

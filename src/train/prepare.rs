@@ -1,6 +1,7 @@
 //! A run's first named step: open and check the data, take the run folder (its lock),
 //! load or initialise the weights and the run state, and open the metrics file. Nothing here
 //! touches a device, so every mistake is reported before one is opened.
+use super::engine::Placement;
 use super::metrics::MetricsWriter;
 use super::run::{RunState, TrainJob, LAST};
 use super::schedule::LrSchedule;
@@ -21,6 +22,8 @@ pub(super) struct Prepared {
     pub momentum: Option<Params>,
     /// Loader threads (the config's, or one per core).
     pub threads: usize,
+    /// Where the network runs.
+    pub placement: Placement,
     /// Held until the run returns: a second `train --out` here stops instead of mixing files.
     _lock: FolderLock,
 }
@@ -57,12 +60,8 @@ impl Prepared {
             eprintln!("warning: {gap}; training on it as --allow-incomplete says");
         }
         super::footprint::check_fits(cfg, set.size())?;
-        if cfg.devices.len() > 2 {
-            return Err(TrainError::NotBuilt(format!(
-                "--devices {}: the paper's split has two columns, so training runs on one device or two (--devices 0,1 or 2)",
-                cfg.devices
-            )));
-        }
+        // Before any file is written: a device list that cannot train fails here.
+        let placement = Placement::resolve(&cfg.devices)?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }
@@ -146,6 +145,7 @@ impl Prepared {
             params,
             momentum,
             threads,
+            placement,
             _lock: lock,
         };
         Ok((prepared, st, metrics))

@@ -1,6 +1,6 @@
 //! The training loop: shards stream from a background loader, each batch is uploaded as u8,
 //! augmented on the GPU, and one encoder holds the whole step (augment, forward, loss,
-//! backward, SGD). The host reads back only the per-image loss rows, once per logging window,
+//! backward, SGD); on the CPU engine the same step runs on host memory. The host reads back only the per-image loss rows, once per logging window,
 //! and never queues more than two steps ahead of the GPU.
 //!
 //! The run goes through named steps: [`Prepared::open`] (data, folder, weights; no device),
@@ -60,6 +60,9 @@ pub struct TrainSummary {
     pub images_per_s: f64,
     /// Seconds the step loop waited for the loader.
     pub data_wait_s: f64,
+    /// What trained, in words ([`super::engine::Engine::describe`]): an adapter, two
+    /// columns, or the CPU engine with its thread count.
+    pub engine: String,
 }
 
 /// The run state a checkpoint carries so `--resume` continues exactly.

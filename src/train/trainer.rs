@@ -10,7 +10,7 @@
 //! divergence check has seen every step before it.
 use super::augment::{random_draws, AugmentSettings, Pca};
 use super::divergence::LossGuard;
-use super::engine::{Engine, EngineSpec, StepInput};
+use super::engine::{Engine, EngineSpec, LossHistory, Pending, StepInput};
 use super::eval::View;
 use super::metrics::{EpochRecord, ExchangeRecord, MetricsWriter, Record, StepRecord};
 use super::prepare::Prepared;
@@ -20,7 +20,7 @@ use super::signals::StopSignals;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Batch, Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
 use crate::gpu::sgd::SgdHyper;
-use crate::gpu::{ReadbackRing, Tensor};
+use crate::gpu::ReadbackRing;
 use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout};
 use crate::shape::stream_seed;
 use std::collections::{BTreeMap, VecDeque};
@@ -77,10 +77,13 @@ pub(super) struct Trainer<'p> {
     steps_per_epoch: u64,
     total_steps: u64,
     log_every: usize,
-    /// The per-image loss rows of one logging window, on device 0.
-    hist: Tensor,
-    /// Where closed windows' rows come back, oldest first, with what their records need.
-    ring: ReadbackRing,
+    /// The per-image loss rows of one logging window: on device 0, or on the host.
+    hist: LossHistory,
+    /// Where closed windows' rows come back on a GPU engine, oldest first.
+    ring: Option<ReadbackRing>,
+    /// Closed windows' rows on the CPU engine (already on the host when the step returns).
+    host_rows: VecDeque<Vec<f32>>,
+    /// What closed windows' records need, oldest first.
     closed: VecDeque<Closed>,
     stop: StopSignals,
     guard: LossGuard,
@@ -106,7 +109,7 @@ impl<'p> Trainer<'p> {
             stored: p.set.size(),
             mean: &p.stats.mean_image,
         };
-        let engine = Engine::new(cfg.devices.adapters(), &spec, &p.params)?;
+        let engine = Engine::open(&p.placement, &spec, &p.params)?;
         if let Some(m) = &p.momentum {
             engine.upload_momentum(m)?;
         }
@@ -138,9 +141,11 @@ impl<'p> Trainer<'p> {
             .unwrap_or(u64::MAX)
             .min(steps_per_epoch * cfg.epochs as u64);
         let log_every = cfg.log_every.max(1) as usize;
-        let hist = Tensor::zeros(engine.gpu(), log_every * batch * 3, "loss.history");
+        let hist = engine.loss_history(log_every * batch * 3);
         // Two slots: the window being read and the one just closed.
-        let ring = ReadbackRing::new(engine.gpu(), log_every * batch * 3, 2, "loss.history");
+        let ring = engine
+            .gpu_device()
+            .map(|gpu| ReadbackRing::new(gpu, log_every * batch * 3, 2, "loss.history"));
         let bar = progress_bar(job.progress, total_steps.saturating_sub(st.step));
         let summary = TrainSummary {
             steps: st.step,
@@ -151,6 +156,7 @@ impl<'p> Trainer<'p> {
             stop_signal: None,
             images_per_s: 0.0,
             data_wait_s: 0.0,
+            engine: engine.describe(),
         };
         Ok(Trainer {
             job,
@@ -175,6 +181,7 @@ impl<'p> Trainer<'p> {
             log_every,
             hist,
             ring,
+            host_rows: VecDeque::new(),
             closed: VecDeque::new(),
             stop: StopSignals::install(),
             guard: LossGuard::new(cfg.model.classes),
@@ -220,7 +227,7 @@ impl<'p> Trainer<'p> {
             self.st.batch_in_epoch,
         );
         let (mut loss_sum, mut steps) = (0.0f64, 0u64);
-        let mut pending: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut window = Window {
             steps: 0,
             start: Instant::now(),
@@ -280,7 +287,7 @@ impl<'p> Trainer<'p> {
         &mut self,
         b: &Batch,
         window: &mut Window,
-        pending: &mut VecDeque<wgpu::SubmissionIndex>,
+        pending: &mut VecDeque<Pending>,
     ) -> Result<f64, TrainError> {
         let cfg = self.cfg;
         let st = &mut self.st;
@@ -321,14 +328,11 @@ impl<'p> Trainer<'p> {
         };
         let row_bytes = (batch * 3 * 4) as u64;
         let at = window.steps as u64 * row_bytes;
-        pending.push_back(self.engine.step(&input, &self.hist, at)?);
+        pending.push_back(self.engine.train_step(&input, &self.hist, at)?);
         window.steps += 1;
         if pending.len() > 2 {
-            if let Some(idx) = pending.pop_front() {
-                let _ = self.engine.gpu().device.poll(wgpu::PollType::Wait {
-                    submission_index: Some(idx),
-                    timeout: None,
-                });
+            if let Some(p) = pending.pop_front() {
+                self.engine.wait(p);
             }
         }
         Ok(lr)
@@ -342,7 +346,13 @@ impl<'p> Trainer<'p> {
         waited: Duration,
     ) -> Result<(), TrainError> {
         let len = window.steps * self.cfg.batch * 3;
-        self.ring.start(self.engine.gpu(), &self.hist, len)?;
+        match (&mut self.ring, &self.hist, self.engine.gpu_device()) {
+            (Some(ring), LossHistory::Gpu(t), Some(gpu)) => ring.start(gpu, t, len)?,
+            _ => {
+                let rows = self.engine.read_history(&self.hist)?;
+                self.host_rows.push_back(rows[..len].to_vec());
+            }
+        }
         let seconds = window.start.elapsed().as_secs_f64();
         self.train_secs += seconds;
         self.trained_images += (window.steps * self.cfg.batch) as u64;
@@ -368,10 +378,11 @@ impl<'p> Trainer<'p> {
     /// Reads the oldest closed window's loss rows, stops the run if any step's loss
     /// diverged, and writes its step record. Returns the window's mean loss and its steps.
     fn log_window(&mut self) -> Result<(f64, usize), TrainError> {
-        let (Some(w), Some(rows)) = (
-            self.closed.pop_front(),
-            self.ring.collect(self.engine.gpu())?,
-        ) else {
+        let rows = match (&mut self.ring, self.engine.gpu_device()) {
+            (Some(ring), Some(gpu)) => ring.collect(gpu)?,
+            _ => self.host_rows.pop_front(),
+        };
+        let (Some(w), Some(rows)) = (self.closed.pop_front(), rows) else {
             return Err(TrainError::NotBuilt(
                 "a logging window was read back twice (a bug in the training loop)".into(),
             ));
