@@ -258,6 +258,7 @@ fn every_command_has_examples_and_docs_come_from_clap() {
         "inspect",
         "report",
         "import-idx",
+        "import",
         "export-features",
         "neighbors",
         "filters",

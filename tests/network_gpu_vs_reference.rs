@@ -148,6 +148,14 @@ fn non_overlapping_pooling_batch_2() {
 }
 
 #[test]
+fn torchvision_shape_padded_conv1_batch_2() {
+    // torchvision's variant shrunk: conv1 padded by 2, one group, no LRN.
+    let mut cfg = ModelConfig::small(65, 16, 3);
+    (cfg.conv1_pad, cfg.groups, cfg.lrn) = (2, 1, false);
+    run_case(&cfg, 2, 0.0, 5);
+}
+
+#[test]
 fn a_step_recorded_again_allocates_no_bind_group() {
     // Steps reuse the bind groups of the steps before: the learning rate and the dropout seeds
     // change every step but live in the step buffer, not in any kernel's uniform.

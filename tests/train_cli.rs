@@ -635,3 +635,37 @@ fn the_cpu_engine_is_listed_named_and_scores_as_adapter_0_does() {
     let (ok, _, err) = alexnet(&["eval", "--device", "gpu7", "--checkpoint", "x", d]);
     assert!(!ok && err.contains("\"gpu7\" is not a device"), "{err}");
 }
+
+#[test]
+fn init_from_another_variant_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 12);
+    // Same tensor shapes as the run's model, but conv1 padded by 2 and no LRN (torchvision's).
+    let mut cfg = ModelConfig::small(67, 1, 10);
+    cfg.widths = [8, 16, 24, 24, 16, 64, 64];
+    (cfg.conv1_pad, cfg.lrn) = (2, false);
+    let w = dir.path().join("tv.safetensors");
+    Checkpoint::new(cfg.clone(), Params::init_with(&cfg, 1, Init::He).unwrap())
+        .save(&w)
+        .unwrap();
+    let run = dir.path().join("run");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--init-from",
+        w.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "6",
+    ]);
+    assert!(!ok, "trained from another variant's weights");
+    assert!(
+        err.contains("conv1 padding 2")
+            && err.contains("conv1 padding 0")
+            && err.contains("variant"),
+        "{err}"
+    );
+    assert!(!run.join("last.safetensors").exists());
+}

@@ -40,6 +40,7 @@ class ModelConfig:
     input_scale: float = 1.0
     pool_size: int = 3
     pool_stride: int = 2
+    conv1_pad: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -65,7 +66,7 @@ class ModelConfig:
 
     def final_side(self) -> int:
         """Side of conv5's pooled output: conv1 k11 s4, then three max pools (the paper: 3/2)."""
-        side = (self.input_size - 11) // 4 + 1
+        side = (self.input_size + 2 * self.conv1_pad - 11) // 4 + 1
         for _ in range(3):
             if side < self.pool_size:
                 return 0

@@ -42,7 +42,7 @@ def paper_lrn() -> nn.LocalResponseNorm:
 
 class AlexNet(nn.Module):
     """The paper's network for a [`ModelConfig`] (widths, classes, groups, LRN, activation,
-    pooling).
+    pooling, conv1's padding: 2 for checkpoints made by `alexnet import torchvision`).
 
     In training mode fc6 and fc7 use dropout with probability `dropout` (torch's random
     masks, or alexnet's own with `activations(..., run_seed=, step=)`)."""
@@ -53,7 +53,7 @@ class AlexNet(nn.Module):
         if config.activation not in ("relu", "tanh"):
             raise ValueError(f"activation `{config.activation}`: expected relu or tanh")
         w, g = config.widths, config.groups
-        self.conv1 = nn.Conv2d(3, w[0], 11, stride=4)
+        self.conv1 = nn.Conv2d(3, w[0], 11, stride=4, padding=config.conv1_pad)
         self.conv2 = nn.Conv2d(w[0], w[1], 5, padding=2, groups=g)
         self.conv3 = nn.Conv2d(w[1], w[2], 3, padding=1)
         self.conv4 = nn.Conv2d(w[2], w[3], 3, padding=1, groups=g)

@@ -96,3 +96,60 @@ def test_save_checkpoint_round_trips_through_the_binary(run, tmp_path, pool):
 def test_other_variants_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="torchvision"):
         ModelConfig.from_json('{"variant": "torchvision", "input_size": 224}', "x.safetensors")
+
+
+def torchvision_alexnet(widths, classes):
+    """torchvision.models.AlexNet's layers under its state-dict names, as in
+    torchvision/models/alexnet.py, built here so the test needs no torchvision wheel (which
+    pins its own torch). Returns the module and its forward."""
+    nn = torch.nn
+    w = widths
+    m = nn.Module()
+    m.features = nn.Sequential(
+        nn.Conv2d(3, w[0], 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(w[0], w[1], 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(w[1], w[2], 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(w[2], w[3], 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(w[3], w[4], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+    )
+    m.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+    m.classifier = nn.Sequential(
+        nn.Dropout(0.5), nn.Linear(w[4] * 36, w[5]), nn.ReLU(inplace=True),
+        nn.Dropout(0.5), nn.Linear(w[5], w[6]), nn.ReLU(inplace=True), nn.Linear(w[6], classes),
+    )
+
+    def forward(x):
+        return m.classifier(torch.flatten(m.avgpool(m.features(x)), 1))
+
+    return m, forward
+
+
+def test_torchvision_weights_import_and_give_torchvision_s_logits(run, alexnet_bin, tmp_path):
+    import subprocess
+
+    from safetensors.torch import save_file as save_torch
+    torch.manual_seed(3)
+    m, forward = torchvision_alexnet((16, 24, 32, 24, 16, 48, 48), 7)
+    m.eval()
+    state = tmp_path / "tv.safetensors"
+    save_torch({k: v.contiguous() for k, v in m.state_dict().items()}, str(state))
+    ck = tmp_path / "imported.safetensors"
+    run("import", "torchvision", state, ck)
+    pixels = np.random.default_rng(4).integers(0, 256, (2, 224, 224, 3)).astype(np.float64)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    theirs_in = ((pixels / 255 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
+    # What our input stage feeds conv1: (pixel − mean image) · input_scale.
+    # (contiguous: safetensors.numpy writes a transposed view's memory, not its values)
+    ours_in = np.ascontiguousarray(((pixels - 255 * mean) / 255).transpose(0, 3, 1, 2), dtype=np.float32)
+    with torch.no_grad():
+        want = forward(torch.from_numpy(theirs_in)).numpy()
+    got = rust_forward(run, ck, ours_in, tmp_path)["logits"]
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    # The Python module loads the import too.
+    model = AlexNet.from_checkpoint(ck).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(ours_in)).numpy(), want, atol=1e-4 * np.abs(want).max())
+    # The state dict itself is refused as a checkpoint, naming the command.
+    args = ["forward", "--checkpoint", state, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "tv-out.safetensors"]
+    p = subprocess.run([str(alexnet_bin), *map(str, args)], capture_output=True, text=True)
+    assert p.returncode != 0 and "alexnet import torchvision" in p.stderr

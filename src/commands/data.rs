@@ -155,6 +155,47 @@ pub struct ImportIdxArgs {
     pub limit: Option<usize>,
 }
 
+/// What `alexnet import` converts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportSource {
+    /// torchvision's AlexNet state dict, saved with safetensors.
+    Torchvision,
+}
+
+/// `alexnet import`.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+pub struct ImportArgs {
+    /// Where the weights come from.
+    #[arg(value_enum)]
+    pub from: ImportSource,
+    /// The state dict: `safetensors.torch.save_file(model.state_dict(), FILE)`.
+    pub input: PathBuf,
+    /// The checkpoint to write.
+    pub out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+pub(super) fn import(a: ImportArgs) -> Result<(), CommandError> {
+    crate::output_check::check_output(&a.out, &[a.input.as_path()], a.overwrite)?;
+    let ImportSource::Torchvision = a.from;
+    let ck = crate::model::import::import_torchvision(&a.input)?.checkpoint;
+    ck.save(&a.out)?;
+    let c = &ck.config;
+    println!(
+        "{}: torchvision's AlexNet, {} classes, widths {:?}, input {}² (stored {}² with ImageNet's channel means)",
+        a.out.display(),
+        c.classes,
+        c.widths,
+        c.input_size,
+        crate::model::import::STORED
+    );
+    Ok(())
+}
+
 pub(super) fn ingest(a: IngestArgs) -> Result<(), CommandError> {
     let mut cfg = IngestConfig::new(a.raw, a.out);
     cfg.size = a.size;

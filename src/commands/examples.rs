@@ -71,6 +71,12 @@ merged mean image and stores it in the checkpoint. docs/formats.md has every fie
         "alexnet import-idx train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz raw/fashion --classes fashion-mnist",
     ),
     (
+        "import",
+        "python -c 'import torchvision, safetensors.torch as s; s.save_file(torchvision.models.alexnet(weights=\"IMAGENET1K_V1\").state_dict(), \"tv.safetensors\")'
+  alexnet import torchvision tv.safetensors tv-alexnet.safetensors
+  alexnet predict --checkpoint tv-alexnet.safetensors --classes LOC_synset_mapping.txt photos/",
+    ),
+    (
         "export-features",
         "alexnet export-features --checkpoint runs/paper/best.safetensors shards/val/ fc7.parquet
   alexnet export-features --checkpoint W shards/val/ conv5.parquet --layer conv5",

@@ -20,7 +20,7 @@ mod stage;
 mod tests;
 mod train;
 
-pub use data::{ImportIdxArgs, IngestArgs, InspectArgs, Order};
+pub use data::{ImportArgs, ImportIdxArgs, ImportSource, IngestArgs, InspectArgs, Order};
 pub use devices::{DeviceChoice, DevicesArgs};
 pub use figures::{ExportFeaturesArgs, FiltersArgs, NeighborsArgs, ReportArgs};
 pub use score::{EvalArgs, ForwardArgs, PredictArgs};
@@ -97,6 +97,10 @@ pub enum Command {
     Report(ReportArgs),
     /// IDX files (MNIST, Fashion-MNIST) to class folders of PNGs that `ingest` reads.
     ImportIdx(ImportIdxArgs),
+    /// Another framework's AlexNet weights as a checkpoint: `alexnet import torchvision
+    /// STATE_DICT.safetensors OUT.safetensors` (torchvision's 2014 variant: conv1 padded by 2,
+    /// no LRN, no groups, 224 input), for eval, export-features, neighbors and predict.
+    Import(ImportArgs),
     /// One layer's activations for every image of a shard set, as a Parquet features file.
     ExportFeatures(ExportFeaturesArgs),
     /// The nearest rows of a features file to a query image (the paper's Figure 4).
@@ -157,6 +161,7 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Report(_) => "report",
             Command::ImportIdx(_) => "import-idx",
+            Command::Import(_) => "import",
             Command::ExportFeatures(_) => "export-features",
             Command::Neighbors(_) => "neighbors",
             Command::Filters(_) => "filters",
@@ -188,6 +193,7 @@ pub fn execute(command: Command) -> Result<i32, CommandError> {
         Command::Inspect(a) => data::inspect(a)?,
         Command::Report(a) => figures::report(a)?,
         Command::ImportIdx(a) => data::import_idx(a)?,
+        Command::Import(a) => data::import(a)?,
         Command::ExportFeatures(a) => figures::export_features(a)?,
         Command::Neighbors(a) => figures::neighbors(a)?,
         Command::Filters(a) => figures::filters(a)?,

@@ -56,6 +56,10 @@ impl Command {
                 ro(&mut a.out);
                 a.out = Some(a.image());
             }
+            Command::Import(a) => {
+                r(&mut a.input);
+                r(&mut a.out);
+            }
             Command::ImportIdx(a) => {
                 r(&mut a.images);
                 r(&mut a.labels);
@@ -97,6 +101,7 @@ impl Command {
             Command::Train(a) => vec![&a.out],
             Command::Ingest(a) => vec![&a.out],
             Command::ImportIdx(a) => vec![&a.out],
+            Command::Import(a) => vec![&a.out],
             Command::ExportFeatures(a) => vec![&a.out],
             Command::Forward(a) => vec![&a.out],
             Command::Filters(a) => vec![&a.out],
@@ -154,6 +159,7 @@ impl Command {
             Command::Ingest(a) if !a.overwrite => a.resume = a.out.exists(),
             Command::Train(a) => a.resume = a.out.join(crate::train::run::LAST).exists(),
             Command::ExportFeatures(a) if owned => a.overwrite = true,
+            Command::Import(a) if owned => a.overwrite = true,
             Command::Forward(a) if owned => a.overwrite = true,
             _ => {}
         }

@@ -30,6 +30,11 @@ out = "o""#,
         "images = \"i\"\nlabels = \"l\"\nout = \"o\"",
     ),
     (
+        "import",
+        &["torchvision", "i", "o"],
+        "from = \"torchvision\"\ninput = \"i\"\nout = \"o\"",
+    ),
+    (
         "export-features",
         &["--checkpoint", "c", "d", "o"],
         "checkpoint = \"c\"\ndata = \"d\"\nout = \"o\"",

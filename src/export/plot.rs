@@ -89,21 +89,13 @@ pub fn write_report_with(
 /// Saves a figure beside `out` and renames it into place, so a viewer never shows half an
 /// image and a failed write leaves nothing behind.
 pub(crate) fn save_report_png(img: &RgbImage, out: &Path) -> Result<(), PlotError> {
-    let err = |problem: String| PlotError::Write {
-        path: out.to_path_buf(),
-        problem,
-    };
-    let mut tmp = out.to_path_buf().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let saved = img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| err(e.to_string())));
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    saved
+    super::save_png(img, out).map_err(|e| match e {
+        super::ExportError::Image { path, problem } => PlotError::Write { path, problem },
+        other => PlotError::Write {
+            path: out.to_path_buf(),
+            problem: other.to_string(),
+        },
+    })
 }
 
 /// The run's name: its directory's last component (`.` resolved).
@@ -434,7 +426,7 @@ pub fn render_report(records: &[Record], opts: &ReportOptions) -> Result<RgbImag
 const WHITE_STYLE: RGBColor = RGBColor(255, 255, 255);
 
 /// A step tick: a whole number, thousands as `k` from 10,000 on.
-fn step_label(v: f64) -> String {
+pub(crate) fn step_label(v: f64) -> String {
     if v.abs() >= 10_000.0 {
         format!("{}k", (v / 1000.0).round())
     } else {

@@ -124,6 +124,20 @@ pub enum CheckpointError {
         /// The checkpoint.
         path: PathBuf,
     },
+    /// A torchvision AlexNet state dict, which needs `alexnet import torchvision` first.
+    #[error("{}: this is torchvision's AlexNet (features.* and classifier.* tensors): its conv1 pads by 2 and it expects per-channel normalised inputs, so it cannot run as the paper's network as it is; convert it once with `alexnet import torchvision {} OUT.safetensors`", path.display(), path.display())]
+    Torchvision {
+        /// The state dict.
+        path: PathBuf,
+    },
+    /// A file given to `alexnet import` does not hold what the source framework writes.
+    #[error("{}: {reason}", path.display())]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The shapes of a foreign checkpoint do not describe an AlexNet.
     #[error("{}: cannot infer the network from the tensor shapes: {reason}", path.display())]
     Infer {
@@ -405,6 +419,9 @@ impl Checkpoint {
                     reason: e.to_string(),
                 })?;
                 (cfg, false)
+            }
+            None if st.names().contains(&"features.0.weight") => {
+                return Err(CheckpointError::Torchvision { path: path.into() })
             }
             None => {
                 let input_size = match meta.get(META_INPUT_SIZE) {
@@ -693,6 +710,7 @@ pub fn infer_config(
         // The tensors cannot tell the pooling; every published AlexNet uses the paper's.
         pool_size: 3,
         pool_stride: 2,
+        conv1_pad: 0,
     })
 }
 

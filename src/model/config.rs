@@ -31,6 +31,8 @@ pub struct ModelConfig {
     pub pool_size: usize,
     /// Stride of every max pooling (the paper: 2).
     pub pool_stride: usize,
+    /// Zero padding of conv1 (the paper: 0; torchvision's AlexNet, the 2014 variant: 2).
+    pub conv1_pad: usize,
 }
 
 impl Default for ModelConfig {
@@ -52,18 +54,57 @@ impl ModelConfig {
             input_scale: 1.0,
             pool_size: 3,
             pool_stride: 2,
+            conv1_pad: 0,
+        }
+    }
+
+    /// torchvision's AlexNet (the 2014 "one weird trick" variant): conv1 64 wide with padding
+    /// 2, then 192, 384, 256, 256; no LRN, no groups; 224 input, whose pooled conv5 map is
+    /// the 6×6 its adaptive average pooling leaves unchanged.
+    pub fn torchvision(classes: usize) -> Self {
+        ModelConfig {
+            input_size: 224,
+            widths: [64, 192, 384, 256, 256, 4096, 4096],
+            classes,
+            groups: 1,
+            lrn: false,
+            activation: Activation::Relu,
+            input_scale: 1.0 / 255.0,
+            pool_size: 3,
+            pool_stride: 2,
+            conv1_pad: 2,
+        }
+    }
+
+    /// The variant's name in messages: `paper`, `torchvision`, or `custom`.
+    pub fn variant(&self) -> &'static str {
+        let same_shape = |other: &ModelConfig| {
+            self.conv1_pad == other.conv1_pad
+                && self.lrn == other.lrn
+                && self.groups == other.groups
+                && (self.pool_size, self.pool_stride) == (other.pool_size, other.pool_stride)
+        };
+        if same_shape(&Self::paper(self.classes)) {
+            "paper"
+        } else if same_shape(&Self::torchvision(self.classes)) {
+            "torchvision"
+        } else {
+            "custom"
         }
     }
 
     /// The smallest input side that leaves conv5's pooled map at least 1×1 with this
-    /// pooling: conv1's output must hold three poolings, stride 4 after an 11-pixel kernel.
+    /// pooling: conv1's output must hold three poolings, stride 4 after an 11-pixel kernel
+    /// over the padded input.
     pub fn min_input_size(&self) -> usize {
         let (k, s) = (self.pool_size.max(1), self.pool_stride.max(1));
         let mut side = 1;
         for _ in 0..3 {
             side = (side - 1) * s + k;
         }
-        (side - 1) * 4 + 11
+        ((side - 1) * 4 + 11)
+            .saturating_sub(2 * self.conv1_pad)
+            .max(1)
     }
 
     /// A small variant for tests: every width divided by `div` (rounded up to a multiple of
@@ -141,5 +182,21 @@ mod tests {
         }
         (c.pool_size, c.pool_stride) = (2, 3);
         assert!(c.validate().unwrap_err().contains("pool_stride 3"));
+    }
+
+    #[test]
+    fn torchvision_variant_has_torchvision_shapes() {
+        let c = ModelConfig::torchvision(1000);
+        c.validate().unwrap();
+        let g = crate::model::geometry::Geometry::new(&c, 2).unwrap();
+        assert_eq!(g.convs[0].conv_dims(), [2, 64, 55, 55]);
+        assert_eq!(g.flatten, 256 * 6 * 6);
+        assert_eq!(c.variant(), "torchvision");
+        assert_eq!(ModelConfig::paper(10).variant(), "paper");
+        // Two pixels of padding each side: the smallest input is 4 below the paper's.
+        assert_eq!(c.min_input_size(), MIN_INPUT_SIZE - 4);
+        let mut odd = c.clone();
+        odd.lrn = true;
+        assert_eq!(odd.variant(), "custom");
     }
 }

@@ -1,7 +1,7 @@
 //! The network's layer shapes for one configuration and batch size: what every kernel launch,
 //! buffer allocation and checkpoint shape check is sized from.
 //!
-//! The paper's stack: conv1 k11 s4 p0 → act → [LRN] → pool 3/2 (`pool_size`/`pool_stride`) · conv2 k5 p2 (groups) → act →
+//! The paper's stack: conv1 k11 s4 p0 (`conv1_pad`) → act → [LRN] → pool 3/2 (`pool_size`/`pool_stride`) · conv2 k5 p2 (groups) → act →
 //! [LRN] → pool · conv3 k3 p1 → act · conv4 k3 p1 (groups) → act · conv5 k3 p1 (groups) → act →
 //! pool · flatten (C,H,W order) · fc6 → act → dropout · fc7 → act → dropout · fc8.
 use super::config::ModelConfig;
@@ -92,7 +92,7 @@ impl Geometry {
         let w = cfg.widths;
         // (kernel, stride, pad, groups, LRN after it, pooled after it), per the paper.
         let plan = [
-            (11, 4, 0, 1, cfg.lrn, true),
+            (11, 4, cfg.conv1_pad, 1, cfg.lrn, true),
             (5, 1, 2, cfg.groups, cfg.lrn, true),
             (3, 1, 1, 1, false, false),
             (3, 1, 1, cfg.groups, false, false),

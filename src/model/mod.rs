@@ -5,6 +5,7 @@ pub mod columns;
 pub mod config;
 pub mod forward;
 pub mod geometry;
+pub mod import;
 pub mod layers;
 pub mod network;
 pub mod params;

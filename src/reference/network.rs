@@ -359,6 +359,7 @@ mod tests {
             input_scale: 1.0,
             pool_size: 3,
             pool_stride: 2,
+            conv1_pad: 0,
         }
     }
 

@@ -97,6 +97,30 @@ impl Prepared {
             let params = match &job.init_from {
                 Some(p) => {
                     let ck = Checkpoint::load(p, Some(cfg.model.input_size))?;
+                    // Same tensor shapes are not the same network: conv1's padding, LRN and
+                    // the pooling change what the weights compute.
+                    let (a, b) = (&ck.config, &cfg.model);
+                    if (a.conv1_pad, a.lrn, a.pool_size, a.pool_stride, a.activation)
+                        != (b.conv1_pad, b.lrn, b.pool_size, b.pool_stride, b.activation)
+                    {
+                        return Err(TrainError::Mismatch(format!(
+                            "{} holds the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); the run's model is the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); set the config's model to match (`--set model.conv1_pad={}` …)",
+                            p.display(),
+                            a.variant(),
+                            a.conv1_pad,
+                            a.lrn,
+                            a.pool_size,
+                            a.pool_stride,
+                            a.activation,
+                            b.variant(),
+                            b.conv1_pad,
+                            b.lrn,
+                            b.pool_size,
+                            b.pool_stride,
+                            b.activation,
+                            a.conv1_pad
+                        )));
+                    }
                     if ck.config.widths != cfg.model.widths
                         || ck.config.classes != cfg.model.classes
                         || ck.config.groups != cfg.model.groups

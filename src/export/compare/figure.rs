@@ -4,7 +4,7 @@
 //! to the highest seed, a single run as its own thick line, each labelled in the legend.
 use super::{CompareOptions, RunCurves};
 use crate::export::figure::{draw_on, text_style, FAMILY};
-use crate::export::plot::{ema, PlotError};
+use crate::export::plot::{ema, step_label, PlotError};
 use crate::train::metrics::Record;
 use image::{Rgb, RgbImage};
 use plotters::prelude::*;
@@ -149,10 +149,20 @@ pub fn render_comparison(runs: &[RunCurves], opts: &CompareOptions) -> Result<Rg
                 .caption(caption, (FAMILY, 20))
                 .build_cartesian_2d(0.0..x_max, 0.0..y_max)
                 .map_err(e)?;
+            // Whole steps and epochs: no `100.0` or `0.5` ticks.
+            let whole = |v: &f64| step_label(*v);
+            let ticks = if k == 2 {
+                (x_max as usize + 1).min(12)
+            } else {
+                10
+            };
             chart
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .x_labels(ticks)
+                .x_label_formatter(&whole)
+                .y_label_formatter(&|v| format!("{v:.1}"))
                 .label_style((FAMILY, 15))
                 .draw()
                 .map_err(e)?;
