@@ -594,13 +594,16 @@ fn read_f32(
             });
         }
     }
-    // The data may start at any byte offset, so decode instead of casting in place.
-    let data = view
-        .data()
+    Ok((view.shape().to_vec(), f32_values(view.data())))
+}
+
+/// Little-endian f32s of a safetensors tensor's bytes. The data may start at any byte
+/// offset, so they are decoded instead of cast in place.
+pub(crate) fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok((view.shape().to_vec(), data))
+        .collect()
 }
 
 /// Reads a full parameter set stored under `prefix`.

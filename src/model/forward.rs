@@ -82,12 +82,7 @@ fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
             t.shape()
         )));
     }
-    let data = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok((t.shape().to_vec(), data))
+    Ok((t.shape().to_vec(), super::checkpoint::f32_values(t.data())))
 }
 
 /// Runs the evaluation-mode network (no dropout) on the input and writes every activation.

@@ -70,12 +70,7 @@ pub fn import_torchvision(path: &Path) -> Result<Imported, CheckpointError> {
                 t.dtype()
             )));
         }
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((t.shape().to_vec(), data))
+        Ok((t.shape().to_vec(), super::checkpoint::f32_values(t.data())))
     };
     let mut tensors = BTreeMap::new();
     for (theirs, ours) in NAMES {
