@@ -221,7 +221,7 @@ pub(super) fn report(a: ReportArgs) -> Result<(), CommandError> {
         threshold: a.threshold / 100.0,
         table: a.table,
     };
-    let c = compare::write_comparison(&a.runs, Some(&a.image()), &opts)?;
+    let c = compare::write_comparison(&a.runs, &a.image(), &opts)?;
     if let Some((md, json)) = &c.tables {
         print_stdout(&compare::markdown(&c.rows, opts.threshold))?;
         eprintln!(

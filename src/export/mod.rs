@@ -18,23 +18,31 @@ pub use neighbors::{nearest, neighbors, Neighbor, NeighborsConfig, NeighborsResu
 
 use std::path::{Path, PathBuf};
 
-/// Saves `img` as a PNG under a temporary name beside `out`, then renames it into place, so
-/// a viewer never shows half an image.
-pub(crate) fn save_png(img: &image::RgbImage, out: &Path) -> Result<(), ExportError> {
-    let err = |problem: String| ExportError::Image {
-        path: out.into(),
-        problem,
-    };
+/// Writes `out` through `write` under a temporary name beside it, then renames it into place,
+/// so a reader never sees half a file; on failure the temporary is removed (a full disk must
+/// not also keep half a file). The error is `write`'s or the rename's, in words.
+pub(crate) fn write_via_temp(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
     let mut tmp = out.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let saved = img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| err(e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| err(e.to_string())));
+    let saved = write(&tmp).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| e.to_string()));
     if saved.is_err() {
-        // A full disk must not also keep a half image.
         let _ = std::fs::remove_file(&tmp);
     }
     saved
+}
+
+/// Saves `img` as a PNG, atomically ([`write_via_temp`]).
+pub(crate) fn save_png(img: &image::RgbImage, out: &Path) -> Result<(), ExportError> {
+    write_via_temp(out, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|problem| ExportError::Image {
+        path: out.into(),
+        problem,
+    })
 }

@@ -89,12 +89,13 @@ pub fn write_report_with(
 /// Saves a figure beside `out` and renames it into place, so a viewer never shows half an
 /// image and a failed write leaves nothing behind.
 pub(crate) fn save_report_png(img: &RgbImage, out: &Path) -> Result<(), PlotError> {
-    super::save_png(img, out).map_err(|e| match e {
-        super::ExportError::Image { path, problem } => PlotError::Write { path, problem },
-        other => PlotError::Write {
-            path: out.to_path_buf(),
-            problem: other.to_string(),
-        },
+    super::write_via_temp(out, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|problem| PlotError::Write {
+        path: out.to_path_buf(),
+        problem,
     })
 }
 

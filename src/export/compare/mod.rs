@@ -89,11 +89,11 @@ pub struct Comparison {
     pub tables: Option<(PathBuf, PathBuf)>,
 }
 
-/// Reads every run's `metrics.jsonl`, draws them on one figure at `out` (default
-/// `report.png` in the runs' common parent) and, with `opts.table`, writes the table beside.
+/// Reads every run's `metrics.jsonl`, draws them on one figure at `out` (the command's default:
+/// `report.png` in the runs' [`common_parent`]) and, with `opts.table`, writes the table beside.
 pub fn write_comparison(
     run_dirs: &[PathBuf],
-    out: Option<&Path>,
+    out: &Path,
     opts: &CompareOptions,
 ) -> Result<Comparison, PlotError> {
     let mut runs = Vec::with_capacity(run_dirs.len());
@@ -108,10 +108,7 @@ pub fn write_comparison(
         inputs.push(metrics);
         inputs.push(dir.clone());
     }
-    let out = match out {
-        Some(p) => p.to_path_buf(),
-        None => common_parent(run_dirs).join("report.png"),
-    };
+    let out = out.to_path_buf();
     let with_ext = |ext: &str| out.with_extension(ext);
     let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let mut outputs = vec![out.clone()];
@@ -158,22 +155,15 @@ pub fn common_parent(dirs: &[PathBuf]) -> PathBuf {
     common
 }
 
-/// Writes `text` under a temporary name, then renames it into place.
+/// Writes `text`, atomically ([`super::write_via_temp`]).
 fn write_text(path: &Path, text: &str) -> Result<(), PlotError> {
-    let err = |problem: String| PlotError::Write {
+    super::write_via_temp(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| e.to_string())
+    })
+    .map_err(|problem| PlotError::Write {
         path: path.into(),
         problem,
-    };
-    let mut tmp = path.to_path_buf().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let saved = std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| err(e.to_string()));
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    saved
+    })
 }
 
 #[cfg(test)]
