@@ -15,9 +15,9 @@
 //! printed before and after: on a shared box other work takes cores from every row alike.
 use alexnet::device::{Device, Resolved};
 use alexnet::gpu::sgd::SgdHyper;
-use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
-use alexnet::shape::{stream_seed, uniform01};
-use alexnet::train::augment::{random_draws, AugmentSettings, Pca};
+use alexnet::model::{Init, ModelConfig, Params};
+use alexnet::shape::uniform01;
+use alexnet::train::augment::{AugmentSettings, Pca, StepRandomness};
 use alexnet::train::engine::{Engine as TrainEngine, EngineSpec, StepInput};
 use std::path::Path;
 use std::process::Command;
@@ -180,23 +180,22 @@ fn ours(case: &Case, which: Engine, steps: u64) -> Res<f64> {
         lighting_std: 0.1,
     };
     let hist = engine.loss_history(batch * 3);
+    let randomness = StepRandomness {
+        run_seed: 1,
+        batch,
+        stored,
+        crop: cfg.input_size,
+        dropout: 0.5,
+        settings: &settings,
+        pca: &pca,
+    };
     let step = |s: u64| -> Res<()> {
-        let draws = random_draws(
-            stream_seed(1, s, 1),
-            batch,
-            stored,
-            cfg.input_size,
-            &settings,
-            &pca,
-        );
+        let draws = randomness.draws(s);
         let x = StepInput {
             images: &images,
             labels: &labels,
             draws: &draws,
-            dropout: Dropout {
-                p: 0.5,
-                seeds: [dropout_seed(1, s, 6), dropout_seed(1, s, 7)],
-            },
+            dropout: randomness.dropout(s),
             hyper: SgdHyper {
                 lr: 0.01,
                 momentum: 0.9,

@@ -28,9 +28,9 @@ use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::tiles::TileConfig;
 use alexnet::gpu::{list_adapters, AdapterSummary, KernelTimer, Tensor};
 use alexnet::ingest::{ingest, IngestConfig};
-use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
-use alexnet::shape::{stream_seed, uniform01};
-use alexnet::train::augment::{random_draws, AugmentSettings, Pca};
+use alexnet::model::{Init, ModelConfig, Params};
+use alexnet::shape::uniform01;
+use alexnet::train::augment::{AugmentSettings, Pca, StepRandomness};
 use alexnet::train::engine::{Engine, EngineSpec, StepInput};
 use alexnet::train::metrics::{read_metrics, Record};
 use alexnet::train::{train, Devices, TrainConfig, TrainJob};
@@ -117,26 +117,25 @@ fn main() {
         flip: true,
         lighting_std: 0.1,
     };
+    let randomness = StepRandomness {
+        run_seed: 1,
+        batch,
+        stored,
+        crop: cfg.input_size,
+        dropout: 0.5,
+        settings: &settings,
+        pca: &pca,
+    };
     let run = |engine: &Engine| -> Result<Row, Box<dyn std::error::Error>> {
         let gpu = engine.gpu_device().ok_or(NOT_GPU)?;
         let hist = Tensor::zeros(gpu, batch * 3, "bench.loss");
         let step = |s: u64| -> Result<(f64, f64), Box<dyn std::error::Error>> {
-            let draws = random_draws(
-                stream_seed(1, s, 1),
-                batch,
-                stored,
-                cfg.input_size,
-                &settings,
-                &pca,
-            );
+            let draws = randomness.draws(s);
             let x = StepInput {
                 images: &images,
                 labels: &labels,
                 draws: &draws,
-                dropout: Dropout {
-                    p: 0.5,
-                    seeds: [dropout_seed(1, s, 6), dropout_seed(1, s, 7)],
-                },
+                dropout: randomness.dropout(s),
                 hyper: SgdHyper {
                     lr: 0.01,
                     momentum: 0.9,
@@ -183,12 +182,7 @@ fn main() {
             submit_s,
         })
     };
-    let draws: Vec<_> = (0..2u64)
-        .map(|s| {
-            let seed = stream_seed(1, s, 1);
-            random_draws(seed, batch, stored, cfg.input_size, &settings, &pca)
-        })
-        .collect();
+    let draws: Vec<_> = (0..2u64).map(|s| randomness.draws(s)).collect();
     let inputs: Vec<StepInput> = draws
         .iter()
         .enumerate()
@@ -196,10 +190,7 @@ fn main() {
             images: &images,
             labels: &labels,
             draws: d,
-            dropout: Dropout {
-                p: 0.5,
-                seeds: [dropout_seed(1, s as u64, 6), dropout_seed(1, s as u64, 7)],
-            },
+            dropout: randomness.dropout(s as u64),
             hyper: SgdHyper {
                 lr: 0.01,
                 momentum: 0.9,

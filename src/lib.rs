@@ -5,10 +5,12 @@
 //! knows nothing of Parquet.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod commands;
 pub mod cpu;
 pub mod dataset;
 pub mod device;
+pub mod engine;
 pub mod export;
 pub mod gpu;
 pub mod idx;

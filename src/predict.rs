@@ -8,13 +8,13 @@
 //! `pipeline` does, because it strings both together.
 use crate::dataset::ShardSet;
 use crate::device::Device;
+use crate::engine::augment::centre_draws;
+use crate::engine::infer::softmax;
+use crate::engine::input::{checkpoint_mean, pad_images};
+use crate::engine::Inference;
 use crate::gpu::GpuError;
 use crate::ingest::{decode_image, resize_crop, DEFAULT_MAX_PIXELS};
 use crate::model::{Checkpoint, CheckpointError, NetworkError};
-use crate::train::augment::centre_draws;
-use crate::train::eval::softmax;
-use crate::train::infer::Inference;
-use crate::train::input::{checkpoint_mean, pad_images};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,7 @@ pub enum PredictError {
     Gpu(#[from] GpuError),
     /// Opening or running the network (on a GPU or the CPU engine) failed.
     #[error(transparent)]
-    Engine(#[from] crate::train::TrainError),
+    Engine(#[from] crate::engine::EngineError),
     /// An input path or the class list is unusable; the message names it and says what to do.
     #[error("{}: {reason}", path.display())]
     Input {

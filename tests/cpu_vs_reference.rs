@@ -15,10 +15,11 @@ use alexnet::cpu::lrn::{lrn_backward, lrn_forward};
 use alexnet::cpu::maxpool::{maxpool_backward, maxpool_forward};
 use alexnet::cpu::sgd::sgd_step;
 use alexnet::cpu::softmax::{softmax_xent_backward, softmax_xent_forward};
-use alexnet::cpu::{CpuDevice, CpuNetwork, HostInput};
+use alexnet::cpu::{CpuDevice, HostInput};
 use alexnet::gpu::sgd::SgdHyper;
+use alexnet::model::reference::{network_loss_and_grads, network_sgd_step, TrainMode};
+use alexnet::model::CpuNetwork;
 use alexnet::model::{dropout_seed, Dropout, Init, ModelConfig, Params};
-use alexnet::reference::network::{network_loss_and_grads, network_sgd_step, TrainMode};
 use alexnet::reference::{self as r, check_close, random_tensor};
 use alexnet::shape::{
     Activation, AugmentDraw, AugmentShape, ConvShape, LinearShape, LrnParams, PoolShape,
@@ -436,9 +437,9 @@ fn run_case(cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32, threads: u
             dropout_seed(run_seed, step, 7),
         ],
     });
-    net.forward(d);
-    net.loss();
-    net.backward(d);
+    net.forward(d).unwrap();
+    net.loss().unwrap();
+    net.backward(d).unwrap();
     let case = format!("{cfg:?} batch {batch} dropout {dropout} x{threads}");
     let named = fwd.named();
     let acts = net.activations();
@@ -473,7 +474,8 @@ fn run_case(cfg: &ModelConfig, batch: usize, dropout: f32, seed: u32, threads: u
             lr,
             momentum: mu,
             weight_decay: wd,
-        });
+        })
+        .unwrap();
         network_sgd_step(&mut want_p, &mut want_v, &grads, lr, mu, wd).unwrap();
     }
     let got_p = net.download_params().unwrap();

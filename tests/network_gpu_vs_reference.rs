@@ -5,8 +5,8 @@ use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::gemm::TilePolicy;
 use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::Gpu;
+use alexnet::model::reference::{network_loss_and_grads, network_sgd_step, TrainMode};
 use alexnet::model::{dropout_seed, Dropout, ModelConfig, Network, Params};
-use alexnet::reference::network::{network_loss_and_grads, network_sgd_step, TrainMode};
 use alexnet::reference::{check_close, random_tensor};
 use alexnet::shape::Activation;
 

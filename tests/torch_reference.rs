@@ -13,8 +13,9 @@
 //! ```
 //!
 //! The exact command is also in the fixture's metadata (`fixture.command`).
+use alexnet::model::reference::{network_loss_and_grads, network_sgd_step, TrainMode};
 use alexnet::model::{Checkpoint, Params};
-use alexnet::reference::{check_close, network_loss_and_grads, network_sgd_step, TrainMode};
+use alexnet::reference::check_close;
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::path::Path;
 

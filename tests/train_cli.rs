@@ -4,8 +4,8 @@
 mod common;
 
 use alexnet::dataset::{read_rows, ShardSet};
+use alexnet::model::reference::{network_loss_and_grads, network_sgd_step};
 use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
-use alexnet::reference::network::{network_loss_and_grads, network_sgd_step};
 use alexnet::reference::{augment_forward, check_close};
 use alexnet::shape::AugmentShape;
 use alexnet::train::augment::centre_draws;

@@ -1,5 +1,5 @@
-//! The CPU engine: the network of [`crate::model::layers`] on host memory, for machines without
-//! a GPU. Every op forward and backward, the loss, SGD and the input augmentation, with rayon
+//! The CPU engine: the ops of [`crate::backend::Backend`] on host memory, for machines without
+//! a GPU (the network walk runs over it as over the GPU). Every op forward and backward, the loss, SGD and the input augmentation, with rayon
 //! across the cores and the convolutions and fully connected layers on one GEMM
 //! ([`gemm`], `matrixmultiply`). Every buffer is allocated once per batch size.
 //!
@@ -8,19 +8,19 @@
 //! hold, forward beside backward, shapes in the doc comments.
 pub mod activation;
 pub mod augment;
+pub mod backend;
 pub mod conv;
 pub mod dropout;
 pub mod gemm;
 pub mod linear;
 pub mod lrn;
 pub mod maxpool;
-pub mod network;
 pub mod sgd;
 pub mod softmax;
 
 pub use activation::{act_backward_in_place, apply_act};
 pub use augment::HostInput;
-pub use network::CpuNetwork;
+pub use backend::{CpuBackend, CpuBuf};
 
 use std::sync::Arc;
 
@@ -28,19 +28,6 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CpuError {
-    /// The configuration or batch is invalid.
-    #[error(transparent)]
-    Geometry(#[from] crate::model::GeometryError),
-    /// Parameters given do not match the network.
-    #[error("parameter `{name}` has {got} values, the network needs {expected}; load parameters made for this model config")]
-    ParamShape {
-        /// Tensor name.
-        name: String,
-        /// Values the network needs.
-        expected: usize,
-        /// Values given.
-        got: usize,
-    },
     /// An input (images, labels, draws) does not fit the network.
     #[error("cpu engine: {what}: {reason}")]
     Input {

@@ -20,7 +20,7 @@ pub enum ExportError {
     Gpu(#[from] crate::gpu::GpuError),
     /// Opening or running the network (on a GPU or the CPU engine) failed.
     #[error(transparent)]
-    Engine(#[from] crate::train::TrainError),
+    Engine(#[from] crate::engine::EngineError),
     /// A file could not be read or written.
     #[error("{}: {source}; check the path and its permissions", path.display())]
     Io {

@@ -6,11 +6,11 @@ use super::shard_columns::read_shard_names;
 use super::ExportError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
 use crate::device::Device;
+use crate::engine::augment::centre_draws;
+use crate::engine::input::{checkpoint_mean, pad_images};
+use crate::engine::Inference;
 use crate::model::Checkpoint;
 use crate::output_check::check_output;
-use crate::train::augment::centre_draws;
-use crate::train::infer::Inference;
-use crate::train::input::{checkpoint_mean, pad_images};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -33,6 +33,7 @@
 
 pub mod activation;
 pub mod augment;
+pub mod backend;
 pub mod channels;
 pub mod context;
 pub mod conv;

@@ -32,16 +32,7 @@ pub struct SgdParams {
     pub _pad: [u32; 3],
 }
 
-/// The optimizer's hyper-parameters for one step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SgdHyper {
-    /// Learning rate.
-    pub lr: f32,
-    /// Momentum μ (the paper: 0.9).
-    pub momentum: f32,
-    /// Weight decay (the paper: 0.0005, applied to every parameter).
-    pub weight_decay: f32,
-}
+pub use crate::backend::SgdHyper;
 
 /// Record one SGD step on `w` (momentum `v`, gradient `g`, all the same length) with the
 /// hyper-parameters in `step`. Tensors larger than one binding (fc6's weight on lavapipe)

@@ -1,10 +1,10 @@
 //! `alexnet forward`: the tensor-in, tensor-out door for checking the network against any other
 //! framework. Reads `images` `[N,3,H,W]` f32 from a safetensors file, writes `logits` and the
 //! activations docs/outputs.md names (`conv1` … `conv5`, `fc6`, `fc7`) to another.
-use super::{Checkpoint, CheckpointError, Network, NetworkError};
-use crate::cpu::{CpuDevice, CpuError, CpuNetwork};
-use crate::device::{Device, DeviceError, Resolved};
-use crate::gpu::{Gpu, GpuError};
+use super::{Checkpoint, CheckpointError, NetworkError};
+use crate::cpu::CpuError;
+use crate::device::{Device, DeviceError};
+use crate::gpu::GpuError;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,9 @@ pub enum ForwardError {
     /// The device does not fit this machine.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// Opening or running the engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     /// The input file is unusable.
     #[error("{}: {reason}", path.display())]
     Input {
@@ -100,28 +103,8 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
             ),
         });
     }
-    let mut tensors = Vec::new();
-    match job.device.resolve()? {
-        Resolved::Adapter(i) => {
-            let gpu = Gpu::new(i)?;
-            let net = Network::new(&gpu, &ck.config, shape[0], &ck.params)?;
-            net.input().upload(&gpu, &images)?;
-            let mut enc = gpu.encoder("forward");
-            net.record_forward(&mut net.recorder(&gpu, &mut enc), None)?;
-            gpu.submit(enc);
-            for (name, shape, t) in net.activations() {
-                tensors.push((name.to_string(), shape, t.download(&gpu)?));
-            }
-        }
-        Resolved::Cpu => {
-            let mut net = CpuNetwork::new(&CpuDevice::new(0)?, &ck.config, shape[0], &ck.params)?;
-            net.upload_input(&images)?;
-            net.forward(None);
-            for (name, shape, t) in net.activations() {
-                tensors.push((name.to_string(), shape, t.to_vec()));
-            }
-        }
-    }
+    let tensors =
+        crate::engine::infer::activations(job.device, &ck.config, &ck.params, shape[0], &images)?;
     let out_err = |reason: String| ForwardError::Output {
         path: job.out.clone(),
         reason,

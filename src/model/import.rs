@@ -133,7 +133,8 @@ pub fn import_torchvision(path: &Path) -> Result<Imported, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::{network_forward, random_tensor};
+    use crate::model::reference::network_forward;
+    use crate::reference::random_tensor;
     use safetensors::tensor::TensorView;
 
     /// A torchvision-shaped state dict with small widths, and the same tensors by our names.

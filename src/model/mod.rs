@@ -3,18 +3,24 @@
 pub mod checkpoint;
 pub mod columns;
 pub mod config;
+pub mod cpu_network;
 pub mod forward;
 pub mod geometry;
 pub mod import;
 pub mod layers;
 pub mod network;
 pub mod params;
+pub mod reference;
 pub mod seeds;
+pub mod walk;
 
+pub use crate::backend::{Dropout, Mode};
 pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
 pub use columns::{ColumnNetwork, ExchangeStats};
 pub use config::ModelConfig;
+pub use cpu_network::CpuNetwork;
 pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
-pub use network::{Dropout, Network, NetworkError};
+pub use network::Network;
 pub use params::{param_specs, Init, ParamSpec, Params, Tensor};
 pub use seeds::dropout_seed;
+pub use walk::{NetworkError, Walk};

@@ -2,7 +2,7 @@
 //! kept values are scaled by `1/(1−p)` so evaluation needs no rescaling. The mask is never
 //! stored: backward draws it again from the same seed, as the WGSL kernel does.
 //!
-//! The model uses `stream_seed(run_seed, step, layer)` as the seed (see `reference::network`).
+//! The model uses `stream_seed(run_seed, step, layer)` as the seed (see `model::reference`).
 use crate::shape::uniform01;
 
 /// Whether element `i` survives, and the factor kept elements are multiplied by.

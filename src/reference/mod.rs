@@ -10,13 +10,13 @@
 //! `[Cout,Cin/groups,K,K]`, linear weights `[out,in]`, all row-major f32.
 pub mod activation;
 pub mod augment;
+pub mod backend;
 pub mod channels;
 pub mod conv;
 pub mod dropout;
 pub mod linear;
 pub mod lrn;
 pub mod maxpool;
-pub mod network;
 pub mod sgd;
 pub mod softmax;
 
@@ -25,16 +25,13 @@ pub(crate) mod gradcheck;
 
 pub use activation::{activation_backward, activation_forward};
 pub use augment::augment_forward;
+pub use backend::{RefBackend, RefBuf, RefError};
 pub use channels::copy_channels;
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use linear::{linear_backward, linear_forward, matmul};
 pub use lrn::{lrn_backward, lrn_forward};
 pub use maxpool::{maxpool_backward, maxpool_forward};
-pub use network::{
-    network_backward, network_forward, network_loss_and_grads, network_sgd_step, Forward,
-    NetworkError, TrainMode,
-};
 pub use sgd::sgd_update;
 pub use softmax::{softmax_cross_entropy, topk_correct};
 

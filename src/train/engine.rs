@@ -2,13 +2,13 @@
 //! columns over two devices ([`crate::model::ColumnNetwork`]), or on the native CPU engine
 //! ([`crate::cpu`]). The loop in [`super::run`] sees only this, so checkpoints, metrics and
 //! validation are the same for all three.
-use super::config::Devices;
 use super::eval::{evaluate, EvalResult, View};
 use super::infer::{CpuStage, Scorer};
 use super::input::InputStage;
 use super::TrainError;
 use crate::dataset::ShardSet;
-use crate::device::{Device, Resolved};
+pub use crate::engine::devices::Placement;
+
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
@@ -75,64 +75,6 @@ pub enum Pending {
     Gpu(wgpu::SubmissionIndex),
     /// Finished when [`Engine::train_step`] returned.
     Done,
-}
-
-/// Where a run's `--devices` land on this machine, decided before anything is opened or
-/// written, so a list that cannot run fails first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// The whole network on the CPU engine.
-    Cpu,
-    /// One GPU adapter for the whole network, or two for the column split.
-    Adapters(Vec<usize>),
-}
-
-impl Placement {
-    /// Resolves `devices` (`auto` and `lavapipe` against the adapters found here).
-    pub fn resolve(devices: &Devices) -> Result<Placement, TrainError> {
-        devices.check_columns().map_err(TrainError::NotBuilt)?;
-        let named = devices.list();
-        let resolved = if named
-            .iter()
-            .any(|d| matches!(d, Device::Auto | Device::Lavapipe))
-        {
-            let list = crate::gpu::list_adapters();
-            named
-                .iter()
-                .map(|d| d.resolve_among(&list))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            named
-                .iter()
-                .map(|d| d.resolve())
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        Placement::from_resolved(&resolved)
-            .map_err(|why| TrainError::NotBuilt(format!("--devices {devices}: {why}")))
-    }
-
-    /// The placement of devices already resolved, or why they cannot train together.
-    pub fn from_resolved(resolved: &[Resolved]) -> Result<Placement, String> {
-        // Users meet the count check on the names (`Devices::check_columns`); this arm only
-        // keeps a caller that skipped it from building a third column.
-        match resolved {
-            [_, _, _, ..] => Err(format!("{} devices; the split has two columns", resolved.len())),
-            [Resolved::Cpu] => Ok(Placement::Cpu),
-            _ if resolved.contains(&Resolved::Cpu) => Err(
-                "the CPU engine runs the whole network on one device; the two-column split runs on two GPU devices (--devices cpu, or two adapters)"
-                    .into(),
-            ),
-            _ => Ok(Placement::Adapters(
-                resolved
-                    .iter()
-                    .filter_map(|r| match r {
-                        Resolved::Adapter(i) => Some(*i),
-                        Resolved::Cpu => None,
-                    })
-                    .collect(),
-            )),
-        }
-    }
 }
 
 /// The two-column split and what goes with it.
@@ -255,10 +197,10 @@ impl Engine {
                 c.augment(x.draws)?;
                 let net = &mut c.net;
                 net.upload_labels(x.labels)?;
-                net.forward(Some(x.dropout));
-                net.loss();
-                net.backward(Some(x.dropout));
-                net.sgd(x.hyper);
+                net.forward(Some(x.dropout))?;
+                net.loss()?;
+                net.backward(Some(x.dropout))?;
+                net.sgd(x.hyper)?;
                 let stats = net.stats();
                 let mut rows = rows.borrow_mut();
                 let from = at as usize / 4;
@@ -318,7 +260,7 @@ impl Engine {
         Ok(match self {
             Engine::One { gpu, net, .. } => net.download_params(gpu)?,
             Engine::Two(c) => c.net.download_params()?,
-            Engine::Cpu(c) => c.borrow().net.download_params()?,
+            Engine::Cpu(c) => c.borrow_mut().net.download_params()?,
         })
     }
 
@@ -327,7 +269,7 @@ impl Engine {
         Ok(match self {
             Engine::One { gpu, net, .. } => net.download_momentum(gpu)?,
             Engine::Two(c) => c.net.download_momentum()?,
-            Engine::Cpu(c) => c.borrow().net.download_momentum()?,
+            Engine::Cpu(c) => c.borrow_mut().net.download_momentum()?,
         })
     }
 
@@ -455,29 +397,5 @@ impl Engine {
                 evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Placement;
-    use crate::device::Resolved::{Adapter, Cpu};
-
-    #[test]
-    fn placement_keeps_the_cpu_engine_alone_and_at_most_two_columns() {
-        assert_eq!(Placement::from_resolved(&[Cpu]), Ok(Placement::Cpu));
-        assert_eq!(
-            Placement::from_resolved(&[Adapter(1), Adapter(1)]),
-            Ok(Placement::Adapters(vec![1, 1]))
-        );
-        for bad in [&[Cpu, Adapter(0)][..], &[Cpu, Cpu], &[Adapter(0), Cpu]] {
-            let e = Placement::from_resolved(bad).unwrap_err();
-            assert!(
-                e.contains("CPU engine runs the whole network"),
-                "{bad:?}: {e}"
-            );
-        }
-        let e = Placement::from_resolved(&[Adapter(0); 3]).unwrap_err();
-        assert!(e.contains("two columns"), "{e}");
     }
 }

@@ -20,6 +20,9 @@ pub enum TrainError {
     /// Building or running the network failed.
     #[error(transparent)]
     Network(#[from] crate::model::NetworkError),
+    /// Choosing or running an engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     /// Reading or writing a checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] crate::model::CheckpointError),

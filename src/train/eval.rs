@@ -39,25 +39,7 @@ impl EvalResult {
     }
 }
 
-/// Softmax of one row of logits, in f64.
-pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    log_softmax(logits).into_iter().map(f64::exp).collect()
-}
-
-/// Log-softmax of one row of logits, in f64: finite for any finite row (a confident wrong
-/// answer costs its true, large loss instead of a clamped probability's), NaN if any logit
-/// is not finite.
-pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    let lse = logits
-        .iter()
-        .map(|&v| (v as f64 - max).exp())
-        .sum::<f64>()
-        .ln();
-    logits.iter().map(|&v| v as f64 - max - lse).collect()
-}
+pub use crate::engine::infer::{log_softmax, softmax};
 
 /// Running sums of an evaluation.
 #[derive(Default)]

@@ -1,6 +1,6 @@
 //! Training: the configuration of a run, the loop (GPU augmentation, forward, backward, SGD),
 //! the learning-rate schedule, the metrics log and evaluation.
-pub mod augment;
+pub use crate::engine::augment;
 pub mod config;
 pub mod divergence;
 pub mod engine;
@@ -12,8 +12,8 @@ mod schedule_flags;
 pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
 pub mod error;
 pub mod eval;
-pub mod infer;
-pub mod input;
+pub use crate::engine::infer;
+pub use crate::engine::input;
 mod prepare;
 mod progress;
 pub mod run;

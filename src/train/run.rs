@@ -12,8 +12,7 @@ use super::trainer::Trainer;
 use super::{TrainConfig, TrainError};
 use std::path::PathBuf;
 
-/// Stream id of the augmentation draws (dropout uses 6 and 7, init its own namespace).
-pub const AUGMENT_STREAM: u32 = 1;
+pub use crate::engine::augment::AUGMENT_STREAM;
 /// The checkpoint written every `checkpoint_every` steps and at each epoch end.
 pub const LAST: &str = "last.safetensors";
 /// The checkpoint of the best validation top-1 error so far.

@@ -8,21 +8,20 @@
 //! queue never drains for logging. Before anything is saved (a checkpoint, a stop, an
 //! epoch's end) every window still in flight is read, so no checkpoint is written before the
 //! divergence check has seen every step before it.
-use super::augment::{random_draws, AugmentSettings, Pca};
+use super::augment::{AugmentSettings, Pca, StepRandomness};
 use super::divergence::LossGuard;
 use super::engine::{Engine, EngineSpec, LossHistory, Pending, StepInput};
 use super::eval::View;
 use super::metrics::{EpochRecord, ExchangeRecord, MetricsWriter, Record, StepRecord};
 use super::prepare::Prepared;
 use super::progress::{epoch_line, progress_bar, report_step, say};
-use super::run::{RunState, TrainJob, TrainSummary, AUGMENT_STREAM, BEST, LAST};
+use super::run::{RunState, TrainJob, TrainSummary, BEST, LAST};
 use super::signals::StopSignals;
 use super::{TrainConfig, TrainError};
 use crate::dataset::{Batch, Loader, LoaderConfig, ShardSet, Shuffle as LoaderShuffle};
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::ReadbackRing;
-use crate::model::{dropout_seed, Checkpoint, DataStats, Dropout};
-use crate::shape::stream_seed;
+use crate::model::{Checkpoint, DataStats};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -298,23 +297,18 @@ impl<'p> Trainer<'p> {
             .begin_step(st.step, self.steps_per_epoch * cfg.epochs as u64);
         // With augmentation off, `settings` asks for the centre crop and no noise, which
         // is the evaluation view docs/network.md's "Evaluation views" names.
-        let seed = stream_seed(cfg.seed, st.step, AUGMENT_STREAM);
-        let (batch, crop) = (cfg.batch, cfg.model.input_size);
-        let draws = random_draws(
-            seed,
-            batch,
-            self.set.size(),
-            crop,
-            &self.settings,
-            &self.pca,
-        );
-        let dropout = Dropout {
-            p: cfg.dropout as f32,
-            seeds: [
-                dropout_seed(cfg.seed, st.step, 6),
-                dropout_seed(cfg.seed, st.step, 7),
-            ],
+        let randomness = StepRandomness {
+            run_seed: cfg.seed,
+            batch: cfg.batch,
+            stored: self.set.size(),
+            crop: cfg.model.input_size,
+            dropout: cfg.dropout as f32,
+            settings: &self.settings,
+            pca: &self.pca,
         };
+        let draws = randomness.draws(st.step);
+        let dropout = randomness.dropout(st.step);
+        let batch = cfg.batch;
         let input = StepInput {
             images: &b.images,
             labels: &b.labels,

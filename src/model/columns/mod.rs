@@ -28,8 +28,8 @@ mod moves;
 
 use super::geometry::Geometry;
 use super::layers::{self, Layer};
-use super::network::param_data;
 use super::params::{param_specs, ParamSpec, Params};
+use super::walk::param_data;
 use super::{ModelConfig, NetworkError};
 use crate::gpu::step::{StepBuffer, StepScalars};
 use crate::gpu::{self, BindCache, Gpu, GpuError, Recorder, Tensor};

@@ -1,7 +1,61 @@
 //! Host-side augmentation draws: which crop, mirror and lighting shift each image gets. The
 //! augment kernel applies them on the GPU; drawing them here keeps them reproducible from
 //! (seed, step) and lets the CPU reference replay any batch.
-use crate::shape::{normal, uniform01, AugmentDraw};
+use crate::backend::Dropout;
+use crate::model::dropout_seed;
+use crate::shape::{normal, stream_seed, uniform01, AugmentDraw};
+
+/// Stream id of the augmentation draws (dropout uses 6 and 7, init its own namespace).
+pub const AUGMENT_STREAM: u32 = 1;
+
+/// Where training step s's randomness comes from: the trainer and the benches build each
+/// step's augmentation draws and dropout masks through this one place, so a bench times the
+/// same work a run does and a run can be replayed step by step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepRandomness<'a> {
+    /// The run's seed.
+    pub run_seed: u64,
+    /// Images per step.
+    pub batch: usize,
+    /// Side of the stored images.
+    pub stored: usize,
+    /// Side of the model's input (the crop).
+    pub crop: usize,
+    /// Dropout probability of fc6's and fc7's outputs.
+    pub dropout: f32,
+    /// Crop, mirror and lighting settings.
+    pub settings: &'a AugmentSettings,
+    /// The training pixels' colour statistics.
+    pub pca: &'a Pca,
+}
+
+impl StepRandomness<'_> {
+    /// The augmentation draws of step `step`: [`random_draws`] with the seed
+    /// `stream_seed(run_seed, step, AUGMENT_STREAM)`.
+    pub fn draws(&self, step: u64) -> Vec<AugmentDraw> {
+        let seed = stream_seed(self.run_seed, step, AUGMENT_STREAM);
+        random_draws(
+            seed,
+            self.batch,
+            self.stored,
+            self.crop,
+            self.settings,
+            self.pca,
+        )
+    }
+
+    /// The dropout of step `step`: fc6's and fc7's masks from `dropout_seed(run_seed, step,
+    /// 6 | 7)`.
+    pub fn dropout(&self, step: u64) -> Dropout {
+        Dropout {
+            p: self.dropout,
+            seeds: [
+                dropout_seed(self.run_seed, step, 6),
+                dropout_seed(self.run_seed, step, 7),
+            ],
+        }
+    }
+}
 
 /// The paper's PCA colour statistics of the training pixels (0..255 units).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,56 +1,22 @@
-//! The whole network on the CPU: forward to every named activation, backward to the gradient of
-//! every parameter, and an SGD step over all parameters. The truth the GPU graph is tested
-//! against, built only from this module's single-op references, over the same layer list
-//! ([`crate::model::layers`]) as the GPU networks: forward in order, backward in reverse.
+//! The whole network on the reference engine: the network walk ([`super::walk`]) run over
+//! [`RefBackend`], whose ops are `crate::reference`'s plain loops. Forward to every named
+//! activation, backward to the gradient of every parameter, and an SGD step over all
+//! parameters: the truth the GPU and CPU engines are tested against.
 //!
 //! Training mode applies dropout after the activations of fc6 and fc7, with the masks of
 //! [`crate::model::dropout_seed`]: fc6's seed is `stream_seed(run_seed, step, 6)`, fc7's
 //! `stream_seed(run_seed, step, 7)`; element i of the `[N,F]` tensor is kept iff
-//! `uniform01(seed, i) ≥ p`. LRN uses the paper's constants ([`LrnParams::default`]).
+//! `uniform01(seed, i) ≥ p`. LRN uses the paper's constants ([`crate::shape::LrnParams::default`]).
 //!
 //! Dims: N batch, I input side, K classes; activations `[N,C,H,W]`, fc activations `[N,F]`.
-use super::{
-    activation_backward, activation_forward, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward, dropout_backward, dropout_forward, linear_backward, linear_forward,
-    lrn_backward, lrn_forward, maxpool_backward, maxpool_forward, sgd_update,
-    softmax_cross_entropy,
-};
-use crate::model::layers::{input_of, layers, Layer, Op};
-use crate::model::{
-    dropout_seed, param_specs, Geometry, GeometryError, ModelConfig, ParamSpec, Params,
-};
-use crate::shape::LrnParams;
-use thiserror::Error;
-
-/// Why the reference network could not run.
-#[derive(Debug, Error)]
-pub enum NetworkError {
-    /// The config is not a buildable network.
-    #[error(transparent)]
-    Geometry(#[from] GeometryError),
-    /// A parameter is absent or has the wrong number of values.
-    #[error("parameter `{name}` has {got} values, the model config needs {want}; load parameters made for this config")]
-    Param {
-        /// The parameter.
-        name: String,
-        /// Values present (0 when absent).
-        got: usize,
-        /// Values the config needs.
-        want: usize,
-    },
-    /// An input tensor has the wrong length.
-    #[error("`{tensor}` has {got} values, expected {want} ({shape})")]
-    Input {
-        /// The tensor.
-        tensor: &'static str,
-        /// Values given.
-        got: usize,
-        /// Values expected.
-        want: usize,
-        /// The expected shape in words.
-        shape: String,
-    },
-}
+#[cfg(test)]
+use super::layers::input_of;
+use super::layers::Layer;
+use super::walk::{NetworkError, Walk};
+use super::{dropout_seed, Geometry, ModelConfig, Params};
+use crate::backend::{Dropout, Mode};
+use crate::reference::backend::{RefBackend, RefBuf};
+use crate::reference::{sgd_update, softmax_cross_entropy};
 
 /// Dropout during training: the probability and where its random streams come from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,9 +34,17 @@ impl TrainMode {
     pub fn seed(&self, layer: u32) -> u32 {
         dropout_seed(self.run_seed, self.step, layer)
     }
+
+    /// The walk's mode for this step.
+    pub fn mode(&self) -> Mode {
+        Mode::Train(Dropout {
+            p: self.dropout,
+            seeds: [self.seed(6), self.seed(7)],
+        })
+    }
 }
 
-/// Every layer's output of one forward pass, plus what backward needs.
+/// Every layer's output of one forward pass.
 #[derive(Clone, Debug)]
 pub struct Forward {
     /// fc8's output `[N,K]`.
@@ -78,10 +52,12 @@ pub struct Forward {
     geometry: Geometry,
     layers: Vec<Layer>,
     /// The input images `[N,3,I,I]`.
+    #[cfg(test)]
     input: Vec<f32>,
-    /// Output of each layer (a dropout layer's only in training; empty otherwise).
+    /// Output of each layer (a dropout layer's holds zeros outside training).
     outputs: Vec<Vec<f32>>,
-    train: Option<TrainMode>,
+    #[cfg(test)]
+    train: bool,
 }
 
 impl Forward {
@@ -109,38 +85,45 @@ impl Forward {
     }
 
     /// What layer `i` read: the previous layer's output, or the images.
+    #[cfg(test)]
     fn x(&self, i: usize) -> &[f32] {
-        match input_of(&self.layers, i, self.train.is_some()) {
+        match input_of(&self.layers, i, self.train) {
             Some(j) => &self.outputs[j],
             None => &self.input,
         }
     }
 }
 
-/// The values of parameter `index` of `specs`, checked against its shape.
-fn param<'a>(
-    params: &'a Params,
-    specs: &[ParamSpec],
-    index: usize,
-) -> Result<&'a [f32], NetworkError> {
-    let spec = &specs[index];
-    match params.get(&spec.name) {
-        Some(t) if t.data.len() == spec.len() => Ok(&t.data),
-        other => Err(NetworkError::Param {
-            name: spec.name.clone(),
-            got: other.map_or(0, |t| t.data.len()),
-            want: spec.len(),
-        }),
-    }
+/// The walk on a fresh reference engine with `params` and `images` uploaded and its forward
+/// pass run.
+fn run_forward(
+    cfg: &ModelConfig,
+    params: &Params,
+    batch: usize,
+    images: &[f32],
+    mode: Mode,
+) -> Result<(RefBackend, Walk<RefBuf>), NetworkError> {
+    let mut be = RefBackend::new();
+    let walk = Walk::new(&mut be, cfg, batch)?;
+    walk.upload_params(&mut be, params)?;
+    walk.upload_input(&mut be, images)?;
+    walk.forward(&mut be, mode)?;
+    Ok((be, walk))
 }
 
-/// The (weight, bias) indices of a conv or linear layer.
-fn param_pair(l: &Layer) -> Result<(usize, usize), NetworkError> {
-    l.params.ok_or_else(|| NetworkError::Param {
-        name: format!("{}.weight", l.block),
-        got: 0,
-        want: 1,
-    })
+#[cfg_attr(not(test), allow(unused_variables))]
+fn collect(be: &RefBackend, walk: &Walk<RefBuf>, images: &[f32], mode: Mode) -> Forward {
+    let outputs: Vec<Vec<f32>> = walk.outputs().map(|(_, b)| be.slice(b).to_vec()).collect();
+    Forward {
+        logits: be.slice(walk.logits()).to_vec(),
+        geometry: walk.geometry.clone(),
+        layers: walk.layers().to_vec(),
+        #[cfg(test)]
+        input: images.to_vec(),
+        outputs,
+        #[cfg(test)]
+        train: mode.dropout().is_some(),
+    }
 }
 
 /// Runs the network on `images` `[N,3,I,I]` (already preprocessed). `train`: `Some` applies
@@ -152,135 +135,13 @@ pub fn network_forward(
     images: &[f32],
     train: Option<TrainMode>,
 ) -> Result<Forward, NetworkError> {
-    let g = Geometry::new(cfg, batch)?;
-    if images.len() != g.input_len() {
-        return Err(NetworkError::Input {
-            tensor: "images",
-            got: images.len(),
-            want: g.input_len(),
-            shape: format!("[{batch},3,{0},{0}]", g.input_size),
-        });
-    }
-    let specs = param_specs(cfg)?;
-    let list = layers(&g, LrnParams::default(), cfg.activation);
-    let mut f = Forward {
-        logits: Vec::new(),
-        geometry: g,
-        layers: list.clone(),
-        input: images.to_vec(),
-        outputs: Vec::with_capacity(list.len()),
-        train,
-    };
-    for (i, l) in list.iter().enumerate() {
-        let x = f.x(i);
-        let y = match l.op {
-            Op::Conv { shape, act } => {
-                let (w, b) = param_pair(l)?;
-                let (w, b) = (param(params, &specs, w)?, param(params, &specs, b)?);
-                activation_forward(act, &conv2d_forward(&shape, x, w, b))
-            }
-            Op::Lrn { dims, params: p } => {
-                let [n, c, h, w] = dims;
-                lrn_forward(&p, n, c, h, w, x)
-            }
-            Op::MaxPool(p) => maxpool_forward(&p, x),
-            // [N,C,H,W] is already the [N, C·H·W] matrix fc6 reads (C,H,W flatten order).
-            Op::Linear { shape, act } => {
-                let (w, b) = param_pair(l)?;
-                let (w, b) = (param(params, &specs, w)?, param(params, &specs, b)?);
-                let y = linear_forward(&shape, x, w, b);
-                match act {
-                    Some(a) => activation_forward(a, &y),
-                    None => y,
-                }
-            }
-            Op::Dropout { slot, .. } => match train {
-                Some(t) => dropout_forward(t.dropout, t.seed(6 + slot), x),
-                None => Vec::new(),
-            },
-        };
-        f.outputs.push(y);
-    }
-    f.logits = f.outputs.last().cloned().unwrap_or_default();
-    Ok(f)
-}
-
-/// Gradients of the loss to every parameter (same names and shapes as `params`), given the
-/// gradient to the logits `dlogits` `[N,K]` and the forward pass `fwd` that produced them.
-pub fn network_backward(
-    params: &Params,
-    fwd: &Forward,
-    dlogits: &[f32],
-) -> Result<Params, NetworkError> {
-    let g = &fwd.geometry;
-    if dlogits.len() != g.logits_len() {
-        return Err(NetworkError::Input {
-            tensor: "dlogits",
-            got: dlogits.len(),
-            want: g.logits_len(),
-            shape: format!("[{},{}]", g.batch, g.fcs[2].linear.fout),
-        });
-    }
-    let specs: Vec<ParamSpec> = params.tensors.iter().map(|t| t.spec.clone()).collect();
-    let mut grads = params.clone();
-    let mut set = |index: usize, data: Vec<f32>| -> Result<(), NetworkError> {
-        let spec = &specs[index];
-        match grads.tensors.get_mut(index) {
-            Some(t) if t.data.len() == data.len() && t.spec.name == spec.name => {
-                t.data = data;
-                Ok(())
-            }
-            other => Err(NetworkError::Param {
-                name: spec.name.clone(),
-                got: other.map_or(0, |t| t.data.len()),
-                want: data.len(),
-            }),
-        }
-    };
-    let mut d = dlogits.to_vec();
-    for (i, l) in fwd.layers.iter().enumerate().rev() {
-        let x = fwd.x(i);
-        let y = &fwd.outputs[i];
-        d = match l.op {
-            Op::Dropout { slot, .. } => match fwd.train {
-                Some(t) => dropout_backward(t.dropout, t.seed(6 + slot), &d),
-                None => d,
-            },
-            Op::Linear { shape, act } => {
-                let (wi, bi) = param_pair(l)?;
-                if let Some(a) = act {
-                    d = activation_backward(a, &d, y);
-                }
-                let w = param(params, &specs, wi)?;
-                let (dx, dw, db) = linear_backward(&shape, &d, x, w);
-                set(wi, dw)?;
-                set(bi, db)?;
-                dx
-            }
-            Op::MaxPool(p) => maxpool_backward(&p, x, &d),
-            Op::Lrn { dims, params: p } => {
-                let [n, c, h, w] = dims;
-                lrn_backward(&p, n, c, h, w, x, &d)
-            }
-            Op::Conv { shape, act } => {
-                let (wi, bi) = param_pair(l)?;
-                d = activation_backward(act, &d, y);
-                let (dw, db) = conv2d_backward_weight(&shape, &d, x);
-                set(wi, dw)?;
-                set(bi, db)?;
-                // conv1's input is the images: no gradient needed there.
-                if i == 0 {
-                    break;
-                }
-                conv2d_backward_input(&shape, &d, param(params, &specs, wi)?)
-            }
-        };
-    }
-    Ok(grads)
+    let mode = train.map_or(Mode::Eval, |t| t.mode());
+    let (be, walk) = run_forward(cfg, params, batch, images, mode)?;
+    Ok(collect(&be, &walk, images, mode))
 }
 
 /// One training evaluation: forward, mean softmax cross-entropy on `labels` `[N]`, backward.
-/// Returns (loss, the forward pass, the gradients).
+/// Returns (loss, the forward pass, the gradients, named and ordered as `params`).
 pub fn network_loss_and_grads(
     cfg: &ModelConfig,
     params: &Params,
@@ -289,17 +150,24 @@ pub fn network_loss_and_grads(
     labels: &[i32],
     train: Option<TrainMode>,
 ) -> Result<(f32, Forward, Params), NetworkError> {
-    if labels.len() != batch {
-        return Err(NetworkError::Input {
-            tensor: "labels",
-            got: labels.len(),
-            want: batch,
-            shape: format!("[{batch}]"),
-        });
+    let mode = train.map_or(Mode::Eval, |t| t.mode());
+    let (mut be, walk) = run_forward(cfg, params, batch, images, mode)?;
+    walk.upload_labels(&mut be, labels)?;
+    walk.backward(&mut be, mode)?;
+    let fwd = collect(&be, &walk, images, mode);
+    let (loss, _) = softmax_cross_entropy(batch, cfg.classes, &fwd.logits, labels);
+    let computed = walk.download_grads(&mut be)?;
+    let mut grads = params.clone();
+    for t in grads.tensors.iter_mut() {
+        let g = computed
+            .get(&t.spec.name)
+            .ok_or_else(|| NetworkError::ParamShape {
+                name: t.spec.name.clone(),
+                expected: t.data.len(),
+                got: 0,
+            })?;
+        t.data.clone_from(&g.data);
     }
-    let fwd = network_forward(cfg, params, batch, images, train)?;
-    let (loss, dlogits) = softmax_cross_entropy(batch, cfg.classes, &fwd.logits, labels);
-    let grads = network_backward(params, &fwd, &dlogits)?;
     Ok((loss, fwd, grads))
 }
 
@@ -316,10 +184,10 @@ pub fn network_sgd_step(
     for w in params.tensors.iter_mut() {
         let name = &w.spec.name;
         let want = w.data.len();
-        let bad = |got: usize| NetworkError::Param {
+        let bad = |got: usize| NetworkError::ParamShape {
             name: name.clone(),
             got,
-            want,
+            expected: want,
         };
         let v = velocity.get_mut(name).ok_or_else(|| bad(0))?;
         let g = grads.get(name).ok_or_else(|| bad(0))?;
@@ -344,7 +212,8 @@ pub fn network_sgd_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::{check_close, random_tensor};
+    use crate::model::layers::Op;
+    use crate::reference::{check_close, conv2d_forward, linear_forward, random_tensor};
     use crate::shape::Activation;
 
     /// A tiny network: input 67 (final map 1×1), a few channels per layer.

@@ -2,10 +2,11 @@
 //! validation, `eval`, `export-features` and `predict`: stored u8 images in, the centre crop
 //! or any other views through the input stage, the reported activations out.
 use super::input::InputStage;
-use super::TrainError;
-use crate::cpu::{CpuDevice, CpuNetwork, HostInput};
+use super::EngineError;
+use crate::cpu::{CpuDevice, HostInput};
 use crate::device::{Device, Resolved};
 use crate::gpu::Gpu;
+use crate::model::CpuNetwork;
 use crate::model::{ModelConfig, Network, Params};
 use crate::shape::AugmentDraw;
 use std::cell::RefCell;
@@ -29,7 +30,7 @@ impl CpuStage {
         mean: &[f32],
         params: &Params,
         threads: usize,
-    ) -> Result<CpuStage, TrainError> {
+    ) -> Result<CpuStage, EngineError> {
         let device = CpuDevice::new(threads)?;
         Ok(CpuStage {
             net: CpuNetwork::new(&device, config, batch, params)?,
@@ -38,7 +39,7 @@ impl CpuStage {
     }
 
     /// Augments the kept images with `draws` into the network's input.
-    pub fn augment(&mut self, draws: &[AugmentDraw]) -> Result<(), TrainError> {
+    pub fn augment(&mut self, draws: &[AugmentDraw]) -> Result<(), EngineError> {
         let CpuStage { net, input } = self;
         let device = net.device().clone();
         device.install(|| input.augment(draws, net.input_mut()))?;
@@ -79,7 +80,7 @@ impl Scorer<'_> {
     }
 
     /// Keeps a batch `[N,S,S,3]` u8 (exactly N images) for the next [`Scorer::forward`].
-    pub fn upload_images(&self, images: &[u8]) -> Result<(), TrainError> {
+    pub fn upload_images(&self, images: &[u8]) -> Result<(), EngineError> {
         match self {
             Scorer::Gpu { gpu, input, .. } => input.upload_images(gpu, images)?,
             Scorer::Cpu(s) => s.borrow_mut().input.set_images(images)?,
@@ -88,7 +89,7 @@ impl Scorer<'_> {
     }
 
     /// The evaluation-mode forward pass (no dropout) of the kept images seen through `draws`.
-    pub fn forward(&self, draws: &[AugmentDraw]) -> Result<(), TrainError> {
+    pub fn forward(&self, draws: &[AugmentDraw]) -> Result<(), EngineError> {
         match self {
             Scorer::Gpu { gpu, net, input } => {
                 let mut enc = gpu.encoder("eval");
@@ -102,7 +103,7 @@ impl Scorer<'_> {
             Scorer::Cpu(s) => {
                 let mut s = s.borrow_mut();
                 s.augment(draws)?;
-                s.net.forward(None);
+                s.net.forward(None)?;
             }
         }
         Ok(())
@@ -127,9 +128,9 @@ impl Scorer<'_> {
     }
 
     /// The values of the reported activation `name` after the last forward pass.
-    pub fn download(&self, name: &str) -> Result<Vec<f32>, TrainError> {
+    pub fn download(&self, name: &str) -> Result<Vec<f32>, EngineError> {
         let missing =
-            || TrainError::Mismatch(format!("the network reports no activation `{name}`"));
+            || EngineError::Mismatch(format!("the network reports no activation `{name}`"));
         match self {
             Scorer::Gpu { gpu, net, .. } => {
                 let acts = net.activations();
@@ -173,7 +174,7 @@ impl Inference {
         stored: usize,
         mean: &[f32],
         params: &Params,
-    ) -> Result<Inference, TrainError> {
+    ) -> Result<Inference, EngineError> {
         Ok(match device.resolve()? {
             Resolved::Cpu => Inference::Cpu(RefCell::new(CpuStage::new(
                 config, batch, stored, mean, params, 0,
@@ -201,4 +202,61 @@ impl Inference {
             Inference::Cpu(s) => Scorer::Cpu(s),
         }
     }
+}
+
+/// One reported activation: its name, dims and values.
+pub type Activation = (String, Vec<usize>, Vec<f32>);
+
+/// The activations `alexnet forward` reports (name, dims, values) of the evaluation-mode
+/// network on `device`, for `n` preprocessed images `[N,3,I,I]` (not the u8 input stage).
+pub fn activations(
+    device: Device,
+    config: &ModelConfig,
+    params: &Params,
+    n: usize,
+    images: &[f32],
+) -> Result<Vec<Activation>, EngineError> {
+    let mut out = Vec::new();
+    match device.resolve()? {
+        Resolved::Adapter(i) => {
+            let gpu = Gpu::new(i)?;
+            let net = Network::new(&gpu, config, n, params)?;
+            net.input().upload(&gpu, images)?;
+            let mut enc = gpu.encoder("forward");
+            net.record_forward(&mut net.recorder(&gpu, &mut enc), None)?;
+            gpu.submit(enc);
+            for (name, dims, t) in net.activations() {
+                out.push((name.to_string(), dims, t.download(&gpu)?));
+            }
+        }
+        Resolved::Cpu => {
+            let mut net = CpuNetwork::new(&CpuDevice::new(0)?, config, n, params)?;
+            net.upload_input(images)?;
+            net.forward(None)?;
+            for (name, dims, t) in net.activations() {
+                out.push((name.to_string(), dims, t.to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Softmax of one row of logits, in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    log_softmax(logits).into_iter().map(f64::exp).collect()
+}
+
+/// Log-softmax of one row of logits, in f64: finite for any finite row (a confident wrong
+/// answer costs its true, large loss instead of a clamped probability's), NaN if any logit
+/// is not finite.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let lse = logits
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln();
+    logits.iter().map(|&v| v as f64 - max - lse).collect()
 }

@@ -1,0 +1,266 @@
+//! The `--devices` grammar and where a run's devices land: the logical devices a command
+//! names ([`Devices`], parsed once from the spelling in `docs/devices.md`) and, for training,
+//! the [`Placement`] they resolve to on this machine (the CPU engine, one adapter, or two for
+//! the column split), decided before anything is opened.
+use super::EngineError;
+use crate::device::{Device, Resolved};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The most logical devices a run may ask for; more is surely a typo.
+pub const MAX_DEVICES: usize = 16;
+
+/// The logical training devices, each a [`Device`]: an adapter index (which may repeat: two
+/// logical devices on one adapter), `cpu`, `lavapipe` or `auto`.
+///
+/// Spelled as in `docs/devices.md`'s `--devices`: a comma list names devices (`"0,1"`,
+/// `"0,0"`); a bare number `n` means `n` logical devices on adapter 0 (`"2"` is `0,0`; `"0"` and
+/// `"1"` are both adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
+/// A name stands for one device: `"cpu"`, `"lavapipe"`, `"auto"` (the default: the first real
+/// GPU, else the CPU engine).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Devices(Vec<Device>);
+
+impl Devices {
+    /// Logical devices on the given devices (or adapter indices); empty lists and more than
+    /// [`MAX_DEVICES`] are refused.
+    pub fn new<D: Into<Device>>(devices: Vec<D>) -> Result<Self, String> {
+        let devices: Vec<Device> = devices.into_iter().map(Into::into).collect();
+        if devices.is_empty() || devices.len() > MAX_DEVICES {
+            return Err(format!(
+                "{} devices: a run needs between 1 and {MAX_DEVICES}",
+                devices.len()
+            ));
+        }
+        Ok(Devices(devices))
+    }
+    /// The device of each logical device, in order.
+    pub fn list(&self) -> &[Device] {
+        &self.0
+    }
+    /// Number of logical devices.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Always false: a parsed `Devices` names at least one device.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Training's count check: the paper's split is model parallel (both columns see the
+    /// whole batch, so any batch works), but there are exactly two columns.
+    pub fn check_columns(&self) -> Result<(), String> {
+        if self.0.len() > 2 {
+            return Err(format!(
+                "devices {self} names {} devices; the paper's split has two columns, so training runs on one device or two (\"0,1\", or \"2\" for two on adapter 0)",
+                self.0.len()
+            ));
+        }
+        Ok(())
+    }
+    /// The device of a command that runs on one (`eval`, `forward`, `predict`,
+    /// `export-features`): the list must name exactly one.
+    pub fn single(&self) -> Result<Device, String> {
+        match self.0.as_slice() {
+            [only] => Ok(*only),
+            list => Err(format!(
+                "devices {self} names {} devices; this command runs on one device: name it alone (\"cpu\", \"0\", adapter 1: \"1,\")",
+                list.len()
+            )),
+        }
+    }
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices(vec![Device::Auto])
+    }
+}
+
+impl FromStr for Devices {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = |why: &str| {
+            format!(
+                "devices {s:?}: {why}; write adapter indices separated by commas (\"0,1\", \"0,0\", adapter 1 alone: \"1,\"), a count of devices on adapter 0 (\"2\"), or a name: \"cpu\" (the native CPU engine), \"lavapipe\" (the software Vulkan driver), \"auto\" (a GPU if there is one, else cpu)"
+            )
+        };
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        let one = |p: &str| {
+            p.parse::<Device>()
+                .map_err(|_| bad(&format!("{p:?} is not an adapter index or a device name")))
+        };
+        let list = if s.contains(',') {
+            let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+            // A single trailing comma is how adapter n alone is written; other empties are typos.
+            let parts = match parts.split_last() {
+                Some((last, rest)) if last.is_empty() && !rest.is_empty() => rest,
+                _ => &parts[..],
+            };
+            parts
+                .iter()
+                .map(|p| one(p))
+                .collect::<Result<Vec<_>, _>>()?
+        } else if let Ok(n) = s.parse::<usize>() {
+            vec![Device::Adapter(0); n.max(1)]
+        } else if s.starts_with('-') || s.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad("not a number"));
+        } else {
+            vec![one(s)?]
+        };
+        if list.len() > MAX_DEVICES {
+            return Err(bad(&format!("more than {MAX_DEVICES} devices")));
+        }
+        Ok(Devices(list))
+    }
+}
+
+impl TryFrom<String> for Devices {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Devices {
+    /// The canonical spelling, which parses back to the same list.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [Device::Adapter(only)] if *only != 0 => write!(f, "{only},"),
+            list => {
+                let parts: Vec<String> = list.iter().map(Device::to_string).collect();
+                write!(f, "{}", parts.join(","))
+            }
+        }
+    }
+}
+
+impl From<Devices> for String {
+    fn from(d: Devices) -> String {
+        d.to_string()
+    }
+}
+
+/// Where a run's `--devices` land on this machine, decided before anything is opened or
+/// written, so a list that cannot run fails first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The whole network on the CPU engine.
+    Cpu,
+    /// One GPU adapter for the whole network, or two for the column split.
+    Adapters(Vec<usize>),
+}
+
+impl Placement {
+    /// Resolves `devices` (`auto` and `lavapipe` against the adapters found here).
+    pub fn resolve(devices: &Devices) -> Result<Placement, EngineError> {
+        devices.check_columns().map_err(EngineError::NotBuilt)?;
+        let named = devices.list();
+        let resolved = if named
+            .iter()
+            .any(|d| matches!(d, Device::Auto | Device::Lavapipe))
+        {
+            let list = crate::gpu::list_adapters();
+            named
+                .iter()
+                .map(|d| d.resolve_among(&list))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            named
+                .iter()
+                .map(|d| d.resolve())
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Placement::from_resolved(&resolved)
+            .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")))
+    }
+
+    /// The placement of devices already resolved, or why they cannot train together.
+    pub fn from_resolved(resolved: &[Resolved]) -> Result<Placement, String> {
+        // Users meet the count check on the names (`Devices::check_columns`); this arm only
+        // keeps a caller that skipped it from building a third column.
+        match resolved {
+            [_, _, _, ..] => Err(format!("{} devices; the split has two columns", resolved.len())),
+            [Resolved::Cpu] => Ok(Placement::Cpu),
+            _ if resolved.contains(&Resolved::Cpu) => Err(
+                "the CPU engine runs the whole network on one device; the two-column split runs on two GPU devices (--devices cpu, or two adapters)"
+                    .into(),
+            ),
+            _ => Ok(Placement::Adapters(
+                resolved
+                    .iter()
+                    .filter_map(|r| match r {
+                        Resolved::Adapter(i) => Some(*i),
+                        Resolved::Cpu => None,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Resolved::{Adapter, Cpu};
+
+    #[test]
+    fn placement_keeps_the_cpu_engine_alone_and_at_most_two_columns() {
+        assert_eq!(Placement::from_resolved(&[Cpu]), Ok(Placement::Cpu));
+        assert_eq!(
+            Placement::from_resolved(&[Adapter(1), Adapter(1)]),
+            Ok(Placement::Adapters(vec![1, 1]))
+        );
+        for bad in [&[Cpu, Adapter(0)][..], &[Cpu, Cpu], &[Adapter(0), Cpu]] {
+            let e = Placement::from_resolved(bad).unwrap_err();
+            assert!(
+                e.contains("CPU engine runs the whole network"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = Placement::from_resolved(&[Adapter(0); 3]).unwrap_err();
+        assert!(e.contains("two columns"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod grammar_tests {
+    use super::*;
+
+    #[test]
+    fn devices_spellings() {
+        use Device::{Adapter as A, Auto, Cpu, Lavapipe};
+        let d = |s: &str| s.parse::<Devices>().map(|d| d.list().to_vec());
+        assert_eq!(d("0"), Ok(vec![A(0)]));
+        assert_eq!(d("1"), Ok(vec![A(0)]));
+        assert_eq!(d("2"), Ok(vec![A(0), A(0)]));
+        assert_eq!(d("0,1"), Ok(vec![A(0), A(1)]));
+        assert_eq!(d("0,0"), Ok(vec![A(0), A(0)]));
+        assert_eq!(d(" 1, 0 "), Ok(vec![A(1), A(0)]));
+        assert_eq!(d("1,"), Ok(vec![A(1)]));
+        assert_eq!(d("cpu"), Ok(vec![Cpu]));
+        assert_eq!(d(" Lavapipe "), Ok(vec![Lavapipe]));
+        assert_eq!(d("auto"), Ok(vec![Auto]));
+        assert_eq!(d("cpu,lavapipe"), Ok(vec![Cpu, Lavapipe]));
+        assert_eq!(Devices::default().to_string(), "auto");
+        assert!(Devices::new(Vec::<Device>::new()).is_err());
+        assert_eq!(Devices::new(vec![1usize]).unwrap().to_string(), "1,");
+        assert_eq!(Devices::new(vec![A(2), A(2)]).unwrap().to_string(), "2,2");
+        for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99", "gpu", "cpu,,"] {
+            assert!(d(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let e = d("gpu").unwrap_err();
+        assert!(e.contains("\"cpu\"") && e.contains("lavapipe"), "{e}");
+        for s in [
+            "0", "0,1", "0,0", "1,", "3,2,1", "cpu", "auto", "lavapipe", "cpu,0",
+        ] {
+            let v: Devices = s.parse().unwrap();
+            assert_eq!(v.to_string(), s, "canonical spelling");
+            assert_eq!(v.to_string().parse::<Devices>().unwrap(), v, "{s}");
+        }
+    }
+}
