@@ -9,6 +9,7 @@
 //! accumulates the chunks.
 use super::kernel::{self, Entry, Launch, Program, Shader, Slot, View};
 use super::tiles::{GemmEntry, TileConfig, PART_WGSL};
+use super::tuner;
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{Activation, LinearShape};
 
@@ -426,10 +427,17 @@ fn split(
     Ok(())
 }
 
-/// Record `args` with the tile and split-K the adapter's policy picks.
+/// Record `args` with the tile and split-K [`tuner::choose`] picks (the tuned table, or the
+/// adapter's policy when tuning is off).
 pub fn record(rec: &mut Recorder<'_>, args: &GemmArgs<'_>) -> Result<()> {
-    let t = tile_for(rec.gpu(), args.m);
-    record_with(rec, args, t, None)
+    let product = tuner::Product::Gemm {
+        form: args.form,
+        m: args.m,
+        n: args.n,
+        k: args.k,
+    };
+    let c = tuner::choose(rec.gpu(), &product)?;
+    record_with(rec, args, c.tile, c.splits)
 }
 
 fn act_code(act: Option<Activation>) -> u32 {

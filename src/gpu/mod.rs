@@ -43,11 +43,14 @@ pub mod lrn;
 pub mod maxpool;
 pub mod readback;
 pub mod recorder;
+pub mod selftest;
 pub mod sgd;
 pub mod softmax_xent;
 pub mod step;
 pub mod tensor;
 pub mod tiles;
+pub mod tune_cache;
+pub mod tuner;
 
 pub use context::{list_adapters, print_devices, AdapterSummary, Gpu};
 pub use readback::ReadbackRing;
