@@ -38,6 +38,7 @@ pub mod context;
 pub mod conv;
 pub mod dropout;
 pub mod gemm;
+pub mod gemm_plan;
 pub mod kernel;
 pub mod lrn;
 pub mod maxpool;
