@@ -142,15 +142,20 @@ fn gpu_selftest_tuner_picks_the_faster_caches_and_rereads() {
     let e = tuner::entry(&g, &p).expect("entry");
     eprintln!("{e:#?}");
     assert_eq!(c.tile, PROBE, "the slowed variant must not win: {e:?}");
-    // Every split factor of the plain tile beats the same factor of the slowed one.
-    for plain in e.candidates.iter().filter(|t| t.tile == PROBE.tag()) {
-        let twice = e
+    // Both were timed at every split factor; the slowed one's best is the slower (by
+    // construction about 2×; compared best to best, as single pairs are noisy on a loaded
+    // machine).
+    let best = |tag: String| {
+        let times: Vec<f64> = e
             .candidates
             .iter()
-            .find(|t| t.tile == slow.tag() && t.splits == plain.splits)
-            .expect("the slowed twin was timed");
-        assert!(plain.ms < twice.ms, "{plain:?} vs {twice:?}");
-    }
+            .filter(|t| t.tile == tag)
+            .map(|t| t.ms)
+            .collect();
+        assert!(!times.is_empty(), "{tag} not timed: {e:?}");
+        times.into_iter().fold(f64::INFINITY, f64::min)
+    };
+    assert!(best(PROBE.tag()) < best(slow.tag()), "{e:?}");
     let timed = tuner::timed_count(&g);
     assert!(timed >= 2, "{timed}");
     let path = tuner::cache_path(&g).expect("cache path");

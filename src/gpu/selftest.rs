@@ -118,6 +118,8 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// Seconds it took (pipeline compilation included).
     pub seconds: f64,
+    /// Seconds per tile, in the order checked.
+    pub tile_seconds: Vec<(TileConfig, f64)>,
 }
 
 /// Whether `tile` passed every check of `family` in `outcomes` (and split-K when `split`).
@@ -172,13 +174,18 @@ impl Report {
             .into_iter()
             .filter(|c| self.outcomes.iter().any(|o| o.check == *c))
             .collect();
-        let mut out = format!("{:<22}", "tile");
+        let mut out = format!("{:<22} {:>7}", "tile", "s");
         for c in &checks {
             out += &format!(" {:>20}", c.name());
         }
         out.push('\n');
         for t in &tiles {
-            out += &format!("{:<22}", t.tag());
+            let secs = self
+                .tile_seconds
+                .iter()
+                .find(|(x, _)| x == t)
+                .map_or(0.0, |(_, s)| *s);
+            out += &format!("{:<22} {secs:>7.1}", t.tag());
             for c in &checks {
                 let cell = match self.outcomes.iter().find(|o| o.tile == *t && o.check == *c) {
                     Some(Outcome { error: None, .. }) => "ok",
@@ -207,6 +214,7 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "seconds": self.seconds,
+            "tile_seconds": self.tile_seconds.iter().map(|(t, s)| serde_json::json!({"tile": t.tag(), "seconds": s})).collect::<Vec<_>>(),
             "variants": self.outcomes.iter().map(|o| serde_json::json!({
                 "tile": o.tile.tag(),
                 "check": o.check.name(),
@@ -253,7 +261,9 @@ pub const CONV_CASES: [ConvShape; 2] = [
 pub fn run(gpu: &Gpu, tiles: &[TileConfig]) -> Report {
     let start = Instant::now();
     let mut outcomes = Vec::new();
+    let mut tile_seconds = Vec::new();
     for &tile in tiles {
+        let t0 = Instant::now();
         for check in Check::ALL {
             if check.family() == Family::Conv && gpu.conv_kernels != ConvKernels::Tiled {
                 continue;
@@ -261,10 +271,12 @@ pub fn run(gpu: &Gpu, tiles: &[TileConfig]) -> Report {
             let error = run_check(gpu, tile, check).err();
             outcomes.push(Outcome { tile, check, error });
         }
+        tile_seconds.push((tile, t0.elapsed().as_secs_f64()));
     }
     Report {
         outcomes,
         seconds: start.elapsed().as_secs_f64(),
+        tile_seconds,
     }
 }
 

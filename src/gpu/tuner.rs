@@ -296,18 +296,30 @@ fn lookup(gpu: &Gpu, label: &str) -> Option<Choice> {
     let mut st = lock(gpu);
     if !st.loaded {
         st.loaded = true;
-        if let (TuneMode::Cached, Some(dir)) = (gpu.tuning.mode, gpu.tuning.cache_dir.as_ref()) {
-            let (file, warning) = tune_cache::load(dir, &cache_key(gpu));
-            if let Some(w) = warning {
-                warn(gpu, &mut st, w);
-            }
-            if let Some(f) = file {
-                st.file = f;
-            }
-        }
-        st.file.key = Some(cache_key(gpu));
+        load_cache(gpu, &mut st);
     }
     st.file.products.get(label).and_then(parse_entry)
+}
+
+/// Read the cache into `st` once: everything in `cached` mode; in `full` mode only the
+/// self-test's outcomes (the products are timed again).
+fn load_cache(gpu: &Gpu, st: &mut State) {
+    st.loaded = true;
+    if let (TuneMode::Cached | TuneMode::Full, Some(dir)) =
+        (gpu.tuning.mode, gpu.tuning.cache_dir.as_ref())
+    {
+        let (file, warning) = tune_cache::load(dir, &cache_key(gpu));
+        if let Some(w) = warning {
+            warn(gpu, st, w);
+        }
+        if let Some(mut f) = file {
+            if gpu.tuning.mode == TuneMode::Full {
+                f.products.clear();
+            }
+            st.file = f;
+        }
+    }
+    st.file.key = Some(cache_key(gpu));
 }
 
 fn save(gpu: &Gpu, st: &mut State) {
@@ -530,7 +542,10 @@ fn time_on(gpu: &Gpu, p: &Product, ops: &Operands, choice: Choice, reps: usize) 
 /// seen (its outcomes are cached with the table).
 fn selftested(gpu: &Gpu, tiles: &[TileConfig]) -> Vec<selftest::Outcome> {
     let missing: Vec<TileConfig> = {
-        let st = lock(gpu);
+        let mut st = lock(gpu);
+        if !st.loaded {
+            load_cache(gpu, &mut st);
+        }
         tiles
             .iter()
             .copied()
@@ -539,23 +554,12 @@ fn selftested(gpu: &Gpu, tiles: &[TileConfig]) -> Vec<selftest::Outcome> {
     };
     if !missing.is_empty() {
         let report = selftest::run(gpu, &missing);
-        let mut st = lock(gpu);
-        for o in &report.outcomes {
-            if let Some(e) = &o.error {
-                if gpu.tuning.verbose {
-                    eprintln!(
-                        "self-test: dropped {} {}: {e}",
-                        o.tile.tag(),
-                        o.check.name()
-                    );
-                }
+        if gpu.tuning.verbose {
+            for line in report.dropped() {
+                eprintln!("self-test: {line}");
             }
-            st.file
-                .selftest
-                .entry(o.tile.tag())
-                .or_default()
-                .insert(o.check.name().to_string(), o.error.clone());
         }
+        record_selftest(gpu, &report);
     }
     let st = lock(gpu);
     let mut out = Vec::new();
@@ -573,6 +577,25 @@ fn selftested(gpu: &Gpu, tiles: &[TileConfig]) -> Vec<selftest::Outcome> {
         }
     }
     out
+}
+
+/// Keep `report`'s outcomes in `gpu`'s table (and its cache, when tuning is on), so the
+/// tuner does not run those variants' self-test again.
+pub fn record_selftest(gpu: &Gpu, report: &selftest::Report) {
+    let mut st = lock(gpu);
+    if !st.loaded {
+        load_cache(gpu, &mut st);
+    }
+    for o in &report.outcomes {
+        st.file
+            .selftest
+            .entry(o.tile.tag())
+            .or_default()
+            .insert(o.check.name().to_string(), o.error.clone());
+    }
+    if gpu.tuning.mode != TuneMode::Off {
+        save(gpu, &mut st);
+    }
 }
 
 /// Self-test the candidates of `p`, time those that passed, and return the table entry.

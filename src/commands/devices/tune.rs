@@ -87,6 +87,15 @@ pub(super) fn run(a: &DevicesArgs) -> Result<(), CommandError> {
         Some(m) => Some(m.parse::<TuneMode>().map_err(|e| format!("--tune: {e}"))?),
     };
     let mut gpu = open(a.devices.as_deref())?;
+    gpu.tuning.verbose = !a.json;
+    match mode {
+        Some(TuneMode::Off) => {
+            return Err("--tune off: nothing to print; give --tune cached or --tune full".into())
+        }
+        Some(m) => gpu.tuning.mode = m,
+        // The self-test's outcomes go to the cache, which the tuner then reads.
+        None => gpu.tuning.mode = TuneMode::Cached,
+    }
     let products = products(a.small, a.batch)?;
     let mut json = serde_json::json!({
         "adapter": gpu.adapter.name,
@@ -104,6 +113,8 @@ pub(super) fn run(a: &DevicesArgs) -> Result<(), CommandError> {
             }
         }
         let report = selftest::run(&gpu, &tiles);
+        // The tuner reads these outcomes instead of running the self-test again.
+        tuner::record_selftest(&gpu, &report);
         let empty = report.empty_families();
         if !empty.is_empty() {
             failed = Some(format!(
@@ -122,12 +133,7 @@ pub(super) fn run(a: &DevicesArgs) -> Result<(), CommandError> {
             );
         }
     }
-    if let (Some(mode), None) = (mode, &failed) {
-        gpu.tuning.mode = mode;
-        gpu.tuning.verbose = !a.json;
-        if mode == TuneMode::Off {
-            return Err("--tune off: nothing to print; give --tune cached or --tune full".into());
-        }
+    if let (Some(_), None) = (mode, &failed) {
         let start = std::time::Instant::now();
         for (_, p) in &products {
             tuner::choose(&gpu, p)?;
