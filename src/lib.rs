@@ -19,6 +19,7 @@ pub mod model;
 pub mod output_check;
 pub mod pipeline;
 pub mod predict;
+pub mod protobuf;
 pub mod reference;
 pub mod shape;
 pub mod train;

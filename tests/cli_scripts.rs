@@ -260,6 +260,7 @@ fn every_command_has_examples_and_docs_come_from_clap() {
         "import-idx",
         "import",
         "export-features",
+        "export",
         "neighbors",
         "filters",
         "run",

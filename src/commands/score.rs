@@ -53,6 +53,18 @@ fn top() -> usize {
     TOP
 }
 
+/// How `forward`'s input images were normalised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    /// As the network takes them: (pixel − the checkpoint's mean image) · input_scale.
+    #[default]
+    None,
+    /// As torchvision's `Normalize` leaves them: (pixel/255 − mean) / std per channel with
+    /// ImageNet's mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225].
+    Imagenet,
+}
+
 /// `alexnet forward`.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct ForwardArgs {
@@ -65,6 +77,12 @@ pub struct ForwardArgs {
     /// safetensors file to write (never the input or the checkpoint).
     #[arg(long)]
     pub out: PathBuf,
+    /// What `images` hold: `none` (the network's input, (pixel − mean image) · input_scale,
+    /// pixel values 0..255, with the checkpoint's mean image centre-cropped to H×W) or
+    /// `imagenet` (torchvision's (pixel/255 − mean) / std, turned into the former here).
+    #[arg(long, value_enum, default_value_t = Normalize::None)]
+    #[serde(default)]
+    pub normalize: Normalize,
     /// The adapter [default: adapter 0].
     #[command(flatten)]
     #[serde(flatten)]
@@ -158,14 +176,32 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
 }
 
 pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
-    crate::model::forward::forward(&crate::model::forward::ForwardJob {
-        checkpoint: a.checkpoint,
-        input: a.input,
-        out: a.out,
-        device: a.device.device()?,
+    let device = a.device.device()?;
+    let job = |input: PathBuf| crate::model::forward::ForwardJob {
+        checkpoint: a.checkpoint.clone(),
+        input,
+        out: a.out.clone(),
+        device,
         overwrite: a.overwrite,
-    })?;
-    Ok(())
+    };
+    if a.normalize == Normalize::None {
+        crate::model::forward::forward(&job(a.input.clone()))?;
+        return Ok(());
+    }
+    // The converted images go to a hidden file beside OUT, removed whatever happens.
+    crate::output_check::check_output(&a.out, &[&a.input, &a.checkpoint], a.overwrite)?;
+    let ck = crate::model::Checkpoint::load(&a.checkpoint, None)?;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(a.out.file_name().unwrap_or_default());
+    name.push(".input.safetensors");
+    let tmp = a.out.with_file_name(name);
+    let done = crate::model::normalize::convert_file(&ck, &a.input, &tmp)
+        .map_err(CommandError::from)
+        .and_then(|()| {
+            crate::model::forward::forward(&job(tmp.clone())).map_err(CommandError::from)
+        });
+    let _ = std::fs::remove_file(&tmp);
+    done
 }
 
 /// Runs `predict` and prints the answers; fails (after printing the rest) when a file could

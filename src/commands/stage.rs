@@ -84,6 +84,10 @@ impl Command {
                 r(&mut a.checkpoint);
                 r(&mut a.out);
             }
+            Command::Export(a) => {
+                r(&mut a.checkpoint);
+                r(&mut a.out);
+            }
             Command::Run(a) => r(&mut a.pipeline),
             Command::Predict(a) => {
                 r(&mut a.checkpoint);
@@ -105,6 +109,7 @@ impl Command {
             Command::ExportFeatures(a) => vec![&a.out],
             Command::Forward(a) => vec![&a.out],
             Command::Filters(a) => vec![&a.out],
+            Command::Export(a) => vec![&a.out],
             Command::Man(a) => vec![&a.dir],
             Command::Eval(a) => a.out.iter().map(PathBuf::as_path).collect(),
             Command::Report(a) => a.out.iter().map(PathBuf::as_path).collect(),

@@ -40,6 +40,11 @@ out = "o""#,
         "checkpoint = \"c\"\ndata = \"d\"\nout = \"o\"",
     ),
     (
+        "export",
+        &["onnx", "--checkpoint", "c", "o"],
+        "format = \"onnx\"\ncheckpoint = \"c\"\nout = \"o\"",
+    ),
+    (
         "neighbors",
         &["f", "--query", "q"],
         "features = \"f\"\nquery = \"q\"",

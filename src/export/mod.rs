@@ -7,6 +7,7 @@ pub mod features_file;
 pub mod figure;
 pub mod filters;
 pub mod neighbors;
+pub mod onnx;
 pub mod plot;
 pub mod shard_columns;
 

@@ -8,6 +8,7 @@ pub mod geometry;
 pub mod import;
 pub mod layers;
 pub mod network;
+pub mod normalize;
 pub mod params;
 pub mod seeds;
 

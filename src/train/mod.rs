@@ -13,11 +13,13 @@ pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
 pub mod error;
 pub mod eval;
 pub mod infer;
+mod init_from;
 pub mod input;
 mod prepare;
 mod progress;
 pub mod run;
 pub mod signals;
+pub mod tensorboard;
 mod trainer;
 
 pub use error::TrainError;

@@ -41,6 +41,16 @@ impl Prepared {
         if job.classes_from_data {
             resolved.model.classes = set.classes().len();
         }
+        let data = data_stats(&set);
+        // A run keeps the statistics it started with: --init-from's checkpoint's, else the
+        // data's; a resumed run its checkpoint's (below).
+        let (init_params, mut stats) = match (&job.init_from, job.resume) {
+            (Some(p), false) => {
+                let i = super::init_from::init_from(p, &mut resolved, &data)?;
+                (Some(i.params), i.stats)
+            }
+            _ => (None, data),
+        };
         let cfg = &resolved;
         cfg.validate("the resolved configuration")?;
         let val = if job.val.is_empty() {
@@ -89,55 +99,16 @@ impl Prepared {
                 )));
             }
             let st = resume_state(&ck, &last_path)?;
+            if let Some(s) = ck.stats.filter(|s| s.size == set.size()) {
+                stats = s;
+            }
             (ck.params, ck.momentum, st)
         } else {
             if last_path.exists() {
                 return Err(TrainError::RunExists(job.out.clone()));
             }
-            let params = match &job.init_from {
-                Some(p) => {
-                    let ck = Checkpoint::load(p, Some(cfg.model.input_size))?;
-                    // Same tensor shapes are not the same network: conv1's padding, LRN and
-                    // the pooling change what the weights compute.
-                    let (a, b) = (&ck.config, &cfg.model);
-                    if (a.conv1_pad, a.lrn, a.pool_size, a.pool_stride, a.activation)
-                        != (b.conv1_pad, b.lrn, b.pool_size, b.pool_stride, b.activation)
-                    {
-                        return Err(TrainError::Mismatch(format!(
-                            "{} holds the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); the run's model is the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); set the config's model to match (`--set model.conv1_pad={}` …)",
-                            p.display(),
-                            a.variant(),
-                            a.conv1_pad,
-                            a.lrn,
-                            a.pool_size,
-                            a.pool_stride,
-                            a.activation,
-                            b.variant(),
-                            b.conv1_pad,
-                            b.lrn,
-                            b.pool_size,
-                            b.pool_stride,
-                            b.activation,
-                            a.conv1_pad
-                        )));
-                    }
-                    if ck.config.widths != cfg.model.widths
-                        || ck.config.classes != cfg.model.classes
-                        || ck.config.groups != cfg.model.groups
-                    {
-                        return Err(TrainError::Mismatch(format!(
-                            "{} holds widths {:?}, {} classes, groups {}; the run asks for widths {:?}, {} classes, groups {}",
-                            p.display(),
-                            ck.config.widths,
-                            ck.config.classes,
-                            ck.config.groups,
-                            cfg.model.widths,
-                            cfg.model.classes,
-                            cfg.model.groups
-                        )));
-                    }
-                    ck.params
-                }
+            let params = match init_params {
+                Some(p) => p,
                 None => Params::init_with(&cfg.model, cfg.seed, cfg.init)?,
             };
             let st = RunState {
@@ -155,7 +126,6 @@ impl Prepared {
         } else {
             MetricsWriter::create(&job.out)?
         };
-        let stats = data_stats(&set);
         let threads = if cfg.loader.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
