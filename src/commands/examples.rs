@@ -17,7 +17,9 @@ const EXAMPLES: &[(&str, &str)] = &[
         "alexnet devices
   alexnet devices --devices 0,1          # would the paper's two columns fit on adapters 0 and 1?
   alexnet devices --devices auto         # what a run picks here: the first GPU, else the CPU engine
-  alexnet devices --json | jq '.adapters[].name'",
+  alexnet devices --json | jq '.adapters[].name'
+  alexnet devices --selftest             # every kernel variant against the CPU reference
+  alexnet devices --tune --batch 128     # time the tile choices per product, print the table",
     ),
     (
         "train",

@@ -456,4 +456,38 @@ mod tests {
         // Every K step unrolled: 8 K rows × 8 × 2 fused multiply-adds.
         assert_eq!(src.matches("fma(").count(), 8 * 8 * 2);
     }
+
+    #[test]
+    fn the_test_twists_generate_valid_wgsl_that_differs_from_the_plain_core() {
+        use crate::gpu::kernel::Program;
+        let plain = Program::Tiled(&crate::gpu::gemm::SHADER, TileConfig::SMALL).source();
+        for twist in [Twist::OffByOne, Twist::Twice] {
+            let t = TileConfig {
+                twist,
+                ..TileConfig::SMALL
+            };
+            assert!(t.tag().ends_with(if twist == Twist::Twice {
+                "+twice"
+            } else {
+                "+offbyone"
+            }));
+            assert!(
+                TileConfig::parse(&t.tag()).is_err(),
+                "a twist never parses back"
+            );
+            for shader in [&crate::gpu::gemm::SHADER, &crate::gpu::conv::SHADER] {
+                let src = Program::Tiled(shader, t).source();
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{}: {}", t.tag(), e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", t.tag()));
+            }
+            let src = Program::Tiled(&crate::gpu::gemm::SHADER, t).source();
+            assert_ne!(src, plain);
+        }
+    }
 }

@@ -749,3 +749,59 @@ pub fn table_text(gpu: &Gpu, products: &[(String, Product)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tune_modes_parse_and_bad_ones_say_what_is_accepted() {
+        assert_eq!("off".parse::<TuneMode>(), Ok(TuneMode::Off));
+        assert_eq!(" Cached ".parse::<TuneMode>(), Ok(TuneMode::Cached));
+        assert_eq!("full".parse::<TuneMode>(), Ok(TuneMode::Full));
+        let e = "fast".parse::<TuneMode>().unwrap_err();
+        assert!(
+            e.contains("`fast`") && e.contains("off") && e.contains("full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn product_labels_tell_entries_and_shapes_apart() {
+        let s = ConvShape {
+            n: 128,
+            c_in: 3,
+            h: 227,
+            w: 227,
+            c_out: 96,
+            k: 11,
+            stride: 4,
+            pad: 0,
+            groups: 1,
+        };
+        let conv = |entry| Product::Conv { entry, shape: s };
+        assert_eq!(
+            conv(ConvEntry::Forward).label(),
+            "conv.forward n128 3x227x227 k11 s4 p0 g1 o96"
+        );
+        assert_ne!(
+            conv(ConvEntry::Forward).label(),
+            conv(ConvEntry::BackwardInput).label()
+        );
+        let fc6 = Product::Gemm {
+            form: GemmForm::ABt,
+            m: 128,
+            n: 4096,
+            k: 9216,
+        };
+        assert_eq!(fc6.label(), "gemm.forward 128x4096x9216");
+        // conv1 forward as a GEMM: 96 rows, N·55·55 columns, 3·11·11 deep.
+        assert_eq!(conv(ConvEntry::Forward).dims(), (96, 128 * 55 * 55, 363, 1));
+        assert_eq!(
+            conv(ConvEntry::BackwardWeight).dims(),
+            (96, 363, 128 * 55 * 55, 1)
+        );
+        assert!(conv(ConvEntry::BackwardWeight).splits_k());
+        assert!(!conv(ConvEntry::Forward).splits_k());
+    }
+}
