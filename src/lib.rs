@@ -5,6 +5,7 @@
 //! knows nothing of Parquet.
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod commands;
 pub mod cpu;
 pub mod dataset;

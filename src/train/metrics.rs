@@ -164,13 +164,12 @@ impl MetricsWriter {
                 .into_iter()
                 .filter(|r| r.step() <= step)
                 .collect();
-            let tmp = path.with_extension("jsonl.tmp");
             let mut text = String::new();
             for r in &kept {
                 text.push_str(&to_line(r));
             }
-            std::fs::write(&tmp, text).map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            crate::atomic::write_bytes(&path, text.as_bytes())
+                .map_err(|e| io(&path)(e.into()))?;
         }
         let file = OpenOptions::new()
             .create(true)
