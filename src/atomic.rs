@@ -317,8 +317,7 @@ pub fn write_at_path<E: From<AtomicError>>(
 /// Writes `bytes` as `target`.
 pub fn write_bytes(target: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
     write_with(target, |f: &mut File| {
-        f.write_all(bytes)
-            .map_err(AtomicError::io(target, "write"))
+        f.write_all(bytes).map_err(AtomicError::io(target, "write"))
     })
 }
 
@@ -343,7 +342,9 @@ mod tests {
         // A failed rewrite keeps the previous file and leaves no temporary.
         let r: Result<(), AtomicError> = write_with(&out, |f| {
             f.write_all(b"half").unwrap();
-            Err(AtomicError::io(&out, "write")(std::io::Error::other("disk full")))
+            Err(AtomicError::io(&out, "write")(std::io::Error::other(
+                "disk full",
+            )))
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read(&out).unwrap(), b"one");

@@ -12,8 +12,9 @@ pub mod dataset;
 pub mod device;
 pub mod export;
 pub mod gpu;
-pub mod idx;
 pub mod ingest;
+/// IDX import, kept at its old path for callers of `alexnet::idx`.
+pub use ingest::idx;
 pub mod lock;
 pub mod memory;
 pub mod model;

@@ -134,7 +134,10 @@ impl<'a> Output<'a> {
 /// What a folder is, when alexnet made it as a whole: a shard folder or a training run.
 fn managed(dir: &Path) -> Option<&'static str> {
     let has = |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok();
-    if has("last.safetensors") || has("metrics.jsonl") || has("config.toml") && has(crate::lock::LOCK_FILE) {
+    if has("last.safetensors")
+        || has("metrics.jsonl")
+        || has("config.toml") && has(crate::lock::LOCK_FILE)
+    {
         return Some("a training run folder");
     }
     if has(crate::lock::LOCK_FILE) {
@@ -254,7 +257,13 @@ mod tests {
         // The format's extension, whatever the case; a folder is never a file output.
         let e = check(&Output::new(&shard, Format::Png, &[], true)).unwrap_err();
         assert!(matches!(e, OutputError::Extension { .. }), "{e}");
-        check(&Output::new(&dir.path().join("A.PNG"), Format::Png, &[], false)).unwrap();
+        check(&Output::new(
+            &dir.path().join("A.PNG"),
+            Format::Png,
+            &[],
+            false,
+        ))
+        .unwrap();
         let e = check(&Output::new(&shards, Format::Json, &[], true)).unwrap_err();
         assert!(e.to_string().contains("out.json"), "{e}");
         // A run folder keeps its own report and nothing else of ours.

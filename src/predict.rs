@@ -201,7 +201,8 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PredictError> {
             if out.len() == before {
                 return Err(PredictError::Input {
                     path: p.clone(),
-                    reason: "the directory holds no image files (.jpg, .jpeg, .png, .bmp, .webp)".into(),
+                    reason: "the directory holds no image files (.jpg, .jpeg, .png, .bmp, .webp)"
+                        .into(),
                 });
             }
         } else {
@@ -224,7 +225,11 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PredictError> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<(), PredictError> {
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<(), PredictError> {
     let err = |e: std::io::Error| PredictError::Input {
         path: dir.into(),
         reason: e.to_string(),

@@ -136,13 +136,21 @@ fn resume_after_a_kill_redoes_only_what_is_missing() {
     let mut plain = vec!["ingest", "--quiet"];
     plain.extend_from_slice(&args);
     let (ok, _, err) = alexnet(&plain);
-    let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("note: removed")).collect();
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("note: removed"))
+        .collect();
     assert!(
         !ok && err.contains("--resume") && errors.len() == 1,
         "{err}"
     );
-    assert!(err.contains(".part-00001.parquet.alexnet-4194304-0.tmp"), "{err}");
-    assert!(!out.join(".part-00001.parquet.alexnet-4194304-0.tmp").exists());
+    assert!(
+        err.contains(".part-00001.parquet.alexnet-4194304-0.tmp"),
+        "{err}"
+    );
+    assert!(!out
+        .join(".part-00001.parquet.alexnet-4194304-0.tmp")
+        .exists());
     let kept_mtime = std::fs::metadata(out.join("part-00000.parquet"))
         .unwrap()
         .modified()
@@ -158,7 +166,9 @@ fn resume_after_a_kill_redoes_only_what_is_missing() {
         std::fs::read(out.join("rejects.jsonl")).unwrap(),
         full_rejects
     );
-    assert!(!out.join(".part-00001.parquet.alexnet-4194304-0.tmp").exists());
+    assert!(!out
+        .join(".part-00001.parquet.alexnet-4194304-0.tmp")
+        .exists());
     let mtime = std::fs::metadata(out.join("part-00000.parquet"))
         .unwrap()
         .modified()

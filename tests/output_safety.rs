@@ -86,14 +86,17 @@ fn special_files_are_rejects_and_never_read() {
             .unwrap()
             .to_string()
     };
-    assert!(reason("p.jpg").contains("a FIFO, not a regular file"), "{rejects}");
+    assert!(
+        reason("p.jpg").contains("a FIFO, not a regular file"),
+        "{rejects}"
+    );
     assert!(reason("x.jpg").contains("a character device"), "{rejects}");
     assert!(reason("big.jpg").contains("21474836480 bytes"), "{rejects}");
     for l in rejects.lines() {
         let r: serde_json::Value = serde_json::from_str(l).unwrap();
         assert!(!r["reason"].as_str().unwrap().contains('\n'), "{l}");
     }
-    assert_eq!(ShardSet::open(&[out.clone()]).unwrap().len(), 6);
+    assert_eq!(ShardSet::open(std::slice::from_ref(&out)).unwrap().len(), 6);
     assert!(temporaries(&out).is_empty());
 }
 
@@ -108,16 +111,29 @@ fn predict_refuses_special_files_and_skips_what_is_not_an_image() {
     special_files(&dir);
     std::fs::write(dir.join("notes.txt"), "not a photo").unwrap();
     let (ok, out, err) = bounded(
-        &["predict", "--devices", "cpu", "--checkpoint", s(&ck), s(&dir)],
+        &[
+            "predict",
+            "--devices",
+            "cpu",
+            "--checkpoint",
+            s(&ck),
+            s(&dir),
+        ],
         8 << 20,
         120,
     );
     // Three files could not be classified; the photo was.
     assert!(!ok, "{out}\n{err}");
     assert!(err.contains("3 of 4 files"), "{err}");
-    assert!(err.contains("a FIFO") && err.contains("a character device"), "{err}");
+    assert!(
+        err.contains("a FIFO") && err.contains("a character device"),
+        "{err}"
+    );
     assert!(err.contains("21474836480 bytes"), "{err}");
-    assert!(err.contains("skipped 1 file") && err.contains("notes.txt"), "{err}");
+    assert!(
+        err.contains("skipped 1 file") && err.contains("notes.txt"),
+        "{err}"
+    );
     assert!(out.contains("%"), "{out}");
     // The pixel limit it names is a flag predict has; --top 0 is refused.
     let (ok, _, err) = alexnet(&[
@@ -167,7 +183,10 @@ fn an_interrupted_ingest_leaves_no_temporary() {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(seen, "the ingest ended before its shard's temporary was seen");
+    assert!(
+        seen,
+        "the ingest ended before its shard's temporary was seen"
+    );
     // SAFETY: kill on a child process this test spawned and has not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
@@ -229,7 +248,14 @@ fn outputs_never_replace_inputs_or_run_files() {
     // eval --out naming a folder: refused before anything runs, and nothing left in it.
     let folder = t.path().join("results");
     std::fs::create_dir(&folder).unwrap();
-    let (ok, _, err) = alexnet(&["eval", "--checkpoint", s(&ck), s(&data), "--out", s(&folder)]);
+    let (ok, _, err) = alexnet(&[
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        s(&data),
+        "--out",
+        s(&folder),
+    ]);
     assert!(!ok && err.contains("is a folder"), "{err}");
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
     assert!(temporaries(t.path()).is_empty());
@@ -264,9 +290,17 @@ fn stale_temporaries_are_removed_and_live_ones_kept() {
         .join(format!(".g.png.alexnet-{}-0.tmp", std::process::id()));
     std::fs::write(&dead, b"half").unwrap();
     std::fs::write(&live, b"busy").unwrap();
-    let (ok, _, err) = alexnet(&["filters", "--checkpoint", s(&ck), s(&t.path().join("f.png"))]);
+    let (ok, _, err) = alexnet(&[
+        "filters",
+        "--checkpoint",
+        s(&ck),
+        s(&t.path().join("f.png")),
+    ]);
     assert!(ok, "{err}");
-    assert!(err.contains("removed") && err.contains(".f.png.alexnet-4194304-0.tmp"), "{err}");
+    assert!(
+        err.contains("removed") && err.contains(".f.png.alexnet-4194304-0.tmp"),
+        "{err}"
+    );
     assert!(!dead.exists());
     assert!(live.exists());
 }
@@ -281,10 +315,17 @@ fn labels_classes_and_shard_parts_that_disagree_are_refused() {
         std::fs::copy(common::fixture("coffee.jpg"), flat.join(n)).unwrap();
     }
     let csv = t.path().join("labels.csv");
-    std::fs::write(&csv, "ImageId,PredictionString\nimg1,a 0\nimg2,b 0\nimg1,b 0\n").unwrap();
+    std::fs::write(
+        &csv,
+        "ImageId,PredictionString\nimg1,a 0\nimg2,b 0\nimg1,b 0\n",
+    )
+    .unwrap();
     let o = t.path().join("o1");
     let (ok, _, err) = alexnet(&["ingest", "--quiet", s(&flat), s(&o), "--labels", s(&csv)]);
-    assert!(!ok && err.contains("line 2 `img1,a 0`") && err.contains("line 4 `img1,b 0`"), "{err}");
+    assert!(
+        !ok && err.contains("line 2 `img1,a 0`") && err.contains("line 4 `img1,b 0`"),
+        "{err}"
+    );
 
     // A class listed twice.
     let raw = t.path().join("raw");
@@ -292,7 +333,14 @@ fn labels_classes_and_shard_parts_that_disagree_are_refused() {
     let classes = t.path().join("classes.txt");
     std::fs::write(&classes, "n00001000\nn00001007\nn00001000\n").unwrap();
     let o = t.path().join("o2");
-    let (ok, _, err) = alexnet(&["ingest", "--quiet", s(&raw), s(&o), "--classes", s(&classes)]);
+    let (ok, _, err) = alexnet(&[
+        "ingest",
+        "--quiet",
+        s(&raw),
+        s(&o),
+        "--classes",
+        s(&classes),
+    ]);
     assert!(!ok && err.contains("again on line 3"), "{err}");
 
     // --shard parts made with different seeds: the second part, inspect and train refuse.
@@ -306,7 +354,10 @@ fn labels_classes_and_shard_parts_that_disagree_are_refused() {
     let (ok, _, err) = part("0/2", "1", &out);
     assert!(ok, "{err}");
     let (ok, _, err) = part("1/2", "2", &out);
-    assert!(!ok && err.contains("another part") && err.contains("--seed 1"), "{err}");
+    assert!(
+        !ok && err.contains("another part") && err.contains("--seed 1"),
+        "{err}"
+    );
     let other = t.path().join("other");
     let (ok, _, err) = part("1/2", "2", &other);
     assert!(ok, "{err}");

@@ -184,7 +184,12 @@ pub struct ImportArgs {
 
 pub(super) fn import(a: ImportArgs) -> Result<(), CommandError> {
     use crate::output_check::{check, Format, Output};
-    check(&Output::new(&a.out, Format::Safetensors, &[a.input.as_path()], a.overwrite))?;
+    check(&Output::new(
+        &a.out,
+        Format::Safetensors,
+        &[a.input.as_path()],
+        a.overwrite,
+    ))?;
     let ImportSource::Torchvision = a.from;
     let ck = crate::model::import::import_torchvision(&a.input)?.checkpoint;
     ck.save(&a.out)?;
@@ -252,9 +257,9 @@ pub(super) fn import_idx(a: ImportIdxArgs) -> Result<(), CommandError> {
     a.check()?;
     let classes = match &a.classes {
         Some(s) => s.parse()?,
-        None => crate::idx::ClassNames::Numbers,
+        None => crate::ingest::idx::ClassNames::Numbers,
     };
-    let s = crate::idx::import_idx(&crate::idx::ImportIdxConfig {
+    let s = crate::ingest::idx::import_idx(&crate::ingest::idx::ImportIdxConfig {
         images: a.images,
         labels: a.labels,
         out: a.out.clone(),

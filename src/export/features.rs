@@ -124,7 +124,12 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         .chain(cfg.data.iter().map(PathBuf::as_path))
         .chain(set.files().iter().map(PathBuf::as_path))
         .collect();
-    check(&Output::new(&cfg.out, Format::Parquet, &inputs, cfg.overwrite))?;
+    check(&Output::new(
+        &cfg.out,
+        Format::Parquet,
+        &inputs,
+        cfg.overwrite,
+    ))?;
     let first = set.files()[0].display().to_string();
     for gap in set.incomplete() {
         eprintln!("warning: {gap}; exporting the images that are there");

@@ -156,7 +156,12 @@ pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
         ));
     }
     // A PNG over the checkpoint would destroy the weights.
-    check(&Output::new(&cfg.out, Format::Png, &[&cfg.checkpoint], cfg.overwrite))?;
+    check(&Output::new(
+        &cfg.out,
+        Format::Png,
+        &[&cfg.checkpoint],
+        cfg.overwrite,
+    ))?;
     let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
     let t = ck.params.get("conv1.weight").ok_or_else(|| {
         ExportError::Mismatch(format!(

@@ -26,8 +26,7 @@ pub(crate) fn write_via_temp(
     out: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), String> {
-    crate::atomic::write_at_path(out, |tmp| write(tmp).map_err(Problem))
-        .map_err(|Problem(p)| p)
+    crate::atomic::write_at_path(out, |tmp| write(tmp).map_err(Problem)).map_err(|Problem(p)| p)
 }
 
 /// A writer's error in words, so [`write_via_temp`] keeps its `String` errors.

@@ -10,9 +10,9 @@
 //! expanded form when a neighbour is nearly identical to the query.
 use super::features_file::FeatureFile;
 use super::shard_columns::read_shard_names;
+pub use super::sheet::{render_sheet, sheet_size, SheetLayout, MAX_NEIGHBOURS};
 use super::ExportError;
 use crate::dataset::{read_rows, ShardSet};
-pub use super::sheet::{render_sheet, sheet_size, SheetLayout, MAX_NEIGHBOURS};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -389,7 +389,12 @@ fn write_sheet(
     }
     let shown = NeighborsResult {
         query: result.query.clone(),
-        neighbors: result.neighbors.iter().take(MAX_NEIGHBOURS).cloned().collect(),
+        neighbors: result
+            .neighbors
+            .iter()
+            .take(MAX_NEIGHBOURS)
+            .cloned()
+            .collect(),
         sheet: None,
     };
     let result = &shown;
@@ -473,5 +478,4 @@ mod tests {
         assert_eq!(t.items, vec![(0.5, 4), (1.0, 2), (1.0, 3)]);
         assert!(TopK::new(0).merge(t).items.is_empty());
     }
-
 }

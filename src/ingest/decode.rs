@@ -153,8 +153,8 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Decoded, String> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| format!("undecodable {format:?}: {}", e.to_string().trim_end()))?;
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("undecodable {format:?}: {}", e.to_string().trim_end()))?;
     img.apply_orientation(orientation);
     Ok(Decoded {
         rgb: img.into_rgb8(),

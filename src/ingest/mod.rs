@@ -8,6 +8,7 @@
 
 mod decode;
 mod error;
+pub mod idx;
 mod labels;
 mod preprocess;
 mod progress;

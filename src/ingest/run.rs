@@ -385,7 +385,11 @@ fn check_other_parts(
         let what = if set.size() != cfg.size {
             Some(format!("--size {} (this part: {})", set.size(), cfg.size))
         } else if set.encoding() != cfg.encoding {
-            Some(format!("--encoding {} (this part: {})", set.encoding(), cfg.encoding))
+            Some(format!(
+                "--encoding {} (this part: {})",
+                set.encoding(),
+                cfg.encoding
+            ))
         } else if set.classes() != scan.classes {
             Some("a different class list".to_string())
         } else {

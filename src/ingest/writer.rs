@@ -4,6 +4,7 @@
 //! A writer dropped before [`ShardWriter::finish`] (a full disk, an error elsewhere, a
 //! shard `--strict` discards) deletes its temporary, so a failed run leaves nothing behind.
 use super::IngestError;
+use crate::atomic::Temp;
 use crate::dataset::{
     arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats, INPUTS_KEY,
 };
@@ -12,7 +13,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use crate::atomic::Temp;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -92,7 +92,12 @@ fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
 pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
     use crate::output_check::{check, Format, Output};
     let inputs = [job.input.as_path(), job.checkpoint.as_path()];
-    check(&Output::new(&job.out, Format::Safetensors, &inputs, job.overwrite))?;
+    check(&Output::new(
+        &job.out,
+        Format::Safetensors,
+        &inputs,
+        job.overwrite,
+    ))?;
     let (shape, images) = read_images(&job.input)?;
     let ck = Checkpoint::load(&job.checkpoint, Some(shape[2]))?;
     let size = ck.config.input_size;

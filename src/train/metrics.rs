@@ -168,8 +168,7 @@ impl MetricsWriter {
             for r in &kept {
                 text.push_str(&to_line(r));
             }
-            crate::atomic::write_bytes(&path, text.as_bytes())
-                .map_err(|e| io(&path)(e.into()))?;
+            crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| io(&path)(e.into()))?;
         }
         let file = OpenOptions::new()
             .create(true)

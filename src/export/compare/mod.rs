@@ -128,7 +128,10 @@ pub fn write_comparison(
     use crate::output_check::{check, Format, Output};
     let mut outputs = vec![(out.clone(), Format::Png)];
     if opts.table {
-        outputs.extend([(with_ext("md"), Format::Markdown), (with_ext("json"), Format::Json)]);
+        outputs.extend([
+            (with_ext("md"), Format::Markdown),
+            (with_ext("json"), Format::Json),
+        ]);
     }
     for (o, format) in &outputs {
         check(&Output::new(o, *format, &input_refs, opts.overwrite))?;
