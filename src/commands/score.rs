@@ -28,10 +28,14 @@ pub struct EvalArgs {
     #[arg(long)]
     #[serde(default)]
     pub json: bool,
-    /// Also write the --json object to this file (replaced whole, never half written).
+    /// Also write the --json object to this file (.json; never half written).
     #[arg(long)]
     #[serde(default)]
     pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
     /// Images per GPU batch (at least 1).
     #[arg(long, default_value_t = BATCH)]
     #[serde(default = "batch")]
@@ -51,6 +55,9 @@ fn batch() -> usize {
 }
 fn top() -> usize {
     TOP
+}
+fn max_pixels() -> u64 {
+    crate::ingest::DEFAULT_MAX_PIXELS
 }
 
 /// How `forward`'s input images were normalised.
@@ -113,10 +120,14 @@ pub struct PredictArgs {
     #[arg(long)]
     #[serde(default, with = "serde_args::one_or_many")]
     pub data: Vec<PathBuf>,
-    /// Classes to show per image.
+    /// Classes to show per image (at least 1).
     #[arg(long, default_value_t = TOP)]
     #[serde(default = "top")]
     pub top: usize,
+    /// Largest image (width·height) decoded; bigger ones are refused as decompression bombs.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_MAX_PIXELS)]
+    #[serde(default = "max_pixels")]
+    pub max_pixels: u64,
     /// One JSON object per image and line: path, top [{label, wnid, name, probability}], error.
     #[arg(long)]
     #[serde(default)]
@@ -132,6 +143,12 @@ pub struct PredictArgs {
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
+    if let Some(out) = &a.out {
+        use crate::output_check::{check, Format, Output};
+        let mut inputs: Vec<&std::path::Path> = vec![&a.checkpoint];
+        inputs.extend(a.data.iter().map(PathBuf::as_path));
+        check(&Output::new(out, Format::Json, &inputs, a.overwrite))?;
+    }
     let job = crate::train::EvalJob {
         checkpoint: a.checkpoint,
         data: a.data,
@@ -153,12 +170,8 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
     }
     let json = serde_json::to_string(&r)?;
     if let Some(path) = &a.out {
-        // A temporary name, then a rename: a killed eval never leaves half a result that a
-        // pipeline would take as done.
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json.clone() + "\n")
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("{}: cannot write the result: {e}", path.display()))?;
+        // A killed eval never leaves half a result that a pipeline would take as done.
+        crate::atomic::write_bytes(path, (json.clone() + "\n").as_bytes())?;
     }
     if a.json {
         println!("{json}");
@@ -210,7 +223,14 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
     let mut cfg = crate::predict::PredictConfig::new(a.checkpoint, a.inputs);
     cfg.classes = a.classes;
     cfg.data = a.data;
-    cfg.top = a.top.max(1);
+    if a.top == 0 {
+        return Err("--top 0 would show no class; give at least 1 (default 5)".into());
+    }
+    if a.max_pixels == 0 {
+        return Err("--max-pixels 0 would refuse every image; give the largest width·height to decode (default 89478485)".into());
+    }
+    cfg.top = a.top;
+    cfg.max_pixels = a.max_pixels;
     cfg.device = a.device.device()?;
     cfg.input_size = a.input_size;
     let answers = crate::predict::predict(&cfg)?;

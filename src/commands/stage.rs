@@ -166,6 +166,10 @@ impl Command {
             Command::ExportFeatures(a) if owned => a.overwrite = true,
             Command::Import(a) if owned => a.overwrite = true,
             Command::Forward(a) if owned => a.overwrite = true,
+            Command::Eval(a) if owned => a.overwrite = true,
+            Command::Report(a) if owned => a.overwrite = true,
+            Command::Neighbors(a) if owned => a.overwrite = true,
+            Command::Filters(a) if owned => a.overwrite = true,
             _ => {}
         }
     }

@@ -7,7 +7,7 @@ use super::ExportError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
 use crate::device::Device;
 use crate::model::Checkpoint;
-use crate::output_check::check_output;
+use crate::output_check::{check, Format, Output};
 use crate::train::augment::centre_draws;
 use crate::train::infer::Inference;
 use crate::train::input::{checkpoint_mean, pad_images};
@@ -124,7 +124,12 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         .chain(cfg.data.iter().map(PathBuf::as_path))
         .chain(set.files().iter().map(PathBuf::as_path))
         .collect();
-    check_output(&cfg.out, &inputs, cfg.overwrite)?;
+    check(&Output::new(
+        &cfg.out,
+        Format::Parquet,
+        &inputs,
+        cfg.overwrite,
+    ))?;
     let first = set.files()[0].display().to_string();
     for gap in set.incomplete() {
         eprintln!("warning: {gap}; exporting the images that are there");

@@ -574,36 +574,18 @@ fn write_safetensors(
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
     // The format pads the header with spaces so the data starts 8-byte aligned.
     header.resize(header.len().next_multiple_of(8), b' ');
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let written = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-        w.write_all(&(header.len() as u64).to_le_bytes())?;
-        w.write_all(&header)?;
-        for (_, v) in &views {
-            w.write_all(&v.data())?;
-        }
-        w.flush()?;
-        drop(w);
-        // A checkpoint is shared like any output, whatever the umask of the trainer.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        }
-        // The rename must not become visible before the data (a crash would leave an
-        // empty last.safetensors in place of the previous good one).
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let (tmp, file) = crate::atomic::Temp::file(path)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&(header.len() as u64).to_le_bytes())?;
+    w.write_all(&header)?;
+    for (_, v) in &views {
+        w.write_all(&v.data())?;
     }
-    written
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    // Mode 0644 and a sync before the rename (a crash must not leave an empty
+    // last.safetensors in place of the previous good one) are the writer's.
+    tmp.commit(Some(file))?;
+    Ok(())
 }
 
 /// Checks that in-memory tensors match the config's names, shapes and lengths.

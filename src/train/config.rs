@@ -451,14 +451,9 @@ impl TrainConfig {
     /// crash never leaves half a `config.toml` beside a run.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let text = self.to_toml()?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(|source| ConfigError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+        crate::atomic::write_bytes(path, text.as_bytes()).map_err(|e| ConfigError::Write {
             path: path.to_path_buf(),
-            source,
+            source: e.into(),
         })
     }
 
@@ -783,7 +778,8 @@ mod tests {
         };
         c.save(&p).unwrap();
         assert_eq!(TrainConfig::load(&p).unwrap(), c);
-        assert!(!dir.path().join("config.toml.tmp").exists());
+        // Nothing beside it: the writer's temporary is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

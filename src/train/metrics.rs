@@ -196,9 +196,7 @@ impl MetricsWriter {
                 .filter(|(_, r)| r.step() <= step)
                 .map(|(line, _)| line + "\n")
                 .collect();
-            let tmp = path.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, text).map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| io(&path)(e.into()))?;
         }
         let file = OpenOptions::new()
             .create(true)
