@@ -27,7 +27,7 @@ pub use export::{ExportArgs, ExportFormat};
 pub use figures::{ExportFeaturesArgs, FiltersArgs, NeighborsArgs, ReportArgs};
 pub use score::{EvalArgs, ForwardArgs, Normalize, PredictArgs};
 pub use stage::Rerun;
-pub use train::{ConfigSource, TrainArgs};
+pub use train::{load_train_config, ConfigFileError, ConfigSource, TrainArgs};
 
 /// An error from a command, with its cause chain; `main` prints every cause.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,6 +186,21 @@ pub fn names() -> Vec<String> {
         .get_subcommands()
         .map(|c| c.get_name().to_string())
         .collect()
+}
+
+/// The argument names of a command, as a pipeline stage spells them (snake case): its clap
+/// arguments' ids, so a stage accepts exactly what the command line does (serde alone cannot
+/// refuse unknown keys of flattened structs).
+pub fn argument_keys(kind: &str) -> Vec<String> {
+    Cli::command()
+        .find_subcommand(kind)
+        .map(|c| {
+            c.get_arguments()
+                .map(|a| a.get_id().as_str().to_string())
+                .filter(|id| id != "help")
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs one command; returns the exit status of a command that ended without an error (not 0

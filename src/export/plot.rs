@@ -157,6 +157,7 @@ impl Series {
                     s.steps.push((st.step as f64, st.loss));
                     s.max_epoch = s.max_epoch.max(st.epoch as f64);
                 }
+                Record::Resume(_) => {}
                 Record::Epoch(e) => {
                     let ep = e.epoch as f64;
                     s.max_epoch = s.max_epoch.max(ep);

@@ -121,6 +121,28 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// One configuration key that a `--resume` changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The dotted `config.toml` key.
+    pub key: String,
+    /// The value before, as TOML text (`(not set)` for an absent key).
+    pub from: String,
+    /// The value from the resume on.
+    pub to: String,
+}
+
+/// A `--resume` that changed the configuration: from `step` on, these values hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// Steps done when the run resumed.
+    pub step: u64,
+    /// Epochs completed then.
+    pub epoch: usize,
+    /// What changed.
+    pub changes: Vec<ConfigChange>,
+}
+
 /// A line of `metrics.jsonl`, tagged by `kind`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -129,6 +151,8 @@ pub enum Record {
     Step(StepRecord),
     /// `{"kind":"epoch",...}`.
     Epoch(EpochRecord),
+    /// `{"kind":"resume",...}`: a resume changed the configuration.
+    Resume(ResumeRecord),
 }
 
 impl Record {
@@ -137,8 +161,27 @@ impl Record {
         match self {
             Record::Step(s) => s.step,
             Record::Epoch(e) => e.step,
+            Record::Resume(r) => r.step,
         }
     }
+}
+
+/// Training seconds of epoch `epoch` (from 1) in `records`: each step record's window
+/// (its steps since the record before) at its images per second. A resumed run starts its
+/// epoch's clock from this, so the epoch record's `seconds` covers the whole epoch.
+pub fn seconds_in_epoch(records: &[Record], epoch: usize, batch: usize) -> f64 {
+    let mut before = 0u64;
+    let mut seconds = 0.0;
+    for r in records {
+        if let Record::Step(s) = r {
+            let images = (s.step.saturating_sub(before) as usize * batch) as f64;
+            if s.epoch == epoch && s.images_per_s > 0.0 {
+                seconds += images / s.images_per_s;
+            }
+            before = s.step;
+        }
+    }
+    seconds
 }
 
 /// Appends records to a metrics file and the run's TensorBoard event file, flushing each.
