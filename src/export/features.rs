@@ -231,9 +231,16 @@ fn progress_bar(enabled: bool, rows: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(rows);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images  {per_sec}  [{elapsed_precise} < {eta_precise}]",
+            "{bar:30} {pos}/{len} images  {rate}  [{elapsed_precise} < {eta_precise}]",
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                // Whole images per second, as ingest's bar shows them ({per_sec} prints 4 decimals).
+                let _ = write!(w, "{:.0} images/s", s.per_sec());
+            },
+        ),
     );
     bar
 }
