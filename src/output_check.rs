@@ -77,8 +77,10 @@ pub enum Format {
     Markdown,
     /// A Parquet file (`export-features`, `ingest OUT.parquet`).
     Parquet,
-    /// A safetensors file (`forward`, `import torchvision`).
+    /// A safetensors file (`forward`, `import torchvision`, `export weights`).
     Safetensors,
+    /// An ONNX model (`export onnx`).
+    Onnx,
 }
 
 impl Format {
@@ -89,6 +91,7 @@ impl Format {
             Format::Markdown => &["md"],
             Format::Parquet => &["parquet"],
             Format::Safetensors => &["safetensors"],
+            Format::Onnx => &["onnx"],
         }
     }
 
@@ -99,6 +102,7 @@ impl Format {
             Format::Markdown => "a Markdown table",
             Format::Parquet => "Parquet",
             Format::Safetensors => "safetensors",
+            Format::Onnx => "an ONNX model",
         }
     }
 }

@@ -35,7 +35,17 @@ pub struct ExportArgs {
 }
 
 pub(super) fn export(a: ExportArgs) -> Result<(), CommandError> {
-    crate::output_check::check_output(&a.out, &[a.checkpoint.as_path()], a.overwrite)?;
+    use crate::output_check::{check, Format, Output};
+    let format = match a.format {
+        ExportFormat::Onnx => Format::Onnx,
+        ExportFormat::Weights => Format::Safetensors,
+    };
+    check(&Output::new(
+        &a.out,
+        format,
+        &[a.checkpoint.as_path()],
+        a.overwrite,
+    ))?;
     let mut ck = Checkpoint::load(&a.checkpoint, None)?;
     match a.format {
         ExportFormat::Onnx => {

@@ -202,7 +202,12 @@ pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
         return Ok(());
     }
     // The converted images go to a hidden file beside OUT, removed whatever happens.
-    crate::output_check::check_output(&a.out, &[&a.input, &a.checkpoint], a.overwrite)?;
+    crate::output_check::check(&crate::output_check::Output::new(
+        &a.out,
+        crate::output_check::Format::Safetensors,
+        &[&a.input, &a.checkpoint],
+        a.overwrite,
+    ))?;
     let ck = crate::model::Checkpoint::load(&a.checkpoint, None)?;
     let mut name = std::ffi::OsString::from(".");
     name.push(a.out.file_name().unwrap_or_default());

@@ -155,6 +155,7 @@ impl Command {
             Command::ExportFeatures(a) => [vec![a.checkpoint.as_path()], v(&a.data)].concat(),
             Command::Neighbors(a) => [vec![a.features.as_path()], v(&a.data)].concat(),
             Command::Filters(a) => vec![&a.checkpoint],
+            Command::Export(a) => vec![&a.checkpoint],
             Command::Predict(a) => [
                 vec![a.checkpoint.as_path()],
                 v(&a.inputs),

@@ -307,6 +307,8 @@ fn scalars(r: &Record) -> Vec<(&'static str, f64)> {
             }
             v
         }
+        // What a resume changed is text, not a scalar: metrics.jsonl keeps it.
+        Record::Resume(_) => Vec::new(),
     }
 }
 
