@@ -214,7 +214,10 @@ impl Temp {
         let mut list = live();
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
-        let file = opts.open(&tmp).map_err(AtomicError::io(&tmp, "create"))?;
+        // Named by the target: the user never typed the temporary's name.
+        let file = opts
+            .open(&tmp)
+            .map_err(AtomicError::io(target, "create a temporary beside it"))?;
         list.push((tmp.clone(), false));
         Ok((Self::new(target, tmp, false), file))
     }
@@ -223,7 +226,8 @@ impl Temp {
     pub fn folder(target: &Path) -> Result<Temp, AtomicError> {
         let tmp = temp_path(target);
         let mut list = live();
-        std::fs::create_dir(&tmp).map_err(AtomicError::io(&tmp, "create"))?;
+        std::fs::create_dir(&tmp)
+            .map_err(AtomicError::io(target, "create a temporary beside it"))?;
         list.push((tmp.clone(), true));
         Ok(Self::new(target, tmp, true))
     }

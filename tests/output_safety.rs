@@ -396,3 +396,20 @@ fn messages_say_things_once_and_gpu_listing_is_quiet() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
 }
+
+#[test]
+fn an_ingest_file_output_never_joins_a_shard_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("raw");
+    make_tree(&raw, 2, 2, false);
+    let shards = t.path().join("shards");
+    let (ok, _, err) = alexnet(&["ingest", "--quiet", "--size", "32", s(&raw), s(&shards)]);
+    assert!(ok, "{err}");
+    let extra = shards.join("extra.parquet");
+    let (ok, _, err) = alexnet(&["ingest", "--quiet", "--size", "32", s(&raw), s(&extra)]);
+    assert!(
+        !ok && err.contains("a folder written by alexnet ingest"),
+        "{err}"
+    );
+    assert!(!extra.exists());
+}

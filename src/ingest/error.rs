@@ -26,6 +26,9 @@ pub enum IngestError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The output path was refused (an input, or inside a shard or run folder).
+    #[error(transparent)]
+    Output(#[from] crate::output_check::OutputError),
     /// An output could not be written or renamed into place.
     #[error(transparent)]
     Write(#[from] crate::atomic::AtomicError),

@@ -522,6 +522,20 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
         )));
     }
     check_out_not_in_raw(&cfg.raw, &cfg.out)?;
+    if is_file_output(&cfg.out) {
+        // The one output check: never a label or class file, nor a file inside a shard or
+        // run folder (it would join that set). An existing OUT is --resume's or
+        // --overwrite's to judge, below.
+        use crate::output_check::{check, Format, Output};
+        let mut inputs = vec![cfg.raw.as_path()];
+        inputs.extend(
+            [&cfg.labels, &cfg.classes, &cfg.synsets]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path),
+        );
+        check(&Output::new(&cfg.out, Format::Parquet, &inputs, true))?;
+    }
     check_memory(cfg)?;
     let mut scan = scan(
         &cfg.raw,
