@@ -104,7 +104,14 @@ fn gemm_cases(gpu: &Gpu, label: &str, m: usize, n: usize, k: usize) -> Vec<Case>
 
 /// Every tile configuration worth trying on a GPU, for `--sweep`.
 fn sweep_tiles() -> Vec<TileConfig> {
-    let t = |bm, bn, bk, tm, tn| TileConfig { bm, bn, bk, tm, tn };
+    let t = |bm, bn, bk, tm, tn| TileConfig {
+        bm,
+        bn,
+        bk,
+        tm,
+        tn,
+        twist: Default::default(),
+    };
     vec![
         t(128, 128, 8, 8, 8),
         t(128, 128, 16, 8, 8),

@@ -104,6 +104,7 @@ fn file_pass(data: &[f32], dim: usize, k: usize) {
         k,
         sheet: None,
         data: Vec::new(),
+        overwrite: false,
     });
     let searched = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);

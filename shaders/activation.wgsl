@@ -37,7 +37,9 @@ fn forward(
     }
     let x = data[i];
     if p.kind == 0u {
-        data[i] = max(x, 0.0);
+        // Not max(x, 0): WGSL leaves max of a NaN undefined (lavapipe returns 0), and a NaN
+        // must reach the loss as it does in the reference and PyTorch.
+        data[i] = select(x, 0.0, x < 0.0);
     } else {
         data[i] = tanh(x);
     }
@@ -55,7 +57,8 @@ fn backward(
     }
     let yi = y[i];
     if p.kind == 0u {
-        data[i] = select(0.0, data[i], yi > 0.0);
+        // A NaN output passes its gradient on, as PyTorch's threshold_backward does.
+        data[i] = select(data[i], 0.0, yi <= 0.0);
     } else {
         data[i] = data[i] * (1.0 - yi * yi);
     }

@@ -79,7 +79,8 @@ fn b_cols_at(t: Part, c0: u32, k: u32) -> f32 {
 
 fn activate(x: f32) -> f32 {
     if p.act == 1u {
-        return max(x, 0.0);
+        // Not max(x, 0): a NaN must survive the ReLU (WGSL leaves max of a NaN undefined).
+        return select(x, 0.0, x < 0.0);
     } else if p.act == 2u {
         return tanh(x);
     }

@@ -39,6 +39,17 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
+// By the bits: comparisons with a NaN may be folded away by a shader compiler.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// pow(x, y), NaN for a NaN x: WGSL leaves pow of a NaN undefined, and lavapipe returns 0,
+// which would hide a NaN in the window (the reference and PyTorch keep it).
+fn pow_nan(x: f32, y: f32) -> f32 {
+    return select(pow(x, y), x, is_nan(x));
+}
+
 @compute @workgroup_size(256)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
@@ -57,7 +68,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let s = p.k + p.alpha * sum;
     scale_out[i] = s;
-    b_out[i] = a[i] * pow(s, -p.beta);
+    b_out[i] = a[i] * pow_nan(s, -p.beta);
 }
 
 @compute @workgroup_size(256)
@@ -75,7 +86,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let j = base + cc * p.hw;
         let sj = scale_in[j];
         // db[j] · b[j] / s[j] with b[j] = a[j] · s[j]^−β.
-        sum += db[j] * a[j] * pow(sj, -p.beta - 1.0);
+        sum += db[j] * a[j] * pow_nan(sj, -p.beta - 1.0);
     }
-    da[i] = db[i] * pow(scale_in[i], -p.beta) - 2.0 * p.alpha * p.beta * a[i] * sum;
+    da[i] = db[i] * pow_nan(scale_in[i], -p.beta) - 2.0 * p.alpha * p.beta * a[i] * sum;
 }

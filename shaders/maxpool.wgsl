@@ -34,6 +34,11 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
+// By the bits: comparisons with a NaN may be folded away by a shader compiler.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 // Offset (in the plane) of the first maximum of window (oy, ox); `plane` is the plane's start.
 fn argmax(plane: u32, oy: u32, ox: u32) -> u32 {
     let y0 = oy * p.stride;
@@ -44,8 +49,9 @@ fn argmax(plane: u32, oy: u32, ox: u32) -> u32 {
         for (var dx_ = 0u; dx_ < p.k; dx_++) {
             let at = (y0 + dy_) * p.w + x0 + dx_;
             let v = x[plane + at];
-            // Strictly greater: ties keep the earlier element.
-            if v > best {
+            // Strictly greater: ties keep the earlier element. A NaN is the maximum (its
+            // first occurrence takes the gradient), as in PyTorch, so a NaN is never pooled away.
+            if v > best || (is_nan(v) && !is_nan(best)) {
                 best = v;
                 best_at = at;
             }

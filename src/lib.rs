@@ -5,6 +5,7 @@
 //! knows nothing of Parquet.
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod backend;
 pub mod commands;
 pub mod cpu;
@@ -13,14 +14,16 @@ pub mod device;
 pub mod engine;
 pub mod export;
 pub mod gpu;
-pub mod idx;
 pub mod ingest;
+/// IDX import, kept at its old path for callers of `alexnet::idx`.
+pub use ingest::idx;
 pub mod lock;
 pub mod memory;
 pub mod model;
 pub mod output_check;
 pub mod pipeline;
 pub mod predict;
+pub mod protobuf;
 pub mod reference;
 pub mod shape;
 pub mod train;

@@ -188,6 +188,8 @@ pub fn read_class_names(path: &Path) -> Result<ClassNames, PredictError> {
 /// entries skipped, sorted by path so the output order is stable).
 pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PredictError> {
     let mut out = Vec::new();
+    // Files in folders whose name is not an image's (notes, labels): not failures.
+    let mut skipped = Vec::new();
     for p in inputs {
         let meta = std::fs::metadata(p).map_err(|e| PredictError::Input {
             path: p.clone(),
@@ -195,21 +197,39 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PredictError> {
         })?;
         if meta.is_dir() {
             let before = out.len();
-            walk(p, &mut out)?;
+            walk(p, &mut out, &mut skipped)?;
             if out.len() == before {
                 return Err(PredictError::Input {
                     path: p.clone(),
-                    reason: "the directory holds no files".into(),
+                    reason: "the directory holds no image files (.jpg, .jpeg, .png, .bmp, .webp)"
+                        .into(),
                 });
             }
         } else {
             out.push(p.clone());
         }
     }
+    if !skipped.is_empty() {
+        let names: Vec<String> = skipped
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "note: skipped {} file(s) in the folders whose names are not images' ({}{}); name one on the command line to classify it anyway",
+            skipped.len(),
+            names.join(", "),
+            if skipped.len() > 3 { ", …" } else { "" }
+        );
+    }
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PredictError> {
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<(), PredictError> {
     let err = |e: std::io::Error| PredictError::Input {
         path: dir.into(),
         reason: e.to_string(),
@@ -226,9 +246,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PredictError> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
-        } else {
+            walk(&p, out, skipped)?;
+        } else if crate::ingest::scan::is_image_name(&p) {
             out.push(p);
+        } else {
+            skipped.push(p);
         }
     }
     Ok(())
@@ -293,7 +315,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
         files
             .par_iter()
             .map(|f| {
-                let bytes = std::fs::read(f).map_err(|e| e.to_string())?;
+                let bytes = crate::ingest::read_image_file(f, cfg.max_pixels)?;
                 let d = decode_image(&bytes, cfg.max_pixels)?;
                 resize_crop(d.rgb, side as u32)
             })

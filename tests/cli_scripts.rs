@@ -105,7 +105,8 @@ fn train_flags_reach_the_config_and_json_summarises_the_run() {
 /// Logits of the stored images, through `export-features --layer logits` (the evaluation
 /// view of the shards), by source path.
 fn logits_by_source(r: &Run) -> Vec<(String, Vec<f32>)> {
-    let out = r.run.join("logits.parquet");
+    // Beside the run, not in it: a run folder's files are train's own.
+    let out = r.run.with_file_name("logits.parquet");
     let ck = r.run.join("last.safetensors");
     let (ok, _, err) = alexnet(&[
         "export-features",
@@ -114,6 +115,7 @@ fn logits_by_source(r: &Run) -> Vec<(String, Vec<f32>)> {
         s(&ck),
         "--layer",
         "logits",
+        "--overwrite",
         s(&r.shards),
         s(&out),
     ]);
@@ -232,9 +234,15 @@ fn devices_and_neighbors_print_json() {
     assert!(!ok && err.contains("adapter 7 does not exist"), "{err}");
 
     let r = trained();
-    let feats = r.run.join("fc7.parquet");
+    let feats = r.run.with_file_name("fc7.parquet");
     let ck = r.run.join("last.safetensors");
-    let args = ["export-features", "--quiet", "--checkpoint", s(&ck)];
+    let args = [
+        "export-features",
+        "--quiet",
+        "--overwrite",
+        "--checkpoint",
+        s(&ck),
+    ];
     let (ok, _, err) = alexnet(&[&args[..], &[s(&r.shards), s(&feats)]].concat());
     assert!(ok, "{err}");
     let (ok, out, err) = alexnet(&["neighbors", s(&feats), "--query", "3", "-k", "2", "--json"]);
@@ -260,6 +268,7 @@ fn every_command_has_examples_and_docs_come_from_clap() {
         "import-idx",
         "import",
         "export-features",
+        "export",
         "neighbors",
         "filters",
         "run",

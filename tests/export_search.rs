@@ -54,6 +54,7 @@ fn a_perturbed_copy_is_found_across_row_groups() {
             k,
             sheet: None,
             data: Vec::new(),
+            overwrite: false,
         })
         .unwrap()
     };
@@ -88,6 +89,7 @@ fn a_perturbed_copy_is_found_across_row_groups() {
         k: 1,
         sheet: Some(t.path().join("s.png")),
         data: Vec::new(),
+        overwrite: false,
     })
     .unwrap_err()
     .to_string();
@@ -101,6 +103,7 @@ fn a_perturbed_copy_is_found_across_row_groups() {
         k: 1,
         sheet: Some(t.path().join("s.png")),
         data: Vec::new(),
+        overwrite: false,
     })
     .unwrap_err()
     .to_string();

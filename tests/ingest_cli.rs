@@ -120,24 +120,37 @@ fn resume_after_a_kill_redoes_only_what_is_missing() {
     ingest_ok(&args);
     let full = shard_bytes(&out);
     let full_rejects = std::fs::read(out.join("rejects.jsonl")).unwrap();
-    // Simulate a kill: one shard never renamed (temp left), one missing, rejects not written.
+    // Simulate a kill: one shard never renamed (a dead writer's temp left), one missing,
+    // rejects not written.
     std::fs::rename(
         out.join("part-00001.parquet"),
-        out.join(".part-00001.parquet.tmp"),
+        out.join(".part-00001.parquet.alexnet-4194304-0.tmp"),
     )
     .unwrap();
     std::fs::remove_file(out.join("part-00003.parquet")).unwrap();
     std::fs::remove_file(out.join("rejects.jsonl")).unwrap();
     // A reader never sees the temp file as a shard.
     assert_eq!(open(&[&out]).files().len(), 2);
-    // Without --resume the existing output is an error that says what to do.
+    // Without --resume the existing output is an error that says what to do; the dead
+    // writer's temporary is removed first, with a note naming it.
     let mut plain = vec!["ingest", "--quiet"];
     plain.extend_from_slice(&args);
     let (ok, _, err) = alexnet(&plain);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("note: removed"))
+        .collect();
     assert!(
-        !ok && err.contains("--resume") && err.lines().count() == 1,
+        !ok && err.contains("--resume") && errors.len() == 1,
         "{err}"
     );
+    assert!(
+        err.contains(".part-00001.parquet.alexnet-4194304-0.tmp"),
+        "{err}"
+    );
+    assert!(!out
+        .join(".part-00001.parquet.alexnet-4194304-0.tmp")
+        .exists());
     let kept_mtime = std::fs::metadata(out.join("part-00000.parquet"))
         .unwrap()
         .modified()
@@ -153,7 +166,9 @@ fn resume_after_a_kill_redoes_only_what_is_missing() {
         std::fs::read(out.join("rejects.jsonl")).unwrap(),
         full_rejects
     );
-    assert!(!out.join(".part-00001.parquet.tmp").exists());
+    assert!(!out
+        .join(".part-00001.parquet.alexnet-4194304-0.tmp")
+        .exists());
     let mtime = std::fs::metadata(out.join("part-00000.parquet"))
         .unwrap()
         .modified()

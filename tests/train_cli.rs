@@ -219,7 +219,7 @@ fn cosine_rate_moves_every_step_and_a_resumed_run_follows_the_same_curve() {
         .iter()
         .filter_map(|r| match r {
             Record::Step(s) => Some(s.lr),
-            Record::Epoch(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(lrs.len(), 10, "{records:?}");
@@ -479,7 +479,7 @@ fn a_small_variant_learns_and_eval_reports_json() {
         .iter()
         .filter_map(|r| match r {
             Record::Epoch(e) => Some(e.train_loss),
-            Record::Step(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(losses.len(), 3, "{records:?}");

@@ -6,8 +6,10 @@
   model config, without torch.
 - `alexnet.model` (torch): the paper's network as a `torch.nn.Module` that loads any
   `alexnet` checkpoint with `load_state_dict(strict=True)`.
-- `alexnet.data` (torch): a `torch.utils.data.Dataset` over shards, with the evaluation view
-  the Rust side uses.
+- `alexnet.data` (torch): a `torch.utils.data.Dataset` over shards, and the model's views as
+  transforms (`model.eval_transform()`, `model.train_transform()` build them).
+- `alexnet.stream` (torch): `ShardStream`, a shuffling `IterableDataset` that reads each row
+  group once an epoch, sharded across DataLoader workers and distributed ranks.
 """
 
 from .shards import ShardReader, Stats, read_footer, read_stats

@@ -3,6 +3,7 @@
     model = AlexNet.from_checkpoint("runs/paper/best.safetensors").eval()
     x = model.preprocess(image)          # (S, S, 3) uint8 -> (3, I, I) float32, as `eval` does
     logits = model(x[None])
+    ds = ShardDataset("shards/val/", transform=model.eval_transform())    # the same view
 
 The layers and their names are the checkpoint's (`conv1` … `fc8`), so
 `load_state_dict(strict=True)` takes a checkpoint's parameters as they are:
@@ -68,6 +69,10 @@ class AlexNet(nn.Module):
         self.dropout = dropout
         #: The mean image (S, S, 3) the model was trained with, if the checkpoint had it.
         self.mean_image: Optional[np.ndarray] = None
+        #: The training data's PCA eigenvalues (3,) and eigenvectors (3, 3), if the checkpoint
+        #: had them (what `train_transform`'s lighting noise needs).
+        self.pca_eigenvalues: Optional[np.ndarray] = None
+        self.pca_eigenvectors: Optional[np.ndarray] = None
 
     def _act(self, x):
         return torch.relu(x) if self.config.activation == "relu" else torch.tanh(x)
@@ -113,10 +118,37 @@ class AlexNet(nn.Module):
     def preprocess(self, image: np.ndarray, mean_image: Optional[np.ndarray] = None) -> torch.Tensor:
         """The evaluation view of one stored image (S, S, 3) uint8: centre crop minus the mean
         image's crop, times `input_scale`, as (3, I, I) float32."""
+        return torch.from_numpy(eval_view(image, self._mean(mean_image), self.config.input_size, self.config.input_scale))
+
+    def _mean(self, mean_image: Optional[np.ndarray]) -> np.ndarray:
         mean = self.mean_image if mean_image is None else mean_image
         if mean is None:
             raise ValueError("no mean image: the checkpoint has none; pass the data's (ShardReader(...).stats.mean_image)")
-        return torch.from_numpy(eval_view(image, mean, self.config.input_size, self.config.input_scale))
+        return mean
+
+    def eval_transform(self, mean_image: Optional[np.ndarray] = None):
+        """The evaluation view as a transform for [`alexnet.data.ShardDataset`]: (S, S, 3) uint8
+        → (3, I, I) float32, with this model's input size, `input_scale` and mean image (or
+        `mean_image`), exactly what `alexnet eval` feeds the network."""
+        from .data import EvalView
+
+        return EvalView(self._mean(mean_image), self.config.input_size, self.config.input_scale)
+
+    def train_transform(self, lighting_std: float = 0.1, flip: bool = True, seed: Optional[int] = None,
+                        mean_image: Optional[np.ndarray] = None, pca=None):
+        """The paper's training augmentation as a transform (random crop, flip, PCA lighting with
+        `lighting_std`, as `alexnet train` with `augment.lighting_std`), with this model's input
+        size, `input_scale`, mean image and PCA statistics (or `mean_image` and
+        `pca=(eigenvalues, eigenvectors)`, e.g. `ShardReader(...).stats.pca()`)."""
+        from .data import TrainView
+
+        values, vectors = pca if pca is not None else (self.pca_eigenvalues, self.pca_eigenvectors)
+        if lighting_std > 0 and values is not None and not np.any(values):
+            # An imported checkpoint stores zero eigenvalues: it has no lighting statistics.
+            raise ValueError("the checkpoint's PCA eigenvalues are 0 (no lighting statistics): pass the data's, "
+                             "pca=ShardReader(...).stats.pca(), or lighting_std=0")
+        return TrainView(self._mean(mean_image), self.config.input_size, self.config.input_scale, values, vectors,
+                         lighting_std=lighting_std, flip=flip, seed=seed)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], input_size: Optional[int] = None, dropout: float = 0.5) -> "AlexNet":
@@ -127,6 +159,7 @@ class AlexNet(nn.Module):
         model = cls(ck.config, dropout=dropout)
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ck.params.items()}, strict=True)
         model.mean_image = ck.mean_image
+        model.pca_eigenvalues, model.pca_eigenvectors = ck.pca_eigenvalues, ck.pca_eigenvectors
         return model
 
     def save_checkpoint(self, path: Union[str, os.PathLike], extra: Optional[Dict[str, torch.Tensor]] = None, metadata: Optional[Dict[str, str]] = None):

@@ -275,3 +275,15 @@ def eval_view(image: np.ndarray, mean_image: np.ndarray, crop: int, scale: float
     o = (s - crop) // 2
     x = image[o : o + crop, o : o + crop].astype(np.float32) - mean_image[o : o + crop, o : o + crop].astype(np.float32)
     return np.ascontiguousarray((x * np.float32(scale)).transpose(2, 0, 1))
+
+
+def train_view(image: np.ndarray, mean_image: np.ndarray, crop: int, scale: float, y0: int, x0: int, flip: bool, shift) -> np.ndarray:
+    """One training view, as `alexnet train`'s augmentation computes it (src/reference/augment.rs):
+    the crop x crop window at (y0, x0) of the stored image plus the lighting `shift` (3,), minus
+    the mean image at the same stored pixels, times `scale`, mirrored left-right when `flip`, as
+    (3, crop, crop) float32 (C, H, W)."""
+    win = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+    x = image[win].astype(np.float32) + np.asarray(shift, np.float32) - mean_image[win].astype(np.float32)
+    if flip:
+        x = x[:, ::-1]
+    return np.ascontiguousarray((x * np.float32(scale)).transpose(2, 0, 1))

@@ -153,3 +153,42 @@ def test_torchvision_weights_import_and_give_torchvision_s_logits(run, alexnet_b
     args = ["forward", "--checkpoint", state, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "tv-out.safetensors"]
     p = subprocess.run([str(alexnet_bin), *map(str, args)], capture_output=True, text=True)
     assert p.returncode != 0 and "alexnet import torchvision" in p.stderr
+
+
+def test_forward_normalize_imagenet_takes_torchvision_tensors(run, tmp_path):
+    """A torchvision user's tensor, (pixel/255 − mean)/std of real photos, given to `forward
+    --normalize imagenet` with an imported checkpoint gives torchvision's logits; without the
+    flag the same tensor gives other logits (the mistake the flag is for)."""
+    from PIL import Image
+    from safetensors.torch import save_file as save_torch
+
+    from conftest import PHOTOS
+
+    torch.manual_seed(5)
+    m, forward = torchvision_alexnet((16, 24, 32, 24, 16, 48, 48), 7)
+    m.eval()
+    state = tmp_path / "tv.safetensors"
+    save_torch({k: v.contiguous() for k, v in m.state_dict().items()}, str(state))
+    ck = tmp_path / "imported.safetensors"
+    run("import", "torchvision", state, ck)
+    photos = []
+    for name in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg"):
+        img = Image.open(PHOTOS / name).convert("RGB")
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        photos.append(np.asarray(img.crop((left, top, left + side, top + side)).resize((224, 224), Image.BILINEAR)))
+    pixels = np.stack(photos).astype(np.float32)
+    # torchvision's ToTensor() then Normalize(mean, std), in float32 as torchvision computes it.
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    tv = np.ascontiguousarray(((pixels / np.float32(255) - mean) / std).transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        want = forward(torch.from_numpy(tv)).numpy()
+    save_file({"images": tv}, str(tmp_path / "in.safetensors"))
+    run("forward", "--checkpoint", ck, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "out.safetensors", "--normalize", "imagenet")
+    got = load_file(str(tmp_path / "out.safetensors"))["logits"]
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=1e-4 * scale)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "the converted input was left behind"
+    run("forward", "--checkpoint", ck, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "raw.safetensors")
+    wrong = load_file(str(tmp_path / "raw.safetensors"))["logits"]
+    assert np.abs(wrong - want).max() > 0.1 * scale

@@ -102,6 +102,9 @@ impl IngestArgs {
         if self.size == 0 {
             return Err("size must be at least 1".into());
         }
+        if self.max_pixels == 0 {
+            return Err("--max-pixels 0 would reject every image; give the largest width·height to decode (default 89478485)".into());
+        }
         Ok(())
     }
 }
@@ -180,7 +183,13 @@ pub struct ImportArgs {
 }
 
 pub(super) fn import(a: ImportArgs) -> Result<(), CommandError> {
-    crate::output_check::check_output(&a.out, &[a.input.as_path()], a.overwrite)?;
+    use crate::output_check::{check, Format, Output};
+    check(&Output::new(
+        &a.out,
+        Format::Safetensors,
+        &[a.input.as_path()],
+        a.overwrite,
+    ))?;
     let ImportSource::Torchvision = a.from;
     let ck = crate::model::import::import_torchvision(&a.input)?.checkpoint;
     ck.save(&a.out)?;
@@ -197,6 +206,7 @@ pub(super) fn import(a: ImportArgs) -> Result<(), CommandError> {
 }
 
 pub(super) fn ingest(a: IngestArgs) -> Result<(), CommandError> {
+    a.check()?;
     let mut cfg = IngestConfig::new(a.raw, a.out);
     cfg.size = a.size;
     cfg.encoding = a.encoding;
@@ -247,9 +257,9 @@ pub(super) fn import_idx(a: ImportIdxArgs) -> Result<(), CommandError> {
     a.check()?;
     let classes = match &a.classes {
         Some(s) => s.parse()?,
-        None => crate::idx::ClassNames::Numbers,
+        None => crate::ingest::idx::ClassNames::Numbers,
     };
-    let s = crate::idx::import_idx(&crate::idx::ImportIdxConfig {
+    let s = crate::ingest::idx::import_idx(&crate::ingest::idx::ImportIdxConfig {
         images: a.images,
         labels: a.labels,
         out: a.out.clone(),

@@ -3,6 +3,8 @@
 //! Every command names adapters in one grammar, `train --devices`'s (docs/devices.md); the
 //! one-device commands take a list that names exactly one. `--device I`, a plain adapter index,
 //! is the older spelling and still works.
+mod tune;
+
 use super::{print_stdout, CommandError};
 use crate::cpu::CpuDevice;
 use crate::device::Device;
@@ -18,10 +20,36 @@ pub struct DevicesArgs {
     #[arg(long)]
     #[serde(default)]
     pub devices: Option<String>,
-    /// Print one JSON object: the adapters and their limits (and the --devices plan).
+    /// Print one JSON object: the adapters and their limits (and the --devices plan), or
+    /// the self-test's and the tuner's results.
     #[arg(long)]
     #[serde(default)]
     pub json: bool,
+    /// Check every kernel variant the engine may use against the CPU reference on the
+    /// adapter of --devices (default: the first GPU, else lavapipe); exit non-zero when no
+    /// variant is left for the GEMM or the convolutions.
+    #[arg(long)]
+    #[serde(default)]
+    pub selftest: bool,
+    /// Tune the paper network's matrix products (every convolution's three, fc6–fc8) at
+    /// --batch on that adapter and print the table: `cached` (default) reads the cache and
+    /// times what it lacks, `full` times everything again.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "cached")]
+    #[serde(default)]
+    pub tune: Option<String>,
+    /// Batch size of the products --tune and --selftest consider.
+    #[arg(long, default_value_t = 128)]
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Tune a small variant of the network instead (input 67, widths divided by DIV): the
+    /// lavapipe dry run of scripts/gpu_bench.sh.
+    #[arg(long, value_name = "DIV")]
+    #[serde(default)]
+    pub small: Option<usize>,
+}
+
+fn default_batch() -> usize {
+    128
 }
 
 /// The device of a command that runs on one device.
@@ -70,6 +98,9 @@ impl DeviceChoice {
 }
 
 pub(super) fn run(a: DevicesArgs) -> Result<(), CommandError> {
+    if a.selftest || a.tune.is_some() {
+        return tune::run(&a);
+    }
     let list = crate::gpu::list_adapters();
     if a.json {
         return Ok(print_stdout(

@@ -24,14 +24,12 @@ pub fn man_pages(cmd: Command, dir: &Path) -> Result<Vec<PathBuf>, String> {
     }
     for (name, page) in pages {
         let path = dir.join(format!("{name}.1"));
-        let tmp = dir.join(format!(".{name}.1.tmp"));
         let mut buf = Vec::new();
         clap_mangen::Man::new(page)
             .title(name.to_uppercase())
             .render(&mut buf)
             .map_err(|e| format!("rendering the man page {name}: {e}"))?;
-        std::fs::write(&tmp, buf).map_err(cannot("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(cannot("write", &path))?;
+        crate::atomic::write_bytes(&path, &buf).map_err(|e| format!("{e}"))?;
         written.push(path);
     }
     Ok(written)

@@ -17,7 +17,9 @@ const EXAMPLES: &[(&str, &str)] = &[
         "alexnet devices
   alexnet devices --devices 0,1          # would the paper's two columns fit on adapters 0 and 1?
   alexnet devices --devices auto         # what a run picks here: the first GPU, else the CPU engine
-  alexnet devices --json | jq '.adapters[].name'",
+  alexnet devices --json | jq '.adapters[].name'
+  alexnet devices --selftest             # every kernel variant against the CPU reference
+  alexnet devices --tune --batch 128     # time the tile choices per product, print the table",
     ),
     (
         "train",
@@ -39,7 +41,14 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "forward",
         "alexnet forward --checkpoint runs/paper/best.safetensors --input images.safetensors --out acts.safetensors
-  # images.safetensors: `images` [N,3,227,227] f32, already mean-subtracted (python/alexnet: model.preprocess)",
+  alexnet forward --checkpoint tv-alexnet.safetensors --input tv.safetensors --out acts.safetensors --normalize imagenet
+
+The input `images` [N,3,H,W] f32 is what the network takes: x = (pixel − mean image) · input_scale,
+pixel values 0..255 (RGB), the checkpoint's mean image centre-cropped to H×W, input_scale from the
+checkpoint's config (1 for the paper's model, 1/255 for `alexnet import torchvision`'s);
+python/alexnet's model.preprocess makes it. With --normalize imagenet, `images` are torchvision's
+(pixel/255 − [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] per channel instead, and are turned
+into x first. docs/outputs.md has the details.",
     ),
     (
         "ingest",
@@ -80,6 +89,16 @@ merged mean image and stores it in the checkpoint. docs/formats.md has every fie
         "export-features",
         "alexnet export-features --checkpoint runs/paper/best.safetensors shards/val/ fc7.parquet
   alexnet export-features --checkpoint W shards/val/ conv5.parquet --layer conv5",
+    ),
+    (
+        "export",
+        "alexnet export onnx --checkpoint runs/paper/best.safetensors alexnet.onnx
+  alexnet export weights --checkpoint runs/paper/best.safetensors alexnet-weights.safetensors
+
+The ONNX graph's input `pixels` is [N,3,I,I] float32: crops of stored images (RGB, pixel values
+0..255, C,H,W; I = the model's input size). The graph subtracts the centre crop of the mean image
+and multiplies by the model's input_scale, so the centre crop of a stored image gives the logits
+`alexnet eval` scores. docs/outputs.md has the details.",
     ),
     (
         "neighbors",

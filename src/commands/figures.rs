@@ -87,6 +87,10 @@ pub struct NeighborsArgs {
     #[arg(long)]
     #[serde(default)]
     pub json: bool,
+    /// Replace the --sheet image if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// `alexnet filters`.
@@ -105,6 +109,10 @@ pub struct FiltersArgs {
     #[arg(long)]
     #[serde(default)]
     pub input_size: Option<usize>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// `alexnet report`.
@@ -136,6 +144,10 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 25.0)]
     #[serde(default = "threshold")]
     pub threshold: f64,
+    /// Replace the image (and the tables) if they exist.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 fn threshold() -> f64 {
@@ -173,6 +185,7 @@ pub(super) fn neighbors(a: NeighborsArgs) -> Result<(), CommandError> {
         k: a.k,
         sheet: a.sheet,
         data: a.data,
+        overwrite: a.overwrite,
     })?;
     if a.json {
         print_stdout(&(serde_json::to_string(&result)? + "\n"))?;
@@ -188,6 +201,7 @@ pub(super) fn filters(a: FiltersArgs) -> Result<(), CommandError> {
         out: a.out.clone(),
         scale: a.scale,
         input_size: a.input_size,
+        overwrite: a.overwrite,
     })?;
     println!("{}: {w}×{h}", a.out.display());
     Ok(())
@@ -199,6 +213,7 @@ pub(super) fn report(a: ReportArgs) -> Result<(), CommandError> {
         let opts = plot::ReportOptions {
             title: a.title,
             log_loss: a.log_loss,
+            overwrite: a.overwrite,
         };
         println!(
             "{}",
@@ -220,6 +235,7 @@ pub(super) fn report(a: ReportArgs) -> Result<(), CommandError> {
         title: a.title.clone(),
         threshold: a.threshold / 100.0,
         table: a.table,
+        overwrite: a.overwrite,
     };
     let c = compare::write_comparison(&a.runs, &a.image(), &opts)?;
     if let Some((md, json)) = &c.tables {

@@ -12,6 +12,7 @@ mod data;
 mod devices;
 mod docs;
 mod examples;
+mod export;
 mod figures;
 mod score;
 mod serde_args;
@@ -22,10 +23,11 @@ mod train;
 
 pub use data::{ImportArgs, ImportIdxArgs, ImportSource, IngestArgs, InspectArgs, Order};
 pub use devices::{DeviceChoice, DevicesArgs};
+pub use export::{ExportArgs, ExportFormat};
 pub use figures::{ExportFeaturesArgs, FiltersArgs, NeighborsArgs, ReportArgs};
-pub use score::{EvalArgs, ForwardArgs, PredictArgs};
+pub use score::{EvalArgs, ForwardArgs, Normalize, PredictArgs};
 pub use stage::Rerun;
-pub use train::{ConfigSource, TrainArgs};
+pub use train::{load_train_config, ConfigFileError, ConfigSource, TrainArgs};
 
 /// An error from a command, with its cause chain; `main` prints every cause.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +105,10 @@ pub enum Command {
     Import(ImportArgs),
     /// One layer's activations for every image of a shard set, as a Parquet features file.
     ExportFeatures(ExportFeaturesArgs),
+    /// A checkpoint for other tools: `alexnet export onnx --checkpoint W OUT.onnx` (mean image
+    /// and input scale inside the graph; input `pixels` [N,3,I,I] float crops 0..255) or
+    /// `alexnet export weights --checkpoint W OUT.safetensors` (no momentum: half the size).
+    Export(ExportArgs),
     /// The nearest rows of a features file to a query image (the paper's Figure 4).
     Neighbors(NeighborsArgs),
     /// The conv1 kernels of a checkpoint as an image (the paper's Figure 3).
@@ -163,6 +169,7 @@ impl Command {
             Command::ImportIdx(_) => "import-idx",
             Command::Import(_) => "import",
             Command::ExportFeatures(_) => "export-features",
+            Command::Export(_) => "export",
             Command::Neighbors(_) => "neighbors",
             Command::Filters(_) => "filters",
             Command::Run(_) => "run",
@@ -181,6 +188,21 @@ pub fn names() -> Vec<String> {
         .collect()
 }
 
+/// The argument names of a command, as a pipeline stage spells them (snake case): its clap
+/// arguments' ids, so a stage accepts exactly what the command line does (serde alone cannot
+/// refuse unknown keys of flattened structs).
+pub fn argument_keys(kind: &str) -> Vec<String> {
+    Cli::command()
+        .find_subcommand(kind)
+        .map(|c| {
+            c.get_arguments()
+                .map(|a| a.get_id().as_str().to_string())
+                .filter(|id| id != "help")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs one command; returns the exit status of a command that ended without an error (not 0
 /// when a signal stopped it).
 pub fn execute(command: Command) -> Result<i32, CommandError> {
@@ -195,6 +217,7 @@ pub fn execute(command: Command) -> Result<i32, CommandError> {
         Command::ImportIdx(a) => data::import_idx(a)?,
         Command::Import(a) => data::import(a)?,
         Command::ExportFeatures(a) => figures::export_features(a)?,
+        Command::Export(a) => export::export(a)?,
         Command::Neighbors(a) => figures::neighbors(a)?,
         Command::Filters(a) => figures::filters(a)?,
         Command::Run(a) => {

@@ -28,10 +28,14 @@ pub struct EvalArgs {
     #[arg(long)]
     #[serde(default)]
     pub json: bool,
-    /// Also write the --json object to this file (replaced whole, never half written).
+    /// Also write the --json object to this file (.json; never half written).
     #[arg(long)]
     #[serde(default)]
     pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
     /// Images per GPU batch (at least 1).
     #[arg(long, default_value_t = BATCH)]
     #[serde(default = "batch")]
@@ -52,6 +56,21 @@ fn batch() -> usize {
 fn top() -> usize {
     TOP
 }
+fn max_pixels() -> u64 {
+    crate::ingest::DEFAULT_MAX_PIXELS
+}
+
+/// How `forward`'s input images were normalised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    /// As the network takes them: (pixel − the checkpoint's mean image) · input_scale.
+    #[default]
+    None,
+    /// As torchvision's `Normalize` leaves them: (pixel/255 − mean) / std per channel with
+    /// ImageNet's mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225].
+    Imagenet,
+}
 
 /// `alexnet forward`.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
@@ -65,6 +84,12 @@ pub struct ForwardArgs {
     /// safetensors file to write (never the input or the checkpoint).
     #[arg(long)]
     pub out: PathBuf,
+    /// What `images` hold: `none` (the network's input, (pixel − mean image) · input_scale,
+    /// pixel values 0..255, with the checkpoint's mean image centre-cropped to H×W) or
+    /// `imagenet` (torchvision's (pixel/255 − mean) / std, turned into the former here).
+    #[arg(long, value_enum, default_value_t = Normalize::None)]
+    #[serde(default)]
+    pub normalize: Normalize,
     /// The adapter [default: adapter 0].
     #[command(flatten)]
     #[serde(flatten)]
@@ -95,10 +120,14 @@ pub struct PredictArgs {
     #[arg(long)]
     #[serde(default, with = "serde_args::one_or_many")]
     pub data: Vec<PathBuf>,
-    /// Classes to show per image.
+    /// Classes to show per image (at least 1).
     #[arg(long, default_value_t = TOP)]
     #[serde(default = "top")]
     pub top: usize,
+    /// Largest image (width·height) decoded; bigger ones are refused as decompression bombs.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_MAX_PIXELS)]
+    #[serde(default = "max_pixels")]
+    pub max_pixels: u64,
     /// One JSON object per image and line: path, top [{label, wnid, name, probability}], error.
     #[arg(long)]
     #[serde(default)]
@@ -114,6 +143,12 @@ pub struct PredictArgs {
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
+    if let Some(out) = &a.out {
+        use crate::output_check::{check, Format, Output};
+        let mut inputs: Vec<&std::path::Path> = vec![&a.checkpoint];
+        inputs.extend(a.data.iter().map(PathBuf::as_path));
+        check(&Output::new(out, Format::Json, &inputs, a.overwrite))?;
+    }
     let job = crate::train::EvalJob {
         checkpoint: a.checkpoint,
         data: a.data,
@@ -135,12 +170,8 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
     }
     let json = serde_json::to_string(&r)?;
     if let Some(path) = &a.out {
-        // A temporary name, then a rename: a killed eval never leaves half a result that a
-        // pipeline would take as done.
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json.clone() + "\n")
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("{}: cannot write the result: {e}", path.display()))?;
+        // A killed eval never leaves half a result that a pipeline would take as done.
+        crate::atomic::write_bytes(path, (json.clone() + "\n").as_bytes())?;
     }
     if a.json {
         println!("{json}");
@@ -158,14 +189,37 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
 }
 
 pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
-    crate::model::forward::forward(&crate::model::forward::ForwardJob {
-        checkpoint: a.checkpoint,
-        input: a.input,
-        out: a.out,
-        device: a.device.device()?,
+    let device = a.device.device()?;
+    let job = |input: PathBuf| crate::model::forward::ForwardJob {
+        checkpoint: a.checkpoint.clone(),
+        input,
+        out: a.out.clone(),
+        device,
         overwrite: a.overwrite,
-    })?;
-    Ok(())
+    };
+    if a.normalize == Normalize::None {
+        crate::model::forward::forward(&job(a.input.clone()))?;
+        return Ok(());
+    }
+    // The converted images go to a hidden file beside OUT, removed whatever happens.
+    crate::output_check::check(&crate::output_check::Output::new(
+        &a.out,
+        crate::output_check::Format::Safetensors,
+        &[&a.input, &a.checkpoint],
+        a.overwrite,
+    ))?;
+    let ck = crate::model::Checkpoint::load(&a.checkpoint, None)?;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(a.out.file_name().unwrap_or_default());
+    name.push(".input.safetensors");
+    let tmp = a.out.with_file_name(name);
+    let done = crate::model::normalize::convert_file(&ck, &a.input, &tmp)
+        .map_err(CommandError::from)
+        .and_then(|()| {
+            crate::model::forward::forward(&job(tmp.clone())).map_err(CommandError::from)
+        });
+    let _ = std::fs::remove_file(&tmp);
+    done
 }
 
 /// Runs `predict` and prints the answers; fails (after printing the rest) when a file could
@@ -174,7 +228,14 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
     let mut cfg = crate::predict::PredictConfig::new(a.checkpoint, a.inputs);
     cfg.classes = a.classes;
     cfg.data = a.data;
-    cfg.top = a.top.max(1);
+    if a.top == 0 {
+        return Err("--top 0 would show no class; give at least 1 (default 5)".into());
+    }
+    if a.max_pixels == 0 {
+        return Err("--max-pixels 0 would refuse every image; give the largest width·height to decode (default 89478485)".into());
+    }
+    cfg.top = a.top;
+    cfg.max_pixels = a.max_pixels;
     cfg.device = a.device.device()?;
     cfg.input_size = a.input_size;
     let answers = crate::predict::predict(&cfg)?;

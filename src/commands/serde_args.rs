@@ -81,3 +81,49 @@ pub mod display_opt {
         }
     }
 }
+
+/// An optional list of numbers written as a TOML array or as the command line's comma list
+/// (`widths = [8, 16, 16, 16, 16, 32, 32]` or `widths = "8,16,16,16,16,32,32"`); written
+/// back as an array.
+pub mod comma_list_opt {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::fmt::Debug;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Spelling {
+        Text(String),
+        List(Vec<usize>),
+    }
+
+    /// Reads either spelling into `T` (a `Vec<usize>` or a fixed-size array).
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<Vec<usize>>,
+        T::Error: Debug,
+    {
+        let list = match Option::<Spelling>::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a list of numbers"))?
+        {
+            None => return Ok(None),
+            Some(Spelling::List(v)) => v,
+            Some(Spelling::Text(s)) => s
+                .split(',')
+                .map(|p| p.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not numbers separated by commas"))
+                })?,
+        };
+        let n = list.len();
+        T::try_from(list)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{n} numbers is the wrong count")))
+    }
+
+    /// Writes the list as an array.
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+}

@@ -84,6 +84,10 @@ impl Command {
                 r(&mut a.checkpoint);
                 r(&mut a.out);
             }
+            Command::Export(a) => {
+                r(&mut a.checkpoint);
+                r(&mut a.out);
+            }
             Command::Run(a) => r(&mut a.pipeline),
             Command::Predict(a) => {
                 r(&mut a.checkpoint);
@@ -105,6 +109,7 @@ impl Command {
             Command::ExportFeatures(a) => vec![&a.out],
             Command::Forward(a) => vec![&a.out],
             Command::Filters(a) => vec![&a.out],
+            Command::Export(a) => vec![&a.out],
             Command::Man(a) => vec![&a.dir],
             Command::Eval(a) => a.out.iter().map(PathBuf::as_path).collect(),
             Command::Report(a) => a.out.iter().map(PathBuf::as_path).collect(),
@@ -114,6 +119,53 @@ impl Command {
             | Command::Run(_)
             | Command::Predict(_)
             | Command::Completions(_) => Vec::new(),
+        }
+    }
+
+    /// The paths the command reads (files or folders), for the pipeline's check that no
+    /// stage reads what only a later stage writes.
+    pub fn inputs(&self) -> Vec<&Path> {
+        fn o(p: &Option<PathBuf>) -> Vec<&Path> {
+            p.iter().map(PathBuf::as_path).collect()
+        }
+        fn v(p: &[PathBuf]) -> Vec<&Path> {
+            p.iter().map(PathBuf::as_path).collect()
+        }
+        match self {
+            Command::Train(a) => {
+                let mut all = [v(&a.data), v(&a.val), o(&a.init_from)].concat();
+                if let Some(ConfigSource::File(f)) = &a.config {
+                    all.push(f);
+                }
+                all
+            }
+            Command::Eval(a) => [vec![a.checkpoint.as_path()], v(&a.data)].concat(),
+            Command::Forward(a) => vec![&a.checkpoint, &a.input],
+            Command::Ingest(a) => [
+                vec![a.raw.as_path()],
+                o(&a.labels),
+                o(&a.classes),
+                o(&a.synsets),
+            ]
+            .concat(),
+            Command::Inspect(a) => v(&a.data),
+            Command::Report(a) => v(&a.runs),
+            Command::Import(a) => vec![&a.input],
+            Command::ImportIdx(a) => vec![&a.images, &a.labels],
+            Command::ExportFeatures(a) => [vec![a.checkpoint.as_path()], v(&a.data)].concat(),
+            Command::Neighbors(a) => [vec![a.features.as_path()], v(&a.data)].concat(),
+            Command::Filters(a) => vec![&a.checkpoint],
+            Command::Export(a) => vec![&a.checkpoint],
+            Command::Predict(a) => [
+                vec![a.checkpoint.as_path()],
+                v(&a.inputs),
+                o(&a.classes),
+                v(&a.data),
+            ]
+            .concat(),
+            Command::Devices(_) | Command::Run(_) | Command::Completions(_) | Command::Man(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -161,6 +213,10 @@ impl Command {
             Command::ExportFeatures(a) if owned => a.overwrite = true,
             Command::Import(a) if owned => a.overwrite = true,
             Command::Forward(a) if owned => a.overwrite = true,
+            Command::Eval(a) if owned => a.overwrite = true,
+            Command::Report(a) if owned => a.overwrite = true,
+            Command::Neighbors(a) if owned => a.overwrite = true,
+            Command::Filters(a) if owned => a.overwrite = true,
             _ => {}
         }
     }

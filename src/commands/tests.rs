@@ -40,6 +40,11 @@ out = "o""#,
         "checkpoint = \"c\"\ndata = \"d\"\nout = \"o\"",
     ),
     (
+        "export",
+        &["onnx", "--checkpoint", "c", "o"],
+        "format = \"onnx\"\ncheckpoint = \"c\"\nout = \"o\"",
+    ),
+    (
         "neighbors",
         &["f", "--query", "q"],
         "features = \"f\"\nquery = \"q\"",
@@ -88,7 +93,7 @@ fn clap_and_serde_agree_on_every_command_and_default() {
         assert_eq!(cli.name(), *name);
         // What a record writes is what a stage may say.
         let json = serde_json::to_value(&cli).unwrap();
-        let keys = crate::pipeline::argument_keys(name);
+        let keys = argument_keys(name);
         for k in json[name].as_object().unwrap().keys() {
             assert!(
                 keys.contains(k),

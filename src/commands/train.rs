@@ -1,10 +1,12 @@
 //! `alexnet train`: flags over a configuration (a file, a pipeline stage's inline table, the
 //! saved `RUN/config.toml` on `--resume`, or the paper's defaults).
 use super::{print_stdout, serde_args, CommandError};
-use crate::train::{TrainConfig, TrainJob, TrainOverrides};
+use crate::train::config::ConfigError;
+use crate::train::settings::{parse_milestones, parse_widths, ScheduleKind};
+use crate::train::{Devices, Patch, Shuffle, TrainConfig, TrainJob};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a run's configuration comes from besides the flags.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -89,7 +91,7 @@ pub struct TrainArgs {
     /// adapters `0`, `0,1`, `0,0`, or a count such as `2` (see `alexnet devices`).
     #[arg(long)]
     #[serde(default)]
-    pub devices: Option<String>,
+    pub devices: Option<Devices>,
     /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
     #[arg(long)]
     #[serde(default)]
@@ -109,15 +111,15 @@ pub struct TrainArgs {
     /// Row order: `full` (a new permutation each epoch) or `none` (file order).
     #[arg(long)]
     #[serde(default)]
-    pub shuffle: Option<String>,
+    pub shuffle: Option<Shuffle>,
     /// Side of the model's input crop.
     #[arg(long)]
     #[serde(default)]
     pub input_size: Option<usize>,
     /// Widths of conv1..conv5, fc6, fc7: seven comma-separated numbers.
-    #[arg(long)]
-    #[serde(default)]
-    pub widths: Option<String>,
+    #[arg(long, value_parser = parse_widths)]
+    #[serde(default, with = "serde_args::comma_list_opt")]
+    pub widths: Option<[usize; 7]>,
     /// Number of classes [default: the shards' class count].
     #[arg(long)]
     #[serde(default)]
@@ -136,13 +138,13 @@ pub struct TrainArgs {
     pub weight_decay: Option<f64>,
     /// Learning-rate schedule: `plateau` (the paper's: ÷10 when validation error stops
     /// improving), `steps` (÷10 after each of --milestones) or `cosine` (down to --min-lr).
-    #[arg(long, value_parser = ["plateau", "steps", "cosine"])]
+    #[arg(long, value_enum)]
     #[serde(default)]
-    pub schedule: Option<String>,
+    pub schedule: Option<ScheduleKind>,
     /// Epochs after which `steps` divides the rate, e.g. 30,60,80.
-    #[arg(long)]
-    #[serde(default)]
-    pub milestones: Option<String>,
+    #[arg(long, value_parser = parse_milestones)]
+    #[serde(default, with = "serde_args::comma_list_opt")]
+    pub milestones: Option<Vec<usize>>,
     /// The lowest rate of `plateau` and `cosine`.
     #[arg(long)]
     #[serde(default)]
@@ -153,6 +155,17 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     #[serde(default)]
     pub set: Vec<String>,
+    /// Keep training when the loss leaves its bounds (100·ln(classes), or 100× its running
+    /// value), for a run that studies divergence; a NaN or inf loss still stops it.
+    /// Recorded in config.toml as `divergence_guard = false`.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_divergence_guard: bool,
+    /// Train on a set whose images are all of one class (refused otherwise: the network
+    /// would learn to predict it whatever it sees).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_one_class: bool,
     /// Print the end-of-run summary as one JSON object on stdout.
     #[arg(long)]
     #[serde(default)]
@@ -169,12 +182,57 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The flags as settings over the configuration, in a fixed order, then every `--set`.
+    pub fn patch(&self) -> Result<Patch, ConfigError> {
+        let mut p = Patch::default();
+        macro_rules! flag {
+            ($field:ident, $flag:literal, $key:literal) => {
+                if let Some(v) = &self.$field {
+                    p.push($flag, $key, v)?;
+                }
+            };
+        }
+        flag!(epochs, "--epochs", "epochs");
+        flag!(steps, "--steps", "max_steps");
+        flag!(batch, "--batch", "batch");
+        flag!(lr, "--lr", "lr");
+        flag!(seed, "--seed", "seed");
+        flag!(devices, "--devices", "devices");
+        flag!(dropout, "--dropout", "dropout");
+        flag!(shuffle, "--shuffle", "shuffle");
+        flag!(input_size, "--input-size", "model.input_size");
+        flag!(widths, "--widths", "model.widths");
+        flag!(classes, "--classes", "model.classes");
+        flag!(init, "--init", "init");
+        flag!(momentum, "--momentum", "momentum");
+        flag!(weight_decay, "--weight-decay", "weight_decay");
+        flag!(schedule, "--schedule", "schedule.kind");
+        flag!(milestones, "--milestones", "schedule.milestones");
+        flag!(min_lr, "--min-lr", "schedule.min_lr");
+        if self.no_augment {
+            p.push("--no-augment", "augment.enabled", &false)?;
+        }
+        if self.allow_incomplete {
+            p.push("--allow-incomplete", "allow_incomplete", &true)?;
+        }
+        if self.no_divergence_guard {
+            p.push("--no-divergence-guard", "divergence_guard", &false)?;
+        }
+        if self.allow_one_class {
+            p.push("--allow-one-class", "allow_one_class", &true)?;
+        }
+        for assignment in &self.set {
+            p.push_assignment(assignment)?;
+        }
+        Ok(p)
+    }
+
     /// The run's configuration: the base (`--config`, an inline table, RUN/config.toml on
     /// `--resume`, else the paper's) with the flags on top, validated.
     pub fn effective_config(&self) -> Result<TrainConfig, CommandError> {
         let saved = self.out.join("config.toml");
         let mut config = match (&self.config, self.resume) {
-            (Some(ConfigSource::File(path)), _) => crate::pipeline::load_train_config(path)?,
+            (Some(ConfigSource::File(path)), _) => load_train_config(path)?,
             (Some(ConfigSource::Inline(c)), _) => {
                 c.validate("config")?;
                 (**c).clone()
@@ -182,40 +240,92 @@ impl TrainArgs {
             (None, true) if saved.exists() => TrainConfig::load(&saved)?,
             _ => TrainConfig::default(),
         };
-        let overrides = TrainOverrides {
-            epochs: self.epochs,
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            seed: self.seed,
-            devices: self.devices.clone(),
-            dropout: self.dropout,
-            no_augment: self.no_augment,
-            shuffle: self.shuffle.clone(),
-            input_size: self.input_size,
-            widths: self.widths.clone(),
-            classes: self.classes,
-        };
-        config.apply_overrides(&overrides)?;
-        config.momentum = self.momentum.unwrap_or(config.momentum);
-        config.weight_decay = self.weight_decay.unwrap_or(config.weight_decay);
-        config.schedule = config.schedule.with_flags(
-            self.schedule.as_deref(),
-            self.min_lr,
-            self.milestones.as_deref(),
-        )?;
-        config.validate("command line")?;
-        for assignment in &self.set {
-            config.set(assignment)?;
-        }
-        if let Some(init) = self.init {
-            config.init = init;
-        }
-        if self.allow_incomplete {
-            config.allow_incomplete = true;
-        }
+        config.apply(&self.patch()?)?;
         Ok(config)
     }
+}
+
+/// What can go wrong reading `train --config FILE`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    /// The file is unusable as a config (unreadable, not TOML, a bad value).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A pipeline file without exactly one train stage.
+    #[error("{path}: {count} train stages; `train --config` takes a pipeline with exactly one, or a plain config file such as RUN/config.toml")]
+    TrainStages {
+        /// The pipeline file.
+        path: PathBuf,
+        /// How many train stages it has.
+        count: usize,
+    },
+    /// The pipeline's train stage is malformed.
+    #[error("{path}: stage {index} (train): {problem}")]
+    Stage {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The stage's number, from 1.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// True when `table` is a pipeline (it has a top-level `[[stage]]` array).
+pub(crate) fn is_pipeline(table: &toml::Table) -> bool {
+    table.contains_key("stage")
+}
+
+/// The training configuration in a file given to `train --config`: a plain config (as a run's
+/// `RUN/config.toml`), or a pipeline file, whose single train stage's configuration (its
+/// `[stage.config]` with the stage's own flags on top) is used. Reads the stage as
+/// `alexnet run` does (the same keys, a `config` file taken from the pipeline's directory)
+/// without running or checking the rest of the pipeline.
+pub fn load_train_config(path: &Path) -> Result<TrainConfig, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let doc: toml::Table = match toml::from_str(&text) {
+        Ok(doc) if is_pipeline(&doc) => doc,
+        _ => return Ok(TrainConfig::load(path)?),
+    };
+    let stages = doc["stage"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let trains: Vec<(usize, &toml::Table)> = stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.as_table().map(|t| (i + 1, t)))
+        .filter(|(_, t)| t.get("kind").and_then(toml::Value::as_str) == Some("train"))
+        .collect();
+    let [(index, table)] = trains[..] else {
+        return Err(ConfigFileError::TrainStages {
+            path: path.to_path_buf(),
+            count: trains.len(),
+        });
+    };
+    let stage_err = |problem: String| ConfigFileError::Stage {
+        path: path.to_path_buf(),
+        index,
+        problem,
+    };
+    let mut table = table.clone();
+    table.remove("kind");
+    let keys = super::argument_keys("train");
+    if let Some(bad) = table.keys().find(|k| !keys.contains(k)) {
+        return Err(stage_err(format!(
+            "unknown field `{bad}`; train takes {}",
+            keys.join(", ")
+        )));
+    }
+    let mut args: TrainArgs = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| stage_err(e.message().trim().to_string()))?;
+    if let Some(ConfigSource::File(p)) = &mut args.config {
+        *p = path.parent().unwrap_or(Path::new("")).join(&*p);
+    }
+    args.effective_config()
+        .map_err(|e| stage_err(e.to_string()))
 }
 
 pub(super) fn run(a: TrainArgs) -> Result<i32, CommandError> {

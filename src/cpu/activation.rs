@@ -10,7 +10,12 @@ pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// `v ← act(v)` over a slice (one thread).
 pub fn apply_act(act: Activation, v: &mut [f32]) {
     match act {
-        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        // Not `max(0.0)`, which turns a NaN into 0: a NaN must reach the loss.
+        Activation::Relu => v.iter_mut().for_each(|x| {
+            if *x < 0.0 {
+                *x = 0.0
+            }
+        }),
         Activation::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
     }
 }

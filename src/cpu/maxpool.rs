@@ -30,7 +30,8 @@ pub fn maxpool_forward(s: &PoolShape, x: &[f32], y: &mut [f32], arg: &mut [u32])
                             let row = (oy * s.stride + ky) * s.w + ox * s.stride;
                             for i in row..row + s.k {
                                 // Strictly greater: an equal later value leaves the first.
-                                if x[i] > x[best] {
+                                // A NaN is the maximum (the first one), as in PyTorch.
+                                if x[i] > x[best] || (x[i].is_nan() && !x[best].is_nan()) {
                                     best = i;
                                 }
                             }

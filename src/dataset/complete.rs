@@ -29,6 +29,10 @@ pub struct InputsMeta {
     /// Shards the ingest planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
+    /// The row order the ingest used (`--order shuffled --seed 42`, `--order sorted`): the
+    /// `--shard I/N` parts of one folder must agree on it, or their slices overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
 }
 
 impl InputsMeta {
@@ -53,6 +57,28 @@ impl InputsMeta {
             && opt(self.total, other.total)
             && opt(self.shard, other.shard)
             && opt(self.shards, other.shards)
+            && (self.order.is_none() || other.order.is_none() || self.order == other.order)
+    }
+
+    /// How two shards of one folder disagree on the ingest that made them (row order, size
+    /// of the input list, planned shards), in words; `None` when they agree or cannot tell.
+    pub fn same_ingest(&self, other: &InputsMeta) -> Option<String> {
+        if let (Some(a), Some(b)) = (&self.order, &other.order) {
+            if a != b {
+                return Some(format!("row order (`{a}` vs `{b}`)"));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.total, other.total) {
+            if a != b {
+                return Some(format!("inputs ({a} vs {b} in all: another RAW or labels)"));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.shards, other.shards) {
+            if a != b {
+                return Some(format!("planned shards ({a} vs {b}: another --shard-rows)"));
+            }
+        }
+        None
     }
 }
 
@@ -129,6 +155,7 @@ mod tests {
             total: Some(25),
             shard: Some(k),
             shards: Some(3),
+            order: None,
         })
     }
 

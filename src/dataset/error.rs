@@ -56,7 +56,7 @@ pub enum DatasetError {
         supported: u32,
     },
     /// Two shards of one set disagree on size, encoding or classes.
-    #[error("{first} and {other} disagree on {what}; they cannot be read as one data set (re-ingest one of them with matching --size/--encoding/--classes)")]
+    #[error("{first} and {other} disagree on {what}; they cannot be read as one data set (re-ingest one of them with matching --size/--encoding/--classes/--seed/--order and the same RAW)")]
     Mismatch {
         /// The first shard of the set.
         first: PathBuf,

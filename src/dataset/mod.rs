@@ -27,6 +27,7 @@
 //! # Ok::<(), alexnet::dataset::DatasetError>(())
 //! ```
 
+mod class_counts;
 pub mod complete;
 mod error;
 mod inspect;

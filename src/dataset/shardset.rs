@@ -103,6 +103,8 @@ impl ShardSet {
         let files: Vec<PathBuf> = found.iter().map(|(f, _)| f.clone()).collect();
         // Per directory argument, the completion entries of its shards.
         let mut per_dir: Vec<Vec<Option<InputsMeta>>> = vec![Vec::new(); paths.len()];
+        // Per directory argument, its first shard with a completion entry.
+        let mut dir_head: Vec<Option<(PathBuf, InputsMeta)>> = vec![None; paths.len()];
         let mut shards = Vec::with_capacity(files.len());
         let mut groups = Vec::new();
         let mut head: Option<(PathBuf, usize, Encoding, Vec<String>, Stats)> = None;
@@ -133,6 +135,22 @@ impl ShardSet {
             }
             if let Some(d) = dir {
                 let entry = footer_entry(kv, INPUTS_KEY).and_then(InputsMeta::parse);
+                // `--shard I/N` parts made with another --seed or input list would duplicate
+                // and drop rows while looking complete.
+                if let Some(m) = &entry {
+                    match &dir_head[*d] {
+                        None => dir_head[*d] = Some((path.clone(), m.clone())),
+                        Some((first, h)) => {
+                            if let Some(what) = h.same_ingest(m) {
+                                return Err(DatasetError::Mismatch {
+                                    first: first.clone(),
+                                    other: path.clone(),
+                                    what,
+                                });
+                            }
+                        }
+                    }
+                }
                 per_dir[*d].push(entry);
             }
             rejects.extend(rj);

@@ -71,6 +71,9 @@ pub enum ExportError {
     /// The output path was refused (it is an input, or exists without `--overwrite`).
     #[error(transparent)]
     Output(#[from] crate::output_check::OutputError),
+    /// The output could not be written or renamed into place.
+    #[error(transparent)]
+    Write(#[from] crate::atomic::AtomicError),
     /// The network gave NaN or inf activations; nothing was written.
     #[error("{}: {layer} of row {row} ({input}) holds NaN or inf, so the checkpoint has diverged; nothing was written. Export from an earlier checkpoint", checkpoint.display())]
     NotFinite {

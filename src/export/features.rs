@@ -10,7 +10,7 @@ use crate::engine::augment::centre_draws;
 use crate::engine::input::{checkpoint_mean, pad_images};
 use crate::engine::Inference;
 use crate::model::Checkpoint;
-use crate::output_check::check_output;
+use crate::output_check::{check, Format, Output};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -124,7 +124,12 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         .chain(cfg.data.iter().map(PathBuf::as_path))
         .chain(set.files().iter().map(PathBuf::as_path))
         .collect();
-    check_output(&cfg.out, &inputs, cfg.overwrite)?;
+    check(&Output::new(
+        &cfg.out,
+        Format::Parquet,
+        &inputs,
+        cfg.overwrite,
+    ))?;
     let first = set.files()[0].display().to_string();
     for gap in set.incomplete() {
         eprintln!("warning: {gap}; exporting the images that are there");
@@ -226,9 +231,16 @@ fn progress_bar(enabled: bool, rows: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(rows);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images  {per_sec}  [{elapsed_precise} < {eta_precise}]",
+            "{bar:30} {pos}/{len} images  {rate}  [{elapsed_precise} < {eta_precise}]",
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                // Whole images per second, as ingest's bar shows them ({per_sec} prints 4 decimals).
+                let _ = write!(w, "{:.0} images/s", s.per_sec());
+            },
+        ),
     );
     bar
 }

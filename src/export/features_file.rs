@@ -133,19 +133,12 @@ fn item_field() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Float32, false))
 }
 
-/// The hidden temporary a file is written under before the rename.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
 /// A features file being written.
 pub struct FeatureWriter {
     path: PathBuf,
     tmp: PathBuf,
+    /// The temporary's owner: removed on drop unless committed.
+    temp: Option<crate::atomic::Temp>,
     width: usize,
     schema: Arc<Schema>,
     /// `None` once closed; a writer dropped while `Some` deletes its temporary.
@@ -155,18 +148,18 @@ pub struct FeatureWriter {
 
 impl Drop for FeatureWriter {
     fn drop(&mut self) {
-        // Dropped before `finish` (an error mid-export): leave no half-written file behind.
-        if self.writer.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        // Dropped before `finish` (an error mid-export): close the file; dropping the
+        // temporary then removes it, leaving no half-written file behind.
+        drop(self.writer.take());
+        drop(self.temp.take());
     }
 }
 
 impl FeatureWriter {
     /// Starts `path` for vectors of `meta.width` floats.
     pub fn create(path: &Path, meta: &FeaturesMeta) -> Result<FeatureWriter, ExportError> {
-        let tmp = temp_path(path);
-        let file = File::create(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
+        let (temp, file) = crate::atomic::Temp::file(path)?;
+        let tmp = temp.path().to_path_buf();
         let vectors = ColumnPath::from(vec![
             FEATURES_COLUMN.to_string(),
             "list".to_string(),
@@ -188,6 +181,7 @@ impl FeatureWriter {
         Ok(FeatureWriter {
             path: path.into(),
             tmp,
+            temp: Some(temp),
             width: meta.width,
             schema,
             writer: Some(writer),
@@ -246,18 +240,11 @@ impl FeatureWriter {
 
     /// Closes the file and renames it into place.
     pub fn finish(mut self) -> Result<PathBuf, ExportError> {
-        if let Some(writer) = self.writer.take() {
-            let closed = writer
-                .close()
-                .map_err(|e| ExportError::parquet(&self.tmp, e))
-                .and_then(|_| {
-                    std::fs::rename(&self.tmp, &self.path)
-                        .map_err(|e| ExportError::io(&self.path, e))
-                });
-            if let Err(e) = closed {
-                let _ = std::fs::remove_file(&self.tmp);
-                return Err(e);
-            }
+        if let (Some(writer), Some(temp)) = (self.writer.take(), self.temp.take()) {
+            let file = writer
+                .into_inner()
+                .map_err(|e| ExportError::parquet(&self.tmp, e))?;
+            temp.commit(Some(file))?;
         }
         Ok(self.path.clone())
     }

@@ -5,7 +5,7 @@
 //! second with a rule between them, as the paper shows the kernels learned on its two GPUs.
 use super::{figure, ExportError};
 use crate::model::Checkpoint;
-use crate::output_check::check_output;
+use crate::output_check::{check, Format, Output};
 use image::{Rgb, RgbImage};
 use std::path::PathBuf;
 
@@ -33,6 +33,8 @@ pub struct FiltersConfig {
     pub out: PathBuf,
     /// Screen pixels per kernel pixel.
     pub scale: u32,
+    /// `--overwrite`: an existing image may be replaced.
+    pub overwrite: bool,
     /// Input size of a foreign checkpoint that does not record it (the kernels do not
     /// depend on it, but reading the checkpoint does).
     pub input_size: Option<usize>,
@@ -153,8 +155,13 @@ pub fn write_filters(cfg: &FiltersConfig) -> Result<(u32, u32), ExportError> {
             "--scale 0: each kernel pixel needs at least one screen pixel (default 4)".into(),
         ));
     }
-    // A PNG over the checkpoint would destroy the weights; an old image may be replaced.
-    check_output(&cfg.out, &[&cfg.checkpoint], true)?;
+    // A PNG over the checkpoint would destroy the weights.
+    check(&Output::new(
+        &cfg.out,
+        Format::Png,
+        &[&cfg.checkpoint],
+        cfg.overwrite,
+    ))?;
     let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
     let t = ck.params.get("conv1.weight").ok_or_else(|| {
         ExportError::Mismatch(format!(

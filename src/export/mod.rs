@@ -7,8 +7,10 @@ pub mod features_file;
 pub mod figure;
 pub mod filters;
 pub mod neighbors;
+pub mod onnx;
 pub mod plot;
 pub mod shard_columns;
+pub mod sheet;
 
 pub use error::ExportError;
 pub use features::{export_features, ExportConfig, ExportSummary, Layer};
@@ -16,23 +18,25 @@ pub use features_file::{features_schema, FeatureFile, FeatureWriter, FeaturesMet
 pub use filters::{render_filters, write_filters, FiltersConfig};
 pub use neighbors::{nearest, neighbors, Neighbor, NeighborsConfig, NeighborsResult};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Writes `out` through `write` under a temporary name beside it, then renames it into place,
-/// so a reader never sees half a file; on failure the temporary is removed (a full disk must
-/// not also keep half a file). The error is `write`'s or the rename's, in words.
+/// Writes `out` through `write` (given the temporary's path) with the project's one writer
+/// ([`crate::atomic`]): a reader never sees half a file, and a failure or Ctrl-C leaves no
+/// temporary. The error is `write`'s or the rename's, in words.
 pub(crate) fn write_via_temp(
     out: &Path,
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut tmp = out.to_path_buf().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let saved = write(&tmp).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| e.to_string()));
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    crate::atomic::write_at_path(out, |tmp| write(tmp).map_err(Problem)).map_err(|Problem(p)| p)
+}
+
+/// A writer's error in words, so [`write_via_temp`] keeps its `String` errors.
+struct Problem(String);
+
+impl From<crate::atomic::AtomicError> for Problem {
+    fn from(e: crate::atomic::AtomicError) -> Problem {
+        Problem(e.to_string())
     }
-    saved
 }
 
 /// Saves `img` as a PNG, atomically ([`write_via_temp`]).

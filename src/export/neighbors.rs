@@ -9,12 +9,10 @@
 //! `Σ (q − x)²` in f64, so the reported distances do not suffer the cancellation of the
 //! expanded form when a neighbour is nearly identical to the query.
 use super::features_file::FeatureFile;
-use super::figure;
 use super::shard_columns::read_shard_names;
+pub use super::sheet::{render_sheet, sheet_size, SheetLayout, MAX_NEIGHBOURS};
 use super::ExportError;
 use crate::dataset::{read_rows, ShardSet};
-use image::{Rgb, RgbImage};
-use plotters::element::Text;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -221,6 +219,8 @@ pub struct NeighborsConfig {
     pub sheet: Option<PathBuf>,
     /// Shards holding the pixels; default: the shards named in the file's footer.
     pub data: Vec<PathBuf>,
+    /// `--overwrite`: an existing sheet may be replaced.
+    pub overwrite: bool,
 }
 
 /// A row as the table shows it.
@@ -339,11 +339,12 @@ pub fn neighbors(cfg: &NeighborsConfig) -> Result<NeighborsResult, ExportError> 
         sheet: None,
     };
     if let Some(out) = &cfg.sheet {
-        // Replacing an old sheet is fine; drawing over the features file or a shard is not.
+        // Never over the features file or a shard, nor an old sheet without --overwrite.
         let inputs: Vec<&Path> = std::iter::once(cfg.features.as_path())
             .chain(cfg.data.iter().map(PathBuf::as_path))
             .collect();
-        crate::output_check::check_output(out, &inputs, true)?;
+        use crate::output_check::{check, Format, Output};
+        check(&Output::new(out, Format::Png, &inputs, cfg.overwrite))?;
         let data = if cfg.data.is_empty() {
             file.provenance
                 .as_ref()
@@ -364,72 +365,6 @@ pub fn neighbors(cfg: &NeighborsConfig) -> Result<NeighborsResult, ExportError> 
     Ok(result)
 }
 
-/// Smallest side a tile is shown at: small stored images are enlarged by a whole factor
-/// (pixels repeated, nothing invented) so the sheet reads on a laptop screen.
-const MIN_TILE: usize = 192;
-/// Margin around the sheet and gap between tiles, in pixels.
-const MARGIN: u32 = 16;
-/// Extra gap after the query tile.
-const QUERY_GAP: u32 = 24;
-/// Width of the frame around each tile.
-const FRAME: u32 = 5;
-/// Band above the tiles (the title) and below them (three caption lines).
-const TITLE_BAND: u32 = 40;
-const CAPTION_BAND: u32 = 66;
-/// Frame colours: the query, a neighbour of the query's class, any other neighbour.
-const QUERY_FRAME: Rgb<u8> = Rgb([30, 90, 200]);
-const SAME_FRAME: Rgb<u8> = Rgb([20, 160, 60]);
-const OTHER_FRAME: Rgb<u8> = Rgb([200, 200, 200]);
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-
-/// Where the contact sheet puts things, for `tiles` images of side `s` (query first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SheetLayout {
-    /// Whole image size.
-    pub width: u32,
-    /// Whole image height.
-    pub height: u32,
-    /// Side of a tile on the sheet (the stored side times `scale`).
-    pub tile: u32,
-    /// Screen pixels per stored pixel.
-    pub scale: u32,
-    tiles: u32,
-}
-
-impl SheetLayout {
-    /// The layout of `tiles` images of side `s`.
-    pub fn new(tiles: usize, s: usize) -> SheetLayout {
-        let scale = MIN_TILE.div_ceil(s.max(1)).max(1) as u32;
-        let tile = s as u32 * scale;
-        let n = tiles.max(1) as u32;
-        let cell = tile + 2 * FRAME;
-        SheetLayout {
-            width: 2 * MARGIN + n * cell + (n - 1) * MARGIN + QUERY_GAP,
-            height: TITLE_BAND + cell + CAPTION_BAND + MARGIN,
-            tile,
-            scale,
-            tiles: n,
-        }
-    }
-
-    /// Top-left pixel of tile `t`'s image (inside its frame).
-    pub fn origin(&self, t: usize) -> (u32, u32) {
-        let t = t as u32;
-        let cell = self.tile + 2 * FRAME;
-        let gap = if t > 0 { QUERY_GAP } else { 0 };
-        (
-            MARGIN + t * (cell + MARGIN) + gap + FRAME,
-            TITLE_BAND + FRAME,
-        )
-    }
-}
-
-/// Size of the contact sheet of `tiles` images of side `s`: query, then the neighbours.
-pub fn sheet_size(tiles: usize, s: usize) -> (u32, u32) {
-    let l = SheetLayout::new(tiles, s);
-    (l.width, l.height)
-}
-
 fn write_sheet(
     file: &FeatureFile,
     data: &[PathBuf],
@@ -446,6 +381,23 @@ fn write_sheet(
             file.len()
         )));
     }
+    if result.neighbors.len() > MAX_NEIGHBOURS {
+        eprintln!(
+            "note: the contact sheet shows the nearest {MAX_NEIGHBOURS} of the {} neighbours (the table lists them all)",
+            result.neighbors.len()
+        );
+    }
+    let shown = NeighborsResult {
+        query: result.query.clone(),
+        neighbors: result
+            .neighbors
+            .iter()
+            .take(MAX_NEIGHBOURS)
+            .cloned()
+            .collect(),
+        sheet: None,
+    };
+    let result = &shown;
     let rows: Vec<u64> = std::iter::once(&result.query)
         .chain(&result.neighbors)
         .map(|r| r.row as u64)
@@ -467,98 +419,6 @@ fn write_sheet(
             problem,
         })?;
     super::save_png(&img, out)
-}
-
-/// Draws the sheet (the paper's Figure 4, one row): `images` holds the query then the
-/// neighbours, `[n,S,S,3]` u8. Each tile is framed (blue: the query; green: a neighbour of
-/// the query's class; grey: another class) and captioned with its rank and distance, its
-/// class (a check mark for the query's class) and its file name.
-pub fn render_sheet(images: &[u8], s: usize, result: &NeighborsResult) -> Result<RgbImage, String> {
-    let px = s * s * 3;
-    let n = images.len() / px.max(1);
-    let l = SheetLayout::new(n, s);
-    let mut img = RgbImage::from_pixel(l.width, l.height, BACKGROUND);
-    let rows: Vec<&RowInfo> = std::iter::once(&result.query)
-        .chain(&result.neighbors)
-        .collect();
-    let same = |t: usize| t > 0 && rows.get(t).is_some_and(|r| r.label == result.query.label);
-    for t in 0..n {
-        let (x0, y0) = l.origin(t);
-        let frame = match t {
-            0 => QUERY_FRAME,
-            _ if same(t) => SAME_FRAME,
-            _ => OTHER_FRAME,
-        };
-        let side = l.tile + 2 * FRAME;
-        for y in 0..side {
-            for x in 0..side {
-                img.put_pixel(x0 - FRAME + x, y0 - FRAME + y, frame);
-            }
-        }
-        let tile = &images[t * px..(t + 1) * px];
-        for y in 0..l.tile {
-            for x in 0..l.tile {
-                let i = ((y / l.scale) as usize * s + (x / l.scale) as usize) * 3;
-                img.put_pixel(x0 + x, y0 + y, Rgb([tile[i], tile[i + 1], tile[i + 2]]));
-            }
-        }
-    }
-    let black = Rgb([0, 0, 0]);
-    let q = &result.query;
-    let same_count = (1..n).filter(|&t| same(t)).count();
-    let title = format!(
-        "query {} (class {}): {} of {} neighbours share its class (green frames)",
-        q.source,
-        q.wnid,
-        same_count,
-        n.saturating_sub(1)
-    );
-    let title = figure::fit_text(&title, 18, l.width - 2 * MARGIN, true);
-    figure::draw_on(&mut img, |area| {
-        let e = |e: plotters::drawing::DrawingAreaErrorKind<_>| e.to_string();
-        area.draw(&Text::new(
-            title,
-            (MARGIN as i32, 10),
-            figure::text_style(18, black, true),
-        ))
-        .map_err(e)?;
-        for (t, r) in rows.iter().enumerate().take(n) {
-            let (x0, y0) = l.origin(t);
-            let (x, y) = (x0 as i32 - FRAME as i32, (y0 + l.tile + FRAME + 6) as i32);
-            let width = l.tile + 2 * FRAME;
-            let head = if t == 0 {
-                "query".to_string()
-            } else {
-                format!("#{t}  distance {:.3}", r.distance)
-            };
-            let (class, colour) = if t == 0 {
-                (format!("class {}", r.wnid), QUERY_FRAME)
-            } else if same(t) {
-                (format!("✓ {}", r.wnid), SAME_FRAME)
-            } else {
-                (r.wnid.clone(), Rgb([120, 120, 120]))
-            };
-            let name = r.source.rsplit('/').next().unwrap_or(&r.source);
-            for (line, (text, size, colour, bold)) in [
-                (head, 16, black, true),
-                (class, 15, colour, t == 0 || same(t)),
-                (name.to_string(), 13, Rgb([90, 90, 90]), false),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let text = figure::fit_text(&text, size, width, bold);
-                area.draw(&Text::new(
-                    text,
-                    (x, y + 20 * line as i32),
-                    figure::text_style(size, colour, bold),
-                ))
-                .map_err(e)?;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(img)
 }
 
 #[cfg(test)]
@@ -617,61 +477,5 @@ mod tests {
         }
         assert_eq!(t.items, vec![(0.5, 4), (1.0, 2), (1.0, 3)]);
         assert!(TopK::new(0).merge(t).items.is_empty());
-    }
-
-    fn info(row: usize, label: i32, distance: f64) -> RowInfo {
-        RowInfo {
-            row,
-            source: format!("n{label}/image_{row}.JPEG"),
-            label,
-            wnid: format!("n{label:08}"),
-            distance,
-        }
-    }
-
-    #[test]
-    fn sheet_frames_the_query_class_and_captions_every_tile() {
-        let s = 24;
-        let result = NeighborsResult {
-            query: info(0, 3, 0.0),
-            neighbors: vec![info(5, 3, 1.5), info(7, 1, 2.0)],
-            sheet: None,
-        };
-        let images: Vec<u8> = (0..3 * s * s * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let img = render_sheet(&images, s, &result).unwrap();
-        let l = SheetLayout::new(3, s);
-        assert_eq!(img.dimensions(), (l.width, l.height));
-        assert_eq!(l.scale, 8, "24-pixel images are shown 8× (192 pixels)");
-        assert!(l.tile >= MIN_TILE as u32);
-        let frame = |t: usize| {
-            let (x, y) = l.origin(t);
-            *img.get_pixel(x - 2, y + 10)
-        };
-        assert_eq!(frame(0), QUERY_FRAME);
-        assert_eq!(frame(1), SAME_FRAME, "neighbour of the query's class");
-        assert_eq!(frame(2), OTHER_FRAME);
-        for t in 0..3 {
-            let (x, y) = l.origin(t);
-            // Stored pixel (row 2, column 3) fills an 8×8 block of the tile.
-            let i = t * s * s * 3 + (2 * s + 3) * 3;
-            let want = Rgb([images[i], images[i + 1], images[i + 2]]);
-            assert_eq!(
-                *img.get_pixel(x + 3 * 8 + 5, y + 2 * 8 + 7),
-                want,
-                "tile {t}"
-            );
-            // Three caption lines under every tile.
-            let ink = figure::inked(
-                &img,
-                x,
-                y + l.tile + FRAME,
-                l.tile,
-                CAPTION_BAND,
-                BACKGROUND,
-            );
-            assert!(ink > 150, "tile {t} caption has {ink} pixels");
-        }
-        // The title band holds text.
-        assert!(figure::inked(&img, 0, 0, l.width, TITLE_BAND - FRAME, BACKGROUND) > 300);
     }
 }

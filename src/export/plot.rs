@@ -34,6 +34,14 @@ pub enum PlotError {
     /// Drawing failed (a plotting library error).
     #[error("drawing the report failed: {0}")]
     Draw(String),
+    /// A run was named twice (it would be counted twice in the comparison).
+    #[error("{} and {} are the same run; name each run once", first.display(), second.display())]
+    SameRun {
+        /// The first spelling.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
     /// The output path is one of the run's files.
     #[error(transparent)]
     Output(#[from] crate::output_check::OutputError),
@@ -54,6 +62,8 @@ pub struct ReportOptions {
     pub title: Option<String>,
     /// Loss on a log scale (late training, when the loss is small, stays readable).
     pub log_loss: bool,
+    /// `--overwrite`: an existing image may be replaced.
+    pub overwrite: bool,
 }
 
 /// Reads `RUN/metrics.jsonl` and writes the curves to `out` (default `RUN/report.png`) with
@@ -74,9 +84,16 @@ pub fn write_report_with(
         return Err(PlotError::Empty { path: metrics });
     }
     let out = out.map_or_else(|| run_dir.join("report.png"), Path::to_path_buf);
-    // An old report may be replaced; the run's own files may not.
+    // The run's own files are never replaced; its report.png is the report's own.
     let inputs = [metrics.as_path(), run_dir];
-    crate::output_check::check_output(&out, &inputs, true)?;
+    let mut o = crate::output_check::Output::new(
+        &out,
+        crate::output_check::Format::Png,
+        &inputs,
+        opts.overwrite,
+    );
+    o.own_name = Some("report.png");
+    crate::output_check::check(&o)?;
     let mut opts = opts.clone();
     if opts.title.is_none() {
         opts.title = Some(run_name(run_dir));
@@ -140,6 +157,7 @@ impl Series {
                     s.steps.push((st.step as f64, st.loss));
                     s.max_epoch = s.max_epoch.max(st.epoch as f64);
                 }
+                Record::Resume(_) => {}
                 Record::Epoch(e) => {
                     let ep = e.epoch as f64;
                     s.max_epoch = s.max_epoch.max(ep);
@@ -503,6 +521,7 @@ mod tests {
         ReportOptions {
             title: Some(title.into()),
             log_loss: false,
+            overwrite: false,
         }
     }
 

@@ -179,6 +179,10 @@ pub struct Gpu {
     /// A tile configuration every matrix product uses in place of the policy's (benches try
     /// configurations on a new card this way, without a rebuild).
     pub tile_override: Option<TileConfig>,
+    /// How the tuner behaves here ([`super::tuner::Settings::from_env`] by default).
+    pub tuning: super::tuner::Settings,
+    /// The tuned table and self-test outcomes this device has loaded or measured.
+    pub(crate) tuner: Mutex<super::tuner::State>,
     pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
@@ -227,6 +231,19 @@ impl Gpu {
         let conv_kernels = ConvKernels::for_device(summary.device_type);
         let tiles = TilePolicy::for_device(summary.device_type);
         let limits = adapter.limits();
+        let bad_env = |reason: String| GpuError::Invalid {
+            op: "tuner",
+            reason,
+        };
+        let tuning = super::tuner::Settings::from_env(summary.device_type).map_err(bad_env)?;
+        // A forced tile (`ALEXNET_TILE=BMxBNxBK/TMxTN`) for every product, as the benches'
+        // --tile does.
+        let tile_override = match std::env::var("ALEXNET_TILE") {
+            Ok(v) if !v.trim().is_empty() => Some(
+                TileConfig::parse(v.trim()).map_err(|e| bad_env(format!("ALEXNET_TILE: {e}")))?,
+            ),
+            _ => None,
+        };
         // Timestamps are the accurate way to time kernels; take them when offered.
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let desc = wgpu::DeviceDescriptor {
@@ -252,7 +269,9 @@ impl Gpu {
             binding_limit: limits.max_storage_buffer_binding_size,
             conv_kernels,
             tiles,
-            tile_override: None,
+            tile_override,
+            tuning,
+            tuner: Mutex::new(super::tuner::State::default()),
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -7,6 +7,7 @@
 use super::gemm::{self, TilePolicy};
 use super::kernel::{self, Entry, Launch, Program, Shader, Slot};
 use super::tiles::{GemmEntry, TileConfig, PART_WGSL};
+use super::tuner;
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{Activation, ConvShape};
 
@@ -93,6 +94,16 @@ pub fn tile_for(gpu: &Gpu, rows: usize) -> TileConfig {
         };
     }
     gemm::tile_for(gpu, rows)
+}
+
+/// The tile and split-K of one of `s`'s products: [`tuner::choose`] on the tiled kernels
+/// (the tuned table, or the policy's [`tile_for`]); the direct kernels have no tiles.
+fn choice(gpu: &Gpu, s: &ConvShape, entry: tuner::ConvEntry) -> Result<tuner::Choice> {
+    let product = tuner::Product::Conv { entry, shape: *s };
+    match gpu.conv_kernels {
+        ConvKernels::Tiled => tuner::choose(gpu, &product),
+        ConvKernels::Direct => Ok(product.heuristic(gpu)),
+    }
 }
 
 /// Shader, override constants and workgroup grid of one dispatch.
@@ -291,7 +302,8 @@ pub fn forward(
     ];
     let rows = s.c_out / s.groups;
     let cols = s.n * s.out_h() * s.out_w();
-    let pl = plan(gpu, s, rows, cols, s.groups, tile_for(gpu, rows))?;
+    let t = choice(gpu, s, tuner::ConvEntry::Forward)?.tile;
+    let pl = plan(gpu, s, rows, cols, s.groups, t)?;
     rec.launch(&Launch {
         program: pl.program,
         constants: &pl.constants,
@@ -321,7 +333,8 @@ pub fn backward_input(
         kernel::whole(gpu, "conv", "dx", dx)?,
     ];
     let rows = s.c_in / s.groups;
-    let pl = plan(gpu, s, rows, s.n * s.h * s.w, s.groups, tile_for(gpu, rows))?;
+    let t = choice(gpu, s, tuner::ConvEntry::BackwardInput)?.tile;
+    let pl = plan(gpu, s, rows, s.n * s.h * s.w, s.groups, t)?;
     rec.launch(&Launch {
         program: pl.program,
         constants: &pl.constants,
@@ -383,7 +396,11 @@ pub fn backward_weight(
     let gpu = rec.gpu();
     let max_scratch = gpu.max_binding().min(256 << 20);
     let splits = match gpu.conv_kernels {
-        ConvKernels::Tiled => weight_splits(s, &tile_for(gpu, s.c_out / s.groups), max_scratch),
+        ConvKernels::Tiled => {
+            let c = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?;
+            c.splits
+                .unwrap_or_else(|| weight_splits(s, &c.tile, max_scratch))
+        }
         ConvKernels::Direct => direct_weight_splits(s, max_scratch),
     };
     backward_weight_split(rec, s, dy, x, dw, accumulate, splits)
@@ -406,7 +423,7 @@ pub fn backward_weight_split(
     kernel::expect_len("conv", "x", x, s.input_len())?;
     kernel::expect_len("conv", "dw", dw, s.weight_len())?;
     let rows = s.c_out / s.groups;
-    let t = tile_for(gpu, rows);
+    let t = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?.tile;
     let k = s.n * s.out_h() * s.out_w();
     let mut splits = splits.clamp(1, k.max(1));
     if gpu.conv_kernels == ConvKernels::Tiled {

@@ -7,8 +7,11 @@
 //! binding (fc6's 151 MB weight on lavapipe's 128 MiB limit) are split along that operand's
 //! row dimension into chunks whose windows fit; a split of the reduction dimension K
 //! accumulates the chunks.
+use super::gemm_plan::span;
+pub use super::gemm_plan::{plan, GemmChunk};
 use super::kernel::{self, Entry, Launch, Program, Shader, Slot, View};
 use super::tiles::{GemmEntry, TileConfig, PART_WGSL};
+use super::tuner;
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{Activation, LinearShape};
 
@@ -252,13 +255,14 @@ pub struct GemmArgs<'a> {
     pub act: Option<Activation>,
 }
 
-struct Stored {
-    rows: usize,
-    cols: usize,
+/// Rows and row length of an operand as stored.
+pub(crate) struct Stored {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 impl GemmArgs<'_> {
-    fn a_stored(&self) -> Stored {
+    pub(crate) fn a_stored(&self) -> Stored {
         match self.form {
             GemmForm::AtB => Stored {
                 rows: self.k,
@@ -270,7 +274,7 @@ impl GemmArgs<'_> {
             },
         }
     }
-    fn b_stored(&self) -> Stored {
+    pub(crate) fn b_stored(&self) -> Stored {
         match self.form {
             GemmForm::ABt => Stored {
                 rows: self.n,
@@ -284,152 +288,17 @@ impl GemmArgs<'_> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dim {
-    M,
-    N,
-    K,
-}
-
-/// One dispatch of a (possibly split) GEMM: the sub-problem and where its operands start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmChunk {
-    /// Rows of C in this chunk.
-    pub m: usize,
-    /// Columns of C in this chunk.
-    pub n: usize,
-    /// Reduction length in this chunk.
-    pub k: usize,
-    /// First element of A used.
-    pub a_start: usize,
-    /// First element of B used.
-    pub b_start: usize,
-    /// First element of C written.
-    pub c_start: usize,
-    /// First element of the bias used.
-    pub bias_start: usize,
-    /// Whether this chunk adds to C (a later K chunk, or the caller asked to accumulate).
-    pub accumulate: bool,
-    /// Whether this chunk adds the bias (only the first K chunk does).
-    pub add_bias: bool,
-}
-
-/// Elements spanned by a row-major `rows × cols` matrix with row length `ld`.
-fn span(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * ld + cols
-    }
-}
-
-/// Split `args` into dispatches whose operand windows each fit `limit` bytes (plus the
-/// `align` slack of an aligned window start). Public so tests can check the plan with small
-/// limits.
-pub fn plan(args: &GemmArgs<'_>, limit: u64, align: u64) -> Result<Vec<GemmChunk>> {
-    let whole = GemmChunk {
+/// Record `args` with the tile and split-K [`tuner::choose`] picks (the tuned table, or the
+/// adapter's policy when tuning is off).
+pub fn record(rec: &mut Recorder<'_>, args: &GemmArgs<'_>) -> Result<()> {
+    let product = tuner::Product::Gemm {
+        form: args.form,
         m: args.m,
         n: args.n,
         k: args.k,
-        a_start: 0,
-        b_start: 0,
-        c_start: 0,
-        bias_start: 0,
-        accumulate: args.accumulate,
-        add_bias: args.bias.is_some(),
     };
-    let mut out = Vec::new();
-    split(
-        args.form,
-        whole,
-        (args.a_stored().cols, args.b_stored().cols, args.n),
-        limit,
-        align,
-        &mut out,
-    )?;
-    Ok(out)
-}
-
-/// Recursive step of [`plan`]: split `p` along the row dimension of its largest operand that
-/// does not fit, then split each piece again until every operand fits. `ld` = (lda, ldb, ldc).
-fn split(
-    form: GemmForm,
-    p: GemmChunk,
-    ld: (usize, usize, usize),
-    limit: u64,
-    align: u64,
-    out: &mut Vec<GemmChunk>,
-) -> Result<()> {
-    let (ta, tb) = (form == GemmForm::AtB, form == GemmForm::ABt);
-    let (a_rows, a_cols) = if ta { (p.k, p.m) } else { (p.m, p.k) };
-    let (b_rows, b_cols) = if tb { (p.n, p.k) } else { (p.k, p.n) };
-    let operands = [
-        (
-            span(a_rows, a_cols, ld.0),
-            a_rows,
-            ld.0,
-            if ta { Dim::K } else { Dim::M },
-            "a",
-        ),
-        (
-            span(b_rows, b_cols, ld.1),
-            b_rows,
-            ld.1,
-            if tb { Dim::N } else { Dim::K },
-            "b",
-        ),
-        (span(p.m, p.n, ld.2), p.m, ld.2, Dim::M, "c"),
-    ];
-    let fits = |elems: usize| elems as u64 * 4 + align <= limit;
-    let Some(&(elems, rows, row_len, dim, name)) =
-        operands.iter().filter(|o| !fits(o.0)).max_by_key(|o| o.0)
-    else {
-        out.push(p);
-        return Ok(());
-    };
-    if rows <= 1 {
-        return Err(GpuError::BindingTooLarge {
-            op: "gemm",
-            tensor: name,
-            bytes: elems as u64 * 4 + align,
-            limit,
-        });
-    }
-    let per_chunk = ((limit.saturating_sub(align) / 4) as usize / row_len).clamp(1, rows - 1);
-    let mut d0 = 0;
-    while d0 < rows {
-        let r = per_chunk.min(rows - d0);
-        let mut c = p;
-        match dim {
-            Dim::M => {
-                c.m = r;
-                c.a_start += if ta { d0 } else { d0 * ld.0 };
-                c.c_start += d0 * ld.2;
-            }
-            Dim::N => {
-                c.n = r;
-                c.b_start += if tb { d0 * ld.1 } else { d0 };
-                c.c_start += d0;
-                c.bias_start += d0;
-            }
-            Dim::K => {
-                c.k = r;
-                c.a_start += if ta { d0 * ld.0 } else { d0 };
-                c.b_start += if tb { d0 } else { d0 * ld.1 };
-                c.accumulate = p.accumulate || d0 > 0;
-                c.add_bias = p.add_bias && d0 == 0;
-            }
-        }
-        split(form, c, ld, limit, align, out)?;
-        d0 += r;
-    }
-    Ok(())
-}
-
-/// Record `args` with the tile and split-K the adapter's policy picks.
-pub fn record(rec: &mut Recorder<'_>, args: &GemmArgs<'_>) -> Result<()> {
-    let t = tile_for(rec.gpu(), args.m);
-    record_with(rec, args, t, None)
+    let c = tuner::choose(rec.gpu(), &product)?;
+    record_with(rec, args, c.tile, c.splits)
 }
 
 fn act_code(act: Option<Activation>) -> u32 {

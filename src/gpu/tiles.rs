@@ -42,6 +42,21 @@ pub struct GemmEntry {
     pub b_k_contiguous: bool,
 }
 
+/// A deliberate change to the generated core, for the tests of the self-test and the tuner:
+/// the engine itself only generates [`Twist::Plain`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Twist {
+    /// The core as designed.
+    #[default]
+    Plain,
+    /// Broken on purpose: the first K tile is read one element late (an off-by-one in the
+    /// generated loads), so every product is wrong; the self-test must drop it.
+    OffByOne,
+    /// Slowed on purpose: the K loop runs twice and the sum is halved, so it computes the
+    /// same product (within rounding) in about twice the time; the tuner must not pick it.
+    Twice,
+}
+
 /// A tile configuration: the workgroup's C tile, its K step and each thread's outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileConfig {
@@ -55,6 +70,8 @@ pub struct TileConfig {
     pub tm: u32,
     /// Columns per thread: 4 or 8.
     pub tn: u32,
+    /// [`Twist::Plain`] except in tests.
+    pub twist: Twist,
 }
 
 impl TileConfig {
@@ -66,6 +83,7 @@ impl TileConfig {
         bk: 8,
         tm: 8,
         tn: 8,
+        twist: Twist::Plain,
     };
     /// 64×64 tiles of 4×4 per thread, K step 16: the previous core's shape.
     pub const SMALL: TileConfig = TileConfig {
@@ -74,6 +92,7 @@ impl TileConfig {
         bk: 16,
         tm: 4,
         tn: 4,
+        twist: Twist::Plain,
     };
 
     /// Threads along N.
@@ -130,14 +149,27 @@ impl TileConfig {
         let (&[bm, bn, bk], &[tm, tn]) = (t.as_slice(), p.as_slice()) else {
             return Err(bad());
         };
-        let cfg = TileConfig { bm, bn, bk, tm, tn };
+        let cfg = TileConfig {
+            bm,
+            bn,
+            bk,
+            tm,
+            tn,
+            twist: Twist::Plain,
+        };
         cfg.check().map(|_| cfg)
     }
 
-    /// A short name for labels and cache keys: `128x128x8/8x8`.
+    /// A short name for labels and cache keys: `128x128x8/8x8` (a test twist adds
+    /// `+offbyone` or `+twice`, so it never shares a pipeline or a cache entry).
     pub fn tag(&self) -> String {
+        let twist = match self.twist {
+            Twist::Plain => "",
+            Twist::OffByOne => "+offbyone",
+            Twist::Twice => "+twice",
+        };
         format!(
-            "{}x{}x{}/{}x{}",
+            "{}x{}x{}/{}x{}{twist}",
             self.bm, self.bn, self.bk, self.tm, self.tn
         )
     }
@@ -273,9 +305,6 @@ fn entry(s: &mut String, cfg: &TileConfig, e: &GemmEntry) {
     for t in 0..b.count {
         w(s, format!("var pb{t} = 0.0;"));
     }
-    load(s, "part.k_begin");
-    store(s, "0u");
-    w(s, "workgroupBarrier();".into());
     let rows = cfg.tm / 4;
     let cols = cfg.tn / 4;
     for i in 0..cfg.tm {
@@ -283,35 +312,46 @@ fn entry(s: &mut String, cfg: &TileConfig, e: &GemmEntry) {
             w(s, format!("var c{i}_{h} = vec4<f32>(0.0);"));
         }
     }
-    w(s, "var cur = 0u;".into());
+    // The loads, the first tile and the K loop, in `body` so the slowed variant can repeat them.
+    let mut body = String::new();
+    // The deliberately broken variant reads its first K tile one element late.
+    let first = if cfg.twist == Twist::OffByOne {
+        "part.k_begin + 1u"
+    } else {
+        "part.k_begin"
+    };
+    load(&mut body, first);
+    store(&mut body, "0u");
+    w(&mut body, "workgroupBarrier();".into());
+    w(&mut body, "var cur = 0u;".into());
     w(
-        s,
+        &mut body,
         format!("for (var k0 = part.k_begin; k0 < part.k_end; k0 += {bk}u) {{"),
     );
-    w(s, format!("    let next = k0 + {bk}u;"));
-    w(s, "    let more = next < part.k_end;".into());
-    w(s, "    if more {".into());
+    w(&mut body, format!("    let next = k0 + {bk}u;"));
+    w(&mut body, "    let more = next < part.k_end;".into());
+    w(&mut body, "    if more {".into());
     let mut inner = String::new();
     load(&mut inner, "next");
     for line in inner.lines() {
-        w(s, format!("        {}", line.trim_start()));
+        w(&mut body, format!("        {}", line.trim_start()));
     }
-    w(s, "    }".into());
-    w(s, format!("    let abase = cur * {};", bk * sa));
-    w(s, format!("    let bbase = cur * {};", bk * sb));
+    w(&mut body, "    }".into());
+    w(&mut body, format!("    let abase = cur * {};", bk * sa));
+    w(&mut body, format!("    let bbase = cur * {};", bk * sb));
     let comps = ["x", "y", "z", "w"];
     for kk in 0..bk {
         for r in 0..rows {
             let off = kk * sa + r * (bm / 8);
             w(
-                s,
+                &mut body,
                 format!("    let a{kk}_{r} = gemm_sa[abase + {off}u + ty];"),
             );
         }
         for h in 0..cols {
             let off = kk * sb + h * (bn / 8);
             w(
-                s,
+                &mut body,
                 format!("    let b{kk}_{h} = gemm_sb[bbase + {off}u + tx];"),
             );
         }
@@ -319,22 +359,37 @@ fn entry(s: &mut String, cfg: &TileConfig, e: &GemmEntry) {
             let (r, c) = (i / 4, comps[(i % 4) as usize]);
             for h in 0..cols {
                 w(
-                    s,
+                    &mut body,
                     format!("    c{i}_{h} = fma(vec4<f32>(a{kk}_{r}.{c}), b{kk}_{h}, c{i}_{h});"),
                 );
             }
         }
     }
-    w(s, "    if more {".into());
+    w(&mut body, "    if more {".into());
     let mut inner = String::new();
     store(&mut inner, "(1u - cur)");
     for line in inner.lines() {
-        w(s, format!("        {}", line.trim_start()));
+        w(&mut body, format!("        {}", line.trim_start()));
     }
-    w(s, "    }".into());
-    w(s, "    workgroupBarrier();".into());
-    w(s, "    cur = 1u - cur;".into());
-    w(s, "}".into());
+    w(&mut body, "    }".into());
+    w(&mut body, "    workgroupBarrier();".into());
+    w(&mut body, "    cur = 1u - cur;".into());
+    w(&mut body, "}".into());
+    if cfg.twist == Twist::Twice {
+        // The slowed variant: the whole K loop twice (the barrier keeps the second pass's
+        // first store from racing the first pass's last reads), then half the sum.
+        w(s, "for (var rep = 0u; rep < 2u; rep++) {".into());
+        w(s, "workgroupBarrier();".into());
+        s.push_str(&body);
+        w(s, "}".into());
+        for i in 0..cfg.tm {
+            for h in 0..cols {
+                w(s, format!("c{i}_{h} = c{i}_{h} * 0.5;"));
+            }
+        }
+    } else {
+        s.push_str(&body);
+    }
     // Row i of the thread: the first run of four at ty·4, the second at BM/2 + ty·4.
     for i in 0..cfg.tm {
         let row = if i < 4 {
@@ -400,5 +455,39 @@ mod tests {
         assert_eq!(src.matches("workgroupBarrier()").count(), 2);
         // Every K step unrolled: 8 K rows × 8 × 2 fused multiply-adds.
         assert_eq!(src.matches("fma(").count(), 8 * 8 * 2);
+    }
+
+    #[test]
+    fn the_test_twists_generate_valid_wgsl_that_differs_from_the_plain_core() {
+        use crate::gpu::kernel::Program;
+        let plain = Program::Tiled(&crate::gpu::gemm::SHADER, TileConfig::SMALL).source();
+        for twist in [Twist::OffByOne, Twist::Twice] {
+            let t = TileConfig {
+                twist,
+                ..TileConfig::SMALL
+            };
+            assert!(t.tag().ends_with(if twist == Twist::Twice {
+                "+twice"
+            } else {
+                "+offbyone"
+            }));
+            assert!(
+                TileConfig::parse(&t.tag()).is_err(),
+                "a twist never parses back"
+            );
+            for shader in [&crate::gpu::gemm::SHADER, &crate::gpu::conv::SHADER] {
+                let src = Program::Tiled(shader, t).source();
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{}: {}", t.tag(), e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", t.tag()));
+            }
+            let src = Program::Tiled(&crate::gpu::gemm::SHADER, t).source();
+            assert_ne!(src, plain);
+        }
     }
 }

@@ -26,6 +26,12 @@ pub enum IngestError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The output path was refused (an input, or inside a shard or run folder).
+    #[error(transparent)]
+    Output(#[from] crate::output_check::OutputError),
+    /// An output could not be written or renamed into place.
+    #[error(transparent)]
+    Write(#[from] crate::atomic::AtomicError),
     /// The label, class or synset file does not match the images.
     #[error("{path}: {reason}")]
     Labels {
@@ -41,6 +47,14 @@ pub enum IngestError {
     #[error("{path}: existing shard was written with {what}; pass --overwrite to rebuild it")]
     ResumeMismatch {
         /// The existing shard.
+        path: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// Another `--shard` part in the folder was made with other settings.
+    #[error("{path}: another part of this --shard ingest was written with {what}; every part must use the same RAW, --seed, --order, --size, --encoding, --shard-rows and classes (run this part with that part's settings, or ingest every part again)")]
+    OtherPart {
+        /// A shard of the other part.
         path: PathBuf,
         /// What differs.
         what: String,

@@ -24,12 +24,29 @@ pub fn read_class_list(path: &Path) -> Result<Vec<String>, IngestError> {
         let set = ShardSet::open(&[path.to_path_buf()])?;
         return Ok(set.classes().to_vec());
     }
-    let classes = first_tokens(&read(path)?);
+    let text = read(path)?;
+    let classes = first_tokens(&text);
     if classes.is_empty() {
         return Err(IngestError::Labels {
             path: path.into(),
             reason: "class list is empty; give one wnid per line".into(),
         });
+    }
+    // A repeated wnid would leave one label unused and make HF datasets refuse the shards.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let numbered = text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| l.split_whitespace().next().map(|w| (i + 1, w)));
+    for (line, wnid) in numbered {
+        if let Some(first) = seen.insert(wnid, line) {
+            return Err(IngestError::Labels {
+                path: path.into(),
+                reason: format!(
+                    "`{wnid}` is on line {first} and again on line {line}; each class must appear once (its line number is its label)"
+                ),
+            });
+        }
     }
     Ok(classes)
 }
@@ -54,8 +71,13 @@ pub fn read_label_file(
         .peekable();
     let first = lines.peek().copied().unwrap_or("");
     if first.contains(',') {
-        let mut map = HashMap::new();
-        for line in lines {
+        drop(lines);
+        // Image id → (wnid, line number, line), to name both lines of a conflict.
+        let mut map: HashMap<String, (String, usize, &str)> = HashMap::new();
+        for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+            if line.is_empty() {
+                continue;
+            }
             let (id, pred) = line.split_once(',').unwrap_or((line, ""));
             if id == "ImageId" {
                 continue;
@@ -64,7 +86,15 @@ pub fn read_label_file(
                 .split_whitespace()
                 .next()
                 .ok_or_else(|| bad(format!("line `{line}` has no wnid after the comma")))?;
-            map.insert(id.to_string(), wnid.to_string());
+            if let Some((other, m, before)) = map.get(id) {
+                if other != wnid {
+                    return Err(bad(format!(
+                        "`{id}` has two labels: line {m} `{before}` and line {n} `{line}`; keep one"
+                    )));
+                }
+                continue;
+            }
+            map.insert(id.to_string(), (wnid.to_string(), n, line));
         }
         let mut missing = Vec::new();
         let mut out = Vec::with_capacity(files.len());
@@ -74,7 +104,7 @@ pub fn read_label_file(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             match map.get(&stem) {
-                Some(w) => out.push(w.clone()),
+                Some((w, ..)) => out.push(w.clone()),
                 None => missing.push(stem),
             }
         }
@@ -153,5 +183,35 @@ mod tests {
         assert!(read_label_file(&gt, &files, None).is_err());
         std::fs::write(&gt, "4\n1\n").unwrap();
         assert!(read_label_file(&gt, &files, Some(&syn)).is_err());
+        // The same image twice: agreeing lines are one label, conflicting ones an error
+        // that quotes both.
+        std::fs::write(
+            &csv,
+            "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 0\nILSVRC2012_val_00000002,n02 1\nILSVRC2012_val_00000001,n09 0\n",
+        )
+        .unwrap();
+        assert_eq!(read_label_file(&csv, &files, None).unwrap(), ["n09", "n02"]);
+        std::fs::write(
+            &csv,
+            "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 0\n\nILSVRC2012_val_00000001,n02 1\n",
+        )
+        .unwrap();
+        let e = read_label_file(&csv, &files, None).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2 `ILSVRC2012_val_00000001,n09 0`")
+                && e.contains("line 4 `ILSVRC2012_val_00000001,n02 1`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_class_listed_twice_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let list = t.path().join("classes.txt");
+        std::fs::write(&list, "a\nb tench\n\na\nc\n").unwrap();
+        let e = read_class_list(&list).unwrap_err().to_string();
+        assert!(e.contains("`a` is on line 1 and again on line 4"), "{e}");
+        std::fs::write(&list, "a\nb\nc\n").unwrap();
+        assert_eq!(read_class_list(&list).unwrap(), ["a", "b", "c"]);
     }
 }

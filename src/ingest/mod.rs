@@ -8,17 +8,18 @@
 
 mod decode;
 mod error;
+pub mod idx;
 mod labels;
 mod preprocess;
 mod progress;
 mod run;
-mod scan;
+pub(crate) mod scan;
 mod writer;
 
-pub use decode::{decode_image, Decoded, DEFAULT_MAX_PIXELS};
+pub use decode::{byte_cap, decode_image, read_image_file, Decoded, DEFAULT_MAX_PIXELS};
 pub use error::IngestError;
 pub use labels::{read_class_list, read_label_file};
 pub use preprocess::{encode, resize_crop, resized_dims, JPEG_QUALITY};
 pub use run::{ingest, IngestConfig, IngestSummary, RowOrder, ShardPart, StageTimes};
 pub use scan::{scan, Input, Scan};
-pub use writer::{temp_path, ShardWriter};
+pub use writer::ShardWriter;

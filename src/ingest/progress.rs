@@ -21,9 +21,14 @@ impl Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total);
             if let Ok(style) = ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}",
+                "{bar:40} {pos}/{len} images  {rate}  ETA {eta}  {msg}",
             ) {
-                bar.set_style(style);
+                bar.set_style(style.with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(s.per_sec()));
+                    },
+                ));
             }
             bar
         });
@@ -58,5 +63,20 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A rate as the bars show it: whole images per second (indicatif's `{per_sec}` prints four
+/// decimals, `597.8175/s`).
+fn rate(per_sec: f64) -> String {
+    format!("{per_sec:.0} images/s")
+}
+
+#[cfg(test)]
+mod rate_tests {
+    #[test]
+    fn rates_are_whole_images_per_second() {
+        assert_eq!(super::rate(597.8175), "598 images/s");
+        assert_eq!(super::rate(0.4), "0 images/s");
     }
 }

@@ -1,7 +1,7 @@
 //! The ingest run: plan shards, skip or clear existing output, process inputs on a rayon
 //! pool in order, write shards on a writer thread, then write the rejects file.
 use super::progress::Progress;
-use super::writer::{temp_path, ShardWriter};
+use super::writer::ShardWriter;
 use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
 use crate::dataset::{footer_value, Encoding, InputsMeta, Reject, Row, ShardSet, INPUTS_KEY};
 use crate::lock::{FolderLock, Mode, LOCK_FILE};
@@ -192,9 +192,13 @@ struct Target {
 
 /// The [`INPUTS_KEY`] footer value of target `k` of `planned`: which inputs it was made
 /// from, and how many the whole ingest has, so readers can tell a folder is complete.
-fn inputs_meta(all: &[Input], t: &Target, planned: usize) -> InputsMeta {
+fn inputs_meta(all: &[Input], t: &Target, planned: usize, order: RowOrder) -> InputsMeta {
     let inputs = &all[t.items.clone()];
     InputsMeta {
+        order: Some(match order {
+            RowOrder::Shuffled(seed) => format!("--order shuffled --seed {seed}"),
+            RowOrder::Sorted => "--order sorted".into(),
+        }),
         first: inputs.first().map(|i| i.source.clone()),
         last: inputs.last().map(|i| i.source.clone()),
         inputs: inputs.len(),
@@ -233,8 +237,10 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
     if let Some(why) = &input.bad_name {
         return Err(reject(why.clone()));
     }
-    let bytes = timed(&timers.read, || std::fs::read(&input.path))
-        .map_err(|e| reject(format!("unreadable: {e}")))?;
+    let bytes = timed(&timers.read, || {
+        super::decode::read_image_file(&input.path, cfg.max_pixels)
+    })
+    .map_err(reject)?;
     let decoded = timed(&timers.decode, || decode_image(&bytes, cfg.max_pixels)).map_err(reject)?;
     let (w, h) = decoded.rgb.dimensions();
     let s = cfg.size as u32;
@@ -329,7 +335,7 @@ fn plan(cfg: &IngestConfig, n: usize) -> Vec<Target> {
 fn existing_output(cfg: &IngestConfig, targets: &[Target]) -> Result<Vec<PathBuf>, IngestError> {
     let mut found: Vec<PathBuf> = targets
         .iter()
-        .flat_map(|t| [t.path.clone(), temp_path(&t.path)])
+        .map(|t| t.path.clone())
         .chain([rejects_path(cfg)])
         .filter(|p| p.exists())
         .collect();
@@ -349,6 +355,51 @@ fn existing_output(cfg: &IngestConfig, targets: &[Target]) -> Result<Vec<PathBuf
         }
     }
     Ok(found)
+}
+
+/// Refuses a `--shard I/N` part whose folder already holds shards of other parts made with
+/// other settings: their slices of the input list would overlap and leave gaps while the
+/// folder looked complete.
+fn check_other_parts(
+    cfg: &IngestConfig,
+    targets: &[Target],
+    scan: &super::Scan,
+    planned: usize,
+) -> Result<(), IngestError> {
+    let Some(first) = targets.first() else {
+        return Ok(());
+    };
+    let ours = inputs_meta(&scan.inputs, first, planned, cfg.order);
+    let Ok(entries) = std::fs::read_dir(&cfg.out) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let shard = name.starts_with("part-") && name.ends_with(".parquet");
+        if !shard || targets.iter().any(|t| t.path == p) {
+            continue;
+        }
+        let set = ShardSet::open(std::slice::from_ref(&p))?;
+        let theirs = footer_value(&p, INPUTS_KEY)?.and_then(|v| InputsMeta::parse(&v));
+        let what = if set.size() != cfg.size {
+            Some(format!("--size {} (this part: {})", set.size(), cfg.size))
+        } else if set.encoding() != cfg.encoding {
+            Some(format!(
+                "--encoding {} (this part: {})",
+                set.encoding(),
+                cfg.encoding
+            ))
+        } else if set.classes() != scan.classes {
+            Some("a different class list".to_string())
+        } else {
+            theirs.and_then(|t| t.same_ingest(&ours))
+        };
+        if let Some(what) = what {
+            return Err(IngestError::OtherPart { path: p, what });
+        }
+    }
+    Ok(())
 }
 
 fn check_kept(
@@ -453,9 +504,9 @@ enum Msg {
 /// folder, label files, output, or disk (and for rejects under `--strict`).
 pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let start = Instant::now();
-    if cfg.size == 0 || cfg.shard_rows == 0 || cfg.jobs == 0 {
+    if cfg.size == 0 || cfg.shard_rows == 0 || cfg.jobs == 0 || cfg.max_pixels == 0 {
         return Err(IngestError::Config(
-            "--size, --shard-rows and --jobs must be at least 1".into(),
+            "--size, --shard-rows, --jobs and --max-pixels must be at least 1".into(),
         ));
     }
     if cfg.shard.is_some() && is_file_output(&cfg.out) {
@@ -471,6 +522,20 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
         )));
     }
     check_out_not_in_raw(&cfg.raw, &cfg.out)?;
+    if is_file_output(&cfg.out) {
+        // The one output check: never a label or class file, nor a file inside a shard or
+        // run folder (it would join that set). An existing OUT is --resume's or
+        // --overwrite's to judge, below.
+        use crate::output_check::{check, Format, Output};
+        let mut inputs = vec![cfg.raw.as_path()];
+        inputs.extend(
+            [&cfg.labels, &cfg.classes, &cfg.synsets]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path),
+        );
+        check(&Output::new(&cfg.out, Format::Parquet, &inputs, true))?;
+    }
     check_memory(cfg)?;
     let mut scan = scan(
         &cfg.raw,
@@ -486,6 +551,12 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let targets = plan(cfg, scan.inputs.len());
     let planned = planned_shards(cfg, scan.inputs.len());
     let _lock = lock_output(cfg)?;
+    // Temporaries of a killed ingest (or any alexnet) are junk, not output to resume.
+    if is_file_output(&cfg.out) {
+        crate::atomic::remove_stale_beside(&cfg.out);
+    } else {
+        crate::atomic::remove_stale_in(&cfg.out);
+    }
     let existing = existing_output(cfg, &targets)?;
     if !existing.is_empty() {
         if cfg.overwrite {
@@ -507,11 +578,14 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     if cfg.resume {
         for (i, t) in targets.iter().enumerate() {
             if t.path.exists() {
-                let meta = inputs_meta(&scan.inputs, t, planned);
+                let meta = inputs_meta(&scan.inputs, t, planned, cfg.order);
                 results[i] = Some(check_kept(&t.path, cfg, &scan.classes, &meta)?);
                 kept += 1;
             }
         }
+    }
+    if cfg.shard.is_some() {
+        check_other_parts(cfg, &targets, &scan, planned)?;
     }
     if cfg.resume && cfg.shard.is_none() && !is_file_output(&cfg.out) {
         // A shard this run would not write is left from a bigger or differently cut run;
@@ -552,7 +626,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
         .map(|t| {
             (
                 t.path.clone(),
-                inputs_meta(&scan.inputs, t, planned).to_json(),
+                inputs_meta(&scan.inputs, t, planned, cfg.order).to_json(),
             )
         })
         .collect();
@@ -640,14 +714,7 @@ fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<(), IngestError> {
         text += &serde_json::to_string(r).unwrap_or_default();
         text.push('\n');
     }
-    let tmp = temp_path(path);
-    let written = std::fs::write(&tmp, text)
-        .map_err(|e| IngestError::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| IngestError::io(path, e)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    Ok(crate::atomic::write_bytes(path, text.as_bytes())?)
 }
 
 /// `path` made absolute with its symbolic links resolved, as far as it exists (the rest

@@ -38,7 +38,8 @@ pub struct Scan {
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
 
-fn is_image_name(p: &Path) -> bool {
+/// True when `p`'s extension is one of the image formats ingest and predict read from folders.
+pub(crate) fn is_image_name(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))

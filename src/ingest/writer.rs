@@ -1,8 +1,10 @@
 //! Writing one shard: rows into row groups sized by a byte budget, statistics and rejects
-//! into the footer, under a hidden temporary name renamed into place only when complete.
+//! into the footer, under the project's one writer's temporary (`crate::atomic`), renamed
+//! into place only when complete.
 //! A writer dropped before [`ShardWriter::finish`] (a full disk, an error elsewhere, a
 //! shard `--strict` discards) deletes its temporary, so a failed run leaves nothing behind.
 use super::IngestError;
+use crate::atomic::Temp;
 use crate::dataset::{
     arrow_schema, footer_key_values, record_batch, Encoding, Reject, Row, Stats, INPUTS_KEY,
 };
@@ -15,22 +17,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The temporary name a shard is written under: hidden and not ending in `.parquet`, so
-/// readers never pick up a half-written file.
-pub fn temp_path(final_path: &Path) -> PathBuf {
-    let name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    final_path.with_file_name(format!(".{name}.tmp"))
-}
-
 /// A shard being written.
 pub struct ShardWriter {
-    final_path: PathBuf,
     tmp_path: PathBuf,
     /// `None` once closed; a writer dropped while `Some` deletes its temporary.
     writer: Option<ArrowWriter<File>>,
+    /// The temporary, removed on drop unless committed.
+    temp: Option<Temp>,
     encoding: Encoding,
     classes: Vec<String>,
     pending: Vec<Row>,
@@ -41,7 +34,7 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    /// Starts `final_path` (written under [`temp_path`]); row groups close once their image
+    /// Starts `final_path` (written under a temporary); row groups close once their image
     /// bytes reach `row_group_bytes`. `inputs` goes to the footer under [`INPUTS_KEY`].
     pub fn create(
         final_path: &Path,
@@ -51,8 +44,8 @@ impl ShardWriter {
         row_group_bytes: usize,
         inputs: &str,
     ) -> Result<Self, IngestError> {
-        let tmp_path = temp_path(final_path);
-        let file = File::create(&tmp_path).map_err(|e| IngestError::io(&tmp_path, e))?;
+        let (temp, file) = Temp::file(final_path)?;
+        let tmp_path = temp.path().to_path_buf();
         let image_cols = [
             ColumnPath::from("image"),
             ColumnPath::from(vec!["image".to_string(), "bytes".to_string()]),
@@ -71,7 +64,6 @@ impl ShardWriter {
         let mut writer = match ArrowWriter::try_new(file, schema, Some(props.build())) {
             Ok(w) => w,
             Err(source) => {
-                let _ = std::fs::remove_file(&tmp_path);
                 return Err(IngestError::Parquet {
                     path: tmp_path,
                     source,
@@ -80,9 +72,9 @@ impl ShardWriter {
         };
         writer.append_key_value_metadata(KeyValue::new(INPUTS_KEY.into(), inputs.to_string()));
         Ok(Self {
-            final_path: final_path.into(),
             tmp_path,
             writer: Some(writer),
+            temp: Some(temp),
             encoding,
             classes: classes.to_vec(),
             pending: Vec::new(),
@@ -150,21 +142,13 @@ impl ShardWriter {
             writer.append_key_value_metadata(kv);
         }
         let tmp = self.tmp_path.clone();
-        let done = writer
-            .into_inner()
-            .map_err(|source| IngestError::Parquet {
-                path: tmp.clone(),
-                source,
-            })
-            // The rename must not become visible before the data: sync first.
-            .and_then(|file| file.sync_all().map_err(|e| IngestError::io(&tmp, e)))
-            .and_then(|()| {
-                std::fs::rename(&tmp, &self.final_path)
-                    .map_err(|e| IngestError::io(&self.final_path, e))
-            });
-        if let Err(e) = done {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        let file = writer.into_inner().map_err(|source| IngestError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
+        if let Some(temp) = self.temp.take() {
+            // Synced before the rename, so the rename never becomes visible before the data.
+            temp.commit(Some(file))?;
         }
         Ok((self.stats.count, std::mem::take(&mut self.rejects)))
     }
@@ -178,11 +162,9 @@ impl ShardWriter {
 
 impl Drop for ShardWriter {
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            // Close the file before deleting it; its contents no longer matter.
-            drop(w);
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
+        // Close the file before its temporary is deleted; its contents no longer matter.
+        drop(self.writer.take());
+        drop(self.temp.take());
     }
 }
 
@@ -196,7 +178,7 @@ mod tests {
         let path = dir.path().join("part-00000.parquet");
         let classes = vec!["a".to_string()];
         let mut w = ShardWriter::create(&path, Encoding::Raw, &classes, 2, 1 << 20, "{}").unwrap();
-        assert!(temp_path(&path).exists());
+        assert!(w.tmp_path.exists());
         w.push(
             Row {
                 image: (0..12).collect(),

@@ -60,6 +60,29 @@ pub enum CheckpointError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A tensor holds NaN or infinity: every score from it would be meaningless (a NaN used
+    /// to vanish in ReLU and score top-1 1.0), so no command runs on it.
+    #[error("{}: tensor `{name}` holds {count} NaN or infinite value(s), the first at index {first}; the weights diverged or the file is damaged: use an earlier checkpoint or train again", path.display())]
+    NonFinite {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor, as stored.
+        name: String,
+        /// How many values are not finite.
+        count: usize,
+        /// The flat index of the first.
+        first: usize,
+    },
+    /// The file ends before the data its header describes (an interrupted copy, a full disk).
+    #[error("{}: truncated: {have} bytes of the {need} its header describes (an interrupted copy or a full disk?); --resume and every other command need an intact checkpoint: restore it, or start again from another with --init-from", path.display())]
+    Truncated {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The file's length.
+        have: usize,
+        /// The length its header needs.
+        need: usize,
+    },
     /// The file is not valid safetensors.
     #[error("{}: not a safetensors file ({source}); pass a checkpoint written by `alexnet train` or safetensors' save_file", path.display())]
     Format {
@@ -390,9 +413,16 @@ impl Checkpoint {
         bytes: &[u8],
         fallback_input_size: Option<usize>,
     ) -> Result<Checkpoint, CheckpointError> {
-        let format_err = |source| CheckpointError::Format {
-            path: path.into(),
-            source,
+        let format_err = |source| match needed_len(bytes) {
+            Some(need) if need > bytes.len() => CheckpointError::Truncated {
+                path: path.into(),
+                have: bytes.len(),
+                need,
+            },
+            _ => CheckpointError::Format {
+                path: path.into(),
+                source,
+            },
         };
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(format_err)?;
         let st = SafeTensors::deserialize(bytes).map_err(format_err)?;
@@ -458,6 +488,33 @@ impl Checkpoint {
             None
         };
         let stats = read_stats(path, &st)?;
+        let mut tensors: Vec<(String, &[f32])> = params
+            .tensors
+            .iter()
+            .map(|t| (t.spec.name.clone(), &t.data[..]))
+            .collect();
+        if let Some(m) = &momentum {
+            let named = m
+                .tensors
+                .iter()
+                .map(|t| (format!("{MOMENTUM_PREFIX}{}", t.spec.name), &t.data[..]));
+            tensors.extend(named);
+        }
+        if let Some(s) = &stats {
+            tensors.push((STATS_MEAN_IMAGE.into(), &s.mean_image[..]));
+            tensors.push((STATS_EIGENVALUES.into(), &s.pca_eigenvalues[..]));
+            tensors.push((STATS_EIGENVECTORS.into(), s.pca_eigenvectors.as_flattened()));
+        }
+        for (name, data) in tensors {
+            if let Some(first) = data.iter().position(|v| !v.is_finite()) {
+                return Err(CheckpointError::NonFinite {
+                    path: path.into(),
+                    name,
+                    count: data.iter().filter(|v| !v.is_finite()).count(),
+                    first,
+                });
+            }
+        }
         for k in RESERVED_KEYS {
             meta.remove(k);
         }
@@ -470,6 +527,26 @@ impl Checkpoint {
             foreign,
         })
     }
+}
+
+/// The length a safetensors file's header says it has (8 + header + the furthest tensor end),
+/// or `None` when even the header cannot be read; tells a truncated file from a foreign one.
+fn needed_len(bytes: &[u8]) -> Option<usize> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    // A header length past the end of a short file is truncation only if it is plausible.
+    let header = match bytes.get(8..8usize.checked_add(n)?) {
+        Some(h) => h,
+        None if n < 100 << 20 => return Some(8 + n),
+        None => return None,
+    };
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let end = json
+        .as_object()?
+        .values()
+        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0) as usize;
+    Some(8 + n + end)
 }
 
 /// Writes a safetensors file with every map in name order: safetensors' own writer takes the
@@ -497,36 +574,18 @@ fn write_safetensors(
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
     // The format pads the header with spaces so the data starts 8-byte aligned.
     header.resize(header.len().next_multiple_of(8), b' ');
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let written = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-        w.write_all(&(header.len() as u64).to_le_bytes())?;
-        w.write_all(&header)?;
-        for (_, v) in &views {
-            w.write_all(&v.data())?;
-        }
-        w.flush()?;
-        drop(w);
-        // A checkpoint is shared like any output, whatever the umask of the trainer.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        }
-        // The rename must not become visible before the data (a crash would leave an
-        // empty last.safetensors in place of the previous good one).
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let (tmp, file) = crate::atomic::Temp::file(path)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&(header.len() as u64).to_le_bytes())?;
+    w.write_all(&header)?;
+    for (_, v) in &views {
+        w.write_all(&v.data())?;
     }
-    written
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    // Mode 0644 and a sync before the rename (a crash must not leave an empty
+    // last.safetensors in place of the previous good one) are the writer's.
+    tmp.commit(Some(file))?;
+    Ok(())
 }
 
 /// Checks that in-memory tensors match the config's names, shapes and lengths.

@@ -41,6 +41,9 @@ pub enum ForwardError {
     /// The output path was refused.
     #[error(transparent)]
     OutputPath(#[from] crate::output_check::OutputError),
+    /// The output could not be written (or renamed into place).
+    #[error(transparent)]
+    Write(#[from] crate::atomic::AtomicError),
     /// The output could not be written.
     #[error("{}: {reason}", path.display())]
     Output {
@@ -90,7 +93,14 @@ fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), ForwardError> {
 
 /// Runs the evaluation-mode network (no dropout) on the input and writes every activation.
 pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
-    crate::output_check::check_output(&job.out, &[&job.input, &job.checkpoint], job.overwrite)?;
+    use crate::output_check::{check, Format, Output};
+    let inputs = [job.input.as_path(), job.checkpoint.as_path()];
+    check(&Output::new(
+        &job.out,
+        Format::Safetensors,
+        &inputs,
+        job.overwrite,
+    ))?;
     let (shape, images) = read_images(&job.input)?;
     let ck = Checkpoint::load(&job.checkpoint, Some(shape[2]))?;
     let size = ck.config.input_size;
@@ -117,13 +127,7 @@ pub fn forward(job: &ForwardJob) -> Result<(), ForwardError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| out_err(e.to_string()))?;
-    // Written beside the target and renamed, so a reader never sees half a file.
-    let tmp = job.out.with_extension("safetensors.tmp");
-    let written = safetensors::serialize_to_file(views, None, &tmp)
-        .map_err(|e| out_err(e.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, &job.out).map_err(|e| out_err(e.to_string())));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::atomic::write_at_path(&job.out, |tmp| {
+        safetensors::serialize_to_file(views, None, tmp).map_err(|e| out_err(e.to_string()))
+    })
 }

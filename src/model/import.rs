@@ -73,9 +73,12 @@ pub fn import_torchvision(path: &Path) -> Result<Imported, CheckpointError> {
         Ok((t.shape().to_vec(), super::checkpoint::f32_values(t.data())))
     };
     let mut tensors = BTreeMap::new();
+    // Errors name the file's tensors, which the user can look up; ours follow in brackets.
+    let mut their_name = BTreeMap::new();
     for (theirs, ours) in NAMES {
         for part in ["weight", "bias"] {
             tensors.insert(format!("{ours}.{part}"), read(&format!("{theirs}.{part}"))?);
+            their_name.insert(format!("{ours}.{part}"), format!("{theirs}.{part}"));
         }
     }
     let out_dim = |name: &str| tensors[&format!("{name}.weight")].0[0];
@@ -93,8 +96,8 @@ pub fn import_torchvision(path: &Path) -> Result<Imported, CheckpointError> {
         let (shape, data) = &tensors[&t.spec.name];
         if *shape != t.spec.shape {
             return Err(bad(format!(
-                "`{}` has shape {shape:?}, but torchvision's AlexNet with these widths has {:?} (conv2 takes conv1's {} channels in one group, fc6 conv5's {}·6·6)",
-                t.spec.name, t.spec.shape, widths[0], widths[4]
+                "`{}` ({} here) has shape {shape:?}, but torchvision's AlexNet with these widths has {:?} (conv2 takes conv1's {} channels in one group, fc6 conv5's {}·6·6)",
+                their_name[&t.spec.name], t.spec.name, t.spec.shape, widths[0], widths[4]
             )));
         }
         t.data.clone_from(data);
@@ -226,5 +229,23 @@ mod tests {
         ck.save(&ours).unwrap();
         let e = import_torchvision(&ours).unwrap_err().to_string();
         assert!(e.contains("features.0.weight"), "{e}");
+        // A shape error names the file's tensor: conv2 fed by a conv1 of another width.
+        let (mut bytes, _) = state_dict([8, 12, 16, 12, 8, 20, 20], 5);
+        let (other, _) = state_dict([6, 12, 16, 12, 8, 20, 20], 5);
+        let st = SafeTensors::deserialize(&other).unwrap();
+        let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
+        let mine = SafeTensors::deserialize(&bytes).unwrap();
+        for name in mine.names() {
+            let from = if name.starts_with("features.0.") {
+                &st
+            } else {
+                &mine
+            };
+            views.push((name.to_string(), from.tensor(name).unwrap()));
+        }
+        bytes = safetensors::serialize(views, None).unwrap();
+        std::fs::write(&tv, &bytes).unwrap();
+        let e = import_torchvision(&tv).unwrap_err().to_string();
+        assert!(e.contains("`features.3.weight` (conv2.weight here)"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ pub mod geometry;
 pub mod import;
 pub mod layers;
 pub mod network;
+pub mod normalize;
 pub mod params;
 pub mod reference;
 pub mod seeds;

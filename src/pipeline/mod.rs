@@ -28,7 +28,6 @@
 //! field, or a train input size larger than the images its data was ingested at is reported
 //! with the stage's number (from 1) and kind.
 use crate::commands::{Command, ConfigSource};
-use crate::train::TrainConfig;
 use std::path::{Path, PathBuf};
 
 mod run;
@@ -113,17 +112,6 @@ pub enum PipelineError {
         changes: String,
         /// The outputs that hold the old work.
         outputs: String,
-    },
-    /// A training configuration file is unusable.
-    #[error(transparent)]
-    Config(#[from] crate::train::config::ConfigError),
-    /// `train --config` got a pipeline without exactly one train stage.
-    #[error("{path}: {count} train stages; `train --config` takes a pipeline with exactly one, or a plain config file such as RUN/config.toml")]
-    TrainStages {
-        /// The pipeline file.
-        path: PathBuf,
-        /// How many train stages it has.
-        count: usize,
     },
     /// The work directory or a stage record could not be written.
     #[error("{path}: cannot write")]
@@ -223,6 +211,7 @@ impl Pipeline {
         };
         for (i, stage) in self.stages.iter().enumerate() {
             let index = i + 1;
+            self.check_order(i)?;
             if let Command::Train(t) = stage {
                 if let Some(ConfigSource::File(f)) = &t.config {
                     if is_pipeline_file(f) {
@@ -234,16 +223,31 @@ impl Pipeline {
             let Command::Train(t) = stage else { continue };
             // The crop must fit in the stored images; catch it now rather than after an hour
             // of ingest.
-            let input = t
+            let effective = t
                 .effective_config()
-                .map_err(|e| err(index, stage, e.to_string()))?
-                .model
-                .input_size;
+                .map_err(|e| err(index, stage, e.to_string()))?;
+            let input = effective.model.input_size;
+            // Without a config or --classes the class count comes from the data at run time.
+            let classes_set = t.config.is_some() || t.classes.is_some();
             for data in t.data.iter().chain(&t.val) {
                 let ingest = self.stages[..i].iter().find_map(|st| match st {
                     Command::Ingest(g) if &g.out == data => Some(g),
                     _ => None,
                 });
+                let known = ingest.and_then(|g| self.known_classes(i, g));
+                if let Some((n, how)) =
+                    known.filter(|(n, _)| classes_set && *n != effective.model.classes)
+                {
+                    return Err(err(
+                        index,
+                        stage,
+                        format!(
+                            "its model has {} classes (config.model.classes; 1000 when the config leaves it out), but {} will hold {n} ({how}); set model.classes = {n} in the stage's config, or classes = {n}",
+                            effective.model.classes,
+                            data.display()
+                        ),
+                    ));
+                }
                 if let Some(g) = ingest.filter(|g| g.size < input) {
                     return Err(err(
                         index,
@@ -255,6 +259,89 @@ impl Pipeline {
                         ),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// The class count ingest stage `g` (before stage `before`) will write, when it can be
+    /// known before anything runs: its `--classes` text file, an earlier `import-idx` of
+    /// Fashion-MNIST, or RAW's class folders when RAW exists now. With a reason, for messages.
+    fn known_classes(
+        &self,
+        before: usize,
+        g: &crate::commands::IngestArgs,
+    ) -> Option<(usize, String)> {
+        if let Some(list) = &g.classes {
+            return crate::ingest::read_class_list(list).ok().map(|c| {
+                (
+                    c.len(),
+                    format!("its ingest's class list {}", list.display()),
+                )
+            });
+        }
+        if g.labels.is_some() {
+            return None;
+        }
+        let idx = self.stages[..before].iter().find_map(|s| match s {
+            Command::ImportIdx(a) if a.out == g.raw => Some(a),
+            _ => None,
+        });
+        if let Some(a) = idx {
+            return (a.classes.as_deref() == Some("fashion-mnist")).then(|| {
+                (
+                    10,
+                    format!("{} is Fashion-MNIST's 10 classes", g.raw.display()),
+                )
+            });
+        }
+        let entries = std::fs::read_dir(&g.raw).ok()?;
+        let mut n = 0;
+        for e in entries.flatten() {
+            let p = e.path();
+            let hidden = e.file_name().to_string_lossy().starts_with('.');
+            // A folder holding shards (an earlier output) is not a class, as ingest decides.
+            let shards = std::fs::read_dir(&p).ok().is_some_and(|mut d| {
+                d.any(|f| f.is_ok_and(|f| f.path().extension().is_some_and(|x| x == "parquet")))
+            });
+            if p.is_dir() && !hidden && !shards {
+                n += 1;
+            }
+        }
+        (n > 0).then(|| (n, format!("{} has {n} class folders", g.raw.display())))
+    }
+
+    /// A stage must not read what only a later stage writes: missing now and made by no
+    /// earlier stage, it would fail with a bare "No such file or directory" after the stages
+    /// before it ran.
+    fn check_order(&self, i: usize) -> Result<(), PipelineError> {
+        let stage = &self.stages[i];
+        let made_by = |range: std::ops::Range<usize>, p: &Path| {
+            range.into_iter().find(|&j| {
+                self.stages[j]
+                    .outputs()
+                    .iter()
+                    .any(|out| p == *out || p.starts_with(out))
+            })
+        };
+        for p in stage.inputs() {
+            if p.exists() || made_by(0..i, p).is_some() {
+                continue;
+            }
+            if let Some(j) = made_by(i + 1..self.stages.len(), p) {
+                return Err(PipelineError::Stage {
+                    path: self.path.clone(),
+                    index: i + 1,
+                    kind: stage.name().to_string(),
+                    problem: format!(
+                        "it reads {}, which stage {} ({}) writes later; move that stage before this one",
+                        p.display(),
+                        j + 1,
+                        self.stages[j].name()
+                    ),
+                });
             }
         }
         Ok(())
@@ -286,7 +373,7 @@ fn parse_stage(mut table: toml::Table) -> (String, Result<Command, String>) {
     }
     // The keys a command takes are its clap arguments' ids, so a stage accepts exactly what
     // the command line does (serde alone cannot refuse unknown keys of flattened structs).
-    let keys = argument_keys(&kind);
+    let keys = crate::commands::argument_keys(&kind);
     // Older spellings that serde still reads (`report`'s single `run`).
     let aliases: &[&str] = if kind == "report" { &["run"] } else { &[] };
     if let Some(bad) = table
@@ -305,62 +392,10 @@ fn parse_stage(mut table: toml::Table) -> (String, Result<Command, String>) {
     (kind, parsed)
 }
 
-/// The argument names of a command, as a stage spells them (snake case).
-pub(crate) fn argument_keys(kind: &str) -> Vec<String> {
-    use clap::CommandFactory;
-    let cli = crate::commands::Cli::command();
-    cli.find_subcommand(kind)
-        .map(|c| {
-            c.get_arguments()
-                .map(|a| a.get_id().as_str().to_string())
-                .filter(|id| id != "help")
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn is_pipeline_file(path: &Path) -> bool {
     // A pipeline is recognised by its top-level `[[stage]]` array; anything else is a config.
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
         .is_some_and(|t| t.contains_key("stage"))
-}
-
-/// The training configuration in a file given to `train --config`: a plain config (as a run's
-/// `RUN/config.toml`), or a pipeline file, whose single train stage's configuration (its
-/// `[stage.config]` with the stage's own flags on top) is used.
-pub fn load_train_config(path: &Path) -> Result<TrainConfig, PipelineError> {
-    if !is_pipeline_file(path) {
-        return Ok(TrainConfig::load(path)?);
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let p = Pipeline::parse(path, &text)?;
-    let mut trains: Vec<(usize, &crate::commands::TrainArgs)> = p
-        .stages
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| match s {
-            Command::Train(t) => Some((i + 1, &**t)),
-            _ => None,
-        })
-        .collect();
-    match trains.len() {
-        1 => {
-            let (index, t) = trains.remove(0);
-            t.effective_config().map_err(|e| PipelineError::Stage {
-                path: path.to_path_buf(),
-                index,
-                kind: "train".into(),
-                problem: e.to_string(),
-            })
-        }
-        count => Err(PipelineError::TrainStages {
-            path: path.to_path_buf(),
-            count,
-        }),
-    }
 }

@@ -184,7 +184,8 @@ pub fn run_pipeline(
                     finished,
                 };
                 let text = serde_json::to_string_pretty(&r).unwrap_or_default();
-                std::fs::write(&record_file, text).map_err(io(&record_file))
+                crate::atomic::write_bytes(&record_file, text.as_bytes())
+                    .map_err(|e| io(&record_file)(e.into()))
             };
             write(false)?;
             let mut command = stage.clone();

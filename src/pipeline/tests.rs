@@ -1,7 +1,8 @@
 //! The pipeline's reading, checking, skipping and re-running, with a mock runner that makes
 //! each stage's outputs as the real command would.
 use super::*;
-use crate::commands::{execute, Command};
+use crate::commands::{execute, load_train_config, Command};
+use crate::train::TrainConfig;
 use std::cell::RefCell;
 
 /// Records each call (kind, and the command as it was run) and creates the stage's outputs,
@@ -534,4 +535,78 @@ fn shipped_pipelines_parse() {
             "report"
         ]
     );
+}
+
+#[test]
+fn a_stage_reading_a_later_stage_s_output_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let swapped = r#"
+work_dir = "work"
+
+[[stage]]
+kind = "ingest"
+raw = "raw/train"
+out = "shards/train"
+
+[[stage]]
+kind = "import-idx"
+images = "/data/imgs.gz"
+labels = "/data/labels.gz"
+out = "raw/train"
+"#;
+    let e = Pipeline::parse(&dir.path().join("p.toml"), swapped)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage 1 (ingest)") && e.contains("stage 2 (import-idx) writes later"),
+        "{e}"
+    );
+    // A checkpoint inside a later train stage's run folder counts too.
+    let eval_first = ALL.replace(
+        "[[stage]]\nkind = \"train\"",
+        "[[stage]]\nkind = \"eval\"\ncheckpoint = \"run/last.safetensors\"\ndata = \"shards/train\"\n\n[[stage]]\nkind = \"train\"",
+    );
+    let e = Pipeline::parse(&dir.path().join("p.toml"), &eval_first)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("run/last.safetensors") && e.contains("(train) writes later"),
+        "{e}"
+    );
+    // In order, the same stages parse.
+    Pipeline::parse(&dir.path().join("p.toml"), ALL).unwrap();
+}
+
+#[test]
+fn a_train_stage_whose_classes_differ_from_its_ingest_s_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The quickstart's shape without `model.classes`: 1000 by default, 10 in the data.
+    let no_classes = ALL.replace("classes = 10\n", "");
+    let e = Pipeline::parse(&dir.path().join("p.toml"), &no_classes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage 3 (train)")
+            && e.contains("1000 classes")
+            && e.contains("model.classes = 10"),
+        "{e}"
+    );
+    // A RAW that exists: its class folders count.
+    let raw = dir.path().join("raw");
+    for c in ["a", "b", "c"] {
+        std::fs::create_dir_all(raw.join(c)).unwrap();
+    }
+    let text = format!(
+        "work_dir = \"{}\"\n[[stage]]\nkind = \"ingest\"\nraw = \"raw\"\nout = \"s\"\n[[stage]]\nkind = \"train\"\ndata = \"s\"\n[stage.config.model]\nclasses = 4\n",
+        dir.path().display()
+    );
+    let e = Pipeline::parse(&dir.path().join("p.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3 class folders"), "{e}");
+    Pipeline::parse(
+        &dir.path().join("p.toml"),
+        &text.replace("classes = 4", "classes = 3"),
+    )
+    .unwrap();
 }

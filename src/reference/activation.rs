@@ -5,12 +5,13 @@ use crate::shape::Activation;
 /// `y = relu(x)` or `tanh(x)`, element-wise. x: any shape → y: the same.
 pub fn activation_forward(a: Activation, x: &[f32]) -> Vec<f32> {
     match a {
-        Activation::Relu => x.iter().map(|&v| v.max(0.0)).collect(),
+        // Not `v.max(0.0)`, which returns 0 for a NaN: PyTorch's ReLU keeps it.
+        Activation::Relu => x.iter().map(|&v| if v < 0.0 { 0.0 } else { v }).collect(),
         Activation::Tanh => x.iter().map(|&v| v.tanh()).collect(),
     }
 }
 
-/// `dx = dy · (y > 0)` for ReLU, `dx = dy · (1 − y²)` for tanh, from the forward output y.
+/// `dx = dy · (y > 0)` (`dy` where y is NaN) for ReLU, `dx = dy · (1 − y²)` for tanh, from the forward output y.
 /// dy, y: the same shape → dx: that shape.
 pub fn activation_backward(a: Activation, dy: &[f32], y: &[f32]) -> Vec<f32> {
     assert_eq!(
@@ -22,7 +23,8 @@ pub fn activation_backward(a: Activation, dy: &[f32], y: &[f32]) -> Vec<f32> {
         Activation::Relu => dy
             .iter()
             .zip(y)
-            .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
+            // `y <= 0` as PyTorch's threshold_backward: a NaN output passes its gradient.
+            .map(|(&d, &v)| if v <= 0.0 { 0.0 } else { d })
             .collect(),
         Activation::Tanh => dy.iter().zip(y).map(|(&d, &v)| d * (1.0 - v * v)).collect(),
     }

@@ -15,8 +15,9 @@ fn argmax(s: &PoolShape, x: &[f32], b: usize, ch: usize, oy: usize, ox: usize) -
     for ky in 0..s.k {
         for kx in 0..s.k {
             let i = base + (oy * s.stride + ky) * s.w + ox * s.stride + kx;
-            // Strictly greater: an equal later value leaves the first maximum in place.
-            if x[i] > x[best] {
+            // Strictly greater: an equal later value leaves the first maximum in place. A NaN
+            // is the maximum (its first occurrence), as in PyTorch: pooling never hides one.
+            if x[i] > x[best] || (x[i].is_nan() && !x[best].is_nan()) {
                 best = i;
             }
         }

@@ -102,6 +102,14 @@ pub struct TrainConfig {
     /// or unfinished ingest); without it such a folder is refused.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_incomplete: bool,
+    /// Stop a run whose loss leaves its bounds (docs/training.md, "Divergence"); off, only a
+    /// NaN or infinite loss stops it. Always written to config.toml, so a run without the
+    /// guard says so.
+    pub divergence_guard: bool,
+    /// Train on a set whose images are all of one class (refused unless asked for: the
+    /// network would learn to predict that class whatever it sees).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_one_class: bool,
 }
 
 impl Default for TrainConfig {
@@ -126,6 +134,8 @@ impl Default for TrainConfig {
             loader: LoaderConfig::default(),
             devices: Devices::default(),
             allow_incomplete: false,
+            divergence_guard: true,
+            allow_one_class: false,
         }
     }
 }
@@ -240,56 +250,6 @@ impl Default for LoaderConfig {
 
 pub use crate::engine::devices::{Devices, MAX_DEVICES};
 
-/// The `train` command's flags that change the configuration; `None`/`false` keeps the value.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrainOverrides {
-    /// `--epochs`.
-    pub epochs: Option<usize>,
-    /// `--steps`: sets `max_steps`.
-    pub steps: Option<u64>,
-    /// `--batch`.
-    pub batch: Option<usize>,
-    /// `--lr`.
-    pub lr: Option<f64>,
-    /// `--seed`.
-    pub seed: Option<u64>,
-    /// `--devices`, as typed.
-    pub devices: Option<String>,
-    /// `--dropout`.
-    pub dropout: Option<f64>,
-    /// `--no-augment`: the evaluation view for training too.
-    pub no_augment: bool,
-    /// `--shuffle`, as typed (`none` or `full`).
-    pub shuffle: Option<String>,
-    /// `--input-size`.
-    pub input_size: Option<usize>,
-    /// `--widths c1,c2,c3,c4,c5,f6,f7`, as typed.
-    pub widths: Option<String>,
-    /// `--classes`.
-    pub classes: Option<usize>,
-}
-
-const CLI: &str = "command line";
-
-/// Parses `--widths`: exactly seven positive integers separated by commas.
-pub fn parse_widths(s: &str) -> Result<[usize; 7], String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let bad = || {
-        format!("widths {s:?}: expected seven positive integers c1,c2,c3,c4,c5,f6,f7 (the paper: 96,256,384,384,256,4096,4096)")
-    };
-    if parts.len() != 7 {
-        return Err(bad());
-    }
-    let mut out = [0usize; 7];
-    for (o, p) in out.iter_mut().zip(&parts) {
-        *o = p.parse().map_err(|_| bad())?;
-        if *o == 0 {
-            return Err(bad());
-        }
-    }
-    Ok(out)
-}
-
 impl TrainConfig {
     /// Reads and validates a configuration file (a `RUN/config.toml` or a hand-written one).
     pub fn load(path: &Path) -> Result<TrainConfig, ConfigError> {
@@ -314,118 +274,10 @@ impl TrainConfig {
     /// crash never leaves half a `config.toml` beside a run.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let text = self.to_toml()?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(|source| ConfigError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+        crate::atomic::write_bytes(path, text.as_bytes()).map_err(|e| ConfigError::Write {
             path: path.to_path_buf(),
-            source,
+            source: e.into(),
         })
-    }
-
-    /// Sets one key, as `train --set KEY=VALUE` and a pipeline stage's `set` list do:
-    /// `model.lrn=false`, `augment.lighting_std=0`, `model.widths=[8,32,48,48,64,256,256]`,
-    /// `schedule.kind="steps"`. KEY is the dotted path of a `config.toml` key; VALUE is a
-    /// TOML value (a bare word that is not one is taken as a string: `devices=cpu`). The
-    /// result is checked as a config file is, so an unknown key or a wrong type names itself.
-    pub fn set(&mut self, assignment: &str) -> Result<(), ConfigError> {
-        let what = format!("--set {assignment}");
-        let (key, text) = assignment
-            .split_once('=')
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| invalid(&what, "expected KEY=VALUE, e.g. model.lrn=false"))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(text.into()));
-        let mut doc = toml::Table::try_from(&*self)?;
-        let path: Vec<&str> = key.split('.').collect();
-        let (last, sections) = path.split_last().expect("split yields at least one part");
-        let mut table = &mut doc;
-        for (i, part) in sections.iter().enumerate() {
-            let at = path[..=i].join(".");
-            table = table
-                .entry(part.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .ok_or_else(|| invalid(&what, format!("`{at}` is a value, not a section")))?;
-        }
-        // A new `kind` is a different variant (the schedule's): its old fields would be
-        // refused, so it starts from its own defaults.
-        if *last == "kind" && table.get("kind").is_some_and(|k| *k != value) {
-            table.clear();
-        }
-        table.insert(last.to_string(), value);
-        let cfg: TrainConfig = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(&what, e.message().trim().to_string()))?;
-        cfg.validate(&what)?;
-        *self = cfg;
-        Ok(())
-    }
-
-    /// Applies the command-line flags on top of this configuration, then validates the result.
-    /// Errors name the flag and say what values it takes.
-    pub fn apply_overrides(&mut self, o: &TrainOverrides) -> Result<(), ConfigError> {
-        if let Some(v) = o.epochs {
-            self.epochs = v;
-        }
-        if let Some(v) = o.steps {
-            self.max_steps = Some(v);
-        }
-        if let Some(v) = o.batch {
-            self.batch = v;
-        }
-        if let Some(v) = o.lr {
-            if v.is_finite() && v > 0.0 && self.lr > 0.0 {
-                // The schedule's floor was set for the old rate: a floor above the new rate
-                // would refuse the run, so scale it by the same factor, which keeps the
-                // schedule's shape (the plateau rule's number of drops).
-                let scale = v / self.lr;
-                match &mut self.schedule {
-                    Schedule::Plateau { min_lr, .. } | Schedule::Cosine { min_lr }
-                        if *min_lr > v =>
-                    {
-                        *min_lr *= scale
-                    }
-                    _ => {}
-                }
-            }
-            self.lr = v;
-        }
-        if let Some(v) = o.seed {
-            self.seed = v;
-        }
-        if let Some(v) = &o.devices {
-            self.devices = v
-                .parse()
-                .map_err(|e| invalid(CLI, format!("--devices: {e}")))?;
-        }
-        if let Some(v) = o.dropout {
-            self.dropout = v;
-        }
-        if o.no_augment {
-            self.augment.enabled = false;
-        }
-        if let Some(v) = &o.shuffle {
-            self.shuffle = v
-                .parse()
-                .map_err(|e| invalid(CLI, format!("--shuffle: {e}")))?;
-        }
-        if let Some(v) = o.input_size {
-            self.model.input_size = v;
-        }
-        if let Some(v) = &o.widths {
-            self.model.widths =
-                parse_widths(v).map_err(|e| invalid(CLI, format!("--widths: {e}")))?;
-        }
-        if let Some(v) = o.classes {
-            self.model.classes = v;
-        }
-        self.validate("configuration after command-line overrides")
     }
 
     /// Checks every value; `origin` (a file name, or "command line") starts the message.
@@ -483,6 +335,12 @@ impl TrainConfig {
             }
             Schedule::Steps { milestones, factor } => {
                 check_factor(origin, *factor)?;
+                if milestones.is_empty() {
+                    return err(
+                        "schedule.milestones must list at least one epoch (--milestones 30,60,80)"
+                            .into(),
+                    );
+                }
                 if milestones.first() == Some(&0) || milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return err(format!(
                         "schedule.milestones {milestones:?} must be epoch numbers from 1, strictly increasing"
@@ -537,43 +395,6 @@ fn check_factor(origin: &str, factor: f64) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn set_reaches_nested_keys_parses_toml_and_names_mistakes() {
-        let mut c = TrainConfig::default();
-        c.set("model.lrn=false").unwrap();
-        c.set("augment.lighting_std = 0").unwrap();
-        c.set("model.widths=[8,32,48,48,64,256,256]").unwrap();
-        c.set("model.pool_size=2").unwrap();
-        c.set("seed=7").unwrap();
-        c.set("max_steps=40").unwrap();
-        c.set("schedule.kind=\"cosine\"").unwrap();
-        c.set("schedule.min_lr=0.001").unwrap();
-        assert!(!c.model.lrn);
-        assert_eq!(c.augment.lighting_std, 0.0);
-        assert_eq!(c.model.widths, [8, 32, 48, 48, 64, 256, 256]);
-        assert_eq!((c.model.pool_size, c.seed, c.max_steps), (2, 7, Some(40)));
-        assert!(c.to_toml().unwrap().contains("kind = \"cosine\""));
-        assert!(c.to_toml().unwrap().contains("min_lr = 0.001"));
-        // A bare word is a string.
-        c.set("shuffle=none").unwrap();
-        assert_eq!(c.shuffle, Shuffle::None);
-        let err = |a: &str| TrainConfig::default().set(a).unwrap_err().to_string();
-        assert!(
-            err("model.lrm=false").contains("lrm"),
-            "{}",
-            err("model.lrm=false")
-        );
-        assert!(err("model.lrn=3").contains("--set model.lrn=3"));
-        assert!(err("seed.x=1").contains("`seed` is a value"));
-        assert!(err("lr").contains("KEY=VALUE"));
-        // Validation runs: pooling that skips pixels is refused.
-        assert!(err("model.pool_stride=4").contains("pool_stride 4"));
-        // A failed set leaves the configuration as it was.
-        let mut d = TrainConfig::default();
-        assert!(d.set("batch=0").is_err());
-        assert_eq!(d, TrainConfig::default());
-    }
-
     use super::*;
     use crate::device::Device;
 
@@ -613,31 +434,6 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_below_the_schedule_floor_scales_the_floor() {
-        // The paper's plateau floor is 1e-5: --lr 1e-6 used to be refused.
-        let mut c = TrainConfig::default();
-        c.apply_overrides(&TrainOverrides {
-            lr: Some(1e-6),
-            ..Default::default()
-        })
-        .unwrap();
-        match c.schedule {
-            Schedule::Plateau { min_lr, .. } => {
-                assert!((min_lr - 1e-9).abs() < 1e-21, "{min_lr}")
-            }
-            other => panic!("{other:?}"),
-        }
-        // A rate above the floor leaves it alone.
-        let mut c = TrainConfig::default();
-        c.apply_overrides(&TrainOverrides {
-            lr: Some(0.02),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(c.schedule, Schedule::default());
-    }
-
-    #[test]
     fn save_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
@@ -647,7 +443,8 @@ mod tests {
         };
         c.save(&p).unwrap();
         assert_eq!(TrainConfig::load(&p).unwrap(), c);
-        assert!(!dir.path().join("config.toml.tmp").exists());
+        // Nothing beside it: the writer's temporary is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -696,104 +493,6 @@ mod tests {
     }
 
     #[test]
-    fn overrides_apply_and_validate() {
-        let mut c = TrainConfig::default();
-        let o = TrainOverrides {
-            epochs: Some(2),
-            steps: Some(1),
-            batch: Some(64),
-            lr: Some(0.02),
-            seed: Some(7),
-            devices: Some("0,0".into()),
-            dropout: Some(0.0),
-            no_augment: true,
-            shuffle: Some("none".into()),
-            input_size: Some(67),
-            widths: Some("16,32,48,48,32,256,256".into()),
-            classes: Some(10),
-        };
-        c.apply_overrides(&o).unwrap();
-        assert_eq!(
-            (c.epochs, c.max_steps, c.batch, c.seed),
-            (2, Some(1), 64, 7)
-        );
-        assert_eq!((c.lr, c.dropout), (0.02, 0.0));
-        assert_eq!(c.devices.list(), &[Device::Adapter(0); 2]);
-        assert!(!c.augment.enabled);
-        assert_eq!(c.shuffle, Shuffle::None);
-        assert_eq!(c.model.input_size, 67);
-        assert_eq!(c.model.widths, [16, 32, 48, 48, 32, 256, 256]);
-        assert_eq!(c.model.classes, 10);
-
-        // Nothing set: nothing changes.
-        let before = c.clone();
-        c.apply_overrides(&TrainOverrides::default()).unwrap();
-        assert_eq!(c, before);
-    }
-
-    #[test]
-    fn bad_overrides_say_which_flag() {
-        let cases: Vec<(TrainOverrides, &str)> = vec![
-            (
-                TrainOverrides {
-                    widths: Some("1,2,3".into()),
-                    ..Default::default()
-                },
-                "--widths",
-            ),
-            (
-                TrainOverrides {
-                    shuffle: Some("some".into()),
-                    ..Default::default()
-                },
-                "--shuffle",
-            ),
-            (
-                TrainOverrides {
-                    devices: Some("x".into()),
-                    ..Default::default()
-                },
-                "--devices",
-            ),
-            (
-                TrainOverrides {
-                    input_size: Some(60),
-                    ..Default::default()
-                },
-                "input size 60",
-            ),
-            (
-                TrainOverrides {
-                    dropout: Some(1.0),
-                    ..Default::default()
-                },
-                "dropout",
-            ),
-            (
-                TrainOverrides {
-                    devices: Some("0,0,0".into()),
-                    ..Default::default()
-                },
-                "two columns",
-            ),
-            (
-                TrainOverrides {
-                    steps: Some(0),
-                    ..Default::default()
-                },
-                "max_steps",
-            ),
-        ];
-        for (o, want) in cases {
-            let e = TrainConfig::default()
-                .apply_overrides(&o)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{o:?}: {e}");
-        }
-    }
-
-    #[test]
     fn schedule_validation() {
         let bad = [
             Schedule::Steps {
@@ -807,6 +506,10 @@ mod tests {
             Schedule::Steps {
                 milestones: vec![30, 60],
                 factor: 1.5,
+            },
+            Schedule::Steps {
+                milestones: vec![],
+                factor: 0.1,
             },
             Schedule::Plateau {
                 patience: 0,

@@ -61,6 +61,9 @@ impl std::fmt::Display for Blowup {
 pub struct LossGuard {
     chance: f64,
     running: Option<f64>,
+    /// Off (`divergence_guard = false`): only a NaN or infinite loss stops the run, since
+    /// no step after it can compute anything.
+    bounds: bool,
 }
 
 impl LossGuard {
@@ -71,6 +74,16 @@ impl LossGuard {
             // a classifier can be trained on.
             chance: (classes.max(2) as f64).ln(),
             running: None,
+            bounds: true,
+        }
+    }
+
+    /// This guard with the ceiling and the jump turned off (`--no-divergence-guard`), for a
+    /// run that studies divergence or takes a deliberately aggressive first step.
+    pub fn without_bounds(self) -> LossGuard {
+        LossGuard {
+            bounds: false,
+            ..self
         }
     }
 
@@ -80,6 +93,9 @@ impl LossGuard {
             return Err(Blowup::NotFinite);
         }
         let ceiling = CEILING * self.chance;
+        if !self.bounds {
+            return Ok(());
+        }
         if loss > ceiling {
             return Err(Blowup::AboveCeiling { ceiling });
         }
@@ -99,6 +115,17 @@ impl LossGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_bounds_only_a_non_finite_loss_stops() {
+        let mut g = LossGuard::new(10).without_bounds();
+        assert_eq!(g.check(1.0), Ok(()));
+        assert_eq!(g.check(1e6), Ok(()), "above the ceiling and a jump");
+        assert_eq!(g.check(f64::NAN), Err(Blowup::NotFinite));
+        assert_eq!(g.check(f64::INFINITY), Err(Blowup::NotFinite));
+        let mut on = LossGuard::new(10);
+        assert!(matches!(on.check(1e6), Err(Blowup::AboveCeiling { .. })));
+    }
 
     #[test]
     fn rising_losses_are_caught_and_ordinary_ones_pass() {

@@ -38,6 +38,24 @@ pub enum TrainError {
     /// The data and the model or the training and validation sets do not fit together.
     #[error("{0}")]
     Mismatch(String),
+    /// `--resume` asked for a change that would make the run's past steps a lie.
+    #[error("--resume cannot change `{key}` ({from} → {to}): {why}. Resume with the run's own value (RUN/config.toml), or start a new run from these weights with it: `alexnet train … --init-from RUN/last.safetensors --out NEW`")]
+    ResumeChange {
+        /// The dotted config key.
+        key: String,
+        /// The run's value.
+        from: String,
+        /// The value asked for.
+        to: String,
+        /// Why it cannot change.
+        why: String,
+    },
+    /// `--resume` of a run that already stands where its settings stop it.
+    #[error("{0}")]
+    NothingToTrain(String),
+    /// An evaluation set without images: its loss would read 0 and its accuracy 1.
+    #[error("{}: the set holds no images; a score over no images means nothing: pass shards that hold some (`alexnet inspect` counts them)", .0.display())]
+    EmptySet(PathBuf),
     /// The run directory holds a run already.
     #[error("{} already holds a run (last.safetensors): pass --resume to continue it, or choose another --out", .0.display())]
     RunExists(PathBuf),
@@ -54,7 +72,7 @@ pub enum TrainError {
     },
     /// Training diverged: the loss exploded or the weights stopped giving finite numbers.
     /// Nothing from the diverged steps was saved.
-    #[error("training diverged at step {step}: {what}; {kept}. Train again with a lower --lr (it was {lr}; try {}) or check the data", lr / 10.0)]
+    #[error("training diverged at step {step}: {what}; {kept}. Train again with a lower --lr (it was {lr}; try {}) or check the data; to study divergence, --no-divergence-guard (divergence_guard = false) turns off the loss bounds (a NaN or inf loss still stops the run)", lr / 10.0)]
     Diverged {
         /// The step at which it was seen.
         step: u64,

@@ -119,6 +119,9 @@ pub fn evaluate(
     view: View,
     threads: usize,
 ) -> Result<EvalResult, TrainError> {
+    if set.is_empty() {
+        return Err(TrainError::EmptySet(set.files()[0].clone()));
+    }
     let n = net.batch();
     let config = net.config();
     let crop = config.input_size;
@@ -302,6 +305,10 @@ pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
     let set = ShardSet::open(&job.data)?;
     for gap in set.incomplete() {
         eprintln!("warning: {gap}; scoring the images that are there");
+    }
+    // First: a score over no images would be a perfect loss of 0, whatever else is wrong.
+    if set.is_empty() {
+        return Err(TrainError::EmptySet(set.files()[0].clone()));
     }
     if ck.config.classes != set.classes().len() {
         return Err(TrainError::Mismatch(format!(

@@ -4,7 +4,9 @@
 //! which first cuts the records after its checkpoint's step.
 //!
 //! Numbers that are not finite (a diverged loss) are written as `null`, since JSON has no NaN,
-//! and read back as NaN.
+//! and read back as NaN. Every line also holds `time`, the Unix time in seconds it was written
+//! at, and each record goes to the run's TensorBoard event file too ([`super::tensorboard`]).
+use super::tensorboard::EventWriter;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -119,6 +121,28 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// One configuration key that a `--resume` changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The dotted `config.toml` key.
+    pub key: String,
+    /// The value before, as TOML text (`(not set)` for an absent key).
+    pub from: String,
+    /// The value from the resume on.
+    pub to: String,
+}
+
+/// A `--resume` that changed the configuration: from `step` on, these values hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// Steps done when the run resumed.
+    pub step: u64,
+    /// Epochs completed then.
+    pub epoch: usize,
+    /// What changed.
+    pub changes: Vec<ConfigChange>,
+}
+
 /// A line of `metrics.jsonl`, tagged by `kind`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -127,6 +151,8 @@ pub enum Record {
     Step(StepRecord),
     /// `{"kind":"epoch",...}`.
     Epoch(EpochRecord),
+    /// `{"kind":"resume",...}`: a resume changed the configuration.
+    Resume(ResumeRecord),
 }
 
 impl Record {
@@ -135,15 +161,61 @@ impl Record {
         match self {
             Record::Step(s) => s.step,
             Record::Epoch(e) => e.step,
+            Record::Resume(r) => r.step,
         }
     }
 }
 
-/// Appends records to a metrics file, flushing each line.
+/// Training seconds of epoch `epoch` (from 1) in `records`: each step record's window
+/// (its steps since the record before) at its images per second. A resumed run starts its
+/// epoch's clock from this, so the epoch record's `seconds` covers the whole epoch.
+pub fn seconds_in_epoch(records: &[Record], epoch: usize, batch: usize) -> f64 {
+    let mut before = 0u64;
+    let mut seconds = 0.0;
+    for r in records {
+        if let Record::Step(s) = r {
+            let images = (s.step.saturating_sub(before) as usize * batch) as f64;
+            if s.epoch == epoch && s.images_per_s > 0.0 {
+                seconds += images / s.images_per_s;
+            }
+            before = s.step;
+        }
+    }
+    seconds
+}
+
+/// Appends records to a metrics file and the run's TensorBoard event file, flushing each.
 #[derive(Debug)]
 pub struct MetricsWriter {
     path: PathBuf,
     file: File,
+    events: EventWriter,
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Opens a TensorBoard event file in `run_dir` and writes the run's `config.toml` (saved
+/// before the metrics open) into it as text; a resumed run first marks `restart_at`.
+fn open_events(run_dir: &Path, restart_at: Option<u64>) -> Result<EventWriter, MetricsError> {
+    let now = unix_now();
+    let mut events = EventWriter::create(run_dir, now).map_err(io(run_dir))?;
+    let step = restart_at.unwrap_or(0);
+    if let Some(step) = restart_at {
+        events.restart(now, step).map_err(io(events.path()))?;
+    }
+    if let Ok(config) = std::fs::read_to_string(run_dir.join("config.toml")) {
+        // Indented four spaces: Markdown's code block, so TensorBoard shows the TOML as written.
+        let text: String = config.lines().map(|l| format!("    {l}\n")).collect();
+        events
+            .text(now, step, "config", &text)
+            .map_err(io(events.path()))?;
+    }
+    Ok(events)
 }
 
 impl MetricsWriter {
@@ -151,7 +223,8 @@ impl MetricsWriter {
     pub fn create(run_dir: &Path) -> Result<Self, MetricsError> {
         let path = run_dir.join(METRICS_FILE);
         let file = File::create(&path).map_err(io(&path))?;
-        Ok(MetricsWriter { path, file })
+        let events = open_events(run_dir, None)?;
+        Ok(MetricsWriter { path, file, events })
     }
 
     /// Opens `RUN/metrics.jsonl` for a run resumed from a checkpoint taken at `step`: records
@@ -160,46 +233,97 @@ impl MetricsWriter {
     pub fn resume(run_dir: &Path, step: u64) -> Result<Self, MetricsError> {
         let path = run_dir.join(METRICS_FILE);
         if path.exists() {
-            let kept: Vec<Record> = read_metrics(&path)?
+            // The kept lines as they were, with the times they were written at.
+            let text: String = read_lines(&path)?
                 .into_iter()
-                .filter(|r| r.step() <= step)
+                .filter(|(_, r)| r.step() <= step)
+                .map(|(line, _)| line + "\n")
                 .collect();
-            let tmp = path.with_extension("jsonl.tmp");
-            let mut text = String::new();
-            for r in &kept {
-                text.push_str(&to_line(r));
-            }
-            std::fs::write(&tmp, text).map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| io(&path)(e.into()))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        Ok(MetricsWriter { path, file })
+        let events = open_events(run_dir, Some(step + 1))?;
+        Ok(MetricsWriter { path, file, events })
     }
 
     /// Appends one record as one line and flushes it to the file.
     pub fn write(&mut self, record: &Record) -> Result<(), MetricsError> {
+        let now = unix_now();
         // One write call per line, so a reader never sees half a line from a live run
         // (up to the OS's atomic append size, far above a record's ~200 bytes).
         self.file
-            .write_all(to_line(record).as_bytes())
+            .write_all(to_line(record, now).as_bytes())
             .and_then(|()| self.file.flush())
-            .map_err(io(&self.path))
+            .map_err(io(&self.path))?;
+        self.events
+            .scalars(now, record.step(), &scalars(record))
+            .map_err(io(self.events.path()))
     }
 
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The TensorBoard event file being written.
+    pub fn events_path(&self) -> &Path {
+        self.events.path()
+    }
 }
 
-fn to_line(r: &Record) -> String {
+/// A record's TensorBoard scalars: tag and value (docs/checkpoints.md lists them).
+fn scalars(r: &Record) -> Vec<(&'static str, f64)> {
+    match r {
+        Record::Step(s) => {
+            let mut v = vec![
+                ("train/loss", s.loss),
+                ("train/lr", s.lr),
+                ("train/images_per_s", s.images_per_s),
+                ("train/data_wait_s", s.data_wait_s),
+            ];
+            if let Some(e) = s.top1_error {
+                v.push(("train/top1_error", e));
+            }
+            v
+        }
+        Record::Epoch(e) => {
+            let mut v = vec![
+                ("epoch/train_loss", e.train_loss),
+                ("epoch/lr", e.lr),
+                ("epoch/seconds", e.seconds),
+            ];
+            for (tag, x) in [
+                ("val/loss", e.val_loss),
+                ("val/top1_error", e.val_top1_error),
+                ("val/top5_error", e.val_top5_error),
+            ] {
+                if let Some(x) = x {
+                    v.push((tag, x));
+                }
+            }
+            v
+        }
+        // What a resume changed is text, not a scalar: metrics.jsonl keeps it.
+        Record::Resume(_) => Vec::new(),
+    }
+}
+
+/// A record as it is written: its fields, then `time`.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    time: f64,
+}
+
+fn to_line(r: &Record, time: f64) -> String {
     // A record is plain numbers and an enum tag; serde_json cannot fail on it (non-finite
     // floats become null, which the reader maps back to NaN).
-    let mut s = serde_json::to_string(r).unwrap_or_default();
+    let mut s = serde_json::to_string(&Line { record: r, time }).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -207,6 +331,11 @@ fn to_line(r: &Record) -> String {
 /// Reads every record of a metrics file, in order. A last line without its newline that does
 /// not parse is the trace of a crash mid-write and is dropped; any other bad line is an error.
 pub fn read_metrics(path: &Path) -> Result<Vec<Record>, MetricsError> {
+    Ok(read_lines(path)?.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Every record of a metrics file with its line (trimmed), as [`read_metrics`] reads them.
+fn read_lines(path: &Path) -> Result<Vec<(String, Record)>, MetricsError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -232,7 +361,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Record>, MetricsError> {
             continue;
         }
         match serde_json::from_str::<Record>(text) {
-            Ok(r) => out.push(r),
+            Ok(r) => out.push((text.to_string(), r)),
             Err(_) if !complete => break,
             Err(source) => {
                 return Err(MetricsError::Parse {
@@ -278,7 +407,7 @@ mod tests {
 
     #[test]
     fn lines_have_the_documented_fields() {
-        let s = to_line(&step(3, 1.5));
+        let s = to_line(&step(3, 1.5), 1.0);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         for k in [
@@ -289,12 +418,13 @@ mod tests {
             "lr",
             "images_per_s",
             "data_wait_s",
+            "time",
         ] {
             assert!(keys.contains(&k), "{k} missing in {s}");
         }
         assert_eq!(v["kind"], "step");
         let v: serde_json::Value =
-            serde_json::from_str(&to_line(&epoch(1, 10, Some(0.3)))).unwrap();
+            serde_json::from_str(&to_line(&epoch(1, 10, Some(0.3)), 1.0)).unwrap();
         assert_eq!(v["kind"], "epoch");
         for k in [
             "epoch",
@@ -305,6 +435,7 @@ mod tests {
             "val_top5_error",
             "lr",
             "seconds",
+            "time",
         ] {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
@@ -347,6 +478,33 @@ mod tests {
         let back = read_metrics(w.path()).unwrap();
         let steps: Vec<u64> = back.iter().map(Record::step).collect();
         assert_eq!(steps, vec![1, 2, 3, 4, 5, 6, 7]);
+        // Kept lines keep the time they were first written at; every line has one.
+        let times: Vec<f64> = std::fs::read_to_string(w.path())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["time"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(times.len(), 7);
+        assert!(
+            times.windows(2).all(|t| t[0] <= t[1]) && times[0] > 1.7e9,
+            "{times:?}"
+        );
+        // Each opening wrote its own event file.
+        let events = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("tfevents")
+            })
+            .count();
+        assert_eq!(events, 2);
         // A resume with nothing logged yet starts an empty file.
         let empty = tempfile::tempdir().unwrap();
         MetricsWriter::resume(empty.path(), 5).unwrap();
@@ -359,7 +517,7 @@ mod tests {
     fn torn_last_line_is_dropped_but_bad_middle_line_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(METRICS_FILE);
-        let good = to_line(&step(1, 1.0));
+        let good = to_line(&step(1, 1.0), 1.0);
         std::fs::write(&p, format!("{good}{{\"kind\":\"st")).unwrap();
         assert_eq!(read_metrics(&p).unwrap().len(), 1);
         std::fs::write(&p, format!("{good}garbage\n{good}")).unwrap();

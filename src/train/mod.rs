@@ -7,17 +7,21 @@ pub mod engine;
 pub mod footprint;
 pub mod metrics;
 pub mod schedule;
-mod schedule_flags;
+pub mod settings;
 
-pub use config::{Devices, Schedule, Shuffle, TrainConfig, TrainOverrides};
+pub use config::{Devices, Schedule, Shuffle, TrainConfig};
+pub use settings::{Patch, Setting};
 pub mod error;
 pub mod eval;
 pub use crate::engine::infer;
 pub use crate::engine::input;
+mod init_from;
 mod prepare;
 mod progress;
+mod resume;
 pub mod run;
 pub mod signals;
+pub mod tensorboard;
 mod trainer;
 
 pub use error::TrainError;

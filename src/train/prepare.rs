@@ -2,7 +2,7 @@
 //! load or initialise the weights and the run state, and open the metrics file. Nothing here
 //! touches a device, so every mistake is reported before one is opened.
 use super::engine::Placement;
-use super::metrics::MetricsWriter;
+use super::metrics::{MetricsWriter, Record, ResumeRecord};
 use super::run::{RunState, TrainJob, LAST};
 use super::schedule::LrSchedule;
 use super::{TrainConfig, TrainError};
@@ -41,6 +41,16 @@ impl Prepared {
         if job.classes_from_data {
             resolved.model.classes = set.classes().len();
         }
+        let data = data_stats(&set);
+        // A run keeps the statistics it started with: --init-from's checkpoint's, else the
+        // data's; a resumed run its checkpoint's (below).
+        let (init_params, mut stats) = match (&job.init_from, job.resume) {
+            (Some(p), false) => {
+                let i = super::init_from::init_from(p, &mut resolved, &data)?;
+                (Some(i.params), i.stats)
+            }
+            _ => (None, data),
+        };
         let cfg = &resolved;
         cfg.validate("the resolved configuration")?;
         let val = if job.val.is_empty() {
@@ -48,6 +58,9 @@ impl Prepared {
         } else {
             Some(ShardSet::open(&job.val)?)
         };
+        if let Some(v) = val.as_ref().filter(|v| v.is_empty()) {
+            return Err(TrainError::EmptySet(v.files()[0].clone()));
+        }
         check_data(cfg, &set, val.as_ref())?;
         for gap in set
             .incomplete()
@@ -76,68 +89,66 @@ impl Prepared {
         // Held until the run returns: a second `train --out` here stops instead of mixing files.
         let lock = FolderLock::folder(&job.out, "alexnet train")?;
         let last_path = job.out.join(LAST);
+        let mut resumed = Vec::new();
 
-        let (params, momentum, st) = if job.resume {
+        let (params, momentum, mut st) = if job.resume {
             if !last_path.exists() {
                 return Err(TrainError::NothingToResume(last_path));
             }
             let ck = Checkpoint::load(&last_path, None)?;
+            let mut st = resume_state(&ck, &last_path)?;
+            let saved_path = job.out.join("config.toml");
+            let saved = if saved_path.exists() {
+                TrainConfig::load(&saved_path)?
+            } else {
+                // A run folder without its config.toml: the checkpoint still knows the seed.
+                let mut c = cfg.clone();
+                c.seed = state_value(&ck, &last_path, "seed").unwrap_or(cfg.seed);
+                c
+            };
+            let changes = super::resume::changes(&saved, cfg)?;
+            // The data is not in the config: its statistics tell another set from the run's.
+            // The data is known by the digest of its own mean image that every checkpoint of
+            // the run records (a fine-tuned run trains with its --init-from's mean image, so
+            // the checkpoint's statistics cannot tell); older checkpoints by their mean image.
+            let same_data = match ck.run_state.get("data_digest") {
+                Some(d) => *d == data_digest(&set),
+                None => ck.stats.as_ref().is_none_or(|s| {
+                    s.size == set.size() && s.mean_image == set.stats().mean_image()
+                }),
+            };
+            if !same_data {
+                return Err(TrainError::Mismatch(format!(
+                    "{}: the training data differs from the run's (its mean image is not the one {} was trained on); resume with the run's own data, or start a new run from these weights with --init-from {} --out NEW",
+                    set.files()[0].display(),
+                    last_path.display(),
+                    last_path.display()
+                )));
+            }
             if ck.config != cfg.model {
                 return Err(TrainError::Mismatch(format!(
                     "{} holds a different model than the configuration asks for; resume with the run's own config.toml",
                     last_path.display()
                 )));
             }
-            let st = resume_state(&ck, &last_path)?;
+            if changes
+                .iter()
+                .any(|c| c.key == "lr" || c.key.starts_with("schedule."))
+            {
+                st.schedule = super::resume::rebase(&st.schedule, cfg, st.epoch);
+            }
+            check_left_to_train(cfg, &set, &st, &job.out)?;
+            resumed = changes;
+            if let Some(s) = ck.stats.clone().filter(|s| s.size == set.size()) {
+                stats = s;
+            }
             (ck.params, ck.momentum, st)
         } else {
             if last_path.exists() {
                 return Err(TrainError::RunExists(job.out.clone()));
             }
-            let params = match &job.init_from {
-                Some(p) => {
-                    let ck = Checkpoint::load(p, Some(cfg.model.input_size))?;
-                    // Same tensor shapes are not the same network: conv1's padding, LRN and
-                    // the pooling change what the weights compute.
-                    let (a, b) = (&ck.config, &cfg.model);
-                    if (a.conv1_pad, a.lrn, a.pool_size, a.pool_stride, a.activation)
-                        != (b.conv1_pad, b.lrn, b.pool_size, b.pool_stride, b.activation)
-                    {
-                        return Err(TrainError::Mismatch(format!(
-                            "{} holds the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); the run's model is the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}); set the config's model to match (`--set model.conv1_pad={}` …)",
-                            p.display(),
-                            a.variant(),
-                            a.conv1_pad,
-                            a.lrn,
-                            a.pool_size,
-                            a.pool_stride,
-                            a.activation,
-                            b.variant(),
-                            b.conv1_pad,
-                            b.lrn,
-                            b.pool_size,
-                            b.pool_stride,
-                            b.activation,
-                            a.conv1_pad
-                        )));
-                    }
-                    if ck.config.widths != cfg.model.widths
-                        || ck.config.classes != cfg.model.classes
-                        || ck.config.groups != cfg.model.groups
-                    {
-                        return Err(TrainError::Mismatch(format!(
-                            "{} holds widths {:?}, {} classes, groups {}; the run asks for widths {:?}, {} classes, groups {}",
-                            p.display(),
-                            ck.config.widths,
-                            ck.config.classes,
-                            ck.config.groups,
-                            cfg.model.widths,
-                            cfg.model.classes,
-                            cfg.model.groups
-                        )));
-                    }
-                    ck.params
-                }
+            let params = match init_params {
+                Some(p) => p,
                 None => Params::init_with(&cfg.model, cfg.seed, cfg.init)?,
             };
             let st = RunState {
@@ -146,16 +157,38 @@ impl Prepared {
                 batch_in_epoch: 0,
                 schedule: LrSchedule::new(cfg.schedule.clone(), cfg.lr),
                 best_error: None,
+                epoch_loss_sum: 0.0,
+                epoch_loss_steps: 0,
+                epoch_seconds: 0.0,
             };
             (params, None, st)
         };
         cfg.save(&job.out.join("config.toml"))?;
         let metrics = if job.resume {
-            MetricsWriter::resume(&job.out, st.step)?
+            let mut m = MetricsWriter::resume(&job.out, st.step)?;
+            if st.batch_in_epoch > 0 {
+                let records = super::metrics::read_metrics(m.path())?;
+                st.epoch_seconds =
+                    super::metrics::seconds_in_epoch(&records, st.epoch + 1, cfg.batch);
+            }
+            if !resumed.is_empty() {
+                let what: Vec<String> = resumed
+                    .iter()
+                    .map(|c| format!("{} {} → {}", c.key, c.from, c.to))
+                    .collect();
+                if job.progress {
+                    eprintln!("resuming at step {} with {}", st.step, what.join(", "));
+                }
+                m.write(&Record::Resume(ResumeRecord {
+                    step: st.step,
+                    epoch: st.epoch,
+                    changes: resumed,
+                }))?;
+            }
+            m
         } else {
             MetricsWriter::create(&job.out)?
         };
-        let stats = data_stats(&set);
         let threads = if cfg.loader.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -177,6 +210,23 @@ impl Prepared {
 }
 
 /// The training data's statistics, as checkpoints store them.
+/// A digest of the training data as the run sees it: FNV-1a over its image size and the bits
+/// of its merged mean image. A resume compares it to tell another data set from the run's.
+pub(super) fn data_digest(set: &ShardSet) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&(set.size() as u64).to_le_bytes());
+    for v in set.stats().mean_image() {
+        eat(&v.to_bits().to_le_bytes());
+    }
+    format!("{h:016x}")
+}
+
 fn data_stats(set: &ShardSet) -> DataStats {
     let (values, vectors) = set.stats().pca();
     DataStats {
@@ -185,6 +235,77 @@ fn data_stats(set: &ShardSet) -> DataStats {
         pca_eigenvalues: values.map(|v| v as f32),
         pca_eigenvectors: vectors.map(|r| r.map(|v| v as f32)),
     }
+}
+
+/// A resumed run must have steps left under its (possibly changed) `epochs` and
+/// `max_steps`; otherwise it would "finish" at once with nothing trained.
+fn check_left_to_train(
+    cfg: &TrainConfig,
+    set: &ShardSet,
+    st: &RunState,
+    out: &Path,
+) -> Result<(), TrainError> {
+    let per_epoch = (set.len() / cfg.batch.max(1)) as u64;
+    let planned = per_epoch * cfg.epochs as u64;
+    let limit = cfg.max_steps.unwrap_or(u64::MAX).min(planned);
+    if st.step < limit && st.epoch < cfg.epochs {
+        return Ok(());
+    }
+    let why = match cfg.max_steps {
+        Some(m) if m <= planned => format!(
+            "max_steps = {m} (set by --steps) stops it there; resume with a larger --steps to train on"
+        ),
+        _ => format!(
+            "epochs = {} of {per_epoch} steps each end there; resume with a larger --epochs to train on",
+            cfg.epochs
+        ),
+    };
+    Err(TrainError::NothingToTrain(format!(
+        "{}: nothing to train: the run stands at step {} (epoch {} done, {} batches into the next), and {why}",
+        out.display(),
+        st.step,
+        st.epoch,
+        st.batch_in_epoch
+    )))
+}
+
+/// Classes the rejects left without images are named (the model keeps an output for each);
+/// a set with images of one class only is refused unless `allow_one_class` asks for it,
+/// since a network trained on it learns to predict that class whatever it sees.
+fn check_classes(cfg: &TrainConfig, set: &ShardSet) -> Result<(), TrainError> {
+    let counts = set.class_counts()?;
+    let names = set.classes();
+    let empty: Vec<&str> = names
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    let data = set.files()[0].display();
+    if !empty.is_empty() {
+        let shown: Vec<&str> = empty.iter().take(10).copied().collect();
+        let more = empty.len().saturating_sub(shown.len());
+        eprintln!(
+            "warning: {} of {} classes have no images in {data} ({}{}); their images were rejected or never there (see the ingest's rejects.jsonl); the model keeps an output for each, which it learns never to predict",
+            empty.len(),
+            names.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+    }
+    let with_images: Vec<&str> = names
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n > 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if with_images.len() <= 1 && !cfg.allow_one_class {
+        return Err(TrainError::Mismatch(format!(
+            "{data} holds images of one class only ({}): a network trained on it learns to predict that class whatever it sees; ingest at least two classes, or pass --allow-one-class (allow_one_class = true) to train on it anyway",
+            with_images.first().copied().unwrap_or("none")
+        )));
+    }
+    Ok(())
 }
 
 /// The model and the data agree (classes, sizes, batch), or an error says what to change.
@@ -207,8 +328,28 @@ fn check_data(cfg: &TrainConfig, set: &ShardSet, val: Option<&ShardSet>) -> Resu
             m.input_size
         )));
     }
+    check_classes(cfg, set)?;
     if let Some(v) = val {
-        if v.size() != set.size() || v.classes() != set.classes() {
+        if v.classes() != set.classes() {
+            let (t, w) = (set.classes(), v.classes());
+            let differ = match (0..t.len().min(w.len())).find(|&i| t[i] != w[i]) {
+                Some(i) => format!(
+                    "class {i} is {:?} in the validation shards and {:?} in the training shards",
+                    w[i], t[i]
+                ),
+                None => format!(
+                    "the validation shards have {} classes, the training shards {}",
+                    w.len(),
+                    t.len()
+                ),
+            };
+            return Err(TrainError::Mismatch(format!(
+                "validation shards {} and training shards {} list different classes: {differ}; ingest both with the same --classes file",
+                v.files()[0].display(),
+                set.files()[0].display(),
+            )));
+        }
+        if v.size() != set.size() {
             return Err(TrainError::Mismatch(format!(
                 "validation shards {} (size {}, {} classes) do not match training shards {} (size {}, {} classes); ingest them with --size {} --classes {}",
                 v.files()[0].display(),
@@ -247,6 +388,10 @@ fn state_value<T: std::str::FromStr>(
         })
 }
 
+fn optional<T: std::str::FromStr>(ck: &Checkpoint, key: &str) -> Option<T> {
+    ck.run_state.get(key).and_then(|v| v.parse().ok())
+}
+
 /// The run state `last.safetensors` carries.
 fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
     let schedule_text = ck
@@ -272,5 +417,10 @@ fn resume_state(ck: &Checkpoint, path: &Path) -> Result<RunState, TrainError> {
             .run_state
             .get("best_val_top1_error")
             .and_then(|v| v.parse().ok()),
+        // Absent from checkpoints written before they were kept: the epoch record then
+        // covers the steps after the resume only, as it used to.
+        epoch_loss_sum: optional(ck, "epoch_loss_sum").unwrap_or(0.0),
+        epoch_loss_steps: optional(ck, "epoch_loss_steps").unwrap_or(0),
+        epoch_seconds: 0.0,
     })
 }

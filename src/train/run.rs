@@ -71,10 +71,49 @@ pub(super) struct RunState {
     pub batch_in_epoch: usize,
     pub schedule: LrSchedule,
     pub best_error: Option<f64>,
+    /// The current epoch's partial sums up to `step`, so the epoch record after a mid-epoch
+    /// resume is the uninterrupted run's: the sum of the logged windows' mean loss times
+    /// their steps and those steps (both in the checkpoint), and the seconds spent (from the
+    /// step records in metrics.jsonl: a time in the checkpoint would make two identical runs'
+    /// checkpoints differ).
+    pub epoch_loss_sum: f64,
+    pub epoch_loss_steps: u64,
+    pub epoch_seconds: f64,
 }
 
 /// Trains as `job` says; see the module docs for the data flow.
 pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
-    let (prepared, state, metrics) = Prepared::open(job)?;
-    Trainer::new(job, &prepared, state, metrics)?.run()
+    let fresh = !job.out.exists();
+    let result = (|| {
+        let (prepared, state, metrics) = Prepared::open(job)?;
+        Trainer::new(job, &prepared, state, metrics)?.run()
+    })();
+    if result.is_err() && fresh {
+        remove_unstarted(&job.out);
+    }
+    result
+}
+
+/// Removes a run folder this call created when the run failed before it wrote anything worth
+/// keeping: only the lock, the config and an empty metrics file are there (a run that logged
+/// steps before diverging keeps its folder, which says how it diverged).
+fn remove_unstarted(out: &std::path::Path) {
+    const OURS: [&str; 3] = [
+        crate::lock::LOCK_FILE,
+        "config.toml",
+        super::metrics::METRICS_FILE,
+    ];
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
+    let only_ours = names.iter().all(|n| OURS.iter().any(|o| n == *o));
+    let metrics = out.join(super::metrics::METRICS_FILE);
+    let no_records = std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0);
+    if only_ours && no_records {
+        for n in &names {
+            let _ = std::fs::remove_file(out.join(n));
+        }
+        let _ = std::fs::remove_dir(out);
+    }
 }

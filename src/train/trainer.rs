@@ -48,7 +48,7 @@ struct Closed {
 /// How an epoch's step loop ended.
 enum EpochEnd {
     /// Every batch of the epoch was trained.
-    Complete { loss_sum: f64, steps: u64 },
+    Complete,
     /// `max_steps` was reached inside the epoch (the position is saved for `--resume`).
     Cut,
     /// A signal arrived; its checkpoint is written.
@@ -90,6 +90,9 @@ pub(super) struct Trainer<'p> {
     summary: TrainSummary,
     train_secs: f64,
     trained_images: u64,
+    /// When this process began the current epoch (its seconds before a resume are in
+    /// `st.epoch_seconds`).
+    epoch_started: Instant,
 }
 
 impl<'p> Trainer<'p> {
@@ -183,18 +186,23 @@ impl<'p> Trainer<'p> {
             host_rows: VecDeque::new(),
             closed: VecDeque::new(),
             stop: StopSignals::install(),
-            guard: LossGuard::new(cfg.model.classes),
+            guard: if cfg.divergence_guard {
+                LossGuard::new(cfg.model.classes)
+            } else {
+                LossGuard::new(cfg.model.classes).without_bounds()
+            },
             bar,
             summary,
             train_secs: 0.0,
             trained_images: 0,
+            epoch_started: Instant::now(),
         })
     }
 
     /// Epochs until the configured count or `max_steps`, a signal, or an error.
     pub fn run(mut self) -> Result<TrainSummary, TrainError> {
         while self.st.epoch < self.cfg.epochs && self.st.step < self.total_steps {
-            let started = Instant::now();
+            self.epoch_started = Instant::now();
             match self.epoch()? {
                 EpochEnd::Stopped(signal) => {
                     self.summary.interrupted = true;
@@ -205,9 +213,7 @@ impl<'p> Trainer<'p> {
                     self.save(false, false)?;
                     break;
                 }
-                EpochEnd::Complete { loss_sum, steps } => {
-                    self.end_epoch(loss_sum, steps, started)?
-                }
+                EpochEnd::Complete => self.end_epoch()?,
             }
         }
         self.bar.finish_and_clear();
@@ -225,7 +231,6 @@ impl<'p> Trainer<'p> {
             self.st.epoch as u64,
             self.st.batch_in_epoch,
         );
-        let (mut loss_sum, mut steps) = (0.0f64, 0u64);
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut window = Window {
             steps: 0,
@@ -252,8 +257,8 @@ impl<'p> Trainer<'p> {
                 let keep = usize::from(!sync);
                 while self.closed.len() > keep {
                     let (mean, n) = self.log_window()?;
-                    loss_sum += mean * n as f64;
-                    steps += n as u64;
+                    self.st.epoch_loss_sum += mean * n as f64;
+                    self.st.epoch_loss_steps += n as u64;
                 }
                 if sync {
                     pending.clear();
@@ -276,7 +281,7 @@ impl<'p> Trainer<'p> {
         Ok(match stopped {
             Some(signal) => EpochEnd::Stopped(signal),
             None if (self.st.batch_in_epoch as u64) < self.steps_per_epoch => EpochEnd::Cut,
-            None => EpochEnd::Complete { loss_sum, steps },
+            None => EpochEnd::Complete,
         })
     }
 
@@ -415,7 +420,12 @@ impl<'p> Trainer<'p> {
 
     /// After an epoch's last step: validation, the schedule, the checkpoints, the epoch
     /// record; a validation with non-finite logits stops the run.
-    fn end_epoch(&mut self, loss_sum: f64, steps: u64, started: Instant) -> Result<(), TrainError> {
+    fn end_epoch(&mut self) -> Result<(), TrainError> {
+        let (loss_sum, steps) = (self.st.epoch_loss_sum, self.st.epoch_loss_steps);
+        let seconds_before = self.st.epoch_seconds;
+        self.st.epoch_loss_sum = 0.0;
+        self.st.epoch_loss_steps = 0;
+        self.st.epoch_seconds = 0.0;
         let st = &mut self.st;
         st.epoch += 1;
         st.batch_in_epoch = 0;
@@ -460,7 +470,7 @@ impl<'p> Trainer<'p> {
             val_top1_error: val_error,
             val_top5_error: val_result.map(|r| 1.0 - r.top5_accuracy),
             lr: lr_used,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: seconds_before + self.epoch_started.elapsed().as_secs_f64(),
         };
         say(&self.bar, self.job.progress, &epoch_line(&rec));
         self.metrics.write(&Record::Epoch(rec))?;
@@ -488,6 +498,9 @@ impl<'p> Trainer<'p> {
         run_state.insert("schedule".into(), st.schedule.to_json());
         run_state.insert("lr".into(), st.schedule.lr().to_string());
         run_state.insert("seed".into(), self.cfg.seed.to_string());
+        run_state.insert("data_digest".into(), super::prepare::data_digest(self.set));
+        run_state.insert("epoch_loss_sum".into(), st.epoch_loss_sum.to_string());
+        run_state.insert("epoch_loss_steps".into(), st.epoch_loss_steps.to_string());
         if let Some(b) = st.best_error {
             run_state.insert("best_val_top1_error".into(), b.to_string());
         }

@@ -85,6 +85,7 @@ fn curves(r: &RunCurves) -> Curves {
                     val.push((e.epoch as f64, v * 100.0));
                 }
             }
+            Record::Resume(_) => {}
         }
     }
     for c in [&mut loss, &mut err, &mut val] {

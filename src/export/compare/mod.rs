@@ -66,6 +66,8 @@ pub struct CompareOptions {
     pub threshold: f64,
     /// Also write the table as `OUT.md` and `OUT.json` beside the image.
     pub table: bool,
+    /// `--overwrite`: existing outputs may be replaced.
+    pub overwrite: bool,
 }
 
 impl Default for CompareOptions {
@@ -74,6 +76,7 @@ impl Default for CompareOptions {
             title: None,
             threshold: DEFAULT_THRESHOLD,
             table: false,
+            overwrite: false,
         }
     }
 }
@@ -96,6 +99,17 @@ pub fn write_comparison(
     out: &Path,
     opts: &CompareOptions,
 ) -> Result<Comparison, PlotError> {
+    for (i, a) in run_dirs.iter().enumerate() {
+        if let Some(b) = run_dirs[i + 1..]
+            .iter()
+            .find(|b| crate::output_check::same_file(a, b))
+        {
+            return Err(PlotError::SameRun {
+                first: a.clone(),
+                second: b.clone(),
+            });
+        }
+    }
     let mut runs = Vec::with_capacity(run_dirs.len());
     let mut inputs = Vec::new();
     for dir in run_dirs {
@@ -111,12 +125,16 @@ pub fn write_comparison(
     let out = out.to_path_buf();
     let with_ext = |ext: &str| out.with_extension(ext);
     let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    let mut outputs = vec![out.clone()];
+    use crate::output_check::{check, Format, Output};
+    let mut outputs = vec![(out.clone(), Format::Png)];
     if opts.table {
-        outputs.extend([with_ext("md"), with_ext("json")]);
+        outputs.extend([
+            (with_ext("md"), Format::Markdown),
+            (with_ext("json"), Format::Json),
+        ]);
     }
-    for o in &outputs {
-        crate::output_check::check_output(o, &input_refs, true)?;
+    for (o, format) in &outputs {
+        check(&Output::new(o, *format, &input_refs, opts.overwrite))?;
     }
     let rows = table(&runs, opts.threshold);
     let img = render_comparison(&runs, opts)?;

@@ -71,7 +71,7 @@ pub fn table(runs: &[RunCurves], threshold: f64) -> Vec<GroupRow> {
             let last_val = |r: &RunCurves| {
                 r.records.iter().rev().find_map(|rec| match rec {
                     Record::Epoch(e) => e.val_top1_error.map(|t1| (t1, e.val_top5_error)),
-                    Record::Step(_) => None,
+                    _ => None,
                 })
             };
             let best = |r: &RunCurves| {
@@ -79,7 +79,7 @@ pub fn table(runs: &[RunCurves], threshold: f64) -> Vec<GroupRow> {
                     .iter()
                     .filter_map(|rec| match rec {
                         Record::Epoch(e) => e.val_top1_error.filter(|v| v.is_finite()),
-                        Record::Step(_) => None,
+                        _ => None,
                     })
                     .fold(f64::NAN, f64::min)
             };
@@ -94,7 +94,7 @@ pub fn table(runs: &[RunCurves], threshold: f64) -> Vec<GroupRow> {
             let speed = |r: &RunCurves| {
                 Stat::of(r.records.iter().filter_map(|rec| match rec {
                     Record::Step(s) => Some(s.images_per_s),
-                    Record::Epoch(_) => None,
+                    _ => None,
                 }))
                 .map_or(f64::NAN, |s| s.mean)
             };

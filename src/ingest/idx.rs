@@ -8,8 +8,9 @@
 //! Class folders are named with a zero-padded label index first (`00_tshirt_top`) so that
 //! sorted folder order equals label order, and every class gets its folder even when `--limit`
 //! leaves it empty, so a limited test set keeps the same class list as the training set.
-//! The output appears atomically: images go to `OUT.tmp`, which is renamed to `OUT` at the end,
-//! so an existing `OUT` is a finished import and a second run only checks it.
+//! The output appears atomically: images go to a temporary folder beside `OUT` (the project's
+//! one writer, `crate::atomic`), renamed to `OUT` at the end, so an existing `OUT` is a
+//! finished import and a second run only checks it.
 use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -324,16 +325,6 @@ pub fn class_folder_names(spec: &ClassNames, max_label: usize) -> Result<Vec<Str
         .collect())
 }
 
-/// `OUT.tmp` beside `OUT`.
-fn tmp_path(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    out.with_file_name(name)
-}
-
 /// Counts the `.png` files per folder name directly under `dir`.
 fn existing_layout(dir: &Path) -> Result<Vec<(String, usize)>, IdxError> {
     let err = |path: &Path| {
@@ -407,15 +398,17 @@ pub fn import_idx(cfg: &ImportIdxConfig) -> Result<ImportSummary, IdxError> {
         });
     }
 
-    let tmp = tmp_path(&cfg.out);
     let write_err = |path: &Path, e: &dyn std::fmt::Display| IdxError::Write {
         path: path.to_path_buf(),
         problem: e.to_string(),
     };
-    // A leftover OUT.tmp is an import that died half way; it is ours to redo.
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| write_err(&tmp, &e))?;
+    // Removed if the import fails or is interrupted; a killed one's is removed by the next.
+    if let Some(parent) = cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| write_err(parent, &e))?;
     }
+    crate::atomic::remove_stale_beside(&cfg.out);
+    let temp = crate::atomic::Temp::folder(&cfg.out).map_err(|e| write_err(&cfg.out, &e))?;
+    let tmp = temp.path().to_path_buf();
     for f in &folders {
         let d = tmp.join(f);
         std::fs::create_dir_all(&d).map_err(|e| write_err(&d, &e))?;
@@ -435,7 +428,7 @@ pub fn import_idx(cfg: &ImportIdxConfig) -> Result<ImportSummary, IdxError> {
         img.save_with_format(&path, image::ImageFormat::Png)
             .map_err(|e| write_err(&path, &e))
     })?;
-    std::fs::rename(&tmp, &cfg.out).map_err(|e| write_err(&cfg.out, &e))?;
+    temp.commit(None).map_err(|e| write_err(&cfg.out, &e))?;
     Ok(ImportSummary {
         images: count,
         classes: folders.len(),
@@ -490,7 +483,8 @@ mod tests {
         };
         let s = import_idx(&cfg).unwrap();
         assert_eq!((s.images, s.classes, s.skipped), (40, 10, false));
-        assert!(!tmp_path(&out).exists());
+        // Nothing beside the import: its temporary folder became it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let layout = existing_layout(&out).unwrap();
         assert_eq!(layout.len(), 10);
         assert_eq!(layout[0].0, "00_tshirt_top");
@@ -522,7 +516,9 @@ mod tests {
     fn leftover_tmp_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("test");
-        std::fs::create_dir_all(tmp_path(&out).join("junk")).unwrap();
+        // A killed import's temporary (pid_max is at most 2^22: that writer is gone).
+        let stale = dir.path().join(".test.alexnet-4194304-0.tmp");
+        std::fs::create_dir_all(stale.join("junk")).unwrap();
         import_idx(&ImportIdxConfig {
             images: real("t10k-images-idx3-ubyte.gz"),
             labels: real("t10k-labels-idx1-ubyte.gz"),
@@ -534,6 +530,7 @@ mod tests {
         let layout = existing_layout(&out).unwrap();
         assert_eq!(layout.len(), 10);
         assert_eq!(layout[3].0, "03");
+        assert!(!stale.exists());
     }
 
     #[test]

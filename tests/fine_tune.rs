@@ -1,0 +1,165 @@
+//! Fine-tuning in one command: `alexnet train DATA --init-from W` on an imported torchvision
+//! checkpoint takes W's variant, re-initialises fc8 for DATA's class count (saying so) and
+//! keeps W's mean image and input scale, with no model flags at all.
+mod common;
+
+use alexnet::model::{Checkpoint, ModelConfig, Params};
+use alexnet::reference::random_tensor;
+use common::alexnet;
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::Path;
+
+/// torchvision's state-dict names of our layers.
+const TV: [(&str, &str); 8] = [
+    ("conv1", "features.0"),
+    ("conv2", "features.3"),
+    ("conv3", "features.6"),
+    ("conv4", "features.8"),
+    ("conv5", "features.10"),
+    ("fc6", "classifier.1"),
+    ("fc7", "classifier.4"),
+    ("fc8", "classifier.6"),
+];
+
+/// A torchvision-shaped AlexNet state dict (small widths, 1000 classes) written at `path`.
+fn torchvision_state_dict(path: &Path, widths: [usize; 7]) {
+    let mut cfg = ModelConfig::torchvision(1000);
+    cfg.widths = widths;
+    let mut p = Params::zeros(&cfg).unwrap();
+    for (i, t) in p.tensors.iter_mut().enumerate() {
+        t.data = random_tensor(70 + i as u32, t.data.len(), 0.05);
+    }
+    let bytes: Vec<Vec<u8>> = p
+        .tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = p
+        .tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let (layer, part) = t.spec.name.split_once('.').unwrap();
+            let theirs = TV.iter().find(|(o, _)| *o == layer).unwrap().1;
+            (
+                format!("{theirs}.{part}"),
+                TensorView::new(Dtype::F32, t.spec.shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+    torchvision_state_dict(
+        &dir.path().join("tv.safetensors"),
+        [8, 12, 16, 12, 8, 20, 20],
+    );
+    let (ok, _, err) = alexnet(&[
+        "import",
+        "torchvision",
+        &d("tv.safetensors"),
+        &d("w.safetensors"),
+    ]);
+    assert!(ok, "import: {err}");
+    let w = Checkpoint::load(&dir.path().join("w.safetensors"), None).unwrap();
+    assert_eq!(
+        (w.config.classes, w.config.variant()),
+        (1000, "torchvision")
+    );
+
+    common::make_tree(&dir.path().join("raw"), 6, 3, false);
+    let (ok, _, err) = alexnet(&[
+        "ingest",
+        &d("raw"),
+        &d("shards"),
+        "--size",
+        "232",
+        "--quiet",
+    ]);
+    assert!(ok, "ingest: {err}");
+
+    // One command, no model flags.
+    let (ok, _, err) = alexnet(&[
+        "train",
+        &d("shards"),
+        "--init-from",
+        &d("w.safetensors"),
+        "--out",
+        &d("run"),
+        "--steps",
+        "2",
+        "--batch",
+        "6",
+        "--lr",
+        "0.001",
+        "--devices",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(ok, "fine-tuning failed: {err}");
+    assert!(
+        err.contains("1000 classes, the data 6: fc8 initialised afresh"),
+        "the new classifier is not announced: {err}"
+    );
+    let run = Checkpoint::load(&dir.path().join("run/last.safetensors"), None).unwrap();
+    // The variant is W's, with the data's class count.
+    let mut want = w.config.clone();
+    want.classes = 6;
+    assert_eq!(run.config, want);
+    assert_eq!(run.config.input_scale, 1.0 / 255.0);
+    // W's mean image (ImageNet's channel means, one colour) at the data's side, not the data's.
+    let stats = run.stats.as_ref().unwrap();
+    let wstats = w.stats.as_ref().unwrap();
+    assert_eq!(stats.size, 232);
+    assert!(stats
+        .mean_image
+        .chunks_exact(3)
+        .all(|p| p == &wstats.mean_image[..3]));
+    // The data's lighting statistics (the import has none).
+    assert!(stats.pca_eigenvalues[0] > 0.0 && wstats.pca_eigenvalues == [0.0; 3]);
+    // fc8 is new ([6, 20]) and trained; conv1–fc7 started from W (two small steps move them
+    // only a little, and the same way for every run).
+    let fc8 = run.params.get("fc8.weight").unwrap();
+    assert_eq!(fc8.spec.shape, vec![6, 20]);
+    for layer in ["conv1", "conv5", "fc7"] {
+        let name = format!("{layer}.weight");
+        let (a, b) = (
+            &w.params.get(&name).unwrap().data,
+            &run.params.get(&name).unwrap().data,
+        );
+        let moved = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        assert!(
+            moved > 0.0 && moved < 0.1 * scale,
+            "{name}: moved {moved} of {scale}"
+        );
+    }
+    // A model the configuration sets differently is refused, naming both.
+    let (ok, _, err) = alexnet(&[
+        "train",
+        &d("shards"),
+        "--init-from",
+        &d("w.safetensors"),
+        "--out",
+        &d("run2"),
+        "--input-size",
+        "224",
+        "--widths",
+        "8,12,16,12,8,20,20",
+        "--steps",
+        "1",
+        "--quiet",
+    ]);
+    assert!(
+        !ok && err.contains("conv1 padding 2") && err.contains("conv1 padding 0"),
+        "{err}"
+    );
+}
