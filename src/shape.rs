@@ -28,6 +28,21 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// The paper's conv1 on a batch of `n`: 3×227×227 in, 96 maps of 11×11 at stride 4.
+    #[cfg(test)]
+    pub(crate) const fn paper_conv1(n: usize) -> Self {
+        ConvShape {
+            n,
+            c_in: 3,
+            h: 227,
+            w: 227,
+            c_out: 96,
+            k: 11,
+            stride: 4,
+            pad: 0,
+            groups: 1,
+        }
+    }
     /// Output height: `(h + 2·pad − k) / stride + 1`.
     pub fn out_h(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
@@ -183,17 +198,7 @@ mod tests {
 
     #[test]
     fn conv_geometry_matches_the_paper() {
-        let c1 = ConvShape {
-            n: 1,
-            c_in: 3,
-            h: 227,
-            w: 227,
-            c_out: 96,
-            k: 11,
-            stride: 4,
-            pad: 0,
-            groups: 1,
-        };
+        let c1 = ConvShape::paper_conv1(1);
         assert_eq!((c1.out_h(), c1.out_w()), (55, 55));
         let p1 = PoolShape {
             n: 1,

@@ -102,6 +102,68 @@ fn special_files_are_rejects_and_never_read() {
 
 #[cfg(unix)]
 #[test]
+fn special_files_in_a_flat_labelled_folder_are_rejects_and_never_read() {
+    let t = tempfile::tempdir().unwrap();
+    let flat = t.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    for n in ["a.JPEG", "b.JPEG"] {
+        std::fs::copy(common::fixture("coffee.jpg"), flat.join(n)).unwrap();
+    }
+    special_files(&flat);
+    let csv = t.path().join("labels.csv");
+    let mut rows = String::from("ImageId,PredictionString\n");
+    for (id, wnid) in [
+        ("a", "n1"),
+        ("b", "n2"),
+        ("p", "n1"),
+        ("x", "n2"),
+        ("big", "n1"),
+    ] {
+        rows.push_str(&format!("{id},{wnid} 0 0 1 1\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let out = t.path().join("out");
+    // Same ceiling and limit as the class-folder case: a read of the FIFO hangs, one of
+    // /dev/zero or the sparse file cannot fit.
+    let (ok, _, err) = bounded(
+        &[
+            "ingest",
+            "--quiet",
+            "--size",
+            "32",
+            s(&flat),
+            s(&out),
+            "--labels",
+            s(&csv),
+        ],
+        4 << 20,
+        120,
+    );
+    assert!(ok, "{err}");
+    let rejects = std::fs::read_to_string(out.join("rejects.jsonl")).unwrap();
+    let reason = |name: &str| -> String {
+        rejects
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["source"].as_str().unwrap() == name)
+            .unwrap_or_else(|| panic!("no reject for {name}: {rejects}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason("p.jpg").contains("a FIFO, not a regular file"),
+        "{rejects}"
+    );
+    assert!(reason("x.jpg").contains("a character device"), "{rejects}");
+    assert!(reason("big.jpg").contains("21474836480 bytes"), "{rejects}");
+    assert_eq!(rejects.lines().count(), 3, "{rejects}");
+    assert_eq!(ShardSet::open(std::slice::from_ref(&out)).unwrap().len(), 2);
+    assert!(temporaries(&out).is_empty());
+}
+
+#[cfg(unix)]
+#[test]
 fn predict_refuses_special_files_and_skips_what_is_not_an_image() {
     let t = tempfile::tempdir().unwrap();
     let data = fashion_shards(t.path(), 8);

@@ -3,6 +3,9 @@ use super::kernel::{self, Entry, Launch, Shader, Slot};
 use super::{Recorder, Result, Tensor};
 use crate::shape::Activation;
 
+/// This launcher's shader, for [`kernel::all_shaders`].
+pub static SHADERS: &[&Shader] = &[&SHADER];
+
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "activation",

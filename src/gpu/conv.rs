@@ -11,6 +11,9 @@ use super::tuner;
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{Activation, ConvShape};
 
+/// This launcher's shaders (tiled, direct and the bias/weight sums), for [`kernel::all_shaders`].
+pub static SHADERS: &[&Shader] = &[&SHADER, &DIRECT_SHADER, &SUMS_SHADER];
+
 /// `shaders/conv_common.wgsl`: the uniform, bindings and stores the convolution shaders share.
 pub const COMMON_WGSL: &str = include_str!("../../shaders/conv_common.wgsl");
 /// The shader of GPUs: an implicit GEMM on the generated tile core.

@@ -4,6 +4,9 @@ use super::kernel::{self, Entry, Launch, Shader, Slot};
 use super::step::StepBuffer;
 use super::{GpuError, Recorder, Result, Tensor};
 
+/// This launcher's shader, for [`kernel::all_shaders`].
+pub static SHADERS: &[&Shader] = &[&SHADER];
+
 /// The shader (random.wgsl prepended).
 pub static SHADER: Shader = Shader {
     name: "dropout",

@@ -15,6 +15,9 @@ use super::tuner;
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
 use crate::shape::{Activation, LinearShape};
 
+/// This launcher's shader, for [`kernel::all_shaders`].
+pub static SHADERS: &[&Shader] = &[&SHADER];
+
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "gemm",

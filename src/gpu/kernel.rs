@@ -81,23 +81,12 @@ impl Program {
     }
 }
 
-/// Every shader, for the validation test and for warming caches.
-pub fn all_shaders() -> [&'static Shader; 13] {
-    [
-        &super::augment::SHADER,
-        &super::channels::SHADER,
-        &super::gemm::SHADER,
-        &super::conv::SHADER,
-        &super::conv::DIRECT_SHADER,
-        &super::conv::SUMS_SHADER,
-        &super::activation::SHADER,
-        &super::lrn::SHADER,
-        &super::maxpool::SHADER,
-        &super::dropout::SHADER,
-        &super::softmax_xent::SHADER,
-        &super::sgd::SHADER,
-        &RANDOM_SHADER,
-    ]
+/// Every shader, for the validation test and for warming caches: each launcher's `SHADERS`,
+/// then `random.wgsl` alone.
+pub fn all_shaders() -> Vec<&'static Shader> {
+    let mut all = super::launcher_shaders();
+    all.push(&RANDOM_SHADER);
+    all
 }
 
 /// `random.wgsl` on its own (functions only), so the validation test names it when it breaks.
@@ -502,6 +491,85 @@ mod tests {
 
     fn parse(shader: &'static Shader) -> naga::Module {
         parse_program(&program(shader, TileConfig::LARGE))
+    }
+
+    /// `(module file, shader name)` of every `static …: Shader` declared in `src/gpu/`,
+    /// read from the source text so that a declaration no launcher lists is still seen.
+    fn declared_shaders() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gpu");
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let mut at = 0;
+            for line in text.split_inclusive('\n') {
+                at += line.len();
+                let l = line.trim();
+                if !(l.starts_with("pub static ") || l.starts_with("static "))
+                    || !l.ends_with(": Shader = Shader {")
+                {
+                    continue;
+                }
+                let rest = &text[at..];
+                let name = rest
+                    .split_once("name: \"")
+                    .and_then(|(_, r)| r.split_once('"'))
+                    .unwrap_or_else(|| panic!("{file}: a Shader without a name"))
+                    .0;
+                found.push((file.clone(), name.to_string()));
+            }
+        }
+        assert!(
+            found.len() > 5,
+            "the scan of {} found too little",
+            dir.display()
+        );
+        found
+    }
+
+    #[test]
+    fn every_shader_file_and_declaration_is_in_the_list() {
+        let listed = all_shaders();
+        let names: Vec<&str> = listed.iter().map(|s| s.name).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "two shaders share a name: {names:?}"
+        );
+        for (file, name) in declared_shaders() {
+            assert!(
+                names.contains(&name.as_str()),
+                "src/gpu/{file} declares shader `{name}`, which is not in all_shaders(); add it to that module's SHADERS"
+            );
+        }
+        // Every file is some listed shader's source or part of its prelude.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "wgsl") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let used = listed
+                .iter()
+                .any(|s| s.source == text || s.prelude.contains(&text.as_str()));
+            assert!(
+                used,
+                "{} is used by no launcher in all_shaders(); give it a launcher or remove it",
+                path.display()
+            );
+        }
+        assert!(
+            files >= listed.len(),
+            "{files} shader files for {} shaders",
+            listed.len()
+        );
     }
 
     #[test]

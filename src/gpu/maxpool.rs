@@ -4,6 +4,9 @@ use super::kernel::{self, Entry, Launch, Shader, Slot};
 use super::{GpuError, Recorder, Result, Tensor};
 use crate::shape::PoolShape;
 
+/// This launcher's shader, for [`kernel::all_shaders`].
+pub static SHADERS: &[&Shader] = &[&SHADER];
+
 /// The shader.
 pub static SHADER: Shader = Shader {
     name: "maxpool",

@@ -31,23 +31,38 @@
 //! # Ok(()) }
 //! ```
 
-pub mod activation;
-pub mod augment;
 pub mod backend;
-pub mod channels;
 pub mod context;
-pub mod conv;
-pub mod dropout;
-pub mod gemm;
+
+/// Declares the launcher modules (one per shader family, each with a `SHADERS` list) and
+/// builds [`kernel::all_shaders`] from them, so a launcher cannot be added without its
+/// shaders joining the list.
+macro_rules! launchers {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+        /// Every launcher's shaders, in the order the launchers are declared.
+        fn launcher_shaders() -> Vec<&'static kernel::Shader> {
+            [$($name::SHADERS),*].concat()
+        }
+    };
+}
+launchers!(
+    activation,
+    augment,
+    channels,
+    conv,
+    dropout,
+    gemm,
+    lrn,
+    maxpool,
+    sgd,
+    softmax_xent
+);
 pub mod gemm_plan;
 pub mod kernel;
-pub mod lrn;
-pub mod maxpool;
 pub mod readback;
 pub mod recorder;
 pub mod selftest;
-pub mod sgd;
-pub mod softmax_xent;
 pub mod step;
 pub mod tensor;
 pub mod tiles;

@@ -768,17 +768,7 @@ mod tests {
 
     #[test]
     fn product_labels_tell_entries_and_shapes_apart() {
-        let s = ConvShape {
-            n: 128,
-            c_in: 3,
-            h: 227,
-            w: 227,
-            c_out: 96,
-            k: 11,
-            stride: 4,
-            pad: 0,
-            groups: 1,
-        };
+        let s = ConvShape::paper_conv1(128);
         let conv = |entry| Product::Conv { entry, shape: s };
         assert_eq!(
             conv(ConvEntry::Forward).label(),

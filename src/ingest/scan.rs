@@ -176,9 +176,11 @@ pub fn scan(
     let mut inputs = Vec::new();
     let class_list;
     if let Some(label_path) = labels {
+        // As in a class folder, anything image-named that is not a folder is kept, so that a
+        // FIFO or device becomes a reject with its reason at decode instead of vanishing.
         let files: Vec<PathBuf> = top
             .iter()
-            .filter(|p| p.is_file() && is_image_name(p))
+            .filter(|p| !p.is_dir() && is_image_name(p))
             .cloned()
             .collect();
         if files.is_empty() {

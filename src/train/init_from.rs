@@ -65,46 +65,44 @@ pub(super) fn init_from(
 /// Same tensor shapes are not the same network: conv1's padding, LRN, pooling and the
 /// activation change what the weights compute, and widths or groups change the shapes.
 fn check_same_network(path: &Path, a: &ModelConfig, b: &ModelConfig) -> Result<(), TrainError> {
-    let same = (
-        a.conv1_pad,
-        a.lrn,
-        a.pool_size,
-        a.pool_stride,
-        a.activation,
-        a.widths,
-        a.groups,
-    ) == (
-        b.conv1_pad,
-        b.lrn,
-        b.pool_size,
-        b.pool_stride,
-        b.activation,
-        b.widths,
-        b.groups,
-    );
-    if same {
+    if what_it_computes(a) == what_it_computes(b) {
         return Ok(());
     }
     Err(TrainError::Mismatch(format!(
-        "{} holds the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}, widths {:?}, groups {}); the configuration sets the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}, widths {:?}, groups {}); leave the model out of the configuration to take the checkpoint's, or set it to match",
+        "{} holds {}; the configuration sets {}; leave the model out of the configuration to take the checkpoint's, or set it to match",
         path.display(),
-        a.variant(),
-        a.conv1_pad,
-        a.lrn,
-        a.pool_size,
-        a.pool_stride,
-        a.activation,
-        a.widths,
-        a.groups,
-        b.variant(),
-        b.conv1_pad,
-        b.lrn,
-        b.pool_size,
-        b.pool_stride,
-        b.activation,
-        b.widths,
-        b.groups,
+        describe(a),
+        describe(b),
     )))
+}
+
+/// The settings [`check_same_network`] compares, in one tuple so that the comparison and
+/// the message cannot list different fields.
+fn what_it_computes(c: &ModelConfig) -> impl PartialEq + std::fmt::Debug {
+    (
+        c.conv1_pad,
+        c.lrn,
+        c.pool_size,
+        c.pool_stride,
+        c.activation,
+        c.widths,
+        c.groups,
+    )
+}
+
+/// `the V variant (conv1 padding …, LRN …, pooling …/…, ACT, widths […], groups …)`.
+fn describe(c: &ModelConfig) -> String {
+    format!(
+        "the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}, widths {:?}, groups {})",
+        c.variant(),
+        c.conv1_pad,
+        c.lrn,
+        c.pool_size,
+        c.pool_stride,
+        c.activation,
+        c.widths,
+        c.groups,
+    )
 }
 
 /// W's mean image at the data's side S: as it is when W's is S×S; broadcast when it is one
