@@ -2,6 +2,9 @@
 use alexnet::commands::{execute, Cli};
 use std::path::Path;
 
+/// The exit status of a command that ran and failed (docs/outputs.md#exit-status).
+const RUNTIME_FAILURE: i32 = 1;
+
 fn main() {
     quiet_wayland();
     alexnet::atomic::remove_on_signal();
@@ -23,7 +26,9 @@ fn main() {
                 }
                 cause = c.source();
             }
-            std::process::exit(2);
+            // 2 stays the argument parser's (a usage mistake, reported before anything ran);
+            // 1 says the command ran and failed, so scripts can tell the two apart.
+            std::process::exit(RUNTIME_FAILURE);
         }
     }
 }

@@ -66,9 +66,9 @@ fn import_idx_writes_class_folders_once() {
         text(&o)
     );
 
-    // Swapped arguments: exit code 2 and a message that says what is wrong.
+    // Swapped arguments: a runtime failure (exit status 1, not the parser's 2) and a message that says what is wrong.
     let o = alexnet(&["import-idx", &labels, &images, "raw/x"], dir.path());
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("swapped"), "{}", text(&o));
 }
 
@@ -76,8 +76,12 @@ fn import_idx_writes_class_folders_once() {
 fn report_needs_metrics_and_draws_them() {
     let dir = tempfile::tempdir().unwrap();
     let o = alexnet(&["report", "run"], dir.path());
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("metrics.jsonl"), "{}", text(&o));
+    // A usage mistake is the parser's: status 2, distinct from a failure at run time.
+    let o = alexnet(&["report", "run", "--no-such-flag"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--no-such-flag"), "{}", text(&o));
 
     std::fs::create_dir(dir.path().join("run")).unwrap();
     let lines = [
@@ -163,7 +167,7 @@ fn report_compares_runs_by_seed_group_and_writes_the_table() {
         ],
         dir.path(),
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = alexnet(
         &["report", "runs/b", "--table", "--threshold", "0"],
         dir.path(),
@@ -209,7 +213,7 @@ limit = 12
     )
     .unwrap();
     let o = alexnet(&["run", "bad.toml"], dir.path());
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("stage 1 (train): missing field `data`"),
         "{}",

@@ -148,8 +148,8 @@ def read_stats(paths: Union[PathLike, Sequence[PathLike]]) -> Stats:
 
 
 def _labels(path: Path, column) -> np.ndarray:
-    """The label column as int64: raw shards store int32, jpeg/png shards int64 (what Hugging
-    Face `datasets` needs for a ClassLabel); both are accepted."""
+    """The label column as int64: shards store int64 (what Hugging Face `datasets` needs for a
+    ClassLabel), raw shards from earlier versions int32; both are accepted."""
     if column.null_count:
         raise ShardError(f"{path}: the label column has nulls; re-run `alexnet ingest`")
     arr = column.to_numpy(zero_copy_only=False)

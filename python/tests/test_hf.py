@@ -37,3 +37,24 @@ def test_datasets_reads_image_and_class_label(run, raw_tree, tmp_path, encoding)
     reader = ShardReader(out)
     assert [label for _, label in reader] == ds["label"]
     assert run("inspect", out, "--json")
+
+
+def test_datasets_reads_raw_shard_labels_as_class_label(run, raw_tree, tmp_path):
+    """Raw shards keep their class names in `datasets` too: `label` is a ClassLabel, `image` the
+    raw bytes, and alexnet's own readers read the same labels back."""
+    out = tmp_path / "raw.parquet"
+    run("ingest", raw_tree, out, "--size", 16, "--quiet")
+    ds = datasets.load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.features["label"] == datasets.ClassLabel(names=["n01", "n02"]), ds.features
+    assert ds.features["image"] == datasets.Value("binary"), ds.features
+    assert ds.features["orig_width"] == datasets.Value("int32"), ds.features
+    table = pq.read_table(out)
+    wnids = table.column("wnid").to_pylist()
+    assert len(ds) == 7 and sorted(set(ds["label"])) == [0, 1]
+    assert [ds.features["label"].int2str(v) for v in ds["label"]] == wnids
+    assert [len(b) for b in ds["image"]] == [16 * 16 * 3] * 7
+    reader = ShardReader(out)
+    images, labels = zip(*reader)
+    assert list(labels) == ds["label"]
+    assert all(np.array_equal(img.reshape(-1), np.frombuffer(b, np.uint8)) for img, b in zip(images, ds["image"]))
+    assert run("inspect", out, "--json")

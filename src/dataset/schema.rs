@@ -134,22 +134,19 @@ impl FooterMeta {
 
 /// The Arrow schema of a shard, with the Hugging Face features entry in its metadata.
 ///
-/// Raw shards: every field non-nullable, `label` int32. jpeg/png shards: the schema Hugging
-/// Face `datasets` writes for its `Image` and `ClassLabel` features (every field nullable,
-/// `label` int64), because `datasets` applies the `huggingface` key to a field only when the
-/// field equals the feature's own Arrow field, nullability and integer width included.
+/// `datasets` applies the `huggingface` key to a field only when the field equals the
+/// feature's own Arrow field, nullability and integer width included. So `label` is the
+/// ClassLabel's field (int64, nullable, never null) in every encoding, and jpeg/png shards are
+/// wholly the schema `datasets` writes for its `Image` feature (every field nullable). Raw
+/// shards' other fields are non-nullable: plain values there, which `datasets` reads as such.
 pub fn arrow_schema(encoding: Encoding, classes: &[String]) -> Schema {
-    let (image, label, nullable) = match encoding {
-        Encoding::Raw => (DataType::Binary, DataType::Int32, false),
-        Encoding::Jpeg | Encoding::Png => (
-            DataType::Struct(image_struct_fields()),
-            DataType::Int64,
-            true,
-        ),
+    let (image, nullable) = match encoding {
+        Encoding::Raw => (DataType::Binary, false),
+        Encoding::Jpeg | Encoding::Png => (DataType::Struct(image_struct_fields()), true),
     };
     let fields = vec![
         Field::new("image", image, nullable),
-        Field::new("label", label, nullable),
+        Field::new("label", DataType::Int64, true),
         Field::new("wnid", DataType::Utf8, nullable),
         Field::new("source", DataType::Utf8, nullable),
         Field::new("orig_width", DataType::Int32, nullable),
@@ -211,13 +208,9 @@ pub fn record_batch(
             )
         }
     };
-    let labels = rows.iter().map(|r| r.label);
-    let label: ArrayRef = match encoding {
-        Encoding::Raw => Arc::new(Int32Array::from_iter_values(labels)),
-        Encoding::Jpeg | Encoding::Png => {
-            Arc::new(Int64Array::from_iter_values(labels.map(i64::from)))
-        }
-    };
+    let label: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| i64::from(r.label)),
+    ));
     let cols: Vec<ArrayRef> = vec![
         image,
         label,
@@ -264,8 +257,9 @@ pub(crate) fn image_bytes<'a>(
         .ok_or_else(|| bad("struct has no binary `bytes` field"))
 }
 
-/// The values of a `label` column: int32 (raw shards) or int64 (jpeg/png shards, and files
-/// written by other tools), without nulls and within i32.
+/// The values of a `label` column: int64 (what alexnet writes, and what `datasets` writes for a
+/// ClassLabel) or int32 (raw shards from earlier versions of alexnet), without nulls and within
+/// i32.
 pub(crate) fn label_values(path: &Path, column: &dyn Array) -> Result<Vec<i32>, DatasetError> {
     let bad = |reason: String| DatasetError::BadColumn {
         path: path.into(),
@@ -434,27 +428,36 @@ mod tests {
     fn image_shards_follow_hugging_face_and_raw_shards_keep_their_contract() {
         let classes = vec!["n1".to_string()];
         let raw = arrow_schema(Encoding::Raw, &classes);
-        assert!(raw.fields().iter().all(|f| !f.is_nullable()));
-        assert_eq!(raw.field(1).data_type(), &DataType::Int32);
-        for enc in [Encoding::Jpeg, Encoding::Png] {
+        let class_label = Field::new("label", DataType::Int64, true);
+        // Every encoding's label is the ClassLabel's own field, so `datasets` names classes.
+        assert_eq!(raw.field(1), &class_label);
+        assert!(raw
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "label")
+            .all(|f| !f.is_nullable()));
+        for enc in [Encoding::Raw, Encoding::Jpeg, Encoding::Png] {
             let s = arrow_schema(enc, &classes);
-            // What `datasets.Features({"image": Image(), "label": ClassLabel(...)})` writes.
-            assert!(s.fields().iter().all(|f| f.is_nullable()), "{enc}");
-            assert_eq!(s.field(1).data_type(), &DataType::Int64);
-            assert_eq!(
-                s.field(0).data_type(),
-                &DataType::Struct(image_struct_fields())
-            );
+            assert_eq!(s.field(1), &class_label, "{enc}");
+            if enc != Encoding::Raw {
+                // What `datasets.Features({"image": Image(), "label": ClassLabel(...)})` writes.
+                assert!(s.fields().iter().all(|f| f.is_nullable()), "{enc}");
+                assert_eq!(
+                    s.field(0).data_type(),
+                    &DataType::Struct(image_struct_fields())
+                );
+            }
             let row = Row {
                 image: vec![1, 2, 3],
-                label: 0,
+                label: 3,
                 wnid: "n1".into(),
                 source: "n1/a.png".into(),
                 orig_width: 4,
                 orig_height: 5,
             };
             let b = record_batch(Path::new("x"), enc, &classes, &[row]).unwrap();
-            assert_eq!(label_values(Path::new("x"), b.column(1)).unwrap(), [0]);
+            assert_eq!(b.column(1).data_type(), &DataType::Int64, "{enc}");
+            assert_eq!(label_values(Path::new("x"), b.column(1)).unwrap(), [3]);
         }
         let p = Path::new("s.parquet");
         let wide = Int64Array::from(vec![0, 3, 7]);
