@@ -315,26 +315,30 @@ fn smaller_things_a_disk_holds() {
         !ok && err.contains("footer says 6") && err.contains("holds 5"),
         "{err}"
     );
-    // int64 labels, as other tools write them, read as the same labels.
-    let wide = t.path().join("wide.parquet");
+    // int32 labels, as raw shards were written before they took Hugging Face's int64
+    // ClassLabel field, read as the same labels.
+    let wide = t.path().join("narrow.parquet");
     rewrite_shard(&shard, &wide, parquet::basic::Compression::SNAPPY, |b| {
         let i = b.schema().index_of("label").unwrap();
         let labels = b
             .column(i)
             .as_any()
-            .downcast_ref::<arrow_array::Int32Array>()
+            .downcast_ref::<arrow_array::Int64Array>()
             .unwrap();
-        let wide: arrow_array::Int64Array = labels.iter().map(|v| v.map(i64::from)).collect();
+        let narrow: arrow_array::Int32Array = labels
+            .iter()
+            .map(|v| v.map(|l| i32::try_from(l).unwrap()))
+            .collect();
         let mut fields: Vec<arrow_schema::Field> = b
             .schema()
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        fields[i] = arrow_schema::Field::new("label", arrow_schema::DataType::Int64, false);
+        fields[i] = arrow_schema::Field::new("label", arrow_schema::DataType::Int32, false);
         let schema = arrow_schema::Schema::new_with_metadata(fields, b.schema().metadata().clone());
         let mut cols = b.columns().to_vec();
-        cols[i] = std::sync::Arc::new(wide);
+        cols[i] = std::sync::Arc::new(narrow);
         arrow_array::RecordBatch::try_new(std::sync::Arc::new(schema), cols).unwrap()
     });
     let rows = |p: &Path| {

@@ -217,13 +217,13 @@ fn labels_outside_the_class_list_are_named_by_file_and_row() {
             let col = b.column_by_name("label").unwrap();
             let labels = col
                 .as_any()
-                .downcast_ref::<arrow_array::Int32Array>()
+                .downcast_ref::<arrow_array::Int64Array>()
                 .unwrap();
             let new: Vec<i32> = (0..b.num_rows())
                 .map(|i| match seen + i {
                     3 => 99,
                     7 => -1,
-                    _ => labels.value(i),
+                    _ => i32::try_from(labels.value(i)).unwrap(),
                 })
                 .collect();
             seen += b.num_rows();

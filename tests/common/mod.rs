@@ -246,7 +246,9 @@ pub fn rewrite_shard(
 pub fn with_labels(batch: arrow_array::RecordBatch, labels: Vec<i32>) -> arrow_array::RecordBatch {
     let i = batch.schema().index_of("label").unwrap();
     let mut cols = batch.columns().to_vec();
-    cols[i] = std::sync::Arc::new(arrow_array::Int32Array::from(labels));
+    // Shards hold labels as int64 (Hugging Face's ClassLabel field).
+    let wide: Vec<i64> = labels.into_iter().map(i64::from).collect();
+    cols[i] = std::sync::Arc::new(arrow_array::Int64Array::from(wide));
     arrow_array::RecordBatch::try_new(batch.schema(), cols).unwrap()
 }
 
