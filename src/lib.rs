@@ -11,6 +11,7 @@ pub mod commands;
 pub mod cpu;
 pub mod dataset;
 pub mod device;
+pub mod digest;
 pub mod engine;
 pub mod export;
 pub mod gpu;

@@ -24,6 +24,8 @@ pub(super) struct Prepared {
     pub threads: usize,
     /// Where the network runs.
     pub placement: Placement,
+    /// The training data's digest ([`data_digest`]), recorded in every checkpoint.
+    pub data_digest: String,
     /// Held until the run returns: a second `train --out` here stops instead of mixing files.
     _lock: FolderLock,
 }
@@ -37,6 +39,7 @@ impl Prepared {
             return Err(TrainError::NothingToResume(job.out.join(LAST)));
         }
         let set = ShardSet::open(&job.data)?;
+        let digest = data_digest(&set);
         let mut resolved = job.config.clone();
         if job.classes_from_data {
             resolved.model.classes = set.classes().len();
@@ -112,7 +115,7 @@ impl Prepared {
             // the run records (a fine-tuned run trains with its --init-from's mean image, so
             // the checkpoint's statistics cannot tell); older checkpoints by their mean image.
             let same_data = match ck.run_state.get("data_digest") {
-                Some(d) => *d == data_digest(&set),
+                Some(d) => *d == digest,
                 None => ck.stats.as_ref().is_none_or(|s| {
                     s.size == set.size() && s.mean_image == set.stats().mean_image()
                 }),
@@ -203,6 +206,7 @@ impl Prepared {
             momentum,
             threads,
             placement,
+            data_digest: digest,
             _lock: lock,
         };
         Ok((prepared, st, metrics))
@@ -212,18 +216,16 @@ impl Prepared {
 /// The training data's statistics, as checkpoints store them.
 /// A digest of the training data as the run sees it: FNV-1a over its image size and the bits
 /// of its merged mean image. A resume compares it to tell another data set from the run's.
-pub(super) fn data_digest(set: &ShardSet) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&(set.size() as u64).to_le_bytes());
-    for v in set.stats().mean_image() {
-        eat(&v.to_bits().to_le_bytes());
-    }
+fn data_digest(set: &ShardSet) -> String {
+    let size = (set.size() as u64).to_le_bytes();
+    let bits: Vec<[u8; 4]> = set
+        .stats()
+        .mean_image()
+        .iter()
+        .map(|v| v.to_bits().to_le_bytes())
+        .collect();
+    let h =
+        crate::digest::fnv1a_parts(std::iter::once(&size[..]).chain(bits.iter().map(|b| &b[..])));
     format!("{h:016x}")
 }
 

@@ -62,6 +62,7 @@ pub(super) struct Trainer<'p> {
     set: &'p ShardSet,
     val: Option<&'p ShardSet>,
     stats: &'p DataStats,
+    data_digest: &'p str,
     spec: EngineSpec<'p>,
     engine: Engine,
     /// A batch of real images (validation if there is a set, else training) whose logits
@@ -166,6 +167,7 @@ impl<'p> Trainer<'p> {
             set: &p.set,
             val: p.val.as_ref(),
             stats: &p.stats,
+            data_digest: &p.data_digest,
             sample: p.val.as_ref().unwrap_or(&p.set).head(batch),
             spec,
             engine,
@@ -498,7 +500,7 @@ impl<'p> Trainer<'p> {
         run_state.insert("schedule".into(), st.schedule.to_json());
         run_state.insert("lr".into(), st.schedule.lr().to_string());
         run_state.insert("seed".into(), self.cfg.seed.to_string());
-        run_state.insert("data_digest".into(), super::prepare::data_digest(self.set));
+        run_state.insert("data_digest".into(), self.data_digest.to_owned());
         run_state.insert("epoch_loss_sum".into(), st.epoch_loss_sum.to_string());
         run_state.insert("epoch_loss_steps".into(), st.epoch_loss_steps.to_string());
         if let Some(b) = st.best_error {
