@@ -51,10 +51,8 @@ pub(super) fn export(a: ExportArgs) -> Result<(), CommandError> {
         ExportFormat::Onnx => {
             let bytes = crate::export::onnx::onnx_model(&ck)
                 .map_err(|e| format!("{}: {e}", a.checkpoint.display()))?;
-            crate::export::write_via_temp(&a.out, |tmp| {
-                std::fs::write(tmp, &bytes).map_err(|e| e.to_string())
-            })
-            .map_err(|e| format!("{}: {e}; check the path and free space", a.out.display()))?;
+            crate::atomic::write_bytes(&a.out, &bytes)
+                .map_err(|e| format!("{e}; check the path and free space"))?;
             let c = &ck.config;
             println!(
                 "{}: ONNX opset 17, input `pixels` [N,3,{s},{s}] float 0..255, output `logits` [N,{}] ({} variant)",

@@ -201,7 +201,8 @@ pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
         crate::model::forward::forward(&job(a.input.clone()))?;
         return Ok(());
     }
-    // The converted images go to a hidden file beside OUT, removed whatever happens.
+    // The converted images go to one of the project's temporaries beside OUT (crate::atomic),
+    // never committed: dropped whatever happens, and removed by the signal path on Ctrl-C.
     crate::output_check::check(&crate::output_check::Output::new(
         &a.out,
         crate::output_check::Format::Safetensors,
@@ -209,16 +210,15 @@ pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
         a.overwrite,
     ))?;
     let ck = crate::model::Checkpoint::load(&a.checkpoint, None)?;
-    let mut name = std::ffi::OsString::from(".");
-    name.push(a.out.file_name().unwrap_or_default());
-    name.push(".input.safetensors");
-    let tmp = a.out.with_file_name(name);
-    let done = crate::model::normalize::convert_file(&ck, &a.input, &tmp)
+    let (tmp, file) = crate::atomic::Temp::file(&a.out)?;
+    drop(file);
+    let done = crate::model::normalize::convert_file(&ck, &a.input, tmp.path())
         .map_err(CommandError::from)
         .and_then(|()| {
-            crate::model::forward::forward(&job(tmp.clone())).map_err(CommandError::from)
+            crate::model::forward::forward(&job(tmp.path().to_path_buf()))
+                .map_err(CommandError::from)
         });
-    let _ = std::fs::remove_file(&tmp);
+    drop(tmp);
     done
 }
 
