@@ -50,14 +50,11 @@ fn torchvision_state_dict(path: &Path, widths: [usize; 7]) {
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
-#[test]
-fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
-    torchvision_state_dict(
-        &dir.path().join("tv.safetensors"),
-        [8, 12, 16, 12, 8, 20, 20],
-    );
+/// An imported torchvision-style checkpoint `w.safetensors` (1000 classes, small widths) and
+/// a 6-class shard folder `shards` (232² images) in `dir`.
+fn imported_checkpoint_and_six_classes(dir: &Path) -> Checkpoint {
+    let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    torchvision_state_dict(&dir.join("tv.safetensors"), [8, 12, 16, 12, 8, 20, 20]);
     let (ok, _, err) = alexnet(&[
         "import",
         "torchvision",
@@ -65,13 +62,12 @@ fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command()
         &d("w.safetensors"),
     ]);
     assert!(ok, "import: {err}");
-    let w = Checkpoint::load(&dir.path().join("w.safetensors"), None).unwrap();
+    let w = Checkpoint::load(&dir.join("w.safetensors"), None).unwrap();
     assert_eq!(
         (w.config.classes, w.config.variant()),
         (1000, "torchvision")
     );
-
-    common::make_tree(&dir.path().join("raw"), 6, 3, false);
+    common::make_tree(&dir.join("raw"), 6, 3, false);
     let (ok, _, err) = alexnet(&[
         "ingest",
         &d("raw"),
@@ -81,6 +77,14 @@ fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command()
         "--quiet",
     ]);
     assert!(ok, "ingest: {err}");
+    w
+}
+
+#[test]
+fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+    let w = imported_checkpoint_and_six_classes(dir.path());
 
     // One command, no model flags.
     let (ok, _, err) = alexnet(&[
@@ -162,4 +166,77 @@ fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command()
         !ok && err.contains("conv1 padding 2") && err.contains("conv1 padding 0"),
         "{err}"
     );
+}
+
+#[test]
+fn freeze_conv5_leaves_conv1_to_conv5_bit_identical_and_trains_the_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+    let w = imported_checkpoint_and_six_classes(dir.path());
+    let train = |out: &str, freeze: &str| {
+        alexnet(&[
+            "train",
+            &d("shards"),
+            "--init-from",
+            &d("w.safetensors"),
+            "--freeze",
+            freeze,
+            "--out",
+            &d(out),
+            "--steps",
+            "2",
+            "--batch",
+            "6",
+            "--lr",
+            "0.001",
+            "--devices",
+            "cpu",
+            "--quiet",
+        ])
+    };
+    let (ok, _, err) = train("run", "conv5");
+    assert!(ok, "fine-tuning with --freeze conv5 failed: {err}");
+    let run = Checkpoint::load(&dir.path().join("run/last.safetensors"), None).unwrap();
+    let momentum = run
+        .momentum
+        .as_ref()
+        .expect("last.safetensors keeps momentum");
+    for layer in ["conv1", "conv2", "conv3", "conv4", "conv5"] {
+        for part in ["weight", "bias"] {
+            let name = format!("{layer}.{part}");
+            assert_eq!(
+                run.params.get(&name).unwrap().data,
+                w.params.get(&name).unwrap().data,
+                "{name} moved under --freeze conv5"
+            );
+            // The momentum stays as loaded: a fresh run's zeros, not one step's velocity.
+            let m = &momentum.get(&name).unwrap().data;
+            assert!(m.iter().all(|&v| v == 0.0), "{name}: momentum moved");
+        }
+    }
+    for layer in ["fc6", "fc7"] {
+        let name = format!("{layer}.weight");
+        assert_ne!(
+            run.params.get(&name).unwrap().data,
+            w.params.get(&name).unwrap().data,
+            "{name} did not train"
+        );
+    }
+    // The run's config records it, so --resume freezes the same layers.
+    let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(config.contains("freeze = \"conv5\""), "{config}");
+
+    // An unknown layer is refused before anything is written, naming the valid ones.
+    for bad in ["conv9", "fc8"] {
+        let (ok, _, err) = train(bad, bad);
+        assert!(
+            !ok && err.contains(&format!("`{bad}`"))
+                && err.contains("conv1, conv2, conv3, conv4, conv5, fc6, fc7"),
+            "{bad}: {err}"
+        );
+        assert!(
+            !dir.path().join(bad).exists(),
+            "--freeze {bad} left a run folder"
+        );
+    }
 }

@@ -29,7 +29,8 @@ const EXAMPLES: &[(&str, &str)] = &[
   alexnet train shards/ --out runs/cpu --devices cpu      # the native CPU engine (lavapipe: --devices lavapipe)
   alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he
   alexnet train shards/ --out runs/cos --schedule cosine --min-lr 1e-4 --momentum 0.9 --weight-decay 5e-4
-  alexnet train shards/ --out runs/x --steps 100 --json | jq .last_loss",
+  alexnet train shards/ --out runs/x --steps 100 --json | jq .last_loss
+  alexnet train shards/flowers/ --init-from tv.safetensors --freeze conv5 --out runs/head   # fc6–fc8 only",
     ),
     (
         "eval",

@@ -100,6 +100,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Train only the layers after LAYER (`conv1` … `fc7`); it and every layer before it keep
+    /// their starting weights (with --init-from: fine-tune the classifier, `--freeze conv5`).
+    #[arg(long, value_name = "LAYER")]
+    #[serde(default)]
+    pub freeze: Option<String>,
     /// Train on the evaluation view: centre crop, no flip, no lighting noise.
     #[arg(long)]
     #[serde(default)]
@@ -204,6 +209,7 @@ impl TrainArgs {
         flag!(widths, "--widths", "model.widths");
         flag!(classes, "--classes", "model.classes");
         flag!(init, "--init", "init");
+        flag!(freeze, "--freeze", "freeze");
         flag!(momentum, "--momentum", "momentum");
         flag!(weight_decay, "--weight-decay", "weight_decay");
         flag!(schedule, "--schedule", "schedule.kind");

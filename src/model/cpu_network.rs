@@ -59,6 +59,11 @@ impl CpuNetwork {
         self.walk.upload_momentum(&mut self.be, momentum)
     }
 
+    /// Freezes `block` and every layer before it (`train --freeze`, [`Walk::freeze_through`]).
+    pub fn freeze_through(&mut self, block: &str) -> Result<()> {
+        self.walk.freeze_through(block)
+    }
+
     /// A copy of the parameters (checkpoints).
     pub fn download_params(&mut self) -> Result<Params> {
         self.walk.download_params(&mut self.be)

@@ -5,6 +5,7 @@ pub mod columns;
 pub mod config;
 pub mod cpu_network;
 pub mod forward;
+pub mod freeze;
 pub mod geometry;
 pub mod import;
 pub mod layers;

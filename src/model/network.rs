@@ -86,6 +86,11 @@ impl Network {
         self.walk.activations()
     }
 
+    /// Freezes `block` and every layer before it (`train --freeze`, [`Walk::freeze_through`]).
+    pub fn freeze_through(&mut self, block: &str) -> Result<()> {
+        self.walk.freeze_through(block)
+    }
+
     /// Replaces the parameters.
     pub fn upload_params(&self, gpu: &Gpu, params: &Params) -> Result<()> {
         self.walk.upload_params(&mut self.idle(gpu), params)

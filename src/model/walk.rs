@@ -9,7 +9,8 @@
 //! - dropout writes a masked copy (so the activation's own output stays intact for its backward
 //!   and for `alexnet forward`) and has no gradient buffer: its gradient is its input layer's,
 //!   masked in place; outside training the next layer reads the dropout's input directly;
-//! - conv1's input gradient is not computed (nobody reads it).
+//! - conv1's input gradient is not computed (nobody reads it);
+//! - layers before [`Walk::freeze_through`]'s boundary have no backward and no SGD step.
 use super::geometry::{Geometry, GeometryError};
 use super::layers::{self, input_of, Layer, Op};
 use super::params::{param_specs, ParamSpec, Params};
@@ -42,6 +43,14 @@ pub enum NetworkError {
         expected: usize,
         /// Values given.
         got: usize,
+    },
+    /// `train --freeze` names a block that is not one a run can freeze through.
+    #[error("--freeze {layer}: no layer `{layer}` to freeze through; name one of {valid} (it and every layer before it keep their weights)")]
+    Freeze {
+        /// The name given.
+        layer: String,
+        /// The names it takes.
+        valid: String,
     },
     /// An input (images, labels) does not fit the network.
     #[error("network input `{what}`: {reason}")]
@@ -95,6 +104,8 @@ pub struct Walk<T> {
     labels: T,
     stats: T,
     bufs: Vec<LayerBufs<T>>,
+    /// Layers before this index are frozen (0: none).
+    first_trainable: usize,
 }
 
 /// The short name of an op in buffer labels (`"conv2.d_lrn"`).
@@ -153,6 +164,7 @@ impl<T> Walk<T> {
             grads,
             momentum,
             bufs,
+            first_trainable: 0,
         })
     }
 
@@ -205,6 +217,22 @@ impl<T> Walk<T> {
     /// Each layer's output buffer, in list order (tests and the reference's [`Walk`] views).
     pub fn outputs(&self) -> impl Iterator<Item = (&Layer, &T)> {
         self.layers.iter().zip(self.bufs.iter().map(|b| &b.y))
+    }
+
+    /// Freezes `block` and every layer before it (`train --freeze`): backward stops above them,
+    /// so nothing below the boundary is computed, and SGD leaves their parameters and momentum
+    /// as they are.
+    pub fn freeze_through(&mut self, block: &str) -> Result<()> {
+        self.first_trainable = super::freeze::first_trainable(&self.layers, block)?;
+        Ok(())
+    }
+
+    /// How many tensors, from the first in [`param_specs`] order, are frozen.
+    fn frozen_params(&self) -> usize {
+        self.layers[self.first_trainable..]
+            .iter()
+            .find_map(|l| l.params.map(|(w, _)| w))
+            .unwrap_or(self.params.len())
     }
 
     /// Checks `images` against the input and uploads it.
@@ -421,13 +449,17 @@ impl<T> Walk<T> {
         be.scope("loss");
         let classes = self.config.classes;
         be.softmax_xent_backward(classes, self.logits(), &self.labels, self.dy(last))?;
-        for (i, (l, b)) in self.layers.iter().zip(&self.bufs).enumerate().rev() {
+        let trainable = self.layers.iter().zip(&self.bufs).enumerate();
+        for (i, (l, b)) in trainable.skip(self.first_trainable).rev() {
             be.scope(l.block);
             let t = Grad {
                 x: self.x(i, training),
                 y: &b.y,
                 dy: self.dy(i),
-                dx: input_of(&self.layers, i, training).map(|j| self.dy(j)),
+                // The first trainable layer's input gradient has no reader, like conv1's.
+                dx: input_of(&self.layers, i, training)
+                    .filter(|_| i > self.first_trainable)
+                    .map(|j| self.dy(j)),
             };
             match l.op {
                 Op::Conv { shape, act } => {
@@ -462,14 +494,15 @@ impl<T> Walk<T> {
         Ok(())
     }
 
-    /// One SGD step on every parameter from the last backward pass.
+    /// One SGD step on every trainable parameter from the last backward pass.
     pub fn sgd<B>(&self, be: &mut B, h: SgdHyper) -> Result<()>
     where
         B: Backend<Buf = T>,
         NetworkError: From<B::Error>,
     {
         be.scope("sgd");
-        for ((w, v), g) in self.params.iter().zip(&self.momentum).zip(&self.grads) {
+        let steps = self.params.iter().zip(&self.momentum).zip(&self.grads);
+        for ((w, v), g) in steps.skip(self.frozen_params()) {
             be.sgd(h, w, v, g)?;
         }
         Ok(())

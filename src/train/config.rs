@@ -110,6 +110,10 @@ pub struct TrainConfig {
     /// network would learn to predict that class whatever it sees).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_one_class: bool,
+    /// Train only the layers after this block (`conv1` … `fc7`): it and every layer before it
+    /// keep the weights (and momentum) the run starts with (`--freeze`, for fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -136,6 +140,7 @@ impl Default for TrainConfig {
             allow_incomplete: false,
             divergence_guard: true,
             allow_one_class: false,
+            freeze: None,
         }
     }
 }
@@ -285,6 +290,14 @@ impl TrainConfig {
         let err = |p: String| Err(invalid(origin, p));
         if let Err(p) = self.model.validate() {
             return err(format!("model: {p}"));
+        }
+        if let Some(f) = self.freeze.as_deref() {
+            if !crate::model::freeze::FREEZABLE.contains(&f) {
+                return err(format!(
+                    "freeze: no layer `{f}` to freeze through; name one of {} (it and every layer before it keep their weights)",
+                    crate::model::freeze::FREEZABLE.join(", ")
+                ));
+            }
         }
         if self.epochs == 0 {
             return err("epochs must be at least 1".into());

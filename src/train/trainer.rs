@@ -112,7 +112,10 @@ impl<'p> Trainer<'p> {
             stored: p.set.size(),
             mean: &p.stats.mean_image,
         };
-        let engine = Engine::open(&p.placement, &spec, &p.params)?;
+        let mut engine = Engine::open(&p.placement, &spec, &p.params)?;
+        if let Some(block) = &cfg.freeze {
+            engine.freeze_through(block)?;
+        }
         if let Some(m) = &p.momentum {
             engine.upload_momentum(m)?;
         }
