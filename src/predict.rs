@@ -6,6 +6,7 @@
 //!
 //! It sits above `ingest` (decoding and resizing) and `train` (the input stage), as
 //! `pipeline` does, because it strings both together.
+use crate::dataset::Resize;
 use crate::dataset::ShardSet;
 use crate::device::Device;
 use crate::engine::augment::centre_draws;
@@ -13,7 +14,7 @@ use crate::engine::infer::softmax;
 use crate::engine::input::{checkpoint_mean, pad_images};
 use crate::engine::Inference;
 use crate::gpu::GpuError;
-use crate::ingest::{decode_image, resize_crop, DEFAULT_MAX_PIXELS};
+use crate::ingest::{decode_image, resize_crop_with, DEFAULT_MAX_PIXELS};
 use crate::model::{Checkpoint, CheckpointError, NetworkError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -273,6 +274,20 @@ fn mean_and_side(ck: &Checkpoint, cfg: &PredictConfig) -> Result<(usize, Vec<f32
     Ok((set.size(), mean))
 }
 
+/// The filter the checkpoint's training images were resized with (`ingest --resize`, which
+/// training records), else the one of the `--data` shards, else Lanczos3 (every checkpoint
+/// from before the filter was recorded was trained on Lanczos3 shards).
+pub(crate) fn resize_of(ck: &Checkpoint, cfg: &PredictConfig) -> Result<Resize, PredictError> {
+    let key = crate::dataset::resize::CHECKPOINT_KEY;
+    let fallback = if ck.run_state.contains_key(key) || cfg.data.is_empty() {
+        Resize::Lanczos3
+    } else {
+        ShardSet::open(&cfg.data)?.resize()
+    };
+    crate::dataset::resize::recorded(ck.run_state.get(key).map(String::as_str), fallback)
+        .map_err(|e| PredictError::Mismatch(format!("{}: {e}", cfg.checkpoint.display())))
+}
+
 /// Classifies every image of `cfg.inputs`. Files that are not readable images get an
 /// [`Prediction`] with `error` set; the others their top classes.
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
@@ -309,6 +324,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
         )));
     }
 
+    let filter = resize_of(&ck, cfg)?;
     // Decode and resize on the CPU cores, as ingest does; failures become per-file errors.
     let stored: Vec<Result<Vec<u8>, String>> = {
         use rayon::prelude::*;
@@ -317,7 +333,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
             .map(|f| {
                 let bytes = crate::ingest::read_image_file(f, cfg.max_pixels)?;
                 let d = decode_image(&bytes, cfg.max_pixels)?;
-                resize_crop(d.rgb, side as u32)
+                resize_crop_with(d.rgb, side as u32, filter)
             })
             .collect()
     };
@@ -380,6 +396,23 @@ pub fn top_classes(logits: &[f32], n: usize, classes: Option<&ClassNames>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checkpoints_recorded_resize_is_repeated_and_a_bad_one_named() {
+        let cfg = crate::model::ModelConfig::small(67, 16, 3);
+        let mut ck = Checkpoint::new(cfg.clone(), crate::model::Params::zeros(&cfg).unwrap());
+        let pc = PredictConfig::new("w.safetensors".into(), Vec::new());
+        // Older checkpoints record nothing: their shards were all Lanczos3.
+        assert_eq!(resize_of(&ck, &pc).unwrap(), Resize::Lanczos3);
+        ck.run_state.insert("resize".into(), "bilinear".into());
+        assert_eq!(resize_of(&ck, &pc).unwrap(), Resize::Bilinear);
+        ck.run_state.insert("resize".into(), "cubic".into());
+        let e = resize_of(&ck, &pc).unwrap_err().to_string();
+        assert!(
+            e.contains("w.safetensors") && e.contains("\"cubic\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn top_classes_are_sorted_named_and_sum_below_one() {

@@ -110,6 +110,16 @@ fn fine_tunes_an_imported_torchvision_checkpoint_on_six_classes_in_one_command()
         "the new classifier is not announced: {err}"
     );
     let run = Checkpoint::load(&dir.path().join("run/last.safetensors"), None).unwrap();
+    // The import records torchvision's resize; the run records its data's (ingest's default),
+    // which is what predict must repeat for it.
+    assert_eq!(
+        w.run_state.get("resize").map(String::as_str),
+        Some("bilinear")
+    );
+    assert_eq!(
+        run.run_state.get("resize").map(String::as_str),
+        Some("lanczos3")
+    );
     // The variant is W's, with the data's class count.
     let mut want = w.config.clone();
     want.classes = 6;

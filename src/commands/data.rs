@@ -1,6 +1,6 @@
 //! The data commands: `ingest`, `inspect`, `import-idx`.
 use super::{print_stdout, serde_args, CommandError};
-use crate::dataset::Encoding;
+use crate::dataset::{Encoding, Resize};
 use crate::ingest::{IngestConfig, RowOrder, ShardPart, DEFAULT_MAX_PIXELS};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,12 @@ pub struct IngestArgs {
     #[arg(long, value_enum, default_value_t = Encoding::Raw)]
     #[serde(default = "raw")]
     pub encoding: Encoding,
+    /// Resampling filter of the resize to --size: `lanczos3` (sharper) or `bilinear`
+    /// (torchvision's default `Resize`, antialiased). Recorded in the footer; a model trained
+    /// on the shards records it, and `predict` resizes new images the same way.
+    #[arg(long, value_enum, default_value_t = Resize::Lanczos3)]
+    #[serde(default)]
+    pub resize: Resize,
     /// Label file of a flat folder: LOC_val_solution.csv or devkit ground truth (with --synsets).
     #[arg(long)]
     #[serde(default)]
@@ -191,7 +197,12 @@ pub(super) fn import(a: ImportArgs) -> Result<(), CommandError> {
         a.overwrite,
     ))?;
     let ImportSource::Torchvision = a.from;
-    let ck = crate::model::import::import_torchvision(&a.input)?.checkpoint;
+    let mut ck = crate::model::import::import_torchvision(&a.input)?.checkpoint;
+    // torchvision's weights were trained on its default resize (bilinear): predict repeats it.
+    ck.run_state.insert(
+        crate::dataset::resize::CHECKPOINT_KEY.into(),
+        Resize::Bilinear.as_str().into(),
+    );
     ck.save(&a.out)?;
     let c = &ck.config;
     println!(
@@ -210,6 +221,7 @@ pub(super) fn ingest(a: IngestArgs) -> Result<(), CommandError> {
     let mut cfg = IngestConfig::new(a.raw, a.out);
     cfg.size = a.size;
     cfg.encoding = a.encoding;
+    cfg.resize = a.resize;
     cfg.labels = a.labels;
     cfg.classes = a.classes;
     cfg.synsets = a.synsets;

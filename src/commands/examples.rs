@@ -57,6 +57,7 @@ into x first. docs/outputs.md has the details.",
   alexnet ingest ~/ILSVRC/val shards/val/ --labels LOC_val_solution.csv --classes shards/train/
   alexnet ingest photos/ photos.parquet --size 128 --encoding jpeg   # Hugging Face datasets reads it as Image + ClassLabel
   alexnet ingest ~/ILSVRC/train shards/train/ --shard 0/4            # machine 0 of 4
+  alexnet ingest photos/ shards/photos/ --resize bilinear            # torchvision's Resize filter
 
 Raw shards store each image as S·S·3 bytes, RGB, row-major H,W,C (S = --size, in the footer's
 `size`); the footer also holds the mean image and RGB statistics (see `alexnet inspect --json`).",

@@ -33,6 +33,7 @@ mod error;
 mod inspect;
 mod loader;
 mod order;
+pub mod resize;
 mod schema;
 mod shardset;
 mod stats;
@@ -43,6 +44,7 @@ pub use inspect::{inspect, InspectReport};
 pub use loader::{read_rows, Batch, Loader, LoaderConfig, Shuffle};
 pub use order::epoch_order;
 pub(crate) use order::SplitMix64;
+pub use resize::{Resize, RESIZE_KEY};
 pub use schema::{
     arrow_schema, footer_key_values, footer_value, hf_features_json, parse_footer, record_batch,
     Encoding, FooterMeta, Reject, Row, FORMAT_VERSION, HF_KEY, INPUTS_KEY, MEAN_IMAGE_KEY,

@@ -2,7 +2,7 @@
 //! reading whole row groups as decoded pixels.
 use super::complete::{check_folder, Incomplete, InputsMeta};
 use super::schema::{footer_entry, image_bytes, label_values};
-use super::{parse_footer, DatasetError, Encoding, Reject, Stats, INPUTS_KEY};
+use super::{parse_footer, DatasetError, Encoding, Reject, Resize, Stats, INPUTS_KEY, RESIZE_KEY};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -45,6 +45,7 @@ pub struct ShardSet {
     groups: Vec<RowGroupRef>,
     size: usize,
     encoding: Encoding,
+    resize: Resize,
     classes: Vec<String>,
     stats: Stats,
     rejects: Vec<Reject>,
@@ -109,6 +110,7 @@ impl ShardSet {
         let mut groups = Vec::new();
         let mut head: Option<(PathBuf, usize, Encoding, Vec<String>, Stats)> = None;
         let mut rejects = Vec::new();
+        let mut resize: Option<(PathBuf, Resize)> = None;
         let mut first_row = 0u64;
         let mut bytes_on_disk = 0;
         for (path, dir) in &found {
@@ -154,6 +156,26 @@ impl ShardSet {
                 per_dir[*d].push(entry);
             }
             rejects.extend(rj);
+            let filter = match footer_entry(kv, RESIZE_KEY) {
+                None => Resize::Lanczos3,
+                Some(v) => Resize::parse(v).ok_or_else(|| DatasetError::BadMetadata {
+                    path: path.clone(),
+                    reason: format!("`{RESIZE_KEY}` is {v:?}, not lanczos3 or bilinear"),
+                })?,
+            };
+            // Two filters in one set would train on two slightly different pixel statistics
+            // and leave predict no single filter to repeat.
+            match &resize {
+                None => resize = Some((path.clone(), filter)),
+                Some((first, r)) if *r != filter => {
+                    return Err(DatasetError::Mismatch {
+                        first: first.clone(),
+                        other: path.clone(),
+                        what: format!("resize filter (--resize {r} vs {filter})"),
+                    })
+                }
+                Some(_) => {}
+            }
             match &mut head {
                 None => head = Some((path.clone(), fm.size, fm.encoding, fm.classes, stats)),
                 Some((first, size, enc, classes, merged)) => {
@@ -210,6 +232,7 @@ impl ShardSet {
             groups,
             size,
             encoding,
+            resize: resize.map_or(Resize::Lanczos3, |(_, r)| r),
             classes,
             stats,
             rejects,
@@ -260,6 +283,12 @@ impl ShardSet {
     /// Pixel storage of the set.
     pub fn encoding(&self) -> Encoding {
         self.encoding
+    }
+
+    /// The filter `ingest --resize` stored the images with (the footer's [`RESIZE_KEY`];
+    /// Lanczos3 for shards written before it was recorded).
+    pub fn resize(&self) -> Resize {
+        self.resize
     }
 
     /// WordNet ids in label order.

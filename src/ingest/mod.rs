@@ -19,7 +19,7 @@ mod writer;
 pub use decode::{byte_cap, decode_image, read_image_file, Decoded, DEFAULT_MAX_PIXELS};
 pub use error::IngestError;
 pub use labels::{read_class_list, read_label_file};
-pub use preprocess::{encode, resize_crop, resized_dims, JPEG_QUALITY};
+pub use preprocess::{encode, resize_crop, resize_crop_with, resized_dims, JPEG_QUALITY};
 pub use run::{ingest, IngestConfig, IngestSummary, RowOrder, ShardPart, StageTimes};
 pub use scan::{scan, Input, Scan};
 pub use writer::ShardWriter;

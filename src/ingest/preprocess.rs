@@ -1,6 +1,6 @@
-//! Resize so the short side is S (Lanczos3, anti-aliased), centre crop S×S, and encode for
-//! the `image` column.
-use crate::dataset::Encoding;
+//! Resize so the short side is S (Lanczos3 or bilinear, anti-aliased), centre crop S×S, and
+//! encode for the `image` column.
+use crate::dataset::{Encoding, Resize};
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageEncoder, RgbImage};
@@ -21,6 +21,13 @@ pub fn resized_dims(w: u32, h: u32, s: u32) -> (u32, u32) {
 /// The crop is done inside the resizer (a source-space crop box with the same scale), so a
 /// very elongated input never makes a huge intermediate image.
 pub fn resize_crop(rgb: RgbImage, s: u32) -> Result<Vec<u8>, String> {
+    resize_crop_with(rgb, s, Resize::Lanczos3)
+}
+
+/// [`resize_crop`] with `filter`. Both are fast_image_resize's convolutions, which follow
+/// Pillow's: the filter's support is scaled by the downscale factor (antialiasing), so
+/// [`Resize::Bilinear`] is Pillow's BILINEAR, the resize torchvision's `Resize(S)` does.
+pub fn resize_crop_with(rgb: RgbImage, s: u32, filter: Resize) -> Result<Vec<u8>, String> {
     let (w, h) = rgb.dimensions();
     let (rw, rh) = resized_dims(w, h, s);
     let (ox, oy) = ((rw - s) / 2, (rh - s) / 2);
@@ -29,7 +36,10 @@ pub fn resize_crop(rgb: RgbImage, s: u32) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("resize: {e}"))?;
     let mut dst = Image::new(s, s, PixelType::U8x3);
     let opts = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .resize_alg(ResizeAlg::Convolution(match filter {
+            Resize::Lanczos3 => FilterType::Lanczos3,
+            Resize::Bilinear => FilterType::Bilinear,
+        }))
         .crop(ox as f64 * sx, oy as f64 * sy, s as f64 * sx, s as f64 * sy);
     Resizer::new()
         .resize(&src, &mut dst, &opts)

@@ -2,8 +2,10 @@
 //! pool in order, write shards on a writer thread, then write the rejects file.
 use super::progress::Progress;
 use super::writer::ShardWriter;
-use super::{decode_image, encode, resize_crop, scan, IngestError, Input};
-use crate::dataset::{footer_value, Encoding, InputsMeta, Reject, Row, ShardSet, INPUTS_KEY};
+use super::{decode_image, encode, resize_crop_with, scan, IngestError, Input};
+use crate::dataset::{
+    footer_value, Encoding, InputsMeta, Reject, Resize, Row, ShardSet, INPUTS_KEY, RESIZE_KEY,
+};
 use crate::lock::{FolderLock, Mode, LOCK_FILE};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,8 @@ pub struct IngestConfig {
     pub progress: bool,
     /// Row order of the output.
     pub order: RowOrder,
+    /// The resampling filter (recorded in every shard's footer).
+    pub resize: Resize,
 }
 
 /// The order rows are written in.
@@ -121,6 +125,7 @@ impl IngestConfig {
             row_group_bytes: 32 << 20,
             progress: false,
             order: RowOrder::Shuffled(0),
+            resize: Resize::Lanczos3,
         }
     }
 }
@@ -244,7 +249,10 @@ fn process(input: &Input, cfg: &IngestConfig, timers: &Timers) -> Result<Process
     let decoded = timed(&timers.decode, || decode_image(&bytes, cfg.max_pixels)).map_err(reject)?;
     let (w, h) = decoded.rgb.dimensions();
     let s = cfg.size as u32;
-    let pixels = timed(&timers.resize, || resize_crop(decoded.rgb, s)).map_err(reject)?;
+    let pixels = timed(&timers.resize, || {
+        resize_crop_with(decoded.rgb, s, cfg.resize)
+    })
+    .map_err(reject)?;
     let (image, pixels) = timed(&timers.encode, || -> Result<_, String> {
         Ok(match cfg.encoding {
             Encoding::Raw => (pixels, None),
@@ -392,6 +400,12 @@ fn check_other_parts(
             ))
         } else if set.classes() != scan.classes {
             Some("a different class list".to_string())
+        } else if set.resize() != cfg.resize {
+            Some(format!(
+                "--resize {} (this part: {})",
+                set.resize(),
+                cfg.resize
+            ))
         } else {
             theirs.and_then(|t| t.same_ingest(&ours))
         };
@@ -422,6 +436,12 @@ fn check_kept(
         ))
     } else if set.classes() != classes {
         Some("a different class list".to_string())
+    } else if set.resize() != cfg.resize {
+        Some(format!(
+            "--resize {} (this run: {})",
+            set.resize(),
+            cfg.resize
+        ))
     } else {
         None
     };
@@ -448,7 +468,7 @@ struct Written {
 fn write_shards(
     rx: std::sync::mpsc::Receiver<Msg>,
     plans: &[(PathBuf, String)],
-    encoding: Encoding,
+    (encoding, resize): (Encoding, Resize),
     classes: &[String],
     (size, budget, strict): (usize, usize, bool),
 ) -> Result<Written, IngestError> {
@@ -462,10 +482,10 @@ fn write_shards(
         let t = Instant::now();
         match msg {
             Msg::Begin(i) => {
-                current = Some((
-                    i,
-                    ShardWriter::create(&plans[i].0, encoding, classes, size, budget, &plans[i].1)?,
-                ));
+                let mut w =
+                    ShardWriter::create(&plans[i].0, encoding, classes, size, budget, &plans[i].1)?;
+                w.add_footer_entry(RESIZE_KEY, resize.as_str());
+                current = Some((i, w));
             }
             Msg::Items(items) => {
                 if let Some((_, w)) = current.as_mut() {
@@ -619,7 +639,7 @@ pub fn ingest(cfg: &IngestConfig) -> Result<IngestSummary, IngestError> {
     let mut progress = Progress::new(remaining, cfg.progress);
     let (tx, rx) = sync_channel::<Msg>(2);
     let sizes = (cfg.size, cfg.row_group_bytes, cfg.strict);
-    let encoding = cfg.encoding;
+    let encoding = (cfg.encoding, cfg.resize);
     let classes = scan.classes.clone();
     let plans: Vec<(PathBuf, String)> = targets
         .iter()

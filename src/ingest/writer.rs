@@ -85,6 +85,13 @@ impl ShardWriter {
         })
     }
 
+    /// Adds the footer entry `key` = `value` (written with the footer at [`ShardWriter::finish`]).
+    pub fn add_footer_entry(&mut self, key: &str, value: &str) {
+        if let Some(w) = self.writer.as_mut() {
+            w.append_key_value_metadata(KeyValue::new(key.into(), value.to_string()));
+        }
+    }
+
     /// Adds a row; `pixels` are its stored pixels as a reader will decode them.
     pub fn push(&mut self, row: Row, pixels: Option<&[u8]>) -> Result<(), IngestError> {
         self.stats.add_image(pixels.unwrap_or(&row.image));

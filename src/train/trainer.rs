@@ -504,6 +504,11 @@ impl<'p> Trainer<'p> {
         run_state.insert("lr".into(), st.schedule.lr().to_string());
         run_state.insert("seed".into(), self.cfg.seed.to_string());
         run_state.insert("data_digest".into(), self.data_digest.to_owned());
+        // What the data's images were resized with, for predict to resize new ones alike.
+        run_state.insert(
+            crate::dataset::resize::CHECKPOINT_KEY.into(),
+            self.set.resize().as_str().into(),
+        );
         run_state.insert("epoch_loss_sum".into(), st.epoch_loss_sum.to_string());
         run_state.insert("epoch_loss_steps".into(), st.epoch_loss_steps.to_string());
         if let Some(b) = st.best_error {
