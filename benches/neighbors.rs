@@ -105,6 +105,7 @@ fn file_pass(data: &[f32], dim: usize, k: usize) {
         sheet: None,
         data: Vec::new(),
         overwrite: false,
+        query_image: None,
     });
     let searched = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);

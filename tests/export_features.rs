@@ -355,6 +355,86 @@ fn cli_shifted_copy_is_the_nearest_neighbour_and_the_sheet_shows_it() {
     );
 }
 
+#[test]
+fn cli_query_image_is_embedded_as_export_features_embeds_its_rows() {
+    let f = built();
+    let out = f.dir.join("query_image_fc7.parquet");
+    let (ok, _, err) = alexnet(&[
+        "export-features",
+        "--quiet",
+        "--checkpoint",
+        s(&f.checkpoint),
+        "--devices",
+        "cpu",
+        s(&f.shards),
+        s(&out),
+    ]);
+    assert!(ok, "export-features failed: {err}");
+    // The very file ingest stored as n00000001/chelsea.jpg: its vector is that row's (up to
+    // the float rounding of another batch size), and the shifted copy comes next.
+    let image = f.dir.join("raw/n00000001/chelsea.jpg");
+    let sheet = f.dir.join("query_image_sheet.png");
+    let (ok, json, err) = alexnet(&[
+        "neighbors",
+        s(&out),
+        "--query-image",
+        s(&image),
+        "--checkpoint",
+        s(&f.checkpoint),
+        "--devices",
+        "cpu",
+        "-k",
+        "3",
+        "--json",
+        "--sheet",
+        s(&sheet),
+    ]);
+    assert!(ok, "neighbors --query-image failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["query"]["source"], s(&image));
+    assert!(v["query"].get("row").is_none(), "{v}");
+    let n = v["neighbors"].as_array().unwrap();
+    assert_eq!(n[0]["source"], "n00000001/chelsea.jpg", "{v}");
+    assert_eq!(n[1]["source"], "n00000001/chelsea_shifted.jpg", "{v}");
+    let (d0, d1) = (
+        n[0]["distance"].as_f64().unwrap(),
+        n[1]["distance"].as_f64().unwrap(),
+    );
+    assert!(
+        d1 > 0.0 && d0 < 1e-3 * d1,
+        "itself at {d0}, the shifted copy at {d1}"
+    );
+    // The sheet's query tile is the image as the shards store it.
+    let img = image::open(&sheet).unwrap().into_rgb8();
+    let set = ShardSet::open(std::slice::from_ref(&f.shards)).unwrap();
+    let row = n[0]["row"].as_u64().unwrap();
+    let px = read_rows(&set, &[row]).unwrap().images;
+    let layout = alexnet::export::neighbors::SheetLayout::new(4, S);
+    let ((x0, y0), k) = (layout.origin(0), layout.scale);
+    for (y, x) in [(0, 0), (10, 50), (S - 1, S - 1)] {
+        let i = (y * S + x) * 3;
+        assert_eq!(
+            img.get_pixel(x0 + x as u32 * k, y0 + y as u32 * k).0,
+            [px[i], px[i + 1], px[i + 2]],
+            "query tile pixel ({x},{y})"
+        );
+    }
+    // Without the checkpoint: a usage error; a file that is no image: named.
+    let (ok, _, err) = alexnet(&["neighbors", s(&out), "--query-image", s(&image)]);
+    assert!(!ok && err.contains("--checkpoint"), "{err}");
+    let (ok, _, err) = alexnet(&[
+        "neighbors",
+        s(&out),
+        "--query-image",
+        s(&f.checkpoint),
+        "--checkpoint",
+        s(&f.checkpoint),
+        "--devices",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("w.safetensors"), "{err}");
+}
+
 /// `alexnet ARGS` run in `dir`.
 fn alexnet_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))

@@ -105,7 +105,8 @@ and multiplies by the model's input_scale, so the centre crop of a stored image 
     (
         "neighbors",
         "alexnet neighbors fc7.parquet --query n01440764/n01440764_10026.JPEG -k 6 --sheet sheet.png
-  alexnet neighbors fc7.parquet --query 17 --json | jq '.neighbors[].source'",
+  alexnet neighbors fc7.parquet --query 17 --json | jq '.neighbors[].source'
+  alexnet neighbors fc7.parquet --query-image cat.jpg --checkpoint runs/paper/best.safetensors -k 6",
     ),
     (
         "filters",

@@ -69,8 +69,26 @@ pub struct NeighborsArgs {
     /// A features file written by export-features.
     pub features: PathBuf,
     /// The query: a source path exactly as stored, or a row index.
-    #[arg(long)]
-    pub query: String,
+    #[arg(
+        long,
+        required_unless_present = "query_image",
+        conflicts_with = "query_image"
+    )]
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Query with a new image instead: embedded through --checkpoint as export-features
+    /// embedded the file's rows (resized as the file's shards, their mean image subtracted).
+    #[arg(long, value_name = "FILE", requires = "checkpoint")]
+    #[serde(default)]
+    pub query_image: Option<PathBuf>,
+    /// The checkpoint the features file was exported with (for --query-image).
+    #[arg(long, requires = "query_image")]
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Where --query-image's network runs [default: the first GPU, else the CPU engine].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceChoice,
     /// Neighbours to list (the query itself is left out).
     #[arg(short, long, default_value_t = K)]
     #[serde(default = "k")]
@@ -179,13 +197,22 @@ pub(super) fn export_features(a: ExportFeaturesArgs) -> Result<(), CommandError>
 }
 
 pub(super) fn neighbors(a: NeighborsArgs) -> Result<(), CommandError> {
+    let query_image = match (a.query_image, a.checkpoint) {
+        (Some(image), Some(checkpoint)) => Some(crate::export::QueryImage {
+            image,
+            checkpoint,
+            device: a.device.device()?,
+        }),
+        _ => None,
+    };
     let result = crate::export::neighbors(&crate::export::NeighborsConfig {
         features: a.features,
-        query: a.query,
+        query: a.query.unwrap_or_default(),
         k: a.k,
         sheet: a.sheet,
         data: a.data,
         overwrite: a.overwrite,
+        query_image,
     })?;
     if a.json {
         print_stdout(&(serde_json::to_string(&result)? + "\n"))?;

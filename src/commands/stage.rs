@@ -79,6 +79,8 @@ impl Command {
                 r(&mut a.features);
                 ro(&mut a.sheet);
                 rv(&mut a.data);
+                ro(&mut a.query_image);
+                ro(&mut a.checkpoint);
             }
             Command::Filters(a) => {
                 r(&mut a.checkpoint);
@@ -153,7 +155,13 @@ impl Command {
             Command::Import(a) => vec![&a.input],
             Command::ImportIdx(a) => vec![&a.images, &a.labels],
             Command::ExportFeatures(a) => [vec![a.checkpoint.as_path()], v(&a.data)].concat(),
-            Command::Neighbors(a) => [vec![a.features.as_path()], v(&a.data)].concat(),
+            Command::Neighbors(a) => [
+                vec![a.features.as_path()],
+                v(&a.data),
+                o(&a.query_image),
+                o(&a.checkpoint),
+            ]
+            .concat(),
             Command::Filters(a) => vec![&a.checkpoint],
             Command::Export(a) => vec![&a.checkpoint],
             Command::Predict(a) => [

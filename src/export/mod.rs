@@ -1,6 +1,7 @@
 //! Exports of a trained run: feature vectors, nearest neighbours, and images (filters,
 //! contact sheets, the report's curves, several runs compared).
 pub mod compare;
+pub mod embed;
 mod error;
 pub mod features;
 pub mod features_file;
@@ -16,7 +17,7 @@ pub use error::ExportError;
 pub use features::{export_features, ExportConfig, ExportSummary, Layer};
 pub use features_file::{features_schema, FeatureFile, FeatureWriter, FeaturesMeta};
 pub use filters::{render_filters, write_filters, FiltersConfig};
-pub use neighbors::{nearest, neighbors, Neighbor, NeighborsConfig, NeighborsResult};
+pub use neighbors::{nearest, neighbors, Neighbor, NeighborsConfig, NeighborsResult, QueryImage};
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
-//! `alexnet neighbors`: the rows of a features file closest to a query row by Euclidean
-//! distance (the paper's Figure 4), as a table and optionally a contact sheet.
+//! `alexnet neighbors`: the rows of a features file closest to a query row, or to a new
+//! image embedded through the checkpoint ([`super::embed`]), by Euclidean distance (the
+//! paper's Figure 4), as a table and optionally a contact sheet.
 //!
 //! The search streams the file one row group at a time, so memory holds one group (4096
 //! rows) whatever the file's size. Within a group, rows are split into blocks that rayon
@@ -221,13 +222,27 @@ pub struct NeighborsConfig {
     pub data: Vec<PathBuf>,
     /// `--overwrite`: an existing sheet may be replaced.
     pub overwrite: bool,
+    /// A new image to query with instead of a row (`query` is then not read).
+    pub query_image: Option<QueryImage>,
+}
+
+/// `neighbors --query-image FILE --checkpoint W`.
+#[derive(Clone, Debug)]
+pub struct QueryImage {
+    /// The image file.
+    pub image: PathBuf,
+    /// The checkpoint the features file was exported with.
+    pub checkpoint: PathBuf,
+    /// Where the network runs.
+    pub device: crate::device::Device,
 }
 
 /// A row as the table shows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RowInfo {
-    /// Global row index.
-    pub row: usize,
+    /// Global row index; `None` for a query image, which is in no row (left out of JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
     /// Its source path.
     pub source: String,
     /// Its label.
@@ -263,10 +278,11 @@ impl std::fmt::Display for NeighborsResult {
             } else {
                 rank.to_string()
             };
+            let row = r.row.map_or_else(|| "-".to_string(), |r| r.to_string());
             writeln!(
                 f,
-                "{rank:>4}  {:>8}  {:>10.4}  {:>6}  {}",
-                r.row, r.distance, r.label, r.source
+                "{rank:>4}  {row:>8}  {:>10.4}  {:>6}  {}",
+                r.distance, r.label, r.source
             )?;
         }
         if let Some(s) = &self.sheet {
@@ -293,21 +309,33 @@ fn resolve_query(file: &FeatureFile, query: &str) -> Result<usize, ExportError> 
 
 /// Finds the `k` nearest rows of the query row across the whole file, one row group at a time.
 pub fn search_file(file: &FeatureFile, row: usize, k: usize) -> Result<Vec<Neighbor>, ExportError> {
-    let q = vec![file.row(row)?];
-    if q[0].iter().any(|v| !v.is_finite()) {
+    let q = file.row(row)?;
+    if q.iter().any(|v| !v.is_finite()) {
         return Err(ExportError::Mismatch(format!(
             "{}: row {row} ({}) holds NaN or inf, so it has no distances; export the features again from a checkpoint that has not diverged",
             file.path().display(),
             file.sources.get(row).map_or("", |s| s.as_str())
         )));
     }
+    search_vector(file, q, Some(row), k)
+}
+
+/// Finds the `k` nearest rows of the vector `q` (the file's width long) across the whole
+/// file, leaving out row `skip`.
+pub fn search_vector(
+    file: &FeatureFile,
+    q: Vec<f32>,
+    skip: Option<usize>,
+    k: usize,
+) -> Result<Vec<Neighbor>, ExportError> {
+    let q = vec![q];
     // Decoding Parquet costs far more than the distances, so row groups are decoded in
     // parallel too; memory holds about one group (64 MiB at 4096 floats) per core.
     let top = (0..file.row_groups())
         .into_par_iter()
         .map(|g| -> Result<TopK, ExportError> {
             let data = file.read_group(g)?;
-            let part = nearest_sq(&q, &[Some(row)], &data, file.width, file.group_start(g), k);
+            let part = nearest_sq(&q, &[skip], &data, file.width, file.group_start(g), k);
             Ok(part.into_iter().fold(TopK::new(k), TopK::merge))
         })
         .try_reduce(|| TopK::new(k), |a, b| Ok(a.merge(b)))?;
@@ -324,17 +352,43 @@ pub fn search_file(file: &FeatureFile, row: usize, k: usize) -> Result<Vec<Neigh
 /// Runs a neighbour query as `cfg` says.
 pub fn neighbors(cfg: &NeighborsConfig) -> Result<NeighborsResult, ExportError> {
     let file = FeatureFile::open(&cfg.features)?;
-    let row = resolve_query(&file, &cfg.query)?;
-    let found = search_file(&file, row, cfg.k)?;
     let info = |row: usize, distance: f64| RowInfo {
-        row,
+        row: Some(row),
         source: file.sources.get(row).cloned().unwrap_or_default(),
         label: file.labels.get(row).copied().unwrap_or(-1),
         wnid: file.wnids.get(row).cloned().unwrap_or_default(),
         distance,
     };
+    let (query, found, query_pixels) = match &cfg.query_image {
+        None => {
+            let row = resolve_query(&file, &cfg.query)?;
+            (info(row, 0.0), search_file(&file, row, cfg.k)?, None)
+        }
+        Some(q) => {
+            let meta = file.provenance.as_ref().ok_or_else(|| {
+                ExportError::Mismatch(format!(
+                    "{}: the file does not record its layer, input size and shards (written by another tool?); --query-image needs a file export-features wrote",
+                    cfg.features.display()
+                ))
+            })?;
+            let e =
+                super::embed::embed_image(&q.image, &q.checkpoint, &cfg.features, meta, q.device)?;
+            let query = RowInfo {
+                row: None,
+                source: q.image.display().to_string(),
+                label: -1,
+                wnid: String::new(),
+                distance: 0.0,
+            };
+            (
+                query,
+                search_vector(&file, e.vector, None, cfg.k)?,
+                Some(e.pixels),
+            )
+        }
+    };
     let mut result = NeighborsResult {
-        query: info(row, 0.0),
+        query,
         neighbors: found.iter().map(|n| info(n.row, n.distance)).collect(),
         sheet: None,
     };
@@ -359,16 +413,19 @@ pub fn neighbors(cfg: &NeighborsConfig) -> Result<NeighborsResult, ExportError> 
                 cfg.features.display()
             )));
         }
-        write_sheet(&file, &data, &result, out)?;
+        write_sheet(&file, &data, &result, query_pixels.as_deref(), out)?;
         result.sheet = Some(out.clone());
     }
     Ok(result)
 }
 
+/// Draws the sheet from the shards' pixels; `query_pixels` is a query image's own tile (a
+/// row query's comes from the shards).
 fn write_sheet(
     file: &FeatureFile,
     data: &[PathBuf],
     result: &NeighborsResult,
+    query_pixels: Option<&[u8]>,
     out: &Path,
 ) -> Result<(), ExportError> {
     let set = ShardSet::open(data)?;
@@ -400,7 +457,7 @@ fn write_sheet(
     let result = &shown;
     let rows: Vec<u64> = std::iter::once(&result.query)
         .chain(&result.neighbors)
-        .map(|r| r.row as u64)
+        .filter_map(|r| r.row.map(|r| r as u64))
         .collect();
     let names = read_shard_names(set.files())?;
     for &r in &rows {
@@ -412,12 +469,14 @@ fn write_sheet(
             )));
         }
     }
-    let pixels = read_rows(&set, &rows)?;
-    let img =
-        render_sheet(&pixels.images, set.size(), result).map_err(|problem| ExportError::Image {
-            path: out.into(),
-            problem,
-        })?;
+    let mut images = read_rows(&set, &rows)?.images;
+    if let Some(q) = query_pixels {
+        images.splice(0..0, q.iter().copied());
+    }
+    let img = render_sheet(&images, set.size(), result).map_err(|problem| ExportError::Image {
+        path: out.into(),
+        problem,
+    })?;
     super::save_png(&img, out)
 }
 

@@ -193,7 +193,7 @@ mod tests {
 
     fn info(row: usize, label: i32, distance: f64) -> RowInfo {
         RowInfo {
-            row,
+            row: Some(row),
             source: format!("n{label}/image_{row}.JPEG"),
             label,
             wnid: format!("n{label:08}"),
