@@ -90,7 +90,8 @@ merged mean image and stores it in the checkpoint. docs/formats.md has every fie
     (
         "export-features",
         "alexnet export-features --checkpoint runs/paper/best.safetensors shards/val/ fc7.parquet
-  alexnet export-features --checkpoint W shards/val/ conv5.parquet --layer conv5",
+  alexnet export-features --checkpoint W shards/val/ conv5.parquet --layer conv5
+  alexnet export-features --checkpoint W shards/val/ fc7/ --shard 3/8   # part 3 of 8: fc7/fc7-00003-of-00008.parquet",
     ),
     (
         "export",
@@ -117,6 +118,8 @@ and multiplies by the model's input_scale, so the centre crop of a stored image 
         "alexnet run pipelines/quickstart.toml
   alexnet run pipelines/quickstart.toml --force
   alexnet run pipelines/imagenet.toml --set 1.raw=/data/train --set 2.raw=/data/val --set train.config.epochs=1
+  alexnet run pipelines/ablations/fashion-mnist.toml --list            # stage names, one per line
+  alexnet run pipelines/ablations/fashion-mnist.toml --only baseline-s1   # one stage (a job array's task)
 
 A stage is a command: `kind = \"eval\"` and eval's arguments by their long names (ten_crop = true).
 A stage whose arguments changed is run again; one that would continue its old output with

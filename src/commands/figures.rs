@@ -44,6 +44,12 @@ pub struct ExportFeaturesArgs {
     #[arg(long)]
     #[serde(default)]
     pub input_size: Option<usize>,
+    /// Export only part I of N (the shard files split in N runs of consecutive files), into
+    /// OUT/LAYER-IIIII-of-NNNNN.parquet, OUT then being a directory: N tasks of a job array
+    /// write the parts, read together as one dataset (docs/job-arrays.md).
+    #[arg(long, value_name = "I/N")]
+    #[serde(default, with = "serde_args::display_opt")]
+    pub shard: Option<crate::ingest::ShardPart>,
     /// No progress bar.
     #[arg(long)]
     #[serde(default)]
@@ -191,6 +197,7 @@ pub(super) fn export_features(a: ExportFeaturesArgs) -> Result<(), CommandError>
     cfg.input_size = a.input_size;
     cfg.progress = !a.quiet;
     cfg.overwrite = a.overwrite;
+    cfg.part = a.shard;
     let summary = crate::export::export_features(&cfg)?;
     println!("{summary}");
     Ok(())

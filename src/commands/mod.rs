@@ -138,6 +138,16 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     #[serde(default)]
     pub set: Vec<String>,
+    /// Run only this stage: its name from --list (what it makes, e.g. a run folder
+    /// `baseline-s1`) or its number from 1. The stages it reads from must have finished
+    /// (a Slurm job array runs one stage per task; docs/job-arrays.md).
+    #[arg(long, value_name = "NAME", conflicts_with = "list")]
+    #[serde(default)]
+    pub only: Option<String>,
+    /// Print the stages' names, one per line, in order, and run nothing.
+    #[arg(long, conflicts_with = "force")]
+    #[serde(default)]
+    pub list: bool,
 }
 
 /// `alexnet completions`.
@@ -220,9 +230,19 @@ pub fn execute(command: Command) -> Result<i32, CommandError> {
         Command::Export(a) => export::export(a)?,
         Command::Neighbors(a) => figures::neighbors(a)?,
         Command::Filters(a) => figures::filters(a)?,
-        Command::Run(a) => {
-            crate::pipeline::run_pipeline_file(&a.pipeline, &a.set, a.force)?;
+        Command::Run(a) if a.list => {
+            let p = crate::pipeline::Pipeline::load_with(&a.pipeline, &a.set)?;
+            let names = crate::pipeline::stage_names(&p);
+            print_stdout(&names.iter().map(|n| format!("{n}\n")).collect::<String>())?;
         }
+        Command::Run(a) => match &a.only {
+            Some(name) => {
+                crate::pipeline::run_pipeline_only_file(&a.pipeline, &a.set, name, a.force)?;
+            }
+            None => {
+                crate::pipeline::run_pipeline_file(&a.pipeline, &a.set, a.force)?;
+            }
+        },
         Command::Predict(a) => score::predict(a)?,
         Command::Completions(a) => docs::completions(&mut Cli::definition(), a.shell),
         Command::Man(a) => {

@@ -63,6 +63,10 @@ pub struct ExportConfig {
     pub progress: bool,
     /// Replace `out` if it exists (an output that is one of the inputs is refused anyway).
     pub overwrite: bool,
+    /// `--shard I/N`: export only part I of N (the set's shard files split in N runs of
+    /// consecutive files) into `out/LAYER-IIIII-of-NNNNN.parquet`, `out` being a directory
+    /// (not `part-…`, which names shards: a folder of those is a shard folder).
+    pub part: Option<crate::ingest::ShardPart>,
 }
 
 impl ExportConfig {
@@ -78,6 +82,7 @@ impl ExportConfig {
             input_size: None,
             progress: true,
             overwrite: false,
+            part: None,
         }
     }
 }
@@ -119,19 +124,28 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         ));
     }
     let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
-    let set = ShardSet::open(&cfg.data)?;
+    // The whole set, also for a part: its statistics are the data's mean image, whichever
+    // part is exported.
+    let whole = ShardSet::open(&cfg.data)?;
+    let (set, out) = match cfg.part {
+        None => (whole.clone(), cfg.out.clone()),
+        Some(p) => part_of(&whole, p, &cfg.out, cfg.layer)?,
+    };
     let inputs: Vec<&Path> = std::iter::once(cfg.checkpoint.as_path())
         .chain(cfg.data.iter().map(PathBuf::as_path))
-        .chain(set.files().iter().map(PathBuf::as_path))
+        .chain(whole.files().iter().map(PathBuf::as_path))
         .collect();
-    check(&Output::new(
-        &cfg.out,
-        Format::Parquet,
-        &inputs,
-        cfg.overwrite,
-    ))?;
+    check(&Output::new(&out, Format::Parquet, &inputs, cfg.overwrite))?;
+    if cfg.part.is_some() {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| {
+            ExportError::Mismatch(format!(
+                "{}: cannot create the directory of the parts: {e}",
+                cfg.out.display()
+            ))
+        })?;
+    }
     let first = set.files()[0].display().to_string();
-    for gap in set.incomplete() {
+    for gap in whole.incomplete() {
         eprintln!("warning: {gap}; exporting the images that are there");
     }
     if set.is_empty() {
@@ -141,7 +155,7 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
     }
     let crop = ck.config.input_size;
     let (mean, used_data_mean) =
-        checkpoint_mean(&ck, &cfg.checkpoint, &set).map_err(ExportError::Mismatch)?;
+        checkpoint_mean(&ck, &cfg.checkpoint, &whole).map_err(ExportError::Mismatch)?;
     let names = read_shard_names(set.files())?;
     if names.sources.len() != set.len() {
         return Err(ExportError::Mismatch(format!(
@@ -172,8 +186,8 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         stored_size: set.size(),
         mean_image: if used_data_mean { "data" } else { "checkpoint" }.into(),
     };
-    meta.set_shards(&cfg.out, set.files());
-    let mut writer = FeatureWriter::create(&cfg.out, &meta)?;
+    meta.set_shards(&out, set.files());
+    let mut writer = FeatureWriter::create(&out, &meta)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let loader_cfg = LoaderConfig {
         batch,
@@ -222,6 +236,33 @@ pub fn export_features(cfg: &ExportConfig) -> Result<ExportSummary, ExportError>
         used_data_mean,
         images_per_s: rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+/// Part `p` of `whole`: its shard files `[I·F/N, (I+1)·F/N)` (F files; consecutive runs, so
+/// the parts' rows in part order are the set's rows in order), and the file it is written to
+/// in the directory `dir`.
+fn part_of(
+    whole: &ShardSet,
+    p: crate::ingest::ShardPart,
+    dir: &Path,
+    layer: Layer,
+) -> Result<(ShardSet, PathBuf), ExportError> {
+    let files = whole.files();
+    let (from, to) = (
+        p.index * files.len() / p.count,
+        (p.index + 1) * files.len() / p.count,
+    );
+    if from == to {
+        return Err(ExportError::Mismatch(format!(
+            "--shard {p}: the data has {} shard files, fewer than the {} parts, so part {} would be empty; use at most {} parts",
+            files.len(),
+            p.count,
+            p.index,
+            files.len()
+        )));
+    }
+    let name = format!("{}-{:05}-of-{:05}.parquet", layer.name(), p.index, p.count);
+    Ok((ShardSet::open(&files[from..to])?, dir.join(name)))
 }
 
 fn progress_bar(enabled: bool, rows: u64) -> indicatif::ProgressBar {

@@ -31,11 +31,16 @@ use crate::commands::{Command, ConfigSource};
 use std::path::{Path, PathBuf};
 
 mod run;
+pub mod select;
 mod set;
 #[cfg(test)]
 mod tests;
 
-pub use run::{run_pipeline, run_pipeline_file, LibraryRunner, StageOutcome, StageRunner};
+pub use run::{
+    run_pipeline, run_pipeline_file, run_pipeline_only, run_pipeline_only_file, LibraryRunner,
+    StageOutcome, StageRunner,
+};
+pub use select::stage_names;
 
 /// An error from a stage's own code, passed through with its cause chain.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;
@@ -112,6 +117,32 @@ pub enum PipelineError {
         changes: String,
         /// The outputs that hold the old work.
         outputs: String,
+    },
+    /// `alexnet run --only NAME` names no stage.
+    #[error("{path}: no stage `{name}`; the stages are {names} (or a stage's number, from 1; `alexnet run {path} --list` prints them)")]
+    NoStage {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The name given.
+        name: String,
+        /// The stages' names, comma separated.
+        names: String,
+    },
+    /// `alexnet run --only` on a stage whose input an earlier stage has not finished making.
+    #[error("{path}: stage {index} ({kind}) reads {input}, which stage {before} ({before_name}) makes and has not finished; run `alexnet run {path} --only {before_name}` first")]
+    NotReady {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The stage asked for, from 1.
+        index: usize,
+        /// Its kind.
+        kind: &'static str,
+        /// The input it lacks.
+        input: PathBuf,
+        /// The stage that makes it, from 1.
+        before: usize,
+        /// That stage's name.
+        before_name: String,
     },
     /// The work directory or a stage record could not be written.
     #[error("{path}: cannot write")]

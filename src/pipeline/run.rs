@@ -127,93 +127,127 @@ pub fn run_pipeline(
     force: bool,
 ) -> Result<Vec<StageOutcome>, PipelineError> {
     let p = Pipeline::load_with(path, sets)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PipelineError::Io { path, source }
-    };
+    make_records_dir(&p)?;
+    (0..p.stages.len())
+        .map(|i| run_stage(&p, i, runner, force))
+        .collect()
+}
+
+/// Runs only the stage `name` of `path` (`alexnet run --only`: a name from
+/// [`super::select::stage_names`], or a number from 1), as [`run_pipeline`] runs it, once the
+/// earlier stages it reads from have finished; those are not run (a job array runs each
+/// stage as its own job).
+pub fn run_pipeline_only(
+    path: &Path,
+    sets: &[String],
+    name: &str,
+    runner: &dyn StageRunner,
+    force: bool,
+) -> Result<StageOutcome, PipelineError> {
+    let p = Pipeline::load_with(path, sets)?;
+    let i = super::select::find_stage(&p, name)?;
+    super::select::check_inputs_ready(&p, i, |j| {
+        read_record(&record_path(&p.work_dir, j + 1, &p.stages[j])).map(|r| r.finished)
+    })?;
+    make_records_dir(&p)?;
+    run_stage(&p, i, runner, force)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError {
+    let path = path.to_path_buf();
+    move |source| PipelineError::Io { path, source }
+}
+
+fn make_records_dir(p: &Pipeline) -> Result<(), PipelineError> {
     let records = p.work_dir.join(".pipeline");
-    std::fs::create_dir_all(&records).map_err(io(&records))?;
+    std::fs::create_dir_all(&records).map_err(io_err(&records))
+}
+
+/// Runs stage `i` (from 0) unless it is done, as its record and outputs say.
+fn run_stage(
+    p: &Pipeline,
+    i: usize,
+    runner: &dyn StageRunner,
+    force: bool,
+) -> Result<StageOutcome, PipelineError> {
     let total = p.stages.len();
-    let mut outcomes = Vec::new();
-    for (i, stage) in p.stages.iter().enumerate() {
-        let index = i + 1;
-        let record_file = record_path(&p.work_dir, index, stage);
-        let args = stage_args(stage);
-        let record = read_record(&record_file);
-        let outputs = stage.outputs();
-        let same = record.as_ref().is_some_and(|r| r.args == args);
-        let done = !force
-            && same
-            && record.as_ref().is_some_and(|r| r.finished)
-            && outputs.iter().all(|o| o.exists());
-        runner.on_stage(index, total, stage, done);
-        if !done {
-            let existing: Vec<&Path> = outputs.iter().copied().filter(|o| o.exists()).collect();
-            match &record {
-                Some(r) if !same && !existing.is_empty() && stage.rerun() == Rerun::Continues => {
-                    return Err(PipelineError::Changed {
-                        path: p.path.clone(),
-                        index,
-                        kind: stage.name(),
-                        changes: changes(&r.args, &args),
-                        outputs: existing
-                            .iter()
-                            .map(|o| o.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
-                Some(r) if !same => eprintln!(
-                    "stage {index} ({}): its arguments changed since it ran ({}); running it again",
-                    stage.name(),
-                    changes(&r.args, &args)
-                ),
-                None if !existing.is_empty() && stage.rerun() == Rerun::Continues => eprintln!(
-                    "stage {index} ({}): {} exists but this pipeline has no record of making it; continuing it as `alexnet {} --resume` would",
-                    stage.name(),
-                    existing[0].display(),
-                    stage.name()
-                ),
-                _ => {}
+    let stage = &p.stages[i];
+    let index = i + 1;
+    let record_file = record_path(&p.work_dir, index, stage);
+    let args = stage_args(stage);
+    let record = read_record(&record_file);
+    let outputs = stage.outputs();
+    let same = record.as_ref().is_some_and(|r| r.args == args);
+    let done = !force
+        && same
+        && record.as_ref().is_some_and(|r| r.finished)
+        && outputs.iter().all(|o| o.exists());
+    runner.on_stage(index, total, stage, done);
+    if !done {
+        let existing: Vec<&Path> = outputs.iter().copied().filter(|o| o.exists()).collect();
+        match &record {
+            Some(r) if !same && !existing.is_empty() && stage.rerun() == Rerun::Continues => {
+                return Err(PipelineError::Changed {
+                    path: p.path.clone(),
+                    index,
+                    kind: stage.name(),
+                    changes: changes(&r.args, &args),
+                    outputs: existing
+                        .iter()
+                        .map(|o| o.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
             }
-            // Recorded as unfinished first: if this run dies, the stage must not look done,
-            // and the next run knows which arguments the partial output was made with.
-            let write = |finished: bool| {
-                let r = Record {
-                    args: args.clone(),
-                    finished,
-                };
-                let text = serde_json::to_string_pretty(&r).unwrap_or_default();
-                crate::atomic::write_bytes(&record_file, text.as_bytes())
-                    .map_err(|e| io(&record_file)(e.into()))
-            };
-            write(false)?;
-            let mut command = stage.clone();
-            command.prepare_rerun(record.is_some());
-            let failed = |source: StageError| PipelineError::Failed {
-                path: p.path.clone(),
-                index,
-                kind: stage.name(),
-                source,
-            };
-            match runner.run(command).map_err(failed)? {
-                0 => {}
-                code => {
-                    return Err(failed(
-                        format!("{} stopped before it finished (exit status {code}); run the pipeline again to continue", stage.name())
-                            .into(),
-                    ))
-                }
-            }
-            write(true)?;
+            Some(r) if !same => eprintln!(
+                "stage {index} ({}): its arguments changed since it ran ({}); running it again",
+                stage.name(),
+                changes(&r.args, &args)
+            ),
+            None if !existing.is_empty() && stage.rerun() == Rerun::Continues => eprintln!(
+                "stage {index} ({}): {} exists but this pipeline has no record of making it; continuing it as `alexnet {} --resume` would",
+                stage.name(),
+                existing[0].display(),
+                stage.name()
+            ),
+            _ => {}
         }
-        outcomes.push(StageOutcome {
+        // Recorded as unfinished first: if this run dies, the stage must not look done,
+        // and the next run knows which arguments the partial output was made with.
+        let write = |finished: bool| {
+            let r = Record {
+                args: args.clone(),
+                finished,
+            };
+            let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+            crate::atomic::write_bytes(&record_file, text.as_bytes())
+                .map_err(|e| io_err(&record_file)(e.into()))
+        };
+        write(false)?;
+        let mut command = stage.clone();
+        command.prepare_rerun(record.is_some());
+        let failed = |source: StageError| PipelineError::Failed {
+            path: p.path.clone(),
             index,
             kind: stage.name(),
-            skipped: done,
-        });
+            source,
+        };
+        match runner.run(command).map_err(failed)? {
+            0 => {}
+            code => {
+                return Err(failed(
+                    format!("{} stopped before it finished (exit status {code}); run the pipeline again to continue", stage.name())
+                        .into(),
+                ))
+            }
+        }
+        write(true)?;
     }
-    Ok(outcomes)
+    Ok(StageOutcome {
+        index,
+        kind: stage.name(),
+        skipped: done,
+    })
 }
 
 /// `alexnet run PIPELINE [--set KEY=VALUE]… [--force]`: [`run_pipeline`] with the
@@ -224,4 +258,14 @@ pub fn run_pipeline_file(
     force: bool,
 ) -> Result<Vec<StageOutcome>, PipelineError> {
     run_pipeline(path, sets, &LibraryRunner, force)
+}
+
+/// `alexnet run PIPELINE --only NAME`: [`run_pipeline_only`] with the [`LibraryRunner`].
+pub fn run_pipeline_only_file(
+    path: &Path,
+    sets: &[String],
+    name: &str,
+    force: bool,
+) -> Result<StageOutcome, PipelineError> {
+    run_pipeline_only(path, sets, name, &LibraryRunner, force)
 }

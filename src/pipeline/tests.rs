@@ -610,3 +610,92 @@ fn a_train_stage_whose_classes_differ_from_its_ingest_s_is_refused_before_anythi
     )
     .unwrap();
 }
+
+#[test]
+fn stages_are_named_by_what_they_make_and_run_one_at_a_time_once_their_inputs_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_pipeline(dir.path(), ALL);
+    let p = Pipeline::load(&path).unwrap();
+    assert_eq!(
+        stage_names(&p),
+        [
+            "raw/train",
+            "shards/train",
+            "run",
+            "eval.json",
+            "features.parquet",
+            "run/report.png"
+        ]
+    );
+    let only = |name: &str| {
+        let mock = Mock::default();
+        let r = run_pipeline_only(&path, &[], name, &mock, false);
+        let calls = mock.calls.borrow().clone();
+        (r, calls)
+    };
+    // The run reads shards/train, which nothing has made yet: refused, naming the stage to
+    // run first, and nothing runs.
+    let (r, calls) = only("run");
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("stage 3 (train) reads")
+            && e.contains("stage 2 (shards/train) makes and has not finished")
+            && e.contains("--only shards/train` first"),
+        "{e}"
+    );
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(only("raw/train").1, ["import-idx"]);
+    // A trailing slash (shell completion) and the stage's number name it too.
+    assert_eq!(only("shards/train/").1, ["ingest"]);
+    assert_eq!(only("3").1, ["train"]);
+    // Done: skipped, as a whole-pipeline run would.
+    let (r, calls) = only("run");
+    assert!(r.unwrap().skipped && calls.is_empty(), "{calls:?}");
+    // The whole pipeline then runs only what is left.
+    let rest = Mock::default();
+    run_pipeline(&path, &[], &rest, false).unwrap();
+    assert_eq!(*rest.calls.borrow(), ["eval", "export-features", "report"]);
+
+    for bad in ["nope", "0", "7"] {
+        let e = only(bad).0.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("no stage `{bad}`")) && e.contains("raw/train, shards/train, run,"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn stages_sharing_an_output_or_making_nothing_are_named_by_number_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ALL
+        .replace("out = \"eval.json\"", "out = \"same.json\"")
+        .replace("out = \"features.parquet\"", "out = \"/tmp/outside.parquet\"")
+        + "\n[[stage]]\nkind = \"eval\"\ncheckpoint = \"run/best.safetensors\"\ndata = \"shards/train\"\nout = \"same.json\"\n";
+    let path = write_pipeline(dir.path(), &text);
+    let p = Pipeline::load(&path).unwrap();
+    let names = stage_names(&p);
+    assert_eq!(
+        names[3..],
+        ["04-eval", "05-export-features", "run/report.png", "07-eval"]
+    );
+}
+
+#[test]
+fn the_ablation_pipeline_lists_its_24_runs_by_their_folders() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ablations/fashion-mnist.toml");
+    let p = Pipeline::load(&path).unwrap();
+    let names = stage_names(&p);
+    let runs: Vec<&String> = names
+        .iter()
+        .zip(&p.stages)
+        .filter(|(_, s)| s.name() == "train")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(runs.len(), 24);
+    assert_eq!(runs[0], "baseline-s1");
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+}
