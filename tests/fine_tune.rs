@@ -183,7 +183,7 @@ fn freeze_conv5_leaves_conv1_to_conv5_bit_identical_and_trains_the_classifier() 
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
     let w = imported_checkpoint_and_six_classes(dir.path());
-    let train = |out: &str, freeze: &str| {
+    let train_on = |out: &str, freeze: &str, devices: &str| {
         alexnet(&[
             "train",
             &d("shards"),
@@ -200,10 +200,11 @@ fn freeze_conv5_leaves_conv1_to_conv5_bit_identical_and_trains_the_classifier() 
             "--lr",
             "0.001",
             "--devices",
-            "cpu",
+            devices,
             "--quiet",
         ])
     };
+    let train = |out: &str, freeze: &str| train_on(out, freeze, "cpu");
     let (ok, _, err) = train("run", "conv5");
     assert!(ok, "fine-tuning with --freeze conv5 failed: {err}");
     let run = Checkpoint::load(&dir.path().join("run/last.safetensors"), None).unwrap();
@@ -231,6 +232,18 @@ fn freeze_conv5_leaves_conv1_to_conv5_bit_identical_and_trains_the_classifier() 
             w.params.get(&name).unwrap().data,
             "{name} did not train"
         );
+    }
+    // The same through the WGSL kernels (lavapipe without a GPU): the walk is every engine's.
+    let (ok, _, err) = train_on("run-gpu", "conv5", "lavapipe");
+    assert!(ok, "--freeze conv5 on lavapipe failed: {err}");
+    let gpu = Checkpoint::load(&dir.path().join("run-gpu/last.safetensors"), None).unwrap();
+    for t in &gpu.params.tensors {
+        let (name, w0) = (&t.spec.name, &w.params.get(&t.spec.name).unwrap().data);
+        if name.starts_with("conv") {
+            assert_eq!(&t.data, w0, "{name} moved on lavapipe");
+        } else if name.starts_with("fc6") || name.starts_with("fc7") {
+            assert_ne!(&t.data, w0, "{name} did not train on lavapipe");
+        }
     }
     // The run's config records it, so --resume freezes the same layers.
     let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();

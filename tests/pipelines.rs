@@ -245,3 +245,43 @@ fn the_ablation_pipeline_runs_every_variant_and_tabulates_each_claim() {
         "{all}"
     );
 }
+
+#[test]
+fn run_list_prints_the_stage_names_and_only_runs_one_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_tree(&dir.path().join("raw"), 2, 2, false);
+    let raw = s(&dir.path().join("raw")).to_string();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "work_dir = \"work\"\n\n[[stage]]\nkind = \"ingest\"\nraw = \"{raw}\"\nout = \"shards/a\"\nsize = 40\nquiet = true\n\n[[stage]]\nkind = \"ingest\"\nraw = \"{raw}\"\nout = \"shards/b\"\nsize = 48\nquiet = true\n"
+        ),
+    )
+    .unwrap();
+    let p = s(&pipeline);
+    // One name per line on stdout, nothing run.
+    let (ok, list, err) = alexnet(&["run", p, "--list"]);
+    assert!(ok, "{err}");
+    assert_eq!(list, "shards/a\nshards/b\n");
+    let work = dir.path().join("work");
+    assert!(!work.join("shards/a").exists());
+    // --only runs that stage alone; the other stays unmade.
+    let (ok, _, err) = alexnet(&["run", p, "--only", "shards/b"]);
+    assert!(ok, "{err}");
+    assert!(work.join("shards/b").is_dir() && !work.join("shards/a").exists());
+    // A name that is not a stage fails (runtime error: 1), listing the names; --list with
+    // --force is a usage error (2).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(["run", p, "--only", "shards/c"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no stage `shards/c`") && err.contains("shards/a, shards/b"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(["run", p, "--list", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
