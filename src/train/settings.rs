@@ -264,6 +264,13 @@ mod tests {
         assert_eq!(c.model.norm, crate::model::Norm::Batch);
         c.set("model.lrn=true").unwrap();
         assert_eq!(c.model.norm, crate::model::Norm::Lrn);
+        let mut two = TrainConfig::default();
+        two.set("devices=\"0,1\"").unwrap();
+        let e = two.set("model.norm=batch").unwrap_err().to_string();
+        assert!(
+            e.contains("two columns") && e.contains("--devices 0"),
+            "{e}"
+        );
         assert_eq!(c.augment.lighting_std, 0.0);
         assert_eq!(c.model.widths, [8, 32, 48, 48, 64, 256, 256]);
         assert_eq!((c.model.pool_size, c.seed, c.max_steps), (2, 7, Some(40)));
