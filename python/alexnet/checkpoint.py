@@ -101,7 +101,8 @@ class ModelConfig:
 
 def infer_config(tensors: Dict[str, np.ndarray], input_size: Optional[int], path: str) -> ModelConfig:
     """The config of a checkpoint without `alexnet.config`: widths and classes from the shapes,
-    groups from conv2's input channels per group, LRN and ReLU assumed (the paper's)."""
+    groups from conv2's input channels per group, batch normalisation when `bn1.weight` is
+    there (else LRN, the paper's), ReLU assumed."""
     missing = [n for n in PARAM_NAMES if n not in tensors]
     if missing:
         raise CheckpointError(f"{path}: tensors {', '.join(missing)} are missing; expected the checkpoint names of docs/checkpoints.md (conv1.weight … fc8.bias)")
@@ -109,7 +110,8 @@ def infer_config(tensors: Dict[str, np.ndarray], input_size: Optional[int], path
         raise CheckpointError(f"{path}: no `alexnet.config` and no `input_size` metadata; pass input_size=")
     w = [tensors[f"{l}.weight"].shape[0] for l in LAYERS[:7]]
     groups = w[0] // tensors["conv2.weight"].shape[1]
-    return ModelConfig(input_size=input_size, widths=tuple(w), classes=tensors["fc8.weight"].shape[0], groups=groups)
+    norm = "batch" if "bn1.weight" in tensors else "lrn"
+    return ModelConfig(input_size=input_size, widths=tuple(w), classes=tensors["fc8.weight"].shape[0], groups=groups, norm=norm)
 
 
 @dataclass

@@ -20,6 +20,7 @@ with `norm = "none"` nothing does.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Dict, Optional, Union
 
 import numpy as np
@@ -170,7 +171,11 @@ class AlexNet(nn.Module):
         loaded with `strict=True`. `mean_image` is set from `stats.mean_image` when present."""
         ck = read_checkpoint(path, input_size)
         model = cls(ck.config, dropout=dropout)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ck.params.items()}, strict=True)
+        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in ck.params.items())
+        # BatchNorm2d's loader adds a num_batches_tracked to a state dict of unknown version;
+        # the checkpoint has none, and neither has the module (see __init__).
+        state._metadata = {"bn1": {"version": 2}, "bn2": {"version": 2}}
+        model.load_state_dict(state, strict=True)
         model.mean_image = ck.mean_image
         model.pca_eigenvalues, model.pca_eigenvectors = ck.pca_eigenvalues, ck.pca_eigenvectors
         return model

@@ -9,7 +9,8 @@
 //!
 //! A checkpoint made elsewhere (no `alexnet.config`) is "foreign": widths, classes and groups
 //! are read from the tensor shapes, the input size from `__metadata__["input_size"]` or the
-//! caller's fallback, and LRN and the activation are assumed to be the paper's (on, ReLU).
+//! caller's fallback, and LRN and the activation are assumed to be the paper's (on, ReLU;
+//! batch normalisation instead of LRN when the file has `bn1.weight`).
 use super::config::{ModelConfig, Norm};
 use super::geometry::GeometryError;
 use super::params::{param_specs, ParamSpec, Params, Tensor};
@@ -736,7 +737,8 @@ fn read_stats(path: &Path, st: &SafeTensors<'_>) -> Result<Option<DataStats>, Ch
 
 /// The network a foreign checkpoint's tensor shapes describe: widths from each layer's output
 /// dimension, classes from `fc8.weight`, groups from conv2's input channels per group
-/// (`C1 / conv2.weight[1]`); LRN on and ReLU, as in the paper. The full shape check against the
+/// (`C1 / conv2.weight[1]`); batch normalisation when `bn1.weight` is there, else LRN; ReLU, as
+/// in the paper. The full shape check against the
 /// result happens after, so this only reads what it needs. shapes: tensor name → shape.
 pub fn infer_config(
     path: &Path,
@@ -776,7 +778,12 @@ pub fn infer_config(
         widths,
         classes: dim("fc8.weight", 0)?,
         groups: widths[0] / per_group,
-        norm: Norm::Lrn,
+        // A batch normalisation's tensors say it is there; without them, the paper's LRN.
+        norm: if shapes.contains_key("bn1.weight") {
+            Norm::Batch
+        } else {
+            Norm::Lrn
+        },
         activation: Activation::Relu,
         // Another framework's preprocessing is the paper's unless the user rescales.
         input_scale: 1.0,
@@ -911,9 +918,9 @@ mod tests {
     fn foreign_checkpoint_shapes_give_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torch.safetensors");
-        for groups in [1, 2] {
+        for (groups, norm) in [(1, Norm::Lrn), (2, Norm::Lrn), (2, Norm::Batch)] {
             let mut cfg = ModelConfig::small(99, 8, 7);
-            cfg.groups = groups;
+            (cfg.groups, cfg.norm) = (groups, norm);
             let params = Params::init(&cfg, 1).unwrap();
             // Write like safetensors.torch.save_file: parameters only, no alexnet metadata.
             let views: Vec<_> = params
