@@ -12,7 +12,7 @@
 //! - `dx` is `None` where nobody needs the input's gradient (conv1 reads the images).
 //! - A buffer handed to an op has exactly the length the op's shape asks for; engines check
 //!   it and report the op and tensor (a mismatch is a bug in the caller, not user data).
-use crate::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
 
 /// The optimizer's hyper-parameters for one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -93,6 +93,27 @@ pub struct Grad<'a, T> {
     pub dx: Option<&'a T>,
 }
 
+/// A batch normalisation's state besides γ and β: the running statistics `[C]` (buffers, not
+/// parameters: no gradient, no momentum, saved in checkpoints beside them) and what its
+/// forward keeps for backward.
+#[derive(Clone, Copy, Debug)]
+pub struct BnState<'a, T> {
+    /// The running mean `[C]`.
+    pub mean: &'a T,
+    /// The running (unbiased) variance `[C]`.
+    pub var: &'a T,
+    /// `[2,C]`: the mean and `1/√(var + ε)` the last forward normalised with.
+    pub saved: &'a T,
+}
+
+impl Mode {
+    /// Whether batch normalisation uses the batch's statistics and moves the running ones:
+    /// every training pass, with or without dropout.
+    pub fn batch_stats(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
 /// The ops of the network on one engine. `Buf` is the engine's f32 buffer; it knows its
 /// length, and the op's shape struct says how to read it.
 pub trait Backend {
@@ -167,6 +188,30 @@ pub trait Backend {
         dims: [usize; 4],
         t: Grad<'_, Self::Buf>,
         saved: &Self::Buf,
+    ) -> Result<(), Self::Error>;
+    /// Batch normalisation of `[N,C,H,W]` per channel (`crate::reference::batchnorm` has the
+    /// formulas): `p` is (γ, β); in a [`Mode::batch_stats`] pass it normalises with the batch's
+    /// statistics and moves the running ones of `st` towards them, otherwise with the running
+    /// ones; either way `st.saved` keeps what it normalised with.
+    fn bn_forward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        x: &Self::Buf,
+        p: Pair<'_, Self::Buf>,
+        st: BnState<'_, Self::Buf>,
+        y: &Self::Buf,
+    ) -> Result<(), Self::Error>;
+    /// The gradients of [`Backend::bn_forward`] run in `mode`: (dγ, dβ) into `g`, and `t.dx`
+    /// when there is one. `gamma` is γ, `saved` the forward's.
+    fn bn_backward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        t: Grad<'_, Self::Buf>,
+        gamma: &Self::Buf,
+        saved: &Self::Buf,
+        g: Pair<'_, Self::Buf>,
     ) -> Result<(), Self::Error>;
     /// A buffer for what max pooling of `s` keeps for its backward (`None`: backward
     /// recomputes from the input).

@@ -148,6 +148,42 @@ impl Default for LrnParams {
     }
 }
 
+/// Batch normalisation of `[N,C,H,W]` per channel, as PyTorch's `BatchNorm2d`: each channel
+/// is normalised over its N·H·W values and scaled by γ, shifted by β. The constants are
+/// PyTorch's defaults ([`BN_EPS`], [`BN_MOMENTUM`]), so a checkpoint means the same there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    /// Batch size.
+    pub n: usize,
+    /// Channels (one γ, β, running mean and variance each).
+    pub c: usize,
+    /// H·W.
+    pub hw: usize,
+}
+
+impl BnShape {
+    /// Elements of the input (and output).
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    /// Whether it has no elements (an invalid shape: every engine refuses it).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values a channel is normalised over, N·H·W.
+    pub fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+}
+
+/// ε added to the variance before its square root (PyTorch's default).
+pub const BN_EPS: f32 = 1e-5;
+/// Weight of the new batch's statistic in the running averages (PyTorch's default):
+/// `running ← (1 − m)·running + m·batch`, the running variance from the unbiased estimate.
+pub const BN_MOMENTUM: f32 = 0.1;
+
 /// The nonlinearity after each convolution and hidden fully connected layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -515,7 +515,7 @@ fn network_one_column_tanh_with_dropout_batch_2() {
 #[test]
 fn network_no_lrn_relu_dropout_batch_1_one_thread() {
     let mut cfg = ModelConfig::small(69, 12, 3);
-    cfg.lrn = false;
+    cfg.norm = alexnet::model::Norm::None;
     run_case(&cfg, 1, 0.5, 3, 1);
 }
 

@@ -6,7 +6,7 @@ use alexnet::gpu::gemm::TilePolicy;
 use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::Gpu;
 use alexnet::model::reference::{network_loss_and_grads, network_sgd_step, TrainMode};
-use alexnet::model::{dropout_seed, Dropout, ModelConfig, Network, Params};
+use alexnet::model::{dropout_seed, Dropout, ModelConfig, Network, Norm, Params};
 use alexnet::reference::{check_close, random_tensor};
 use alexnet::shape::Activation;
 
@@ -134,7 +134,7 @@ fn one_column_tanh_with_dropout_batch_2() {
 #[test]
 fn no_lrn_relu_dropout_batch_1() {
     let mut cfg = ModelConfig::small(69, 12, 3);
-    cfg.lrn = false;
+    cfg.norm = Norm::None;
     run_case(&cfg, 1, 0.5, 3);
 }
 
@@ -151,7 +151,7 @@ fn non_overlapping_pooling_batch_2() {
 fn torchvision_shape_padded_conv1_batch_2() {
     // torchvision's variant shrunk: conv1 padded by 2, one group, no LRN.
     let mut cfg = ModelConfig::small(65, 16, 3);
-    (cfg.conv1_pad, cfg.groups, cfg.lrn) = (2, 1, false);
+    (cfg.conv1_pad, cfg.groups, cfg.norm) = (2, 1, Norm::None);
     run_case(&cfg, 2, 0.0, 5);
 }
 

@@ -643,7 +643,7 @@ fn init_from_another_variant_is_refused_naming_both() {
     // Same tensor shapes as the run's model, but conv1 padded by 2 and no LRN (torchvision's).
     let mut cfg = ModelConfig::small(67, 1, 10);
     cfg.widths = [8, 16, 24, 24, 16, 64, 64];
-    (cfg.conv1_pad, cfg.lrn) = (2, false);
+    (cfg.conv1_pad, cfg.norm) = (2, alexnet::model::Norm::None);
     let w = dir.path().join("tv.safetensors");
     Checkpoint::new(cfg.clone(), Params::init_with(&cfg, 1, Init::He).unwrap())
         .save(&w)

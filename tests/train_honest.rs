@@ -213,7 +213,7 @@ fn resume_applies_what_it_may_change_records_it_and_refuses_the_rest_by_name() {
     for (flags, key) in [
         (vec!["--seed", "9"], "`seed`"),
         (vec!["--batch", "4"], "`batch`"),
-        (vec!["--set", "model.lrn=false"], "`model.lrn`"),
+        (vec!["--set", "model.lrn=false"], "`model.norm`"),
     ] {
         let mut args = vec![s(&data), "--out", s(&run), "--resume", "--steps", "5"];
         args.extend(flags.iter().copied());

@@ -21,6 +21,21 @@ from safetensors import safe_open
 #: Parameter names in the order of the network.
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 PARAM_NAMES = tuple(f"{l}.{k}" for l in LAYERS for k in ("weight", "bias"))
+#: The normalisations `ModelConfig.norm` names.
+NORMS = ("lrn", "batch", "none")
+#: A batch normalisation's tensors: γ, β and the running statistics (buffers).
+BN_ROLES = ("weight", "bias", "running_mean", "running_var")
+
+
+def param_names(config: "ModelConfig") -> Tuple[str, ...]:
+    """The tensor names of `config`'s network in state-dict order: with `norm = "batch"`,
+    `bn1.*` after conv1's and `bn2.*` after conv2's (src/model/params.rs)."""
+    names = []
+    for l in LAYERS:
+        names += [f"{l}.weight", f"{l}.bias"]
+        if config.norm == "batch" and l in ("conv1", "conv2"):
+            names += [f"bn{l[-1]}.{r}" for r in BN_ROLES]
+    return tuple(names)
 
 
 class CheckpointError(ValueError):
@@ -35,7 +50,9 @@ class ModelConfig:
     widths: Tuple[int, ...] = (96, 256, 384, 384, 256, 4096, 4096)
     classes: int = 1000
     groups: int = 2
-    lrn: bool = True
+    #: The normalisation after conv1 and conv2: "lrn" (the paper's), "batch" (BatchNorm2d,
+    #: tensors `bn1.*`, `bn2.*`) or "none". Older checkpoints say `lrn: true/false` instead.
+    norm: str = "lrn"
     activation: str = "relu"
     input_scale: float = 1.0
     pool_size: int = 3
@@ -51,6 +68,14 @@ class ModelConfig:
         variant = d.pop("variant", None)
         if variant not in (None, "paper", "alexnet2012"):
             raise CheckpointError(f"{path}: model variant `{variant}` is not the paper's network; this module implements only the paper's")
+        lrn = d.pop("lrn", None)
+        if lrn is not None:
+            implied = "lrn" if lrn else "none"
+            norm = d.setdefault("norm", implied)
+            if (norm == "lrn") != bool(lrn):
+                raise CheckpointError(f"{path}: `lrn: {str(lrn).lower()}` contradicts `norm: {norm}`; `lrn` is the old spelling of `norm`: keep only `norm`")
+        if d.get("norm", "lrn") not in NORMS:
+            raise CheckpointError(f"{path}: norm `{d['norm']}`: expected one of {', '.join(NORMS)}")
         known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
         if "widths" in known:
             known["widths"] = tuple(int(w) for w in known["widths"])
@@ -76,7 +101,8 @@ class ModelConfig:
 
 def infer_config(tensors: Dict[str, np.ndarray], input_size: Optional[int], path: str) -> ModelConfig:
     """The config of a checkpoint without `alexnet.config`: widths and classes from the shapes,
-    groups from conv2's input channels per group, LRN and ReLU assumed (the paper's)."""
+    groups from conv2's input channels per group, batch normalisation when `bn1.weight` is
+    there (else LRN, the paper's), ReLU assumed."""
     missing = [n for n in PARAM_NAMES if n not in tensors]
     if missing:
         raise CheckpointError(f"{path}: tensors {', '.join(missing)} are missing; expected the checkpoint names of docs/checkpoints.md (conv1.weight … fc8.bias)")
@@ -84,7 +110,8 @@ def infer_config(tensors: Dict[str, np.ndarray], input_size: Optional[int], path
         raise CheckpointError(f"{path}: no `alexnet.config` and no `input_size` metadata; pass input_size=")
     w = [tensors[f"{l}.weight"].shape[0] for l in LAYERS[:7]]
     groups = w[0] // tensors["conv2.weight"].shape[1]
-    return ModelConfig(input_size=input_size, widths=tuple(w), classes=tensors["fc8.weight"].shape[0], groups=groups)
+    norm = "batch" if "bn1.weight" in tensors else "lrn"
+    return ModelConfig(input_size=input_size, widths=tuple(w), classes=tensors["fc8.weight"].shape[0], groups=groups, norm=norm)
 
 
 @dataclass
@@ -117,8 +144,9 @@ def read_checkpoint(path: Union[str, os.PathLike], input_size: Optional[int] = N
     else:
         size = int(meta["input_size"]) if "input_size" in meta else input_size
         cfg = infer_config(tensors, size, path)
-    params = {k: v for k, v in tensors.items() if k in PARAM_NAMES}
-    missing = [n for n in PARAM_NAMES if n not in params]
+    names = param_names(cfg)
+    params = {k: v for k, v in tensors.items() if k in names}
+    missing = [n for n in names if n not in params]
     if missing:
         raise CheckpointError(f"{path}: tensors {', '.join(missing)} are missing")
     momentum = {k[len("momentum."):]: v for k, v in tensors.items() if k.startswith("momentum.")}

@@ -13,12 +13,14 @@ flatten (C, H, W) · fc6 → act → dropout · fc7 → act → dropout · fc8.
 
 LRN is the paper's b = a / (k + α Σ a²)^β over n = 5 neighbouring channels with α = 1e-4
 *not divided by n*. PyTorch's `LocalResponseNorm` divides its alpha by n, so it is built with
-alpha = n · 1e-4.
+alpha = n · 1e-4. With `norm = "batch"` a `BatchNorm2d` (`bn1`, `bn2`) takes LRN's place;
+with `norm = "none"` nothing does.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Dict, Optional, Union
 
 import numpy as np
@@ -65,7 +67,14 @@ class AlexNet(nn.Module):
         self.fc6 = nn.Linear(w[4] * side * side, w[5])
         self.fc7 = nn.Linear(w[5], w[6])
         self.fc8 = nn.Linear(w[6], config.classes)
-        self.lrn = paper_lrn() if config.lrn else nn.Identity()
+        if config.norm == "batch":
+            # PyTorch's defaults (eps 1e-5, momentum 0.1), as src/shape.rs. No
+            # num_batches_tracked: the checkpoint has none, and momentum 0.1 never reads it.
+            self.bn1, self.bn2 = nn.BatchNorm2d(w[0]), nn.BatchNorm2d(w[1])
+            for bn in (self.bn1, self.bn2):
+                bn.num_batches_tracked = None
+        else:
+            self.lrn = paper_lrn() if config.norm == "lrn" else nn.Identity()
         self.dropout = dropout
         #: The mean image (S, S, 3) the model was trained with, if the checkpoint had it.
         self.mean_image: Optional[np.ndarray] = None
@@ -73,6 +82,11 @@ class AlexNet(nn.Module):
         #: had them (what `train_transform`'s lighting noise needs).
         self.pca_eigenvalues: Optional[np.ndarray] = None
         self.pca_eigenvectors: Optional[np.ndarray] = None
+
+    def _norm(self, i, x):
+        """The normalisation after conv `i` (1 or 2): `bn<i>` (batch statistics in training
+        mode, running ones in eval mode), LRN or the identity."""
+        return getattr(self, f"bn{i}")(x) if self.config.norm == "batch" else self.lrn(x)
 
     def _act(self, x):
         return torch.relu(x) if self.config.activation == "relu" else torch.tanh(x)
@@ -94,9 +108,9 @@ class AlexNet(nn.Module):
             p = self.dropout if self.training else 0.0
         out = {}
         pool = lambda t: F.max_pool2d(t, self.config.pool_size, self.config.pool_stride)
-        x = pool(self.lrn(self._act(self.conv1(x))))
+        x = pool(self._norm(1, self._act(self.conv1(x))))
         out["conv1"] = x
-        x = pool(self.lrn(self._act(self.conv2(x))))
+        x = pool(self._norm(2, self._act(self.conv2(x))))
         out["conv2"] = x
         x = self._act(self.conv3(x))
         out["conv3"] = x
@@ -157,7 +171,11 @@ class AlexNet(nn.Module):
         loaded with `strict=True`. `mean_image` is set from `stats.mean_image` when present."""
         ck = read_checkpoint(path, input_size)
         model = cls(ck.config, dropout=dropout)
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ck.params.items()}, strict=True)
+        state = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in ck.params.items())
+        # BatchNorm2d's loader adds a num_batches_tracked to a state dict of unknown version;
+        # the checkpoint has none, and neither has the module (see __init__).
+        state._metadata = {"bn1": {"version": 2}, "bn2": {"version": 2}}
+        model.load_state_dict(state, strict=True)
         model.mean_image = ck.mean_image
         model.pca_eigenvalues, model.pca_eigenvectors = ck.pca_eigenvalues, ck.pca_eigenvectors
         return model
@@ -187,7 +205,10 @@ def paper_init_(model: AlexNet, generator: Optional[torch.Generator] = None) -> 
     with torch.no_grad():
         for name, p in model.named_parameters():
             layer, kind = name.split(".")
-            if kind == "weight":
+            if layer.startswith("bn"):
+                # Batch normalisation starts as the identity, as in PyTorch: γ 1, β 0.
+                p.fill_(1.0 if kind == "weight" else 0.0)
+            elif kind == "weight":
                 p.normal_(0.0, 0.01, generator=generator)
             else:
                 p.fill_(1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)

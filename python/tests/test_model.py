@@ -192,3 +192,30 @@ def test_forward_normalize_imagenet_takes_torchvision_tensors(run, tmp_path):
     run("forward", "--checkpoint", ck, "--input", tmp_path / "in.safetensors", "--out", tmp_path / "raw.safetensors")
     wrong = load_file(str(tmp_path / "raw.safetensors"))["logits"]
     assert np.abs(wrong - want).max() > 0.1 * scale
+
+
+def test_batch_norm_checkpoints_own_and_foreign_and_the_old_lrn_key(tmp_path):
+    cfg = ModelConfig(input_size=67, widths=(4, 8, 8, 8, 8, 16, 16), classes=3, groups=1, norm="batch")
+    torch.manual_seed(3)
+    model = AlexNet(cfg)
+    with torch.no_grad():
+        model.bn2.running_var.fill_(2.5)
+    names = set(model.state_dict())
+    assert {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn2.running_var"} <= names
+    assert not any("num_batches_tracked" in n for n in names), "the checkpoint has none"
+    own = tmp_path / "own.safetensors"
+    model.save_checkpoint(own)
+    back = AlexNet.from_checkpoint(own)
+    assert back.config.norm == "batch" and float(back.bn2.running_var[0]) == 2.5
+    # Saved by PyTorch alone: the bn tensors say batch normalisation.
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(foreign), metadata={"input_size": "67"})
+    assert read_checkpoint(foreign).config.norm == "batch"
+    x = torch.randn(2, 3, 67, 67)
+    model.eval()
+    np.testing.assert_allclose(AlexNet.from_checkpoint(foreign).eval()(x).detach(), model(x).detach(), rtol=1e-6)
+    # Configs from before `norm`: lrn true/false maps onto it; a contradiction is refused.
+    assert ModelConfig.from_json('{"lrn": false}').norm == "none"
+    assert ModelConfig.from_json('{"lrn": true}').norm == "lrn"
+    with pytest.raises(CheckpointError, match="contradicts"):
+        ModelConfig.from_json('{"lrn": true, "norm": "batch"}')

@@ -47,9 +47,10 @@ def test_trained_checkpoint(run, trained, tmp_path):
 
 
 @pytest.mark.parametrize("variant", [
-    dict(lrn=False, groups=1, activation="tanh", pool_size=2, pool_stride=2, conv1_pad=2, input_scale=1 / 64),
-    dict(lrn=True, groups=4, activation="relu", pool_size=3, pool_stride=2, conv1_pad=0, input_scale=0.5),
-], ids=["tanh-nolrn-pool2-pad2", "lrn-groups4"])
+    dict(norm="none", groups=1, activation="tanh", pool_size=2, pool_stride=2, conv1_pad=2, input_scale=1 / 64),
+    dict(norm="lrn", groups=4, activation="relu", pool_size=3, pool_stride=2, conv1_pad=0, input_scale=0.5),
+    dict(norm="batch", groups=1, activation="relu", pool_size=3, pool_stride=2, conv1_pad=0, input_scale=0.5),
+], ids=["tanh-nolrn-pool2-pad2", "lrn-groups4", "batchnorm"])
 def test_every_variant(run, tmp_path, variant):
     torch = pytest.importorskip("torch", reason="torch is not installed (it builds the variant checkpoints)")
     from alexnet.checkpoint import ModelConfig
@@ -60,6 +61,10 @@ def test_every_variant(run, tmp_path, variant):
     model = AlexNet(cfg)
     for p in model.parameters():
         torch.nn.init.normal_(p, 0.0, 0.2)
+    with torch.no_grad():
+        # Running statistics away from their start (a variance must be positive).
+        for name, b in model.named_buffers():
+            b.copy_(torch.randn_like(b).abs() + 0.5 if name.endswith("running_var") else 0.3 * torch.randn_like(b))
     rng = np.random.default_rng(2)
     model.mean_image = rng.uniform(0, 255, (72, 72, 3)).astype(np.float32)
     path = tmp_path / "variant.safetensors"

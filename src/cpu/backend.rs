@@ -2,6 +2,7 @@
 //! the engine's own worker pool. An op takes its output buffers out of the arena for the call
 //! (a move, not a copy) and puts them back, so inputs and outputs are distinct borrows and
 //! nothing is allocated per step: convolution plans and scratch are made on a shape's first use.
+use super::batchnorm::{bn_backward, bn_forward};
 use super::conv::{conv_backward, conv_forward, ConvPlan, ConvScratch};
 use super::dropout::dropout_in_place;
 use super::linear::{linear_backward, linear_forward};
@@ -10,8 +11,8 @@ use super::maxpool::{maxpool_backward, maxpool_forward};
 use super::sgd::sgd_step;
 use super::softmax::{softmax_xent_backward, softmax_xent_forward};
 use super::{CpuDevice, CpuError};
-use crate::backend::{Backend, Grad, MaskSeed, Pair, SgdHyper};
-use crate::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
+use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
 
 type Result<T> = std::result::Result<T, CpuError>;
 
@@ -280,6 +281,69 @@ impl Backend for CpuBackend {
         self.with_outs([t.dy, dx], |a, [dy, dx], _| {
             lrn_backward(p, dims, &a[xi], &a[yi], &a[si], dy, dx)
         });
+        Ok(())
+    }
+
+    fn bn_forward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        x: &CpuBuf,
+        p: Pair<'_, CpuBuf>,
+        st: BnState<'_, CpuBuf>,
+        y: &CpuBuf,
+    ) -> Result<()> {
+        for (role, b, want) in [
+            ("x", x, s.len()),
+            ("y", y, s.len()),
+            ("gamma", p.w, s.c),
+            ("beta", p.b, s.c),
+            ("running_mean", st.mean, s.c),
+            ("running_var", st.var, s.c),
+            ("saved", st.saved, 2 * s.c),
+        ] {
+            Self::check("batchnorm", role, b, want)?;
+        }
+        let (xi, gi, bi, train) = (x.id, p.w.id, p.b.id, mode.batch_stats());
+        self.with_outs([st.mean, st.var, y, st.saved], |a, [m, v, y, sv], _| {
+            bn_forward(s, train, &a[xi], [&a[gi], &a[bi]], [m, v], [y, sv])
+        });
+        Ok(())
+    }
+
+    fn bn_backward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        t: Grad<'_, CpuBuf>,
+        gamma: &CpuBuf,
+        saved: &CpuBuf,
+        g: Pair<'_, CpuBuf>,
+    ) -> Result<()> {
+        for (role, b, want) in [
+            ("x", t.x, s.len()),
+            ("dy", t.dy, s.len()),
+            ("gamma", gamma, s.c),
+            ("saved", saved, 2 * s.c),
+            ("dgamma", g.w, s.c),
+            ("dbeta", g.b, s.c),
+        ] {
+            Self::check("batchnorm", role, b, want)?;
+        }
+        let (xi, dyi, gi, si, train) = (t.x.id, t.dy.id, gamma.id, saved.id, mode.batch_stats());
+        match t.dx {
+            Some(dx) => {
+                Self::check("batchnorm", "dx", dx, s.len())?;
+                self.with_outs([dx, g.w, g.b], |a, [dx, dg, db], _| {
+                    let t = [&a[xi][..], &a[dyi][..]];
+                    bn_backward(s, train, t, &a[gi], &a[si], Some(dx), [dg, db])
+                });
+            }
+            None => self.with_outs([g.w, g.b], |a, [dg, db], _| {
+                let t = [&a[xi][..], &a[dyi][..]];
+                bn_backward(s, train, t, &a[gi], &a[si], None, [dg, db])
+            }),
+        }
         Ok(())
     }
 

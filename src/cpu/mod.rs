@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod augment;
 pub mod backend;
+pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
 pub mod gemm;

@@ -9,9 +9,10 @@
 //!
 //! The model is ONNX IR 8, opset 17, built with [`crate::protobuf`] (no crate writes ONNX
 //! without pulling in a whole inference runtime; see that module for why by hand).
-use crate::model::{Checkpoint, ModelConfig};
+use crate::model::params::bn_prefix;
+use crate::model::{Checkpoint, ModelConfig, Norm};
 use crate::protobuf::Msg;
-use crate::shape::Activation;
+use crate::shape::{Activation, BN_EPS};
 
 /// The graph's input name.
 pub const INPUT: &str = "pixels";
@@ -148,17 +149,34 @@ impl Graph {
         Ok(())
     }
 
-    fn lrn(&mut self, cfg: &ModelConfig, name: &str) {
-        if cfg.lrn {
-            // ONNX divides alpha by the window size, as PyTorch does; the paper does not.
-            let attrs = vec![
-                attr_int("size", 5),
-                attr_float("alpha", 5.0 * 1e-4),
-                attr_float("beta", 0.75),
-                attr_float("bias", 2.0),
-            ];
-            self.node("LRN", &format!("{name}.lrn"), &[], attrs);
+    /// The normalisation after conv block `i` (`name`): LRN, batch normalisation in its
+    /// evaluation form (running statistics), or none.
+    fn norm(&mut self, ck: &Checkpoint, i: usize, name: &str) -> Result<(), OnnxError> {
+        match ck.config.norm {
+            Norm::Lrn => {
+                // ONNX divides alpha by the window size, as PyTorch does; the paper does not.
+                let attrs = vec![
+                    attr_int("size", 5),
+                    attr_float("alpha", 5.0 * 1e-4),
+                    attr_float("beta", 0.75),
+                    attr_float("bias", 2.0),
+                ];
+                self.node("LRN", &format!("{name}.lrn"), &[], attrs);
+            }
+            Norm::Batch => {
+                let bn = bn_prefix(i);
+                let inputs =
+                    ["weight", "bias", "running_mean", "running_var"].map(|r| format!("{bn}.{r}"));
+                for t in &inputs {
+                    self.param(ck, t)?;
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let attrs = vec![attr_float("epsilon", BN_EPS)];
+                self.node("BatchNormalization", &bn, &refs, attrs);
+            }
+            Norm::None => {}
         }
+        Ok(())
     }
 
     fn pool(&mut self, cfg: &ModelConfig, name: &str) {
@@ -214,11 +232,11 @@ pub fn onnx_model(ck: &Checkpoint) -> Result<Vec<u8>, OnnxError> {
     let groups = cfg.groups as i64;
     g.conv(ck, "conv1", 11, 4, cfg.conv1_pad as i64, 1)?;
     g.act(cfg, "conv1");
-    g.lrn(cfg, "conv1");
+    g.norm(ck, 0, "conv1")?;
     g.pool(cfg, "conv1");
     g.conv(ck, "conv2", 5, 1, 2, groups)?;
     g.act(cfg, "conv2");
-    g.lrn(cfg, "conv2");
+    g.norm(ck, 1, "conv2")?;
     g.pool(cfg, "conv2");
     g.conv(ck, "conv3", 3, 1, 1, 1)?;
     g.act(cfg, "conv3");

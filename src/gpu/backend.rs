@@ -5,10 +5,10 @@
 //! cache stops growing after the first; the buffer is written only when a value changes.
 use super::dropout::SeedSlot;
 use super::step::{StepBuffer, StepScalars};
-use super::{activation, conv, dropout, gemm, lrn, maxpool, sgd, softmax_xent};
+use super::{activation, batchnorm, conv, dropout, gemm, lrn, maxpool, sgd, softmax_xent};
 use super::{Gpu, GpuError, Recorder, Result, Tensor};
-use crate::backend::{Backend, Grad, MaskSeed, Pair, SgdHyper};
-use crate::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
+use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
 use std::cell::Cell;
 
 /// A GPU pass: the device, the recorder ops go into (none while only allocating, uploading
@@ -195,6 +195,34 @@ impl Backend for GpuPass<'_, '_> {
         let Some(dx) = t.dx else { return Ok(()) };
         let [n, c, h, w] = dims;
         lrn::backward(self.rec()?, n, c, h * w, p, t.x, saved, t.dy, dx)
+    }
+
+    fn bn_forward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        x: &Tensor,
+        p: Pair<'_, Tensor>,
+        st: BnState<'_, Tensor>,
+        y: &Tensor,
+    ) -> Result<()> {
+        let train = mode.batch_stats();
+        let (pair, running) = ([p.w, p.b], [st.mean, st.var]);
+        batchnorm::forward(self.rec()?, s, train, x, pair, running, [y, st.saved])
+    }
+
+    fn bn_backward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        t: Grad<'_, Tensor>,
+        gamma: &Tensor,
+        saved: &Tensor,
+        g: Pair<'_, Tensor>,
+    ) -> Result<()> {
+        let train = mode.batch_stats();
+        let (ins, st) = ([t.x, t.dy], [gamma, saved]);
+        batchnorm::backward(self.rec()?, s, train, ins, st, [g.w, g.b], t.dx)
     }
 
     fn maxpool_forward(

@@ -627,7 +627,11 @@ mod tests {
     #[test]
     fn params_structs_match_the_wgsl_uniforms() {
         use std::mem::size_of;
-        let cases: [(&'static Shader, usize); 8] = [
+        let cases: [(&'static Shader, usize); 9] = [
+            (
+                &super::super::batchnorm::SHADER,
+                size_of::<super::super::batchnorm::BnParams>(),
+            ),
             (
                 &super::super::gemm::SHADER,
                 size_of::<super::super::gemm::GemmParams>(),

@@ -49,6 +49,7 @@ macro_rules! launchers {
 launchers!(
     activation,
     augment,
+    batchnorm,
     channels,
     conv,
     dropout,

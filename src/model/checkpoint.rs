@@ -9,8 +9,9 @@
 //!
 //! A checkpoint made elsewhere (no `alexnet.config`) is "foreign": widths, classes and groups
 //! are read from the tensor shapes, the input size from `__metadata__["input_size"]` or the
-//! caller's fallback, and LRN and the activation are assumed to be the paper's (on, ReLU).
-use super::config::ModelConfig;
+//! caller's fallback, and LRN and the activation are assumed to be the paper's (on, ReLU;
+//! batch normalisation instead of LRN when the file has `bn1.weight`).
+use super::config::{ModelConfig, Norm};
 use super::geometry::GeometryError;
 use super::params::{param_specs, ParamSpec, Params, Tensor};
 use crate::shape::Activation;
@@ -287,8 +288,10 @@ impl Checkpoint {
             check_params_match(path, prefix, p, &specs)
         };
         check(&self.params, "")?;
+        // Buffers (running statistics) take no SGD step, so they have no momentum to save.
+        let learnable: Vec<ParamSpec> = specs.iter().filter(|s| !s.is_buffer()).cloned().collect();
         if let Some(m) = &self.momentum {
-            check(m, MOMENTUM_PREFIX)?;
+            check_params_match(path, MOMENTUM_PREFIX, m, &learnable)?;
         }
         let mut views: Vec<(String, F32View<'_>)> = Vec::new();
         for t in &self.params.tensors {
@@ -300,7 +303,8 @@ impl Checkpoint {
                 },
             ));
         }
-        for t in self.momentum.iter().flat_map(|m| &m.tensors) {
+        let momentum = self.momentum.iter().flat_map(|m| &m.tensors);
+        for t in momentum.filter(|t| !t.spec.is_buffer()) {
             views.push((
                 format!("{MOMENTUM_PREFIX}{}", t.spec.name),
                 F32View {
@@ -477,13 +481,21 @@ impl Checkpoint {
         let params = read_params(path, &st, "", &specs, PARAM_HINT)?;
         let has_momentum = st.names().iter().any(|n| n.starts_with(MOMENTUM_PREFIX));
         let momentum = if has_momentum {
-            Some(read_params(
-                path,
-                &st,
-                MOMENTUM_PREFIX,
-                &specs,
-                MOMENTUM_HINT,
-            )?)
+            let learnable: Vec<ParamSpec> =
+                specs.iter().filter(|s| !s.is_buffer()).cloned().collect();
+            let read = read_params(path, &st, MOMENTUM_PREFIX, &learnable, MOMENTUM_HINT)?;
+            // Buffers' momentum is zero (they take no SGD step), in the full set's order.
+            let tensors = specs
+                .iter()
+                .map(|spec| match read.get(&spec.name) {
+                    Some(t) => t.clone(),
+                    None => Tensor {
+                        spec: spec.clone(),
+                        data: vec![0.0; spec.len()],
+                    },
+                })
+                .collect();
+            Some(Params { tensors })
         } else {
             None
         };
@@ -725,7 +737,8 @@ fn read_stats(path: &Path, st: &SafeTensors<'_>) -> Result<Option<DataStats>, Ch
 
 /// The network a foreign checkpoint's tensor shapes describe: widths from each layer's output
 /// dimension, classes from `fc8.weight`, groups from conv2's input channels per group
-/// (`C1 / conv2.weight[1]`); LRN on and ReLU, as in the paper. The full shape check against the
+/// (`C1 / conv2.weight[1]`); batch normalisation when `bn1.weight` is there, else LRN; ReLU, as
+/// in the paper. The full shape check against the
 /// result happens after, so this only reads what it needs. shapes: tensor name → shape.
 pub fn infer_config(
     path: &Path,
@@ -765,7 +778,12 @@ pub fn infer_config(
         widths,
         classes: dim("fc8.weight", 0)?,
         groups: widths[0] / per_group,
-        lrn: true,
+        // A batch normalisation's tensors say it is there; without them, the paper's LRN.
+        norm: if shapes.contains_key("bn1.weight") {
+            Norm::Batch
+        } else {
+            Norm::Lrn
+        },
         activation: Activation::Relu,
         // Another framework's preprocessing is the paper's unless the user rescales.
         input_scale: 1.0,
@@ -812,7 +830,7 @@ mod tests {
         let path = dir.path().join("last.safetensors");
         let mut cfg = ModelConfig::small(67, 16, 5);
         cfg.activation = Activation::Tanh;
-        cfg.lrn = false;
+        cfg.norm = Norm::None;
         let ck = sample(&cfg);
         ck.save(&path).unwrap();
         let back = Checkpoint::load(&path, None).unwrap();
@@ -900,9 +918,9 @@ mod tests {
     fn foreign_checkpoint_shapes_give_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torch.safetensors");
-        for groups in [1, 2] {
+        for (groups, norm) in [(1, Norm::Lrn), (2, Norm::Lrn), (2, Norm::Batch)] {
             let mut cfg = ModelConfig::small(99, 8, 7);
-            cfg.groups = groups;
+            (cfg.groups, cfg.norm) = (groups, norm);
             let params = Params::init(&cfg, 1).unwrap();
             // Write like safetensors.torch.save_file: parameters only, no alexnet metadata.
             let views: Vec<_> = params

@@ -6,9 +6,23 @@ use serde::{Deserialize, Serialize};
 /// pooling (conv1 k11 s4, three 3/2 pools); [`ModelConfig::min_input_size`] for others.
 pub const MIN_INPUT_SIZE: usize = 67;
 
+/// The normalisation after conv1's and conv2's activation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// The paper's local response normalisation across channels.
+    #[default]
+    Lrn,
+    /// Batch normalisation per channel (PyTorch's `BatchNorm2d`: batch statistics in training,
+    /// running ones in evaluation, learnable scale and shift).
+    Batch,
+    /// None.
+    None,
+}
+
 /// What the network looks like. The paper's model is [`ModelConfig::paper`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "ConfigFile")]
 pub struct ModelConfig {
     /// Side of the square input crop (the paper: 227 in effect).
     pub input_size: usize,
@@ -18,8 +32,9 @@ pub struct ModelConfig {
     pub classes: usize,
     /// Channel groups of conv2, conv4 and conv5 (the paper's two columns: 2; 1 for a plain net).
     pub groups: usize,
-    /// Local response normalisation after conv1 and conv2.
-    pub lrn: bool,
+    /// The normalisation after conv1 and conv2 (the paper: LRN). Config files and checkpoints
+    /// from before it existed say `lrn = true/false`, which still reads as `lrn`/`none`.
+    pub norm: Norm,
     /// The nonlinearity.
     pub activation: Activation,
     /// Factor on the preprocessed input, (pixel − mean) · input_scale. The paper feeds raw
@@ -41,6 +56,85 @@ impl Default for ModelConfig {
     }
 }
 
+/// A `[model]` table or `alexnet.config` as written: [`ModelConfig`]'s keys, plus the old
+/// `lrn` switch, which maps onto `norm`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConfigFile {
+    input_size: usize,
+    widths: [usize; 7],
+    classes: usize,
+    groups: usize,
+    lrn: Option<bool>,
+    norm: Option<Norm>,
+    activation: Activation,
+    input_scale: f32,
+    pool_size: usize,
+    pool_stride: usize,
+    conv1_pad: usize,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        let p = ModelConfig::paper(1000);
+        ConfigFile {
+            input_size: p.input_size,
+            widths: p.widths,
+            classes: p.classes,
+            groups: p.groups,
+            lrn: None,
+            norm: None,
+            activation: p.activation,
+            input_scale: p.input_scale,
+            pool_size: p.pool_size,
+            pool_stride: p.pool_stride,
+            conv1_pad: p.conv1_pad,
+        }
+    }
+}
+
+impl TryFrom<ConfigFile> for ModelConfig {
+    type Error = String;
+
+    fn try_from(f: ConfigFile) -> Result<ModelConfig, String> {
+        let norm = match (f.lrn, f.norm) {
+            (None, n) => n.unwrap_or_default(),
+            (Some(true), None) => Norm::Lrn,
+            (Some(false), None) => Norm::None,
+            (Some(lrn), Some(n)) if lrn == (n == Norm::Lrn) => n,
+            (Some(lrn), Some(n)) => {
+                return Err(format!(
+                    "`lrn = {lrn}` contradicts `norm = \"{}\"`; `lrn` is the old spelling of `norm`: keep only `norm` (\"lrn\", \"batch\" or \"none\")",
+                    n.name()
+                ))
+            }
+        };
+        Ok(ModelConfig {
+            input_size: f.input_size,
+            widths: f.widths,
+            classes: f.classes,
+            groups: f.groups,
+            norm,
+            activation: f.activation,
+            input_scale: f.input_scale,
+            pool_size: f.pool_size,
+            pool_stride: f.pool_stride,
+            conv1_pad: f.conv1_pad,
+        })
+    }
+}
+
+impl Norm {
+    /// The name config files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Lrn => "lrn",
+            Norm::Batch => "batch",
+            Norm::None => "none",
+        }
+    }
+}
+
 impl ModelConfig {
     /// The paper's network with `classes` outputs.
     pub fn paper(classes: usize) -> Self {
@@ -49,7 +143,7 @@ impl ModelConfig {
             widths: [96, 256, 384, 384, 256, 4096, 4096],
             classes,
             groups: 2,
-            lrn: true,
+            norm: Norm::Lrn,
             activation: Activation::Relu,
             input_scale: 1.0,
             pool_size: 3,
@@ -67,7 +161,7 @@ impl ModelConfig {
             widths: [64, 192, 384, 256, 256, 4096, 4096],
             classes,
             groups: 1,
-            lrn: false,
+            norm: Norm::None,
             activation: Activation::Relu,
             input_scale: 1.0 / 255.0,
             pool_size: 3,
@@ -80,7 +174,7 @@ impl ModelConfig {
     pub fn variant(&self) -> &'static str {
         let same_shape = |other: &ModelConfig| {
             self.conv1_pad == other.conv1_pad
-                && self.lrn == other.lrn
+                && self.norm == other.norm
                 && self.groups == other.groups
                 && (self.pool_size, self.pool_stride) == (other.pool_size, other.pool_stride)
         };
@@ -185,6 +279,42 @@ mod tests {
     }
 
     #[test]
+    fn old_lrn_switch_maps_onto_norm_and_contradictions_are_refused() {
+        let read = |json: &str| serde_json::from_str::<ModelConfig>(json).map(|c| c.norm);
+        assert_eq!(read("{}").unwrap(), Norm::Lrn);
+        assert_eq!(read(r#"{"lrn": false}"#).unwrap(), Norm::None);
+        assert_eq!(read(r#"{"lrn": true}"#).unwrap(), Norm::Lrn);
+        assert_eq!(read(r#"{"norm": "batch"}"#).unwrap(), Norm::Batch);
+        assert_eq!(
+            read(r#"{"lrn": false, "norm": "batch"}"#).unwrap(),
+            Norm::Batch
+        );
+        assert_eq!(read(r#"{"lrn": true, "norm": "lrn"}"#).unwrap(), Norm::Lrn);
+        let err = read(r#"{"lrn": true, "norm": "batch"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`lrn = true` contradicts `norm = \"batch\"`"),
+            "{err}"
+        );
+        assert!(read(r#"{"lrn": false, "norm": "lrn"}"#).is_err());
+        assert!(read(r#"{"norm": "group"}"#).is_err());
+        assert!(
+            read(r#"{"lrm": true}"#).is_err(),
+            "unknown keys stay refused"
+        );
+        // What is written says `norm` only, and reads back the same.
+        let mut c = ModelConfig::small(67, 8, 10);
+        c.norm = Norm::Batch;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""norm":"batch""#) && !json.contains("lrn"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), c);
+    }
+
+    #[test]
     fn torchvision_variant_has_torchvision_shapes() {
         let c = ModelConfig::torchvision(1000);
         c.validate().unwrap();
@@ -196,7 +326,7 @@ mod tests {
         // Two pixels of padding each side: the smallest input is 4 below the paper's.
         assert_eq!(c.min_input_size(), MIN_INPUT_SIZE - 4);
         let mut odd = c.clone();
-        odd.lrn = true;
+        odd.norm = Norm::Lrn;
         assert_eq!(odd.variant(), "custom");
     }
 }

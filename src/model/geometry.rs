@@ -4,7 +4,7 @@
 //! The paper's stack: conv1 k11 s4 p0 (`conv1_pad`) → act → [LRN] → pool 3/2 (`pool_size`/`pool_stride`) · conv2 k5 p2 (groups) → act →
 //! [LRN] → pool · conv3 k3 p1 → act · conv4 k3 p1 (groups) → act · conv5 k3 p1 (groups) → act →
 //! pool · flatten (C,H,W order) · fc6 → act → dropout · fc7 → act → dropout · fc8.
-use super::config::ModelConfig;
+use super::config::{ModelConfig, Norm};
 pub use crate::shape::LinearShape;
 use crate::shape::{ConvShape, PoolShape};
 use thiserror::Error;
@@ -27,8 +27,9 @@ pub struct ConvStage {
     pub name: &'static str,
     /// The convolution (its output is also the activation's and the LRN's shape).
     pub conv: ConvShape,
-    /// Whether LRN follows the activation (conv1 and conv2 when `ModelConfig::lrn`).
-    pub lrn: bool,
+    /// The normalisation after the activation (conv1 and conv2: `ModelConfig::norm`; the
+    /// others: none).
+    pub norm: Norm,
     /// The max pooling after the activation/LRN (conv1, conv2, conv5), if any.
     pub pool: Option<PoolShape>,
 }
@@ -90,18 +91,18 @@ impl Geometry {
             return Err(GeometryError::EmptyBatch);
         }
         let w = cfg.widths;
-        // (kernel, stride, pad, groups, LRN after it, pooled after it), per the paper.
+        // (kernel, stride, pad, groups, normalisation after it, pooled after it), per the paper.
         let plan = [
-            (11, 4, cfg.conv1_pad, 1, cfg.lrn, true),
-            (5, 1, 2, cfg.groups, cfg.lrn, true),
-            (3, 1, 1, 1, false, false),
-            (3, 1, 1, cfg.groups, false, false),
-            (3, 1, 1, cfg.groups, false, true),
+            (11, 4, cfg.conv1_pad, 1, cfg.norm, true),
+            (5, 1, 2, cfg.groups, cfg.norm, true),
+            (3, 1, 1, 1, Norm::None, false),
+            (3, 1, 1, cfg.groups, Norm::None, false),
+            (3, 1, 1, cfg.groups, Norm::None, true),
         ];
         let names = ["conv1", "conv2", "conv3", "conv4", "conv5"];
         let (mut c, mut side) = (3, cfg.input_size);
         let mut stages = Vec::with_capacity(5);
-        for (i, &(k, stride, pad, groups, lrn, pooled)) in plan.iter().enumerate() {
+        for (i, &(k, stride, pad, groups, norm, pooled)) in plan.iter().enumerate() {
             let conv = ConvShape {
                 n: batch,
                 c_in: c,
@@ -124,7 +125,7 @@ impl Geometry {
             let stage = ConvStage {
                 name: names[i],
                 conv,
-                lrn,
+                norm,
                 pool,
             };
             [_, c, side, _] = stage.out_dims();
@@ -189,7 +190,8 @@ mod tests {
         assert_eq!(g.convs[1].conv.weight_len(), 256 * 48 * 25);
         assert_eq!(g.convs[2].conv.groups, 1);
         assert_eq!(g.convs[4].conv.groups, 2);
-        assert!(g.convs[0].lrn && g.convs[1].lrn && !g.convs[2].lrn);
+        assert!(g.convs[0].norm == Norm::Lrn && g.convs[1].norm == Norm::Lrn);
+        assert_eq!(g.convs[2].norm, Norm::None);
         assert_eq!(
             g.fcs.map(|f| (f.linear.fin, f.linear.fout)),
             [(9216, 4096), (4096, 4096), (4096, 1000)]

@@ -8,8 +8,9 @@
 //! the input images). A [`Op::Dropout`] layer is the identity outside training, and then the
 //! next layer reads its input directly. The flatten between conv5's pooling and fc6 is a view
 //! (`[N,C,H,W]` is `[N, C·H·W]` in C,H,W order), not a layer.
+use super::config::Norm;
 use super::geometry::Geometry;
-use crate::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
 
 /// What a layer computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,6 +28,15 @@ pub enum Op {
         dims: [usize; 4],
         /// Window and constants.
         params: LrnParams,
+    },
+    /// Batch normalisation per channel (PyTorch's `BatchNorm2d`); the layer's `params` are
+    /// γ and β.
+    BatchNorm {
+        /// `[N,C,H·W]` of input and output.
+        shape: BnShape,
+        /// Indices of the running mean and variance in [`super::param_specs`] order (buffers:
+        /// no gradient, no SGD step).
+        running: (usize, usize),
     },
     /// Max pooling; the gradient goes to each window's first maximum.
     MaxPool(PoolShape),
@@ -69,7 +79,8 @@ pub struct Layer {
     pub block: &'static str,
     /// What it computes.
     pub op: Op,
-    /// Indices of its weight and bias in [`super::param_specs`] order.
+    /// Indices of its weight and bias (a batch normalisation's γ and β) in
+    /// [`super::param_specs`] order.
     pub params: Option<(usize, usize)>,
     /// The activation name `alexnet forward` reports this layer's output under (each block's
     /// last layer before dropout: conv1 after its pooling, fc6 after its activation, …).
@@ -112,7 +123,7 @@ pub fn layers(g: &Geometry, lrn: LrnParams, act: Activation) -> Vec<Layer> {
                 act,
             },
             params: Some((param, param + 1)),
-            reports: last_of_block(st.lrn || st.pool.is_some()),
+            reports: last_of_block(st.norm != Norm::None || st.pool.is_some()),
             out: conv_dims.clone(),
             columns: match (i, st.conv.groups) {
                 (0, _) => ColumnInput::Shared,
@@ -121,7 +132,22 @@ pub fn layers(g: &Geometry, lrn: LrnParams, act: Activation) -> Vec<Layer> {
             },
         });
         param += 2;
-        if st.lrn {
+        if st.norm == Norm::Batch {
+            let [n, c, h, w] = st.conv_dims();
+            out.push(Layer {
+                block: st.name,
+                op: Op::BatchNorm {
+                    shape: BnShape { n, c, hw: h * w },
+                    running: (param + 2, param + 3),
+                },
+                params: Some((param, param + 1)),
+                reports: last_of_block(st.pool.is_some()),
+                out: conv_dims.clone(),
+                columns: ColumnInput::Own,
+            });
+            param += 4;
+        }
+        if st.norm == Norm::Lrn {
             out.push(Layer {
                 block: st.name,
                 op: Op::Lrn {
@@ -202,6 +228,7 @@ mod tests {
                 let k = match l.op {
                     Op::Conv { .. } => "conv",
                     Op::Lrn { .. } => "lrn",
+                    Op::BatchNorm { .. } => "bn",
                     Op::MaxPool(_) => "pool",
                     Op::Linear { .. } => "linear",
                     Op::Dropout { .. } => "dropout",
@@ -239,7 +266,7 @@ mod tests {
     #[test]
     fn dropout_is_skipped_outside_training() {
         let mut cfg = ModelConfig::small(67, 16, 5);
-        cfg.lrn = false;
+        cfg.norm = Norm::None;
         let g = Geometry::new(&cfg, 1).unwrap();
         let list = layers(&g, LrnParams::default(), Activation::Tanh);
         let fc7 = list
@@ -250,5 +277,43 @@ mod tests {
         assert_eq!(input_of(&list, fc7, false), Some(fc7 - 2));
         assert_eq!(input_of(&list, 0, true), None);
         assert!(!list.iter().any(|l| matches!(l.op, Op::Lrn { .. })));
+    }
+
+    #[test]
+    fn batch_norm_takes_lrns_place_with_its_own_tensors() {
+        let mut cfg = ModelConfig::small(67, 16, 5);
+        cfg.norm = Norm::Batch;
+        let g = Geometry::new(&cfg, 2).unwrap();
+        let list = layers(&g, LrnParams::default(), Activation::Relu);
+        let specs = param_specs(&cfg).unwrap();
+        let bns: Vec<&Layer> = list
+            .iter()
+            .filter(|l| matches!(l.op, Op::BatchNorm { .. }))
+            .collect();
+        assert_eq!(bns.len(), 2);
+        assert!(!list.iter().any(|l| matches!(l.op, Op::Lrn { .. })));
+        for (i, l) in bns.iter().enumerate() {
+            let Op::BatchNorm { shape, running } = l.op else {
+                unreachable!()
+            };
+            let (gamma, beta) = l.params.unwrap();
+            let bn = format!("bn{}", i + 1);
+            assert_eq!(specs[gamma].name, format!("{bn}.weight"));
+            assert_eq!(specs[beta].name, format!("{bn}.bias"));
+            assert_eq!(specs[running.0].name, format!("{bn}.running_mean"));
+            assert_eq!(specs[running.1].name, format!("{bn}.running_var"));
+            assert_eq!(shape.c, cfg.widths[i]);
+            assert_eq!(shape.len(), l.out_len());
+        }
+        // It follows the conv (after its activation) and precedes the pooling.
+        assert!(matches!(list[1].op, Op::BatchNorm { .. }));
+        assert!(matches!(list[2].op, Op::MaxPool(_)));
+        // The layers after it still name their own parameters.
+        for l in &list {
+            if let (Some((w, b)), Op::Conv { .. } | Op::Linear { .. }) = (l.params, l.op) {
+                assert_eq!(specs[w].name, format!("{}.weight", l.block));
+                assert_eq!(specs[b].name, format!("{}.bias", l.block));
+            }
+        }
     }
 }

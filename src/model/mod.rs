@@ -19,7 +19,7 @@ pub mod walk;
 pub use crate::backend::{Dropout, Mode};
 pub use checkpoint::{Checkpoint, CheckpointError, DataStats};
 pub use columns::{ColumnNetwork, ExchangeStats};
-pub use config::ModelConfig;
+pub use config::{ModelConfig, Norm};
 pub use cpu_network::CpuNetwork;
 pub use geometry::{ConvStage, FcStage, Geometry, GeometryError, LinearShape};
 pub use network::Network;

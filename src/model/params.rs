@@ -1,6 +1,6 @@
 //! The network's parameters as named f32 tensors, in PyTorch's names, layouts and order
 //! (`conv1.weight` [C1,3,11,11], `conv1.bias` [C1], … `fc8.bias` [classes]), and the paper's init.
-use super::config::ModelConfig;
+use super::config::{ModelConfig, Norm};
 use super::geometry::{Geometry, GeometryError};
 use super::seeds::INIT_STREAM;
 use crate::shape::{normal, stream_seed};
@@ -29,18 +29,32 @@ impl ParamSpec {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Whether it is a buffer, not a parameter: a batch normalisation's running statistics,
+    /// saved in checkpoints but given no gradient, no momentum and no SGD step.
+    pub fn is_buffer(&self) -> bool {
+        self.name.ends_with(".running_mean") || self.name.ends_with(".running_var")
+    }
+
     /// The layer prefix (`conv2` of `conv2.weight`).
     pub fn layer(&self) -> &str {
         self.name.split('.').next().unwrap_or(&self.name)
     }
 }
 
-/// The parameters of `cfg` in state-dict order: for each of conv1…conv5, fc6…fc8 its
-/// `.weight` then its `.bias`.
+/// The name prefix of the batch normalisation after conv block `i` (0-based): `bn1`, `bn2`,
+/// as torchvision names a BatchNorm2d after its convolution.
+pub fn bn_prefix(i: usize) -> String {
+    format!("bn{}", i + 1)
+}
+
+/// The tensors of `cfg` in state-dict order: for each of conv1…conv5, fc6…fc8 its `.weight`
+/// then its `.bias`; with `norm = "batch"`, after conv1's and conv2's, their batch
+/// normalisation's `bn<i>.weight` (γ), `.bias` (β), `.running_mean` and `.running_var` (the
+/// last two are buffers, [`ParamSpec::is_buffer`]).
 pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
     let g = Geometry::new(cfg, 1)?;
-    let mut specs = Vec::with_capacity(16);
-    for s in &g.convs {
+    let mut specs = Vec::with_capacity(24);
+    for (i, s) in g.convs.iter().enumerate() {
         let c = &s.conv;
         specs.push(ParamSpec {
             name: format!("{}.weight", s.name),
@@ -50,6 +64,14 @@ pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
             name: format!("{}.bias", s.name),
             shape: vec![c.c_out],
         });
+        if s.norm == Norm::Batch {
+            for role in BN_ROLES {
+                specs.push(ParamSpec {
+                    name: format!("{}.{role}", bn_prefix(i)),
+                    shape: vec![c.c_out],
+                });
+            }
+        }
     }
     for f in &g.fcs {
         specs.push(ParamSpec {
@@ -62,6 +84,20 @@ pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, GeometryError> {
         });
     }
     Ok(specs)
+}
+
+/// A batch normalisation's tensors in state-dict order, with the values they start from
+/// (PyTorch's): γ 1, β 0, running mean 0, running variance 1.
+const BN_ROLES: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
+
+/// Sets a batch normalisation tensor to its start value; false for any other tensor.
+fn bn_init(t: &mut Tensor) -> bool {
+    if !t.spec.name.starts_with("bn") {
+        return false;
+    }
+    let one = t.spec.name.ends_with(".weight") || t.spec.name.ends_with(".running_var");
+    t.data.fill(if one { 1.0 } else { 0.0 });
+    true
 }
 
 /// The input's assumed standard deviation for [`Init::He`]: the network sees mean-subtracted
@@ -136,6 +172,9 @@ impl Params {
         let mut p = Params::zeros(cfg)?;
         if rule == Init::He {
             for (t, tensor) in p.tensors.iter_mut().enumerate() {
+                if bn_init(tensor) {
+                    continue;
+                }
                 if tensor.spec.name.ends_with(".weight") {
                     let fan_in: usize = tensor.spec.shape[1..].iter().product();
                     let mut std = (2.0 / fan_in as f32).sqrt();
@@ -152,6 +191,9 @@ impl Params {
             return Ok(p);
         }
         for (t, tensor) in p.tensors.iter_mut().enumerate() {
+            if bn_init(tensor) {
+                continue;
+            }
             if tensor.spec.name.ends_with(".weight") {
                 let s = stream_seed(seed, 0, INIT_STREAM + t as u32);
                 for (i, v) in tensor.data.iter_mut().enumerate() {
@@ -213,6 +255,71 @@ mod tests {
         // The paper's "60 million parameters" (two-GPU grouping included).
         let total: usize = specs.iter().map(|s| s.len()).sum();
         assert_eq!(total, 60_965_224);
+    }
+
+    #[test]
+    fn batch_norm_adds_its_tensors_after_conv1_and_conv2() {
+        let mut cfg = ModelConfig::small(67, 16, 5);
+        cfg.norm = Norm::Batch;
+        let specs = param_specs(&cfg).unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names[..14],
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "bn1.weight",
+                "bn1.bias",
+                "bn1.running_mean",
+                "bn1.running_var",
+                "conv2.weight",
+                "conv2.bias",
+                "bn2.weight",
+                "bn2.bias",
+                "bn2.running_mean",
+                "bn2.running_var",
+                "conv3.weight",
+                "conv3.bias"
+            ]
+        );
+        assert_eq!(specs.len(), 24);
+        assert_eq!(specs[4].shape, vec![cfg.widths[0]]);
+        assert_eq!(specs[8].shape, vec![cfg.widths[1]]);
+        let buffers: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.is_buffer())
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            buffers,
+            [
+                "bn1.running_mean",
+                "bn1.running_var",
+                "bn2.running_mean",
+                "bn2.running_var"
+            ]
+        );
+        for rule in [Init::Paper, Init::He] {
+            let p = Params::init_with(&cfg, 1, rule).unwrap();
+            for (name, want) in [
+                ("bn1.weight", 1.0),
+                ("bn1.bias", 0.0),
+                ("bn2.bias", 0.0),
+                ("bn2.running_mean", 0.0),
+                ("bn2.running_var", 1.0),
+            ] {
+                let t = p.get(name).unwrap();
+                assert!(
+                    t.data.iter().all(|v| *v == want),
+                    "{rule:?} {name}: {:?}",
+                    t.data
+                );
+            }
+            // The paper's bias of 1 stays on conv2's own bias.
+            if rule == Init::Paper {
+                assert!(p.get("conv2.bias").unwrap().data.iter().all(|v| *v == 1.0));
+            }
+        }
     }
 
     #[test]

@@ -172,7 +172,8 @@ pub fn network_loss_and_grads(
 }
 
 /// The paper's SGD step ([`sgd_update`]) on every parameter: `v ← μ·v − wd·lr·w − lr·g;
-/// w ← w + v`, weight decay on every tensor, biases included (docs/network.md, "SGD").
+/// w ← w + v`, weight decay on every tensor, biases and batch normalisation's γ and β
+/// included (docs/network.md, "SGD"); buffers (running statistics) take no step.
 pub fn network_sgd_step(
     params: &mut Params,
     velocity: &mut Params,
@@ -181,7 +182,7 @@ pub fn network_sgd_step(
     momentum: f32,
     weight_decay: f32,
 ) -> Result<(), NetworkError> {
-    for w in params.tensors.iter_mut() {
+    for w in params.tensors.iter_mut().filter(|t| !t.spec.is_buffer()) {
         let name = &w.spec.name;
         let want = w.data.len();
         let bad = |got: usize| NetworkError::ParamShape {
@@ -213,17 +214,18 @@ pub fn network_sgd_step(
 mod tests {
     use super::*;
     use crate::model::layers::Op;
+    use crate::model::Norm;
     use crate::reference::{check_close, conv2d_forward, linear_forward, random_tensor};
     use crate::shape::Activation;
 
     /// A tiny network: input 67 (final map 1×1), a few channels per layer.
-    fn tiny(groups: usize, lrn: bool, activation: Activation) -> ModelConfig {
+    fn tiny(groups: usize, norm: Norm, activation: Activation) -> ModelConfig {
         ModelConfig {
             input_size: 67,
             widths: [4, 6, 8, 6, 4, 12, 10],
             classes: 5,
             groups,
-            lrn,
+            norm,
             activation,
             input_scale: 1.0,
             pool_size: 3,
@@ -245,6 +247,12 @@ mod tests {
                 0.2
             };
             tensor.data = random_tensor(seed + t as u32, tensor.data.len(), std);
+            // A batch normalisation's scale and running variance near 1 (a variance must be
+            // positive).
+            let name = &tensor.spec.name;
+            if name.starts_with("bn") && (name.ends_with(".weight") || name.ends_with("_var")) {
+                tensor.data.iter_mut().for_each(|v| *v = 1.0 + v.abs());
+            }
         }
         p
     }
@@ -354,6 +362,11 @@ mod tests {
         assert!((l0 as f64 - loss(&params)).abs() < 1e-5);
         let mut probe = params.clone();
         for (ti, g) in grads.tensors.iter().enumerate() {
+            if g.spec.is_buffer() {
+                // Running statistics are not parameters: nothing writes their gradient.
+                assert!(g.data.iter().all(|v| *v == 0.0), "{}", g.spec.name);
+                continue;
+            }
             let len = g.data.len();
             let scale = g.data.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
             assert!(
@@ -405,19 +418,35 @@ mod tests {
             run_seed: 5,
             step: 3,
         };
-        check_network(&tiny(2, true, Activation::Relu), Some(train));
+        check_network(&tiny(2, Norm::Lrn, Activation::Relu), Some(train));
+    }
+
+    #[test]
+    fn gradients_batch_norm_relu_with_dropout() {
+        let train = TrainMode {
+            dropout: 0.5,
+            run_seed: 5,
+            step: 3,
+        };
+        check_network(&tiny(2, Norm::Batch, Activation::Relu), Some(train));
+    }
+
+    #[test]
+    fn gradients_batch_norm_evaluation_mode() {
+        // Running statistics: the normalisation is a fixed affine map per channel.
+        check_network(&tiny(1, Norm::Batch, Activation::Tanh), None);
     }
 
     #[test]
     fn gradients_non_overlapping_pooling() {
-        let mut cfg = tiny(2, true, Activation::Relu);
+        let mut cfg = tiny(2, Norm::Lrn, Activation::Relu);
         (cfg.pool_size, cfg.pool_stride) = (2, 2);
         check_network(&cfg, None);
     }
 
     #[test]
     fn gradients_groups1_lrn_tanh() {
-        check_network(&tiny(1, true, Activation::Tanh), None);
+        check_network(&tiny(1, Norm::Lrn, Activation::Tanh), None);
     }
 
     #[test]
@@ -427,7 +456,7 @@ mod tests {
             run_seed: 9,
             step: 0,
         };
-        check_network(&tiny(2, false, Activation::Tanh), Some(train));
+        check_network(&tiny(2, Norm::None, Activation::Tanh), Some(train));
     }
 
     #[test]
@@ -492,7 +521,7 @@ mod tests {
 
     #[test]
     fn sgd_step_lowers_the_loss_and_matches_the_formula() {
-        let cfg = tiny(2, true, Activation::Relu);
+        let cfg = tiny(2, Norm::Lrn, Activation::Relu);
         let mut params = scaled_params(&cfg, 3);
         let images = random_tensor(4, 4 * 3 * 67 * 67, 1.0);
         let labels = [0, 1, 2, 4];

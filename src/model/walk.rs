@@ -15,7 +15,7 @@ use super::geometry::{Geometry, GeometryError};
 use super::layers::{self, input_of, Layer, Op};
 use super::params::{param_specs, ParamSpec, Params};
 use super::ModelConfig;
-use crate::backend::{Backend, Grad, MaskSeed, Mode, Pair, SgdHyper};
+use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
 use crate::shape::LrnParams;
 
 /// What can go wrong building or running the network on any engine.
@@ -113,6 +113,7 @@ fn kind(op: &Op) -> &'static str {
     match op {
         Op::Conv { .. } => "conv",
         Op::Lrn { .. } => "lrn",
+        Op::BatchNorm { .. } => "bn",
         Op::MaxPool(_) => "pool",
         Op::Linear { .. } => "linear",
         Op::Dropout { .. } => "dropped",
@@ -147,6 +148,9 @@ impl<T> Walk<T> {
             };
             let saved = match l.op {
                 Op::Lrn { .. } => Some(be.alloc(len, &format!("{}.lrn_scale", l.block))?),
+                Op::BatchNorm { shape, .. } => {
+                    Some(be.alloc(2 * shape.c, &format!("{}.bn_stats", l.block))?)
+                }
                 Op::MaxPool(p) => be.pool_saved(&p)?,
                 _ => None,
             };
@@ -412,6 +416,19 @@ impl<T> Walk<T> {
                     let saved = b.saved.as_ref().ok_or_else(|| missing(l))?;
                     be.lrn_forward(&params, dims, x, &b.y, saved)?;
                 }
+                Op::BatchNorm { shape, running } => {
+                    let (gamma, beta) = Self::pair(l)?;
+                    let p = Pair {
+                        w: &self.params[gamma],
+                        b: &self.params[beta],
+                    };
+                    let st = BnState {
+                        mean: &self.params[running.0],
+                        var: &self.params[running.1],
+                        saved: b.saved.as_ref().ok_or_else(|| missing(l))?,
+                    };
+                    be.bn_forward(&shape, mode, x, p, st, &b.y)?;
+                }
                 Op::MaxPool(p) => be.maxpool_forward(&p, x, &b.y, b.saved.as_ref())?,
                 Op::Dropout { slot, .. } => {
                     if let Some(d) = dropout {
@@ -482,6 +499,15 @@ impl<T> Walk<T> {
                     let saved = b.saved.as_ref().ok_or_else(|| missing(l))?;
                     be.lrn_backward(&params, dims, t, saved)?;
                 }
+                Op::BatchNorm { shape, .. } => {
+                    let (gamma, beta) = Self::pair(l)?;
+                    let g = Pair {
+                        w: &self.grads[gamma],
+                        b: &self.grads[beta],
+                    };
+                    let saved = b.saved.as_ref().ok_or_else(|| missing(l))?;
+                    be.bn_backward(&shape, mode, t, &self.params[gamma], saved, g)?;
+                }
                 Op::MaxPool(p) => be.maxpool_backward(&p, t, b.saved.as_ref())?,
                 Op::Dropout { slot, .. } => {
                     // Its gradient buffer is its input layer's own: the mask goes on in place.
@@ -494,16 +520,21 @@ impl<T> Walk<T> {
         Ok(())
     }
 
-    /// One SGD step on every trainable parameter from the last backward pass.
+    /// One SGD step on every trainable parameter from the last backward pass (buffers, a batch
+    /// normalisation's running statistics, are not parameters and take none; frozen layers'
+    /// tensors take none either).
     pub fn sgd<B>(&self, be: &mut B, h: SgdHyper) -> Result<()>
     where
         B: Backend<Buf = T>,
         NetworkError: From<B::Error>,
     {
         be.scope("sgd");
-        let steps = self.params.iter().zip(&self.momentum).zip(&self.grads);
-        for ((w, v), g) in steps.skip(self.frozen_params()) {
-            be.sgd(h, w, v, g)?;
+        let tensors = self.params.iter().zip(&self.momentum).zip(&self.grads);
+        let frozen = self.frozen_params();
+        for (((w, v), g), spec) in tensors.zip(&self.specs).skip(frozen) {
+            if !spec.is_buffer() {
+                be.sgd(h, w, v, g)?;
+            }
         }
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! The reference as a [`Backend`]: each op is this module's plain-loop function, its result
 //! stored in a host buffer. Slow and obviously right; the network walk run on it is the truth
 //! the GPU and CPU engines are tested against (`crate::model::reference`).
+use super::batchnorm::{bn_backward, bn_eval_stats, bn_forward_train, BnStats};
 use super::{
     activation_backward, activation_forward, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward, dropout_forward, linear_backward, linear_forward, lrn_backward, lrn_forward,
     maxpool_backward, maxpool_forward, sgd_update, softmax_cross_entropy, topk_correct,
 };
-use crate::backend::{Backend, Grad, MaskSeed, Pair, SgdHyper};
-use crate::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
+use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
 
 /// A buffer handed to a reference op that does not fit its shape (a bug in the caller).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,22 @@ impl RefBackend {
             });
         }
         self.arena[b.id] = v;
+        Ok(())
+    }
+
+    /// Checks that each of `bufs` holds `want` values.
+    fn need(&self, op: &'static str, want: usize, bufs: &[&RefBuf]) -> Result<()> {
+        for b in bufs {
+            let got = self.arena[b.id].len();
+            if got != want {
+                return Err(RefError {
+                    op,
+                    tensor: b.label.clone(),
+                    got,
+                    want,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -199,6 +216,67 @@ impl Backend for RefBackend {
         let [n, c, h, w] = dims;
         let v = lrn_backward(p, n, c, h, w, self.slice(t.x), self.slice(t.dy));
         self.set("lrn", dx, v)
+    }
+
+    fn bn_forward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        x: &RefBuf,
+        p: Pair<'_, RefBuf>,
+        st: BnState<'_, RefBuf>,
+        y: &RefBuf,
+    ) -> Result<()> {
+        self.need("batchnorm", s.len(), &[x, y])?;
+        self.need("batchnorm", s.c, &[p.w, p.b, st.mean, st.var])?;
+        self.need("batchnorm", 2 * s.c, &[st.saved])?;
+        let (g, b) = (self.slice(p.w).to_vec(), self.slice(p.b).to_vec());
+        let (mut rm, mut rv) = (self.slice(st.mean).to_vec(), self.slice(st.var).to_vec());
+        let (out, stats) = if mode.batch_stats() {
+            let (out, stats) = bn_forward_train(s, self.slice(x), &g, &b, &mut rm, &mut rv);
+            self.set("batchnorm", st.mean, rm)?;
+            self.set("batchnorm", st.var, rv)?;
+            (out, stats)
+        } else {
+            let stats = bn_eval_stats(&rm, &rv);
+            let out = super::batchnorm::bn_forward_eval(s, self.slice(x), &g, &b, &rm, &rv);
+            (out, stats)
+        };
+        self.set("batchnorm", y, out)?;
+        self.set("batchnorm", st.saved, [stats.mean, stats.inv_std].concat())
+    }
+
+    fn bn_backward(
+        &mut self,
+        s: &BnShape,
+        mode: Mode,
+        t: Grad<'_, RefBuf>,
+        gamma: &RefBuf,
+        saved: &RefBuf,
+        g: Pair<'_, RefBuf>,
+    ) -> Result<()> {
+        self.need("batchnorm", s.len(), &[t.x, t.dy])?;
+        self.need("batchnorm", s.c, &[gamma, g.w, g.b])?;
+        self.need("batchnorm", 2 * s.c, &[saved])?;
+        let sv = self.slice(saved);
+        let stats = BnStats {
+            mean: sv[..s.c].to_vec(),
+            inv_std: sv[s.c..].to_vec(),
+        };
+        let (dx, dg, db) = bn_backward(
+            s,
+            mode.batch_stats(),
+            self.slice(t.x),
+            self.slice(gamma),
+            &stats,
+            self.slice(t.dy),
+        );
+        self.set("batchnorm", g.w, dg)?;
+        self.set("batchnorm", g.b, db)?;
+        match t.dx {
+            Some(d) => self.set("batchnorm", d, dx),
+            None => Ok(()),
+        }
     }
 
     fn maxpool_forward(

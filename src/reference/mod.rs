@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod augment;
 pub mod backend;
+pub mod batchnorm;
 pub mod channels;
 pub mod conv;
 pub mod dropout;
@@ -26,6 +27,7 @@ pub(crate) mod gradcheck;
 pub use activation::{activation_backward, activation_forward};
 pub use augment::augment_forward;
 pub use backend::{RefBackend, RefBuf, RefError};
+pub use batchnorm::{bn_backward, bn_eval_stats, bn_forward_eval, bn_forward_train, BnStats};
 pub use channels::copy_channels;
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use dropout::{dropout_backward, dropout_forward};

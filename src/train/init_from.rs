@@ -81,7 +81,7 @@ fn check_same_network(path: &Path, a: &ModelConfig, b: &ModelConfig) -> Result<(
 fn what_it_computes(c: &ModelConfig) -> impl PartialEq + std::fmt::Debug {
     (
         c.conv1_pad,
-        c.lrn,
+        c.norm,
         c.pool_size,
         c.pool_stride,
         c.activation,
@@ -93,10 +93,10 @@ fn what_it_computes(c: &ModelConfig) -> impl PartialEq + std::fmt::Debug {
 /// `the V variant (conv1 padding …, LRN …, pooling …/…, ACT, widths […], groups …)`.
 fn describe(c: &ModelConfig) -> String {
     format!(
-        "the {} variant (conv1 padding {}, LRN {}, pooling {}/{}, {:?}, widths {:?}, groups {})",
+        "the {} variant (conv1 padding {}, norm {}, pooling {}/{}, {:?}, widths {:?}, groups {})",
         c.variant(),
         c.conv1_pad,
-        c.lrn,
+        c.norm.name(),
         c.pool_size,
         c.pool_stride,
         c.activation,

@@ -138,12 +138,18 @@ mod tests {
             "batch=64",
             "shuffle=none",
             "model.lrn=false",
+            "model.norm=batch",
             "init=he",
         ] {
             let mut asked = saved.clone();
             asked.set(set).unwrap();
             let e = changes(&saved, &asked).unwrap_err().to_string();
-            let key = set.split('=').next().unwrap();
+            // The old spelling `model.lrn` is compared as what it sets, `model.norm`.
+            let key = set
+                .split('=')
+                .next()
+                .unwrap()
+                .replace("model.lrn", "model.norm");
             assert!(e.contains(&format!("`{key}`")), "{set}: {e}");
             assert!(e.contains("--init-from"), "{set}: {e}");
         }

@@ -122,6 +122,13 @@ fn write(doc: &mut toml::Table, s: &Setting) -> Result<(), ConfigError> {
             table.clear();
         }
     }
+    // `model.lrn` is the old spelling of `model.norm`: the one set now replaces the other's
+    // current value instead of contradicting it.
+    match s.key.as_str() {
+        "model.lrn" => table.remove("norm"),
+        "model.norm" => table.remove("lrn"),
+        _ => None,
+    };
     table.insert(last.to_string(), s.value.clone());
     if s.key == "lr" {
         scale_floor(doc, old_lr, s.value.as_float());
@@ -252,7 +259,18 @@ mod tests {
         c.set("max_steps=40").unwrap();
         c.set("schedule.kind=\"cosine\"").unwrap();
         c.set("schedule.min_lr=0.001").unwrap();
-        assert!(!c.model.lrn);
+        assert_eq!(c.model.norm, crate::model::Norm::None);
+        c.set("model.norm=batch").unwrap();
+        assert_eq!(c.model.norm, crate::model::Norm::Batch);
+        c.set("model.lrn=true").unwrap();
+        assert_eq!(c.model.norm, crate::model::Norm::Lrn);
+        let mut two = TrainConfig::default();
+        two.set("devices=\"0,1\"").unwrap();
+        let e = two.set("model.norm=batch").unwrap_err().to_string();
+        assert!(
+            e.contains("two columns") && e.contains("--devices 0"),
+            "{e}"
+        );
         assert_eq!(c.augment.lighting_std, 0.0);
         assert_eq!(c.model.widths, [8, 32, 48, 48, 64, 256, 256]);
         assert_eq!((c.model.pool_size, c.seed, c.max_steps), (2, 7, Some(40)));

@@ -139,6 +139,13 @@ impl Column {
                 _ => 0,
             };
             let (op, y, dy) = match l.op {
+                Op::BatchNorm { .. } => {
+                    return Err(GpuError::Invalid {
+                        op: "columns",
+                        reason: "model.norm = \"batch\" does not run split over two columns yet; train it on one GPU or the CPU engine (--devices)".into(),
+                    }
+                    .into())
+                }
                 Op::Conv { shape, act } => {
                     let c_out = halves(&name("width"), shape.c_out)?;
                     let own = match l.columns {
