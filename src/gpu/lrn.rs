@@ -71,19 +71,18 @@ fn params(n: usize, c: usize, hw: usize, lrn: &LrnParams) -> Result<LrnShaderPar
     })
 }
 
-/// Record `b = lrn(a)` and the saved `scale` for activations `[n, c, hw]` (hw = H·W).
-#[allow(clippy::too_many_arguments)]
+/// Record `b = lrn(a)` and the saved `scale` for activations of `dims` `[N,C,H,W]`.
 pub fn forward(
     rec: &mut Recorder<'_>,
-    n: usize,
-    c: usize,
-    hw: usize,
     lrn: &LrnParams,
+    dims: [usize; 4],
     a: &Tensor,
     b: &Tensor,
     scale: &Tensor,
 ) -> Result<()> {
     let gpu = rec.gpu();
+    let [n, c, h, w] = dims;
+    let hw = h * w;
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
     kernel::expect_len("lrn", "a", a, len)?;
@@ -104,20 +103,20 @@ pub fn forward(
     ))
 }
 
-/// Record `da = ∂L/∂a` from `db`, the forward input `a` and the saved `scale`.
-#[allow(clippy::too_many_arguments)]
+/// Record `da = ∂L/∂a` `[N,C,H,W]` (`dims`) from `db`, the forward input `a` and the saved
+/// `scale`.
 pub fn backward(
     rec: &mut Recorder<'_>,
-    n: usize,
-    c: usize,
-    hw: usize,
     lrn: &LrnParams,
+    dims: [usize; 4],
     a: &Tensor,
     scale: &Tensor,
     db: &Tensor,
     da: &Tensor,
 ) -> Result<()> {
     let gpu = rec.gpu();
+    let [n, c, h, w] = dims;
+    let hw = h * w;
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
     for (name, t) in [("a", a), ("scale", scale), ("db", db), ("da", da)] {

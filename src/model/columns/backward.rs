@@ -95,9 +95,9 @@ impl ColumnNetwork {
                             let mut rec = self.rec(d, &mut encs[d]);
                             rec.set_scope(block);
                             let (dy, dx) = (&e.d_ext_y, &e.d_ext_x);
-                            let hw = e.hw;
+                            let dims = [n, e.ext_c, e.hw, 1];
                             gpu::lrn::backward(
-                                &mut rec, n, e.ext_c, hw, &params, &e.ext_x, &e.scale, dy, dx,
+                                &mut rec, &params, dims, &e.ext_x, &e.scale, dy, dx,
                             )?;
                         }
                         let target = self.col_dy(d, p)?;
