@@ -191,8 +191,7 @@ impl Backend for GpuPass<'_, '_> {
         t: Grad<'_, Tensor>,
         saved: &Tensor,
     ) -> Result<()> {
-        let Some(dx) = t.dx else { return Ok(()) };
-        lrn::backward(self.rec()?, p, dims, t.x, saved, t.dy, dx)
+        lrn::backward(self.rec()?, p, dims, t, saved)
     }
 
     fn maxpool_forward(
