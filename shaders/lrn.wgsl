@@ -1,14 +1,17 @@
 // lrn.wgsl: the paper's local response normalisation across channels,
 //   s[c] = k + alpha · Σ_{c' = c − size/2}^{c + size/2} a[c']²   (clipped to 0..C−1; alpha not / size)
 //   b[c] = a[c] · s[c]^(−beta)
-// backward, with the forward input a and the saved scale s (b is recomputed as a·s^−β):
+// backward, with the forward's input a, output b and saved scale s:
 //   da[c] = db[c] · s[c]^(−beta) − 2·alpha·beta · a[c] · Σ_{c' : |c' − c| ≤ size/2} db[c'] · b[c'] / s[c']
+// The window's terms read b and s as the forward left them (a division each), so an element
+// costs one pow, its own s^(−beta), rather than one per channel of its window.
 //
 // Params (binding 0, uniform): n, c, hw (= H·W), half (= size/2), k, alpha, beta.
 //
 // forward:  1 `a` [N,C,H,W] read, 2 `b` [N,C,H,W] read_write (output), 3 `scale` [N,C,H,W]
 //           read_write (s, saved for backward).
-// backward: 1 `a` read, 2 `scale` read, 3 `db` read, 4 `da` read_write.
+// backward: 1 `a` read, 2 `scale` read, 3 `db` read, 4 `da` read_write, 5 `b` read (the
+//           forward's output).
 //
 // Workgroup 256, one invocation per element; dispatch ceil(N·C·H·W / 256) workgroups spread
 // over x (≤ 65535) and y. Guards i < N·C·H·W; channel windows are clipped to 0..C−1.
@@ -34,6 +37,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> scale_in: array<f32>;
 @group(0) @binding(3) var<storage, read> db: array<f32>;
 @group(0) @binding(4) var<storage, read_write> da: array<f32>;
+@group(0) @binding(5) var<storage, read> b_in: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid;
@@ -84,9 +88,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var sum = 0.0;
     for (var cc = lo; cc <= hi; cc++) {
         let j = base + cc * p.hw;
-        let sj = scale_in[j];
-        // db[j] · b[j] / s[j] with b[j] = a[j] · s[j]^−β.
-        sum += db[j] * a[j] * pow_nan(sj, -p.beta - 1.0);
+        sum += db[j] * b_in[j] / scale_in[j];
     }
     da[i] = db[i] * pow_nan(scale_in[i], -p.beta) - 2.0 * p.alpha * p.beta * a[i] * sum;
 }

@@ -1,14 +1,20 @@
-//! Every WGSL kernel against the CPU reference (`alexnet::reference`) on random inputs with
-//! awkward shapes (no tile multiples, batch 1 and 3, groups 1 and 2, stride 4 with k 11, odd
-//! channel counts). Runs on the first real GPU, else on lavapipe; with no adapter at all the
-//! tests fail and say to install `mesa-vulkan-drivers`.
+//! What the GPU launchers do beyond the `Backend` trait, against the CPU reference
+//! (`alexnet::reference`) on random inputs with awkward shapes (no tile multiples, batch 1 and
+//! 3, groups 1 and 2, stride 4 with k 11, odd channel counts): the three GEMM forms with
+//! accumulation, split-K and every tile configuration, the convolution launchers' forms (no
+//! activation, accumulation, split-K) on both kernels and both tile policies, tile selection,
+//! splits past the binding limit, the standalone activation and channel-slice kernels.
+//! Every op as the network calls it (forward and backward with the activation fused, LRN,
+//! pooling, dropout, the loss, SGD) is checked on every engine, the GPU included, by the one
+//! suite in `tests/ops/`. Runs on the first real GPU, else on lavapipe; with no adapter at all
+//! the tests fail and say to install `mesa-vulkan-drivers`.
 use alexnet::gpu::dropout::SeedSlot;
 use alexnet::gpu::gemm::TilePolicy;
 use alexnet::gpu::step::{StepBuffer, StepScalars};
 use alexnet::gpu::tiles::TileConfig;
-use alexnet::gpu::{self, conv, gemm, Gpu, Recorder, Tensor};
+use alexnet::gpu::{self, conv, gemm, selftest, Gpu, Recorder, Tensor};
 use alexnet::reference::{self as r, check_close, random_tensor};
-use alexnet::shape::{Activation, ConvShape, LinearShape, LrnParams, PoolShape};
+use alexnet::shape::{Activation, ConvShape, LinearShape};
 
 fn device() -> Gpu {
     match Gpu::best() {
@@ -76,7 +82,9 @@ fn gemm_configs() -> Vec<(TileConfig, Option<usize>)> {
 #[test]
 fn gemm_three_forms_bias_activation_accumulate_and_bias_grad() {
     let g = device();
-    for &(m, n, k) in &[(1, 7, 5), (3, 70, 33), (67, 45, 129), (130, 131, 37)] {
+    // The self-test's cases (what the tuner checks every tile on) among them.
+    let cases = [(1, 7, 5), (3, 70, 33), (130, 131, 37)];
+    for (m, n, k) in cases.into_iter().chain(selftest::GEMM_CASES) {
         let x = random_tensor(1, m * k, 1.0);
         let w = random_tensor(2, n * k, 1.0);
         let b = random_tensor(3, n, 1.0);
@@ -472,6 +480,15 @@ fn conv_grouped_padded_batch3() {
 }
 
 #[test]
+fn conv_selftest_cases() {
+    // What the tuner checks every tile on: conv1's stride 4 and k 11 padded in two groups.
+    let mut g = device();
+    for (i, s) in selftest::CONV_CASES.into_iter().enumerate() {
+        conv_case(&mut g, s, 100 + 10 * i as u32);
+    }
+}
+
+#[test]
 fn conv_past_one_workgroup_of_columns() {
     // The direct kernel covers 256 columns a workgroup: 969 output positions, 306 weight
     // columns (34·3·3) and 11 rows (not a multiple of its 8) leave partial workgroups.
@@ -579,13 +596,9 @@ fn channel_slices_copy_and_accumulate() {
         });
         let mut want = dst0.clone();
         r::copy_channels(
-            n,
-            k,
-            hw,
-            &src,
-            (src_c, src_off),
-            &mut want,
-            (dst_c, dst_off),
+            [n, k, hw],
+            (&src, (src_c, src_off)),
+            (&mut want, (dst_c, dst_off)),
             accumulate,
         );
         // A copy is exact and an add is one f32 rounding, the same on both sides.
@@ -632,182 +645,11 @@ fn elementwise_ops_split_beyond_the_binding_limit() {
         0.0,
         0.0,
     );
-}
-
-#[test]
-fn lrn_forward_backward() {
-    let g = device();
-    let lrn = LrnParams::default();
-    for &(n, c, h, w, std) in &[(1, 7, 3, 5, 1.0), (3, 2, 4, 3, 1.0), (2, 9, 5, 5, 30.0)] {
-        // std 30 puts α·Σa² near k so the normalisation actually bites.
-        let a = random_tensor(70, n * c * h * w, std);
-        let db = random_tensor(71, a.len(), 1.0);
-        let ta = up(&g, &a, "t.a");
-        let tb = Tensor::zeros(&g, a.len(), "t.b");
-        let ts = Tensor::zeros(&g, a.len(), "t.scale");
-        let tdb = up(&g, &db, "t.db");
-        let tda = Tensor::zeros(&g, a.len(), "t.da");
-        run(&g, |e| {
-            gpu::lrn::forward(e, n, c, h * w, &lrn, &ta, &tb, &ts)?;
-            gpu::lrn::backward(e, n, c, h * w, &lrn, &ta, &ts, &tdb, &tda)
-        });
-        let tag = format!("lrn n{n} c{c} {h}×{w} std{std}");
-        close(
-            &format!("{tag} forward b"),
-            &down(&g, &tb),
-            &r::lrn_forward(&lrn, n, c, h, w, &a),
-            1e-5,
-            1e-4,
-        );
-        close(
-            &format!("{tag} backward da"),
-            &down(&g, &tda),
-            &r::lrn_backward(&lrn, n, c, h, w, &a, &db),
-            1e-5,
-            1e-4,
-        );
-    }
-}
-
-#[test]
-fn maxpool_overlapping_with_ties() {
-    let g = device();
-    for &(n, c, h, w, k, s) in &[
-        (1, 3, 7, 9, 3, 2),
-        (3, 2, 13, 13, 3, 2),
-        (2, 1, 6, 7, 2, 2),
-        (1, 2, 8, 8, 3, 1),
-    ] {
-        let sh = PoolShape {
-            n,
-            c,
-            h,
-            w,
-            k,
-            stride: s,
-        };
-        // Rounded values (ReLU-like zeros and repeats) make ties common, to check the
-        // first-maximum rule.
-        let x: Vec<f32> = random_tensor(80, sh.input_len(), 2.0)
-            .iter()
-            .map(|v| v.round().max(0.0))
-            .collect();
-        let dy = random_tensor(81, sh.output_len(), 1.0);
-        let (tx, tdy) = (up(&g, &x, "t.x"), up(&g, &dy, "t.dy"));
-        let ty = Tensor::zeros(&g, sh.output_len(), "t.y");
-        let tdx = Tensor::zeros(&g, sh.input_len(), "t.dx");
-        run(&g, |e| {
-            gpu::maxpool::forward(e, &sh, &tx, &ty)?;
-            gpu::maxpool::backward(e, &sh, &tx, &tdy, &tdx)
-        });
-        let tag = format!("maxpool {sh:?}");
-        close(
-            &format!("{tag} forward y"),
-            &down(&g, &ty),
-            &r::maxpool_forward(&sh, &x),
-            0.0,
-            0.0,
-        );
-        close(
-            &format!("{tag} backward dx"),
-            &down(&g, &tdx),
-            &r::maxpool_backward(&sh, &x, &dy),
-            1e-6,
-            1e-6,
-        );
-    }
-}
-
-#[test]
-fn dropout_mask_is_bit_identical_to_the_cpu() {
-    let g = device();
-    let n = 5003;
-    let x = random_tensor(90, n, 1.0);
-    for (seed, p) in [(7u32, 0.5f32), (12345, 0.1), (3, 0.0)] {
-        let t = up(&g, &x, "t.x");
-        let sb = seeded(&g, seed);
-        let slot = SeedSlot { step: &sb, slot: 0 };
-        run(&g, |e| gpu::dropout::forward(e, &t, slot, p));
-        let got = down(&g, &t);
-        let want = r::dropout_forward(p, seed, &x);
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "dropout forward seed {seed} p {p}: not bit-identical"
-        );
-        run(&g, |e| gpu::dropout::backward(e, &t, slot, p));
-        let want2 = r::dropout_backward(p, seed, &want);
-        assert!(
-            down(&g, &t)
-                .iter()
-                .zip(&want2)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "dropout backward seed {seed} p {p}"
-        );
-    }
-    let kept = r::dropout_forward(0.5, 7, &vec![1.0; n])
-        .iter()
-        .filter(|v| **v != 0.0)
-        .count();
-    assert!((2300..2700).contains(&kept), "p=0.5 kept {kept} of {n}");
-}
-
-#[test]
-fn softmax_xent_loss_grad_and_topk() {
-    let g = device();
-    for &(n, classes) in &[(1, 10), (3, 1000), (5, 7)] {
-        let logits = random_tensor(100, n * classes, 3.0);
-        let labels: Vec<i32> = (0..n).map(|i| ((i * 7919 + 3) % classes) as i32).collect();
-        let labels_u: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        let tl = up(&g, &logits, "t.logits");
-        let tlab = Tensor::from_u32(&g, &labels_u, "t.labels");
-        let stats = Tensor::zeros(&g, n * 3, "t.stats");
-        let dl = Tensor::zeros(&g, n * classes, "t.dlogits");
-        run(&g, |e| {
-            gpu::softmax_xent::forward(e, n, classes, &tl, &tlab, &stats)?;
-            gpu::softmax_xent::backward(e, n, classes, &tl, &tlab, &dl)
-        });
-        let (want_loss, want_d) = r::softmax_cross_entropy(n, classes, &logits, &labels);
-        let (loss, top1, top5) = gpu::softmax_xent::summarize(&down(&g, &stats));
-        let tag = format!("softmax_xent n{n} classes{classes}");
-        close(&format!("{tag} loss"), &[loss], &[want_loss], 1e-5, 1e-5);
-        close(
-            &format!("{tag} dlogits"),
-            &down(&g, &dl),
-            &want_d,
-            1e-6,
-            1e-4,
-        );
-        let t1 = r::topk_correct(n, classes, &logits, &labels, 1) as f32 / n as f32;
-        let t5 = r::topk_correct(n, classes, &logits, &labels, 5) as f32 / n as f32;
-        assert_eq!((top1, top5), (t1, t5), "{tag} top1/top5");
-    }
-    // Logits of 1000 must not overflow.
-    let tl = up(&g, &[1000.0, 0.0], "t.logits");
-    let tlab = Tensor::from_u32(&g, &[1], "t.labels");
-    let stats = Tensor::zeros(&g, 3, "t.stats");
-    run(&g, |e| {
-        gpu::softmax_xent::forward(e, 1, 2, &tl, &tlab, &stats)
-    });
-    close(
-        "softmax_xent large logits",
-        &down(&g, &stats),
-        &[1000.0, 0.0, 1.0],
-        1e-3,
-        1e-6,
-    );
-}
-
-#[test]
-fn sgd_step_matches_reference() {
-    let mut g = device();
-    let n = 777;
-    let w = random_tensor(110, n, 1.0);
-    let v = random_tensor(111, n, 0.1);
-    let gr = random_tensor(112, n, 1.0);
+    // SGD over several windows of the binding (the suite runs it whole).
+    let w = random_tensor(110, 777, 1.0);
+    let v = random_tensor(111, 777, 0.1);
+    let gr = random_tensor(112, 777, 1.0);
     let (tw, tv, tg) = (up(&g, &w, "t.w"), up(&g, &v, "t.v"), up(&g, &gr, "t.g"));
-    g.binding_limit = 512; // exercise the chunked path too
     let hyper = StepBuffer::new(
         &g,
         &StepScalars {
@@ -820,8 +662,8 @@ fn sgd_step_matches_reference() {
     run(&g, |e| gpu::sgd::step(e, &tw, &tv, &tg, &hyper));
     let (mut ww, mut vv) = (w.clone(), v.clone());
     r::sgd_update(&mut ww, &mut vv, &gr, 0.01, 0.9, 0.0005);
-    close("sgd w", &down(&g, &tw), &ww, 1e-7, 1e-6);
-    close("sgd v", &down(&g, &tv), &vv, 1e-7, 1e-6);
+    close("sgd split w", &down(&g, &tw), &ww, 1e-7, 1e-6);
+    close("sgd split v", &down(&g, &tv), &vv, 1e-7, 1e-6);
 }
 
 #[test]

@@ -15,6 +15,7 @@ use alexnet::cpu::linear::linear_forward;
 use alexnet::cpu::lrn::lrn_forward;
 use alexnet::cpu::maxpool::{maxpool_backward, maxpool_forward};
 use alexnet::cpu::softmax::softmax_xent_forward;
+use alexnet::cpu::views::Weights;
 use alexnet::cpu::CpuDevice;
 use alexnet::gpu::{self, Gpu, Recorder, Tensor};
 use alexnet::reference::{self as r, random_tensor};
@@ -197,16 +198,8 @@ fn conv_and_linear_with_fused_relu_keep_a_nan_input() {
     scratch.iter_mut().for_each(|sc| sc.fit(&s, &plan));
     let mut y = vec![0.0; s.output_len()];
     cpu.install(|| {
-        conv_forward(
-            &s,
-            &plan,
-            Activation::Relu,
-            &x,
-            &w,
-            &b,
-            &mut y,
-            &mut scratch,
-        )
+        let p = Weights { w: &w, b: &b };
+        conv_forward(&s, &plan, Activation::Relu, &x, p, &mut y, &mut scratch)
     });
     same("cpu conv+relu", &y, &want, 1e-4);
     let mut g = device();
@@ -240,7 +233,8 @@ fn conv_and_linear_with_fused_relu_keep_a_nan_input() {
     let want = r::activation_forward(Activation::Relu, &r::linear_forward(&ls, &x, &w, &b));
     assert!(want[ls.fout..2 * ls.fout].iter().all(|v| v.is_nan()));
     let mut y = vec![0.0; ls.n * ls.fout];
-    cpu.install(|| linear_forward(&ls, Some(Activation::Relu), &x, &w, &b, &mut y, 2));
+    let p = Weights { w: &w, b: &b };
+    cpu.install(|| linear_forward(&ls, Some(Activation::Relu), &x, p, &mut y, 2));
     same("cpu linear+relu", &y, &want, 1e-4);
     let (tx, tw, tb) = (up(&g, &x), up(&g, &w), up(&g, &b));
     let ty = Tensor::zeros(&g, ls.n * ls.fout, "t.y");
@@ -267,7 +261,9 @@ fn lrn_and_softmax_keep_a_nan() {
         Tensor::zeros(&g, x.len(), "t.y"),
         Tensor::zeros(&g, x.len(), "t.scale"),
     );
-    run(&g, |e| gpu::lrn::forward(e, n, c, h * w, &p, &tx, &ty, &ts));
+    run(&g, |e| {
+        gpu::lrn::forward(e, &p, [n, c, h, w], &tx, &ty, &ts)
+    });
     same("gpu lrn", &down(&g, &ty), &want, 1e-5);
 
     let (rows, classes) = (3, 7);

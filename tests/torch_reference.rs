@@ -1,7 +1,9 @@
-//! The network against PyTorch, an implementation that shares no code with ours: the CPU
-//! reference network's logits, every reported activation, the loss, every gradient and a few SGD
-//! steps, and the GPU network's activations through `alexnet forward`, all against a dump of the
-//! repository's PyTorch module (`python/alexnet/model.py`).
+//! `alexnet forward` on the GPU and on the CPU engine against PyTorch, an implementation that
+//! shares no code with ours: every reported activation in evaluation mode, against a dump of
+//! the repository's PyTorch module (`python/alexnet/model.py`). The training step (activations
+//! with dropout, the loss, every gradient and a few SGD steps) is checked against the same
+//! fixture on every engine, the reference included, by the suite (`tests/ops/network.rs`,
+//! `pytorch_fixture`).
 //!
 //! The committed fixture (about 380 KB) was made in the virtual environment `scripts/test.sh`
 //! creates (`.venv`, torch 2.15 from PyPI), from the repository root:
@@ -13,11 +15,8 @@
 //! ```
 //!
 //! The exact command is also in the fixture's metadata (`fixture.command`).
-use alexnet::model::reference::{network_loss_and_grads, network_sgd_step, TrainMode};
-use alexnet::model::{Checkpoint, Params};
 use alexnet::reference::check_close;
 use safetensors::tensor::{Dtype, SafeTensors};
-use std::path::Path;
 
 const FIXTURE: &str = "tests/fixtures/torch_small.safetensors";
 
@@ -47,76 +46,6 @@ fn read_fixture() -> Vec<u8> {
     std::fs::read(FIXTURE).unwrap_or_else(|e| {
         panic!("{FIXTURE}: {e}; re-run make_torch_fixture.py as this file's header says")
     })
-}
-
-#[test]
-fn reference_network_matches_pytorch() {
-    let bytes = read_fixture();
-    let st = SafeTensors::deserialize(&bytes).expect("the fixture is safetensors");
-    let (_, header) = SafeTensors::read_metadata(&bytes).expect("fixture metadata");
-    let meta = header.metadata().clone().unwrap_or_default();
-    let num = |k: &str| -> f64 {
-        meta.get(k)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{FIXTURE}: metadata `{k}`"))
-    };
-    let ck = Checkpoint::from_bytes(Path::new(FIXTURE), &bytes, None)
-        .expect("the fixture is a checkpoint");
-    let cfg = ck.config.clone();
-    let labels: Vec<i32> = tensor(&st, "fixture.labels")
-        .into_iter()
-        .map(|v| v as i32)
-        .collect();
-    let images = tensor(&st, "fixture.images");
-    let n = labels.len();
-    let train = TrainMode {
-        dropout: num("fixture.dropout") as f32,
-        run_seed: num("fixture.run_seed") as u64,
-        step: 0,
-    };
-
-    let (loss, fwd, grads) =
-        network_loss_and_grads(&cfg, &ck.params, n, &images, &labels, Some(train)).unwrap();
-    for (name, _, got) in fwd.named() {
-        close(name, got, &tensor(&st, &format!("fixture.{name}")), 1e-4);
-    }
-    close("loss", &[loss], &tensor(&st, "fixture.loss"), 1e-5);
-    for g in &grads.tensors {
-        close(
-            &format!("grad {}", g.spec.name),
-            &g.data,
-            &tensor(&st, &format!("fixture.grad.{}", g.spec.name)),
-            1e-3,
-        );
-    }
-
-    let (lr, mom, wd) = (
-        num("fixture.lr") as f32,
-        num("fixture.momentum") as f32,
-        num("fixture.weight_decay") as f32,
-    );
-    let mut params = ck.params.clone();
-    let mut velocity = Params::zeros(&cfg).unwrap();
-    for step in 0..num("fixture.steps") as u64 {
-        let t = TrainMode { step, ..train };
-        let (l, _, g) =
-            network_loss_and_grads(&cfg, &params, n, &images, &labels, Some(t)).unwrap();
-        close(
-            &format!("step {step} loss"),
-            &[l],
-            &tensor(&st, &format!("fixture.step{step}.loss")),
-            1e-4,
-        );
-        network_sgd_step(&mut params, &mut velocity, &g, lr, mom, wd).unwrap();
-    }
-    for p in &params.tensors {
-        close(
-            &format!("final {}", p.spec.name),
-            &p.data,
-            &tensor(&st, &format!("fixture.final.{}", p.spec.name)),
-            1e-3,
-        );
-    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::lrn::{lrn_backward, lrn_forward};
 use super::maxpool::{maxpool_backward, maxpool_forward};
 use super::sgd::sgd_step;
 use super::softmax::{softmax_xent_backward, softmax_xent_forward};
+use super::views::{Back, WeightGrads, Weights};
 use super::{CpuDevice, CpuError};
 use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
 use crate::shape::{Activation, BnShape, ConvShape, LinearShape, LrnParams, PoolShape};
@@ -169,7 +170,11 @@ impl Backend for CpuBackend {
         let plan = self.plan(s);
         let (xi, wi, bi) = (x.id, p.w.id, p.b.id);
         self.with_outs([y], |a, [y], sc| {
-            conv_forward(s, &plan, act, &a[xi], &a[wi], &a[bi], y, sc)
+            let p = Weights {
+                w: &a[wi],
+                b: &a[bi],
+            };
+            conv_forward(s, &plan, act, &a[xi], p, y, sc)
         });
         Ok(())
     }
@@ -191,12 +196,33 @@ impl Backend for CpuBackend {
                 Self::check("conv", "dx", dx, s.input_len())?;
                 self.with_outs([t.dy, g.w, g.b, dx], |a, [dy, gw, gb, dx], sc| {
                     let (x, y, w) = (&a[xi], &a[yi], &a[wi]);
-                    conv_backward(s, &plan, act, y, dy, x, w, gw, gb, Some(dx), sc)
+                    conv_backward(
+                        s,
+                        &plan,
+                        act,
+                        Back {
+                            x,
+                            y,
+                            dy,
+                            dx: Some(dx),
+                        },
+                        w,
+                        WeightGrads { dw: gw, db: gb },
+                        sc,
+                    )
                 })
             }
             None => self.with_outs([t.dy, g.w, g.b], |a, [dy, gw, gb], sc| {
                 let (x, y, w) = (&a[xi], &a[yi], &a[wi]);
-                conv_backward(s, &plan, act, y, dy, x, w, gw, gb, None, sc)
+                conv_backward(
+                    s,
+                    &plan,
+                    act,
+                    Back { x, y, dy, dx: None },
+                    w,
+                    WeightGrads { dw: gw, db: gb },
+                    sc,
+                )
             }),
         }
         Ok(())
@@ -216,7 +242,11 @@ impl Backend for CpuBackend {
         let threads = self.device.threads();
         let (xi, wi, bi) = (x.id, p.w.id, p.b.id);
         self.with_outs([y], |a, [y], _| {
-            linear_forward(s, act, &a[xi], &a[wi], &a[bi], y, threads)
+            let p = Weights {
+                w: &a[wi],
+                b: &a[bi],
+            };
+            linear_forward(s, act, &a[xi], p, y, threads)
         });
         Ok(())
     }
@@ -238,12 +268,31 @@ impl Backend for CpuBackend {
                 Self::check("linear", "dx", dx, s.n * s.fin)?;
                 self.with_outs([t.dy, g.w, g.b, dx], |a, [dy, gw, gb, dx], _| {
                     let (x, y, w) = (&a[xi], &a[yi], &a[wi]);
-                    linear_backward(s, act, y, dy, x, w, gw, gb, Some(dx), threads)
+                    linear_backward(
+                        s,
+                        act,
+                        Back {
+                            x,
+                            y,
+                            dy,
+                            dx: Some(dx),
+                        },
+                        w,
+                        WeightGrads { dw: gw, db: gb },
+                        threads,
+                    )
                 })
             }
             None => self.with_outs([t.dy, g.w, g.b], |a, [dy, gw, gb], _| {
                 let (x, y, w) = (&a[xi], &a[yi], &a[wi]);
-                linear_backward(s, act, y, dy, x, w, gw, gb, None, threads)
+                linear_backward(
+                    s,
+                    act,
+                    Back { x, y, dy, dx: None },
+                    w,
+                    WeightGrads { dw: gw, db: gb },
+                    threads,
+                )
             }),
         }
         Ok(())

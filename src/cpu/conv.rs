@@ -10,7 +10,8 @@
 //! scheduling (resumed runs on one machine repeat bit for bit).
 //!
 //! Dims: N batch, C channels, H,W input, OH,OW output, P = OH·OW, g groups, Kd = Cin/g·K·K.
-use super::gemm::{gemm, Operand};
+use super::gemm::{gemm, Mnk, Operand};
+use super::views::{Back, WeightGrads, Weights};
 use super::{act_backward_in_place, apply_act};
 use crate::shape::{Activation, ConvShape};
 use rayon::prelude::*;
@@ -182,19 +183,19 @@ fn valid_range(kx: usize, pad: usize, stride: usize, w: usize, ow: usize) -> (us
     (lo.min(ow), hi)
 }
 
-/// `y = act(w ⋆ x + b)`. x `[N,Cin,H,W]`, w `[Cout,Cin/g,K,K]`, b `[Cout]` → y `[N,Cout,OH,OW]`.
+/// `y = act(w ⋆ x + b)`. x `[N,Cin,H,W]`, `p.w` `[Cout,Cin/g,K,K]`, `p.b` `[Cout]` → y
+/// `[N,Cout,OH,OW]`.
 /// `scratch` holds one entry per worker, each fitted to `s` ([`ConvScratch::fit`]).
-#[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
     s: &ConvShape,
     plan: &ConvPlan,
     act: Activation,
     x: &[f32],
-    w: &[f32],
-    b: &[f32],
+    p: Weights<'_>,
     y: &mut [f32],
     scratch: &mut [ConvScratch],
 ) {
+    let Weights { w, b } = p;
     let p = plan.positions;
     let out_img = s.c_out * p;
     let cgo = s.c_out / s.groups;
@@ -215,7 +216,7 @@ pub fn conv_forward(
                     let bias = &b[g * cgo..][..cgo];
                     if nimg == 1 {
                         let dst = &mut yw[(c0 * s.c_out + g * cgo) * p..][..cgo * p];
-                        gemm(cgo, p, kd, wg, Operand::n(col), 0.0, dst, 1);
+                        gemm(Mnk::new(cgo, p, kd), wg, Operand::n(col), 0.0, dst, 1);
                         for (row, &bv) in dst.chunks_exact_mut(p).zip(bias) {
                             for v in row.iter_mut() {
                                 *v += bv;
@@ -224,7 +225,7 @@ pub fn conv_forward(
                         }
                     } else {
                         let tmp = &mut sc.gathered[..cgo * cols];
-                        gemm(cgo, cols, kd, wg, Operand::n(col), 0.0, tmp, 1);
+                        gemm(Mnk::new(cgo, cols, kd), wg, Operand::n(col), 0.0, tmp, 1);
                         for (co, (src, &bv)) in tmp.chunks_exact(cols).zip(bias).enumerate() {
                             for img in 0..nimg {
                                 let dst = &mut yw[((c0 + img) * s.c_out + g * cgo + co) * p..][..p];
@@ -240,26 +241,23 @@ pub fn conv_forward(
         });
 }
 
-/// The gradients of [`conv_forward`]: `dy` `[N,Cout,OH,OW]` arrives as the gradient of the
-/// activation's output and leaves as that of its input (act' from `y`, in place). Writes `dw`
-/// `[Cout,Cin/g,K,K]` and `db` `[Cout]` (overwritten, not accumulated) and, when given, `dx`
-/// `[N,Cin,H,W]`.
-#[allow(clippy::too_many_arguments)]
+/// The gradients of [`conv_forward`]: `t.dy` `[N,Cout,OH,OW]` arrives as the gradient of the
+/// activation's output and leaves as that of its input (act' from `t.y`, in place). Writes
+/// `g.dw` `[Cout,Cin/g,K,K]` and `g.db` `[Cout]` (overwritten, not accumulated) and, when
+/// given, `t.dx` `[N,Cin,H,W]`; `w` is the forward's weight.
 pub fn conv_backward(
     s: &ConvShape,
     plan: &ConvPlan,
     act: Activation,
-    y: &[f32],
-    dy: &mut [f32],
-    x: &[f32],
+    t: Back<'_>,
     w: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dx: Option<&mut [f32]>,
+    g: WeightGrads<'_>,
     scratch: &mut [ConvScratch],
 ) {
+    let Back { x, y, dy, dx } = t;
+    let WeightGrads { dw, db } = g;
     act_backward_in_place(act, dy, y);
-    let dy = &*dy;
+    let read = Read { dy, x, w };
     let in_img = s.c_in * s.h * s.w;
     let workers = s.n.div_ceil(plan.per_worker);
     match dx {
@@ -267,11 +265,11 @@ pub fn conv_backward(
             .par_chunks_mut(plan.per_worker * in_img)
             .zip(scratch.par_iter_mut())
             .enumerate()
-            .for_each(|(wi, (dxw, sc))| backward_range(s, plan, wi, dy, x, w, Some(dxw), sc)),
+            .for_each(|(wi, (dxw, sc))| backward_range(s, plan, wi, read, Some(dxw), sc)),
         None => scratch[..workers]
             .par_iter_mut()
             .enumerate()
-            .for_each(|(wi, sc)| backward_range(s, plan, wi, dy, x, w, None, sc)),
+            .for_each(|(wi, sc)| backward_range(s, plan, wi, read, None, sc)),
     }
     // The partials in worker order: the same sum whatever the scheduling.
     let parts = &scratch[..workers];
@@ -292,19 +290,26 @@ pub fn conv_backward(
     }
 }
 
+/// What every worker of [`conv_backward`] reads: the pre-activation's gradient
+/// `[N,Cout,OH,OW]`, the forward's input and weight.
+#[derive(Clone, Copy)]
+struct Read<'a> {
+    dy: &'a [f32],
+    x: &'a [f32],
+    w: &'a [f32],
+}
+
 /// Worker `wi`'s share of [`conv_backward`]: its images' contribution to `sc.dw`/`sc.db`, and
 /// their input gradient in `dx` (which holds exactly those images).
-#[allow(clippy::too_many_arguments)]
 fn backward_range(
     s: &ConvShape,
     plan: &ConvPlan,
     wi: usize,
-    dy: &[f32],
-    x: &[f32],
-    w: &[f32],
+    read: Read<'_>,
     mut dx: Option<&mut [f32]>,
     sc: &mut ConvScratch,
 ) {
+    let Read { dy, x, w } = read;
     let p = plan.positions;
     let kd = plan.kd;
     let cgo = s.c_out / s.groups;
@@ -341,11 +346,18 @@ fn backward_range(
             let col = &mut sc.col[..kd * cols];
             im2col(s, x, first + c0, nimg, g, col);
             let dwg = &mut sc.dw[g * cgo * kd..][..cgo * kd];
-            gemm(cgo, kd, cols, Operand::n(dyg), Operand::t(col), 1.0, dwg, 1);
+            gemm(
+                Mnk::new(cgo, kd, cols),
+                Operand::n(dyg),
+                Operand::t(col),
+                1.0,
+                dwg,
+                1,
+            );
             if let Some(dx) = dx.as_deref_mut() {
                 let wg = Operand::t(&w[g * cgo * kd..][..cgo * kd]);
                 let dcol = &mut sc.dcol[..kd * cols];
-                gemm(kd, cols, cgo, wg, Operand::n(dyg), 0.0, dcol, 1);
+                gemm(Mnk::new(kd, cols, cgo), wg, Operand::n(dyg), 0.0, dcol, 1);
                 col2im(s, dcol, nimg, g, &mut dx[c0 * in_img..(c0 + nimg) * in_img]);
             }
         }

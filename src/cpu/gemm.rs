@@ -46,6 +46,24 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// The sizes of a product `C[m,n] = A[m,k]·B[k,n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mnk {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// The reduced dimension.
+    pub k: usize,
+}
+
+impl Mnk {
+    /// `C[m,n] = A[m,k]·B[k,n]`.
+    pub const fn new(m: usize, n: usize, k: usize) -> Mnk {
+        Mnk { m, n, k }
+    }
+}
+
 /// A raw pointer that may cross to another rayon worker: each worker writes a disjoint block
 /// of columns of C, which slices cannot express (the blocks interleave in memory).
 #[derive(Clone, Copy)]
@@ -54,24 +72,15 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `C = A·B + beta·C` with `m`, `n`, `k` as in the module docs (`beta` 0 or 1). Uses up to
+/// `C = A·B + beta·C` with `d`'s `m`, `n`, `k` as in the module docs (`beta` 0 or 1). Uses up to
 /// `threads` workers of the current rayon pool, splitting C's columns (or rows, when it has
 /// few columns) into blocks.
 ///
 /// Panics when a buffer is shorter than its shape needs: every caller derives both from one
 /// layer shape, so a mismatch is a bug in this module, and checking here keeps the unsafe call
 /// below in bounds.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    beta: f32,
-    c: &mut [f32],
-    threads: usize,
-) {
+pub fn gemm(d: Mnk, a: Operand<'_>, b: Operand<'_>, beta: f32, c: &mut [f32], threads: usize) {
+    let Mnk { m, n, k } = d;
     assert!(
         a.data.len() >= m * k && b.data.len() >= k * n && c.len() >= m * n,
         "cpu gemm: {m}×{n}×{k} with buffers of {}, {} and {}",
@@ -172,11 +181,11 @@ mod tests {
                     (Operand::t(&at), Operand::t(&bt)),
                 ] {
                     let mut c = random_tensor(3, m * n, 1.0);
-                    gemm(m, n, k, ao, bo, 0.0, &mut c, threads);
+                    gemm(Mnk::new(m, n, k), ao, bo, 0.0, &mut c, threads);
                     let name = format!("gemm {m}×{n}×{k} t=({},{}) x{threads}", ao.t, bo.t);
                     check_close(&name, &c, &want, 1e-4, 1e-4).unwrap();
                     let before = c.clone();
-                    gemm(m, n, k, ao, bo, 1.0, &mut c, threads);
+                    gemm(Mnk::new(m, n, k), ao, bo, 1.0, &mut c, threads);
                     let twice: Vec<f32> = before.iter().map(|v| 2.0 * v).collect();
                     check_close(&format!("{name} +="), &c, &twice, 1e-4, 1e-4).unwrap();
                 }

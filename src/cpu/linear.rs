@@ -3,27 +3,25 @@
 //! few rows to cut the batch).
 //!
 //! Dims: N batch, Fin inputs, Fout outputs; x `[N,Fin]`, w `[Fout,Fin]`, y `[N,Fout]`.
-use super::gemm::{gemm, Operand};
+use super::gemm::{gemm, Mnk, Operand};
+use super::views::{Back, WeightGrads, Weights};
 use super::{act_backward_in_place, apply_act};
 use crate::shape::{Activation, LinearShape};
 use rayon::prelude::*;
 
-/// `y = act(x·wᵀ + b)` (no activation for `None`). x `[N,Fin]`, w `[Fout,Fin]`, b `[Fout]` →
-/// y `[N,Fout]`.
-#[allow(clippy::too_many_arguments)]
+/// `y = act(x·wᵀ + b)` (no activation for `None`). x `[N,Fin]`, `p.w` `[Fout,Fin]`, `p.b`
+/// `[Fout]` → y `[N,Fout]`.
 pub fn linear_forward(
     s: &LinearShape,
     act: Option<Activation>,
     x: &[f32],
-    w: &[f32],
-    b: &[f32],
+    p: Weights<'_>,
     y: &mut [f32],
     threads: usize,
 ) {
+    let Weights { w, b } = p;
     gemm(
-        s.n,
-        s.fout,
-        s.fin,
+        Mnk::new(s.n, s.fout, s.fin),
         Operand::n(x),
         Operand::t(w),
         0.0,
@@ -40,31 +38,26 @@ pub fn linear_forward(
     });
 }
 
-/// The gradients of [`linear_forward`]: `dy` `[N,Fout]` arrives as the gradient of the output
-/// and leaves as that of the pre-activation (act' from `y`, in place). Writes `dw` `[Fout,Fin]`,
-/// `db` `[Fout]` and, when given, `dx` `[N,Fin]`.
-#[allow(clippy::too_many_arguments)]
+/// The gradients of [`linear_forward`]: `t.dy` `[N,Fout]` arrives as the gradient of the
+/// output and leaves as that of the pre-activation (act' from `t.y`, in place). Writes `g.dw`
+/// `[Fout,Fin]`, `g.db` `[Fout]` and, when given, `t.dx` `[N,Fin]`; `w` is the forward's weight.
 pub fn linear_backward(
     s: &LinearShape,
     act: Option<Activation>,
-    y: &[f32],
-    dy: &mut [f32],
-    x: &[f32],
+    t: Back<'_>,
     w: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dx: Option<&mut [f32]>,
+    g: WeightGrads<'_>,
     threads: usize,
 ) {
+    let Back { x, y, dy, dx } = t;
+    let WeightGrads { dw, db } = g;
     if let Some(a) = act {
         act_backward_in_place(a, dy, y);
     }
     let dy = &*dy;
     // dw = dyᵀ·x: [Fout,N]·[N,Fin].
     gemm(
-        s.fout,
-        s.fin,
-        s.n,
+        Mnk::new(s.fout, s.fin, s.n),
         Operand::t(dy),
         Operand::n(x),
         0.0,
@@ -80,9 +73,7 @@ pub fn linear_backward(
     if let Some(dx) = dx {
         // dx = dy·w: [N,Fout]·[Fout,Fin].
         gemm(
-            s.n,
-            s.fin,
-            s.fout,
+            Mnk::new(s.n, s.fin, s.fout),
             Operand::n(dy),
             Operand::n(w),
             0.0,

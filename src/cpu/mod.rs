@@ -4,7 +4,7 @@
 //! ([`gemm`], `matrixmultiply`). Every buffer is allocated once per batch size.
 //!
 //! This is the fast engine; `crate::reference` stays the plain truth it is tested against
-//! (`tests/cpu_vs_reference.rs`), as the WGSL kernels are. Files are named for the op they
+//! (the suite in `tests/ops/`), as the WGSL kernels are. Files are named for the op they
 //! hold, forward beside backward, shapes in the doc comments.
 pub mod activation;
 pub mod augment;
@@ -18,6 +18,7 @@ pub mod lrn;
 pub mod maxpool;
 pub mod sgd;
 pub mod softmax;
+pub mod views;
 
 pub use activation::{act_backward_in_place, apply_act};
 pub use augment::HostInput;

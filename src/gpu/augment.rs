@@ -84,7 +84,6 @@ pub fn upload_draws(gpu: &Gpu, t: &Tensor, draws: &[AugmentDraw]) -> Result<()> 
 
 /// Record `out` `[N,3,I,I]` = (crop + shift − mean) · `scale` from `images` (packed `[N,S,S,3]`
 /// u8), `mean` `[S,S,3]` and `draws` `[N]`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
     rec: &mut Recorder<'_>,
     s: &AugmentShape,

@@ -181,8 +181,7 @@ impl Backend for GpuPass<'_, '_> {
         y: &Tensor,
         saved: &Tensor,
     ) -> Result<()> {
-        let [n, c, h, w] = dims;
-        lrn::forward(self.rec()?, n, c, h * w, p, x, y, saved)
+        lrn::forward(self.rec()?, p, dims, x, y, saved)
     }
 
     fn lrn_backward(
@@ -192,9 +191,7 @@ impl Backend for GpuPass<'_, '_> {
         t: Grad<'_, Tensor>,
         saved: &Tensor,
     ) -> Result<()> {
-        let Some(dx) = t.dx else { return Ok(()) };
-        let [n, c, h, w] = dims;
-        lrn::backward(self.rec()?, n, c, h * w, p, t.x, saved, t.dy, dx)
+        lrn::backward(self.rec()?, p, dims, t, saved)
     }
 
     fn bn_forward(

@@ -276,7 +276,6 @@ fn grid(gpu: &Gpu, rows: usize, cols: usize, z: usize, tile: (usize, usize)) -> 
 
 /// Record `y = act(conv(x, w) + bias)`: x `[N,C_in,H,W]`, w `[C_out,C_in/G,k,k]`, bias
 /// `[C_out]`, y `[N,C_out,OH,OW]`; no activation when `act` is `None`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
     rec: &mut Recorder<'_>,
     s: &ConvShape,
@@ -316,7 +315,6 @@ pub fn forward(
 }
 
 /// Record `dx (+)= ∂L/∂x` from `dy` `[N,C_out,OH,OW]` and `w`.
-#[allow(clippy::too_many_arguments)]
 pub fn backward_input(
     rec: &mut Recorder<'_>,
     s: &ConvShape,
@@ -410,7 +408,6 @@ pub fn backward_weight(
 }
 
 /// [`backward_weight`] with an explicit split-K factor (tests and tuning).
-#[allow(clippy::too_many_arguments)]
 pub fn backward_weight_split(
     rec: &mut Recorder<'_>,
     s: &ConvShape,

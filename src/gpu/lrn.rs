@@ -2,6 +2,7 @@
 //! and backward.
 use super::kernel::{self, Entry, Launch, Shader, Slot};
 use super::{GpuError, Recorder, Result, Tensor};
+use crate::backend::Grad;
 use crate::shape::LrnParams;
 
 /// This launcher's shader, for [`kernel::all_shaders`].
@@ -26,6 +27,7 @@ static BACKWARD: Entry = Entry {
         Slot::Read,
         Slot::Read,
         Slot::ReadWrite,
+        Slot::Read,
     ],
 };
 
@@ -71,19 +73,18 @@ fn params(n: usize, c: usize, hw: usize, lrn: &LrnParams) -> Result<LrnShaderPar
     })
 }
 
-/// Record `b = lrn(a)` and the saved `scale` for activations `[n, c, hw]` (hw = H·W).
-#[allow(clippy::too_many_arguments)]
+/// Record `b = lrn(a)` and the saved `scale` for activations of `dims` `[N,C,H,W]`.
 pub fn forward(
     rec: &mut Recorder<'_>,
-    n: usize,
-    c: usize,
-    hw: usize,
     lrn: &LrnParams,
+    dims: [usize; 4],
     a: &Tensor,
     b: &Tensor,
     scale: &Tensor,
 ) -> Result<()> {
     let gpu = rec.gpu();
+    let [n, c, h, w] = dims;
+    let hw = h * w;
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
     kernel::expect_len("lrn", "a", a, len)?;
@@ -104,23 +105,23 @@ pub fn forward(
     ))
 }
 
-/// Record `da = ∂L/∂a` from `db`, the forward input `a` and the saved `scale`.
-#[allow(clippy::too_many_arguments)]
+/// Record `t.dx = ∂L/∂a` `[N,C,H,W]` (`dims`) from `t.dy`, the forward's input `t.x` and
+/// output `t.y`, and its saved `scale`; nothing without a `t.dx`.
 pub fn backward(
     rec: &mut Recorder<'_>,
-    n: usize,
-    c: usize,
-    hw: usize,
     lrn: &LrnParams,
-    a: &Tensor,
+    dims: [usize; 4],
+    t: Grad<'_, Tensor>,
     scale: &Tensor,
-    db: &Tensor,
-    da: &Tensor,
 ) -> Result<()> {
+    let Some(da) = t.dx else { return Ok(()) };
+    let (a, b, db) = (t.x, t.y, t.dy);
     let gpu = rec.gpu();
+    let [n, c, h, w] = dims;
+    let hw = h * w;
     let p = params(n, c, hw, lrn)?;
     let len = n * c * hw;
-    for (name, t) in [("a", a), ("scale", scale), ("db", db), ("da", da)] {
+    for (name, t) in [("a", a), ("b", b), ("scale", scale), ("db", db), ("da", da)] {
         kernel::expect_len("lrn", name, t, len)?;
     }
     let views = [
@@ -128,6 +129,7 @@ pub fn backward(
         kernel::whole(gpu, "lrn", "scale", scale)?,
         kernel::whole(gpu, "lrn", "db", db)?,
         kernel::whole(gpu, "lrn", "da", da)?,
+        kernel::whole(gpu, "lrn", "b", b)?,
     ];
     let groups = kernel::grid_1d(gpu, "lrn", (len as u64).div_ceil(256))?;
     rec.launch(&Launch::new(

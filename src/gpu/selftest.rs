@@ -3,7 +3,8 @@
 //! of the fully connected layers and the implicit GEMM of the convolutions), run on awkward
 //! shapes (sizes that are no multiple of any tile, two groups, stride 4, padding) and checked
 //! against [`crate::reference`]. A variant that fails is dropped by the tuner, with a line
-//! naming it and its error. The cases are public so the kernel tests share them.
+//! naming it and its error. The cases are public so the tests share them: the suite runs them
+//! on every engine (`tests/ops/cases.rs`), the launcher tests on every form (`tests/kernels.rs`).
 use std::time::Instant;
 
 use super::conv::{self, ConvKernels};

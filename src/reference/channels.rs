@@ -1,16 +1,12 @@
 //! Channel slices of `[N,C,HW]` tensors, the data movement of the two-column split.
 
 /// `dst[:, dst_off..dst_off+k] (+)= src[:, src_off..src_off+k]` for `n` images of `hw` values
-/// per channel; `src` has `src_c` channels per image, `dst` has `dst_c`.
-#[allow(clippy::too_many_arguments)]
+/// per channel (`[n, k, hw]` is what moves, as `crate::gpu::channels::Move`); `src` has `src_c`
+/// channels per image, `dst` has `dst_c`.
 pub fn copy_channels(
-    n: usize,
-    k: usize,
-    hw: usize,
-    src: &[f32],
-    (src_c, src_off): (usize, usize),
-    dst: &mut [f32],
-    (dst_c, dst_off): (usize, usize),
+    [n, k, hw]: [usize; 3],
+    (src, (src_c, src_off)): (&[f32], (usize, usize)),
+    (dst, (dst_c, dst_off)): (&mut [f32], (usize, usize)),
     accumulate: bool,
 ) {
     assert_eq!(src.len(), n * src_c * hw, "copy_channels: src length");

@@ -5,6 +5,7 @@ use super::super::layers::{input_of, ColumnInput};
 use super::super::Dropout;
 use super::buffers::ColOp;
 use super::{ColumnNetwork, Result};
+use crate::backend::Grad;
 use crate::gpu::channels::{self, Move, Slice};
 use crate::gpu::dropout::SeedSlot;
 use crate::gpu::{self, GpuError, Tensor};
@@ -95,10 +96,14 @@ impl ColumnNetwork {
                             let mut rec = self.rec(d, &mut encs[d]);
                             rec.set_scope(block);
                             let (dy, dx) = (&e.d_ext_y, &e.d_ext_x);
-                            let hw = e.hw;
-                            gpu::lrn::backward(
-                                &mut rec, n, e.ext_c, hw, &params, &e.ext_x, &e.scale, dy, dx,
-                            )?;
+                            let dims = [n, e.ext_c, e.hw, 1];
+                            let t = Grad {
+                                x: &e.ext_x,
+                                y: &e.ext_y,
+                                dy,
+                                dx: Some(dx),
+                            };
+                            gpu::lrn::backward(&mut rec, &params, dims, t, &e.scale)?;
                         }
                         let target = self.col_dy(d, p)?;
                         self.copy_own(d, &mut encs[d], e, n, &e.d_ext_x, target)?;

@@ -93,9 +93,9 @@ impl ColumnNetwork {
                             let mut rec = self.rec(d, &mut encs[d]);
                             rec.set_scope(block);
                             let (xs, ys) = (&e.ext_x, &e.ext_y);
-                            gpu::lrn::forward(
-                                &mut rec, n, e.ext_c, e.hw, &params, xs, ys, &e.scale,
-                            )?;
+                            // LRN reads a map as H·W values: [N,C,H·W,1].
+                            let dims = [n, e.ext_c, e.hw, 1];
+                            gpu::lrn::forward(&mut rec, &params, dims, xs, ys, &e.scale)?;
                         }
                         self.copy_own(d, &mut encs[d], e, n, &e.ext_y, &cl.y)?;
                     }
