@@ -390,7 +390,7 @@ pub fn predict_keeping(
     let members = cfg.checkpoints.len();
     let mut k = None;
     // Decoding is the same for every network; only the stored side differs.
-    let mut stored_at: Vec<(usize, Vec<Result<Vec<u8>, String>>)> = Vec::new();
+    let mut stored_at: Vec<(usize, Decoded)> = Vec::new();
     for (m, path) in cfg.checkpoints.iter().enumerate() {
         let ck = Checkpoint::load(path, cfg.input_size)?;
         if k.is_some_and(|k| k != ck.config.classes) {
@@ -479,9 +479,12 @@ fn folder_class(file: &Path, classes: &ClassNames) -> Option<usize> {
     classes.wnids.iter().position(|w| w == folder)
 }
 
+/// Each file's stored pixels `[S,S,3]`, or why it could not be read.
+type Decoded = Vec<Result<Vec<u8>, String>>;
+
 /// Every file decoded and resized to `side` as ingest stores it, on the CPU cores; failures
 /// are per-file errors.
-fn decode_all(files: &[PathBuf], side: usize, max_pixels: u64) -> Vec<Result<Vec<u8>, String>> {
+fn decode_all(files: &[PathBuf], side: usize, max_pixels: u64) -> Decoded {
     use rayon::prelude::*;
     files
         .par_iter()

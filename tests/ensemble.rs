@@ -120,11 +120,7 @@ fn setup() -> &'static Setup {
 }
 
 /// A member's softmax of every stored image, in the data's class order, by source path.
-fn member_probs(
-    shards: &Path,
-    ck: &Path,
-    order: Option<&[usize]>,
-) -> Vec<(String, i32, Vec<f64>)> {
+fn member_probs(shards: &Path, ck: &Path, order: Option<&[usize]>) -> Vec<(String, i32, Vec<f64>)> {
     let out = ck.with_extension("logits.parquet");
     let (ok, _, err) = alexnet(&[
         "export-features",
