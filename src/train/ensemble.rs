@@ -45,6 +45,19 @@ pub fn class_order(
     if member == reference {
         return Ok(None);
     }
+    let differs = |what: String| {
+        if member.len() == reference.len() {
+            format!(
+                "{what}; every network of an ensemble, and the data, must have the same classes"
+            )
+        } else {
+            format!(
+                "{member_name} has {} classes but {reference_name} has {} classes (the first that differs: {what}); pass the class list (or shards) the model was trained with",
+                member.len(),
+                reference.len()
+            )
+        }
+    };
     let at: HashMap<&str, usize> = reference
         .iter()
         .enumerate()
@@ -54,10 +67,9 @@ pub fn class_order(
     let mut order = Vec::with_capacity(member.len());
     for (j, w) in member.iter().enumerate() {
         let Some(&i) = at.get(w.as_str()) else {
-            return Err(format!(
-                "{member_name}: its class {j} `{w}` is not among the {} classes of {reference_name}; every network of an ensemble, and the data, must have the same classes",
-                reference.len()
-            ));
+            return Err(differs(format!(
+                "{member_name}: its class {j} `{w}` is not among the classes of {reference_name}"
+            )));
         };
         if seen[i] != usize::MAX {
             return Err(format!(
@@ -69,11 +81,10 @@ pub fn class_order(
         order.push(i);
     }
     if let Some(i) = seen.iter().position(|&j| j == usize::MAX) {
-        return Err(format!(
-            "{reference_name}: its class {i} `{}` is not among the {} classes of {member_name}; every network of an ensemble, and the data, must have the same classes",
-            reference[i],
-            member.len()
-        ));
+        return Err(differs(format!(
+            "{reference_name}: its class {i} `{}` is not among the classes of {member_name}",
+            reference[i]
+        )));
     }
     Ok(Some(order))
 }
@@ -327,7 +338,10 @@ mod tests {
         let e = class_order(&r, "data", &names(&["n1", "n1", "n3"]), "B").unwrap_err();
         assert!(e.contains("twice"), "{e}");
         let e = class_order(&r, "data", &names(&["n1", "n2", "n3", "n4"]), "B").unwrap_err();
-        assert!(e.contains("class 3 `n4`"), "{e}");
+        assert!(
+            e.contains("class 3 `n4`") && e.contains("B has 4 classes but data has 3"),
+            "{e}"
+        );
     }
 
     #[test]
