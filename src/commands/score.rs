@@ -426,7 +426,13 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
         }
     }
     print_stdout(&text)?;
-    if let Some(sheet) = &a.sheet {
+    // Nothing classified: the error below names every file, which says more than "nothing
+    // to draw" would.
+    if let Some(sheet) = a
+        .sheet
+        .as_ref()
+        .filter(|_| answers.iter().any(|p| p.error.is_none()))
+    {
         predict_sheet(&a, &answers, &kept, sheet)?;
     }
     let bad: Vec<String> = answers
