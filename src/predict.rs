@@ -2,7 +2,9 @@
 //! checkpoint was trained and evaluated on: decoded and resized as `ingest` stores images
 //! (short side to S, centre S×S crop, S = the side of the checkpoint's mean image), then the
 //! evaluation view on a GPU or the CPU engine (centre crop of the model's input, minus the mean image's
-//! crop, times `input_scale`), then the network without dropout and a softmax.
+//! crop, times `input_scale`), then the network without dropout and a softmax. Several
+//! checkpoints make an ensemble: each preprocesses with its own mean image and sizes, they
+//! run one after another, and their softmax outputs are averaged (classes mapped by wnid).
 //!
 //! It sits above `ingest` (decoding and resizing) and `train` (the input stage), as
 //! `pipeline` does, because it strings both together.
@@ -16,6 +18,7 @@ use crate::engine::Inference;
 use crate::gpu::GpuError;
 use crate::ingest::{decode_image, resize_crop_with, DEFAULT_MAX_PIXELS};
 use crate::model::{Checkpoint, CheckpointError, NetworkError};
+use crate::train::ensemble::{checkpoint_classes, class_order};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -57,8 +60,8 @@ pub enum PredictError {
 /// What `predict` does.
 #[derive(Clone, Debug)]
 pub struct PredictConfig {
-    /// The checkpoint.
-    pub checkpoint: PathBuf,
+    /// The checkpoints: one network, or the members of an ensemble.
+    pub checkpoints: Vec<PathBuf>,
     /// Image files and directories (searched recursively, hidden entries skipped).
     pub inputs: Vec<PathBuf>,
     /// Class names: a text file (a wnid first on each line, the rest of the line its human
@@ -79,9 +82,9 @@ pub struct PredictConfig {
 
 impl PredictConfig {
     /// Top 5 on the automatic device with ingest's pixel limit.
-    pub fn new(checkpoint: PathBuf, inputs: Vec<PathBuf>) -> PredictConfig {
+    pub fn new(checkpoints: Vec<PathBuf>, inputs: Vec<PathBuf>) -> PredictConfig {
         PredictConfig {
-            checkpoint,
+            checkpoints,
             inputs,
             classes: None,
             data: Vec::new(),
@@ -118,6 +121,9 @@ pub struct Prediction {
     /// Why the file could not be classified (it is not an image, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The true class, when the file's folder is named after one of the classes' wnids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub true_label: Option<usize>,
 }
 
 impl std::fmt::Display for Prediction {
@@ -259,25 +265,33 @@ fn walk(
 
 /// The stored side S an image is resized to and the mean image `[S,S,3]`: the checkpoint's
 /// own statistics, else those of `data` (with a warning).
-fn mean_and_side(ck: &Checkpoint, cfg: &PredictConfig) -> Result<(usize, Vec<f32>), PredictError> {
+fn mean_and_side(
+    ck: &Checkpoint,
+    path: &Path,
+    cfg: &PredictConfig,
+) -> Result<(usize, Vec<f32>), PredictError> {
     if let Some(s) = &ck.stats {
         return Ok((s.size, s.mean_image.clone()));
     }
     if cfg.data.is_empty() {
         return Err(PredictError::Mismatch(format!(
             "{}: the checkpoint holds no mean image (made by another framework?); pass --data SHARDS with the training shards, whose mean image and size are then used",
-            cfg.checkpoint.display()
+            path.display()
         )));
     }
     let set = ShardSet::open(&cfg.data)?;
-    let (mean, _) = checkpoint_mean(ck, &cfg.checkpoint, &set).map_err(PredictError::Mismatch)?;
+    let (mean, _) = checkpoint_mean(ck, path, &set).map_err(PredictError::Mismatch)?;
     Ok((set.size(), mean))
 }
 
 /// The filter the checkpoint's training images were resized with (`ingest --resize`, which
 /// training records), else the one of the `--data` shards, else Lanczos3 (every checkpoint
 /// from before the filter was recorded was trained on Lanczos3 shards).
-pub(crate) fn resize_of(ck: &Checkpoint, cfg: &PredictConfig) -> Result<Resize, PredictError> {
+pub(crate) fn resize_of(
+    ck: &Checkpoint,
+    path: &Path,
+    cfg: &PredictConfig,
+) -> Result<Resize, PredictError> {
     let key = crate::dataset::resize::CHECKPOINT_KEY;
     let fallback = if ck.run_state.contains_key(key) || cfg.data.is_empty() {
         Resize::Lanczos3
@@ -285,98 +299,232 @@ pub(crate) fn resize_of(ck: &Checkpoint, cfg: &PredictConfig) -> Result<Resize, 
         ShardSet::open(&cfg.data)?.resize()
     };
     crate::dataset::resize::recorded(ck.run_state.get(key).map(String::as_str), fallback)
-        .map_err(|e| PredictError::Mismatch(format!("{}: {e}", cfg.checkpoint.display())))
+        .map_err(|e| PredictError::Mismatch(format!("{}: {e}", path.display())))
+}
+
+/// The class list answers are named by and mapped to: `--classes`, else `--data`'s, else
+/// the first checkpoint's recorded wnids (without human names), else none.
+fn reference_classes(cfg: &PredictConfig) -> Result<Option<(ClassNames, String)>, PredictError> {
+    if let Some(p) = &cfg.classes {
+        return Ok(Some((read_class_names(p)?, p.display().to_string())));
+    }
+    if let Some(first) = cfg.data.first() {
+        let set = ShardSet::open(&cfg.data)?;
+        let names = ClassNames {
+            wnids: set.classes().to_vec(),
+            names: vec![String::new(); set.classes().len()],
+        };
+        return Ok(Some((names, first.display().to_string())));
+    }
+    for path in &cfg.checkpoints {
+        let Some(meta) = Checkpoint::read_metadata(path) else {
+            continue;
+        };
+        if let Some(wnids) = checkpoint_classes(&meta, path).map_err(PredictError::Mismatch)? {
+            let names = vec![String::new(); wnids.len()];
+            return Ok(Some((
+                ClassNames { wnids, names },
+                path.display().to_string(),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Where a checkpoint's classes sit in the reference list (`None`: the same order), after
+/// checking it has as many.
+fn member_order(
+    ck: &Checkpoint,
+    path: &Path,
+    reference: Option<&(ClassNames, String)>,
+) -> Result<Option<Vec<usize>>, PredictError> {
+    let Some((classes, from)) = reference else {
+        return Ok(None);
+    };
+    match checkpoint_classes(&ck.run_state, path).map_err(PredictError::Mismatch)? {
+        Some(wnids) => class_order(&classes.wnids, from, &wnids, &path.display().to_string())
+            .map_err(PredictError::Mismatch),
+        None if classes.wnids.len() != ck.config.classes => Err(PredictError::Mismatch(format!(
+            "{from}: the class list has {} classes but the model {} has {}; pass the class list (or shards) the model was trained with",
+            classes.wnids.len(),
+            path.display(),
+            ck.config.classes
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The stored pixels of the images a sheet shows.
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    /// Their side S (the first checkpoint's).
+    pub side: usize,
+    /// Which answers they belong to.
+    pub answers: Vec<usize>,
+    /// Their pixels `[n,S,S,3]`.
+    pub pixels: Vec<u8>,
 }
 
 /// Classifies every image of `cfg.inputs`. Files that are not readable images get an
 /// [`Prediction`] with `error` set; the others their top classes.
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, PredictError> {
+    predict_keeping(cfg, 0).map(|(answers, _)| answers)
+}
+
+/// [`predict`], keeping the stored pixels of the first `keep` images classified.
+pub fn predict_keeping(
+    cfg: &PredictConfig,
+    keep: usize,
+) -> Result<(Vec<Prediction>, Kept), PredictError> {
     let files = image_files(&cfg.inputs)?;
-    let ck = Checkpoint::load(&cfg.checkpoint, cfg.input_size)?;
-    let classes = match (&cfg.classes, cfg.data.first()) {
-        (Some(p), _) => Some(read_class_names(p)?),
-        (None, Some(_)) => {
-            let set = ShardSet::open(&cfg.data)?;
-            Some(ClassNames {
-                wnids: set.classes().to_vec(),
-                names: vec![String::new(); set.classes().len()],
-            })
-        }
-        (None, None) => None,
-    };
-    if let Some(c) = &classes {
-        if c.wnids.len() != ck.config.classes {
-            return Err(PredictError::Mismatch(format!(
-                "{}: the class list has {} classes but the model {} has {}; pass the class list (or shards) the model was trained with",
-                cfg.classes.as_ref().or(cfg.data.first()).map_or_else(String::new, |p| p.display().to_string()),
-                c.wnids.len(),
-                cfg.checkpoint.display(),
-                ck.config.classes
-            )));
-        }
+    if cfg.checkpoints.is_empty() {
+        return Err(PredictError::Mismatch(
+            "no checkpoint; pass --checkpoint (once per network of an ensemble)".into(),
+        ));
     }
-    let (side, mean) = mean_and_side(&ck, cfg)?;
-    let crop = ck.config.input_size;
-    if crop > side {
-        return Err(PredictError::Mismatch(format!(
-            "{}: the model's input is {crop}² but its mean image is {side}²; the checkpoint is inconsistent",
-            cfg.checkpoint.display()
-        )));
-    }
-
-    let filter = resize_of(&ck, cfg)?;
-    // Decode and resize on the CPU cores, as ingest does; failures become per-file errors.
-    let stored: Vec<Result<Vec<u8>, String>> = {
-        use rayon::prelude::*;
-        files
-            .par_iter()
-            .map(|f| {
-                let bytes = crate::ingest::read_image_file(f, cfg.max_pixels)?;
-                let d = decode_image(&bytes, cfg.max_pixels)?;
-                resize_crop_with(d.rgb, side as u32, filter)
-            })
-            .collect()
-    };
-    let good: Vec<usize> = (0..files.len()).filter(|&i| stored[i].is_ok()).collect();
-    let mut out: Vec<Prediction> = files
-        .iter()
-        .zip(&stored)
-        .map(|(f, s)| Prediction {
-            path: f.clone(),
-            top: Vec::new(),
-            error: s.as_ref().err().cloned(),
-        })
-        .collect();
-    if good.is_empty() {
-        return Ok(out);
-    }
-
-    let batch = good.len().min(BATCH);
-    let engine = Inference::open(cfg.device, &ck.config, batch, side, &mean, &ck.params)?;
-    let net = engine.scorer();
-    let draws = centre_draws(batch, side, crop);
-    let k = ck.config.classes;
-    for chunk in good.chunks(batch) {
-        let mut images = Vec::with_capacity(batch * side * side * 3);
-        for &i in chunk {
-            if let Ok(px) = &stored[i] {
-                images.extend_from_slice(px);
+    let reference = reference_classes(cfg)?;
+    // Every checkpoint's classes before any network runs.
+    if let Some((classes, from)) = &reference {
+        for path in &cfg.checkpoints {
+            let meta = Checkpoint::read_metadata(path).unwrap_or_default();
+            if let Some(w) = checkpoint_classes(&meta, path).map_err(PredictError::Mismatch)? {
+                class_order(&classes.wnids, from, &w, &path.display().to_string())
+                    .map_err(PredictError::Mismatch)?;
             }
         }
-        pad_images(&mut images, chunk.len(), batch);
-        net.upload_images(&images)?;
-        net.forward(&draws)?;
-        let all = net.download("logits")?;
-        for (j, &i) in chunk.iter().enumerate() {
-            out[i].top = top_classes(&all[j * k..(j + 1) * k], cfg.top, classes.as_ref());
+    }
+    let classes = reference.as_ref().map(|r| &r.0);
+    let mut out: Vec<Prediction> = files
+        .iter()
+        .map(|f| Prediction {
+            path: f.clone(),
+            top: Vec::new(),
+            error: None,
+            true_label: classes.and_then(|c| folder_class(f, c)),
+        })
+        .collect();
+    let mut kept = Kept::default();
+    // The averaged softmax of each file, in the reference order.
+    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+    let members = cfg.checkpoints.len();
+    let mut k = None;
+    // Decoding is the same for every network; only the stored side and the resize filter differ.
+    let mut stored_at: Vec<((usize, Resize), Decoded)> = Vec::new();
+    for (m, path) in cfg.checkpoints.iter().enumerate() {
+        let ck = Checkpoint::load(path, cfg.input_size)?;
+        if k.is_some_and(|k| k != ck.config.classes) {
+            return Err(PredictError::Mismatch(format!(
+                "{}: the model has {} classes but {} has {}; every network of an ensemble must have the same classes",
+                path.display(),
+                ck.config.classes,
+                cfg.checkpoints[0].display(),
+                k.unwrap_or_default()
+            )));
+        }
+        let classes_here = ck.config.classes;
+        k = Some(classes_here);
+        let order = member_order(&ck, path, reference.as_ref())?;
+        let (side, mean) = mean_and_side(&ck, path, cfg)?;
+        let crop = ck.config.input_size;
+        if crop > side {
+            return Err(PredictError::Mismatch(format!(
+                "{}: the model's input is {crop}² but its mean image is {side}²; the checkpoint is inconsistent",
+                path.display()
+            )));
+        }
+        // Each member sees the images as its own training data stored them.
+        let stored_as = (side, resize_of(&ck, path, cfg)?);
+        if !stored_at.iter().any(|(s, _)| *s == stored_as) {
+            let decoded = decode_all(&files, stored_as, cfg.max_pixels);
+            stored_at.push((stored_as, decoded));
+        }
+        let stored = &stored_at
+            .iter()
+            .find(|(s, _)| *s == stored_as)
+            .expect("decoded above")
+            .1;
+        for (o, s) in out.iter_mut().zip(stored) {
+            if let (None, Err(e)) = (&o.error, s) {
+                o.error = Some(e.clone());
+            }
+        }
+        let good: Vec<usize> = (0..files.len()).filter(|&i| stored[i].is_ok()).collect();
+        if m == 0 {
+            kept.side = side;
+            for &i in good.iter().take(keep) {
+                kept.answers.push(i);
+                kept.pixels
+                    .extend_from_slice(stored[i].as_ref().expect("good"));
+            }
+        }
+        if good.is_empty() {
+            continue;
+        }
+        let batch = good.len().min(BATCH);
+        let engine = Inference::open(cfg.device, &ck.config, batch, side, &mean, &ck.params)?;
+        drop(ck);
+        let net = engine.scorer();
+        let draws = centre_draws(batch, side, crop);
+        for chunk in good.chunks(batch) {
+            let mut images = Vec::with_capacity(batch * side * side * 3);
+            for &i in chunk {
+                if let Ok(px) = &stored[i] {
+                    images.extend_from_slice(px);
+                }
+            }
+            pad_images(&mut images, chunk.len(), batch);
+            net.upload_images(&images)?;
+            net.forward(&draws)?;
+            let all = net.download("logits")?;
+            for (j, &i) in chunk.iter().enumerate() {
+                let probs = softmax(&all[j * classes_here..(j + 1) * classes_here]);
+                let sum = &mut sums[i];
+                sum.resize(classes_here, 0.0);
+                for (c, p) in probs.into_iter().enumerate() {
+                    let at = order.as_ref().map_or(c, |o| o[c]);
+                    sum[at] += p / members as f64;
+                }
+            }
         }
     }
-    Ok(out)
+    for (o, sum) in out.iter_mut().zip(&sums) {
+        if o.error.is_none() {
+            o.top = top_of(sum, cfg.top, classes);
+        }
+    }
+    Ok((out, kept))
+}
+
+/// The class of a file inside a folder named after one of the classes' wnids.
+fn folder_class(file: &Path, classes: &ClassNames) -> Option<usize> {
+    let folder = file.parent()?.file_name()?.to_str()?;
+    classes.wnids.iter().position(|w| w == folder)
+}
+
+/// Each file's stored pixels `[S,S,3]`, or why it could not be read.
+type Decoded = Vec<Result<Vec<u8>, String>>;
+
+/// Every file decoded and resized to `side` with `filter` as ingest stores it, on the CPU
+/// cores; failures are per-file errors.
+fn decode_all(files: &[PathBuf], (side, filter): (usize, Resize), max_pixels: u64) -> Decoded {
+    use rayon::prelude::*;
+    files
+        .par_iter()
+        .map(|f| {
+            let bytes = crate::ingest::read_image_file(f, max_pixels)?;
+            let d = decode_image(&bytes, max_pixels)?;
+            resize_crop_with(d.rgb, side as u32, filter)
+        })
+        .collect()
 }
 
 /// The `n` most probable classes of one row of logits, ties to the lower label.
 pub fn top_classes(logits: &[f32], n: usize, classes: Option<&ClassNames>) -> Vec<ClassScore> {
-    let probs = softmax(logits);
+    top_of(&softmax(logits), n, classes)
+}
+
+/// The `n` most probable classes of one row of probabilities, ties to the lower label.
+pub fn top_of(probs: &[f64], n: usize, classes: Option<&ClassNames>) -> Vec<ClassScore> {
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     order
@@ -401,13 +549,14 @@ mod tests {
     fn the_checkpoints_recorded_resize_is_repeated_and_a_bad_one_named() {
         let cfg = crate::model::ModelConfig::small(67, 16, 3);
         let mut ck = Checkpoint::new(cfg.clone(), crate::model::Params::zeros(&cfg).unwrap());
-        let pc = PredictConfig::new("w.safetensors".into(), Vec::new());
+        let pc = PredictConfig::new(vec!["w.safetensors".into()], Vec::new());
+        let path = Path::new("w.safetensors");
         // Older checkpoints record nothing: their shards were all Lanczos3.
-        assert_eq!(resize_of(&ck, &pc).unwrap(), Resize::Lanczos3);
+        assert_eq!(resize_of(&ck, path, &pc).unwrap(), Resize::Lanczos3);
         ck.run_state.insert("resize".into(), "bilinear".into());
-        assert_eq!(resize_of(&ck, &pc).unwrap(), Resize::Bilinear);
+        assert_eq!(resize_of(&ck, path, &pc).unwrap(), Resize::Bilinear);
         ck.run_state.insert("resize".into(), "cubic".into());
-        let e = resize_of(&ck, &pc).unwrap_err().to_string();
+        let e = resize_of(&ck, path, &pc).unwrap_err().to_string();
         assert!(
             e.contains("w.safetensors") && e.contains("\"cubic\""),
             "{e}"

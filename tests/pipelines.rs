@@ -62,11 +62,51 @@ const SMALL_MODEL: [&str; 6] = [
     "train.quiet=true",
 ];
 
+/// The same by train's flags, for pipelines whose train stages take a config file.
+const SMALL_MODEL_FLAGS: [&str; 5] = [
+    "train.input_size=67",
+    "train.widths=12,32,48,48,32,512,512",
+    "train.epochs=2",
+    "train.batch=8",
+    "train.quiet=true",
+];
+
+/// Whether a shipped pipeline trains an ensemble (its members' train stages take a config
+/// file and a seed, its eval stage every member).
+fn is_ensemble(name: &str) -> bool {
+    name.ends_with("-ensemble.toml")
+}
+
 /// The `--set`s that shrink each shipped pipeline onto the data under `data`.
 fn miniature(name: &str, data: &Path, work: &Path) -> Vec<String> {
     let d = |p: &str| s(&data.join(p)).to_string();
     let mut sets = vec![format!("work_dir={}", s(work))];
     match name {
+        "imagenet-ensemble.toml" => {
+            mini_imagenet(data);
+            sets.extend([
+                format!("1.raw={}", d("train")),
+                format!("2.raw={}", d("val")),
+                format!("2.labels={}", d("val_labels.csv")),
+                format!("ingest.classes={}", d("synsets.txt")),
+                format!("eval.classes={}", d("synsets.txt")),
+                "ingest.size=76".into(),
+                "ingest.quiet=true".into(),
+                "train.classes=3".into(),
+            ]);
+            sets.extend(SMALL_MODEL_FLAGS.map(String::from));
+            return sets;
+        }
+        "fashion-mnist-ensemble.toml" => {
+            assert!(
+                Path::new(common::FM).is_dir(),
+                "{} is missing: install Debian's dataset-fashion-mnist (scripts/test.sh does)",
+                common::FM
+            );
+            sets.extend(["import-idx.limit=40".into(), "ingest.quiet=true".into()]);
+            sets.extend(SMALL_MODEL_FLAGS.map(String::from));
+            return sets;
+        }
         "imagenet.toml" => {
             mini_imagenet(data);
             sets.extend([
@@ -148,7 +188,7 @@ fn every_shipped_pipeline_runs_end_to_end_at_miniature_scale() {
                 );
             }
         }
-        let eval = ["eval-ten-crop.json", "eval.json"]
+        let eval = ["eval-ten-crop.json", "eval.json", "eval-ensemble.json"]
             .map(|f| work.join(f))
             .into_iter()
             .find(|p| p.exists())
@@ -157,7 +197,23 @@ fn every_shipped_pipeline_runs_end_to_end_at_miniature_scale() {
             serde_json::from_str(&std::fs::read_to_string(&eval).unwrap()).unwrap();
         assert!(r["count"].as_u64().unwrap() > 0, "{name}: {r}");
         assert!(r["top1_accuracy"].as_f64().is_some(), "{name}: {r}");
-        assert!(work.join("run/report.png").is_file(), "{name}");
+        if is_ensemble(&name) {
+            let members = r["members"].as_array().unwrap();
+            assert_eq!(members.len(), 5, "{name}: five seeds: {r}");
+            for (i, m) in members.iter().enumerate() {
+                let want = format!("run-s{}/best.safetensors", i + 1);
+                assert!(
+                    m["checkpoint"].as_str().unwrap().ends_with(&want),
+                    "{name}: {m}"
+                );
+                assert_eq!(m["count"], r["count"], "{name}: {m}");
+            }
+            let seed = std::fs::read_to_string(work.join("run-s3/config.toml")).unwrap();
+            assert!(seed.contains("seed = 3"), "{name}: {seed}");
+            assert!(work.join("predictions.png").is_file(), "{name}");
+        } else {
+            assert!(work.join("run/report.png").is_file(), "{name}");
+        }
 
         if name == "imagenet.toml" {
             assert_eq!(r["count"], VAL, "every val image, ten views each");
@@ -179,11 +235,16 @@ fn every_shipped_pipeline_runs_end_to_end_at_miniature_scale() {
         );
         // A changed rate does not continue the old run with the new one.
         let mut changed = sets.clone();
-        changed.push("train.config.lr=0.001".into());
+        changed.push(if is_ensemble(&name) {
+            "train.lr=0.001".into()
+        } else {
+            "train.config.lr=0.001".into()
+        });
         let (ok, log) = run(&file, &changed);
         assert!(!ok, "{name}: {log}");
         assert!(
-            log.contains("(train): its arguments changed since it ran (`config.lr`:")
+            (log.contains("(train): its arguments changed since it ran (`config.lr`:")
+                || log.contains("(train): its arguments changed since it ran (`lr`:"))
                 && log.contains("delete"),
             "{name}: {log}"
         );

@@ -37,7 +37,9 @@ const EXAMPLES: &[(&str, &str)] = &[
         "alexnet eval --checkpoint runs/paper/best.safetensors shards/val/
   alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --ten-crop --json
   alexnet eval --checkpoint W shards/val/ --devices 1, --out eval.json   # on adapter 1, result to a file
-  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --devices cpu   # the native CPU engine",
+  alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --devices cpu   # the native CPU engine
+  alexnet eval --checkpoint runs/s1/best.safetensors --checkpoint runs/s2/best.safetensors shards/val/ --ten-crop   # an ensemble
+  alexnet eval --checkpoint W shards/val/ --sheet predictions.png --sheet-count 8 --classes LOC_synset_mapping.txt   # Figure 4, left",
     ),
     (
         "forward",
@@ -129,7 +131,8 @@ other settings (ingest, train) stops and says what changed. docs/pipelines.md ha
         "predict",
         "alexnet predict --checkpoint runs/paper/best.safetensors cat.jpg dog.png
   alexnet predict --checkpoint W --classes LOC_synset_mapping.txt photos/ --json
-  alexnet predict --checkpoint W --classes shards/train/ photos/",
+  alexnet predict --checkpoint W --classes shards/train/ photos/
+  alexnet predict --checkpoint A --checkpoint B --classes LOC_synset_mapping.txt photos/ --sheet top5.png   # an ensemble, drawn",
     ),
     (
         "completions",

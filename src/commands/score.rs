@@ -11,9 +11,11 @@ const TOP: usize = 5;
 /// `alexnet eval`.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct EvalArgs {
-    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors); give it several
+    /// times for an ensemble, whose softmax outputs are averaged.
+    #[arg(long, required = true)]
+    #[serde(with = "serde_args::one_or_many")]
+    pub checkpoint: Vec<PathBuf>,
     /// Shards to score.
     #[arg(required = true)]
     #[serde(with = "serde_args::one_or_many")]
@@ -48,6 +50,26 @@ pub struct EvalArgs {
     #[arg(long)]
     #[serde(default)]
     pub input_size: Option<usize>,
+    /// Draw the first --sheet-count images with their five most probable classes as bars,
+    /// the true class's in red (the paper's Figure 4), into this PNG.
+    #[arg(long)]
+    #[serde(default)]
+    pub sheet: Option<PathBuf>,
+    /// Images on the --sheet (1 to 64).
+    #[arg(long, default_value_t = SHEET_COUNT)]
+    #[serde(default = "sheet_count")]
+    pub sheet_count: usize,
+    /// Class names for the --sheet: a text file with a wnid first on each line and its human
+    /// name after it (`LOC_synset_mapping.txt`) [default: the shards' wnids].
+    #[arg(long)]
+    #[serde(default)]
+    pub classes: Option<PathBuf>,
+}
+
+const SHEET_COUNT: usize = 8;
+
+fn sheet_count() -> usize {
+    SHEET_COUNT
 }
 
 fn batch() -> usize {
@@ -103,9 +125,11 @@ pub struct ForwardArgs {
 /// `alexnet predict`.
 #[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
 pub struct PredictArgs {
-    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// The checkpoint (ours, or a PyTorch state dict saved as safetensors); give it several
+    /// times for an ensemble, whose softmax outputs are averaged.
+    #[arg(long, required = true)]
+    #[serde(with = "serde_args::one_or_many")]
+    pub checkpoint: Vec<PathBuf>,
     /// Image files and/or directories of images (searched recursively).
     #[arg(required = true)]
     #[serde(with = "serde_args::one_or_many")]
@@ -140,18 +164,76 @@ pub struct PredictArgs {
     #[arg(long)]
     #[serde(default)]
     pub input_size: Option<usize>,
+    /// Draw the first --sheet-count images with their five most probable classes as bars,
+    /// the true class's in red when the file's folder names it (the paper's Figure 4).
+    #[arg(long)]
+    #[serde(default)]
+    pub sheet: Option<PathBuf>,
+    /// Images on the --sheet (1 to 64).
+    #[arg(long, default_value_t = SHEET_COUNT)]
+    #[serde(default = "sheet_count")]
+    pub sheet_count: usize,
+    /// Replace the --sheet image if it exists.
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// Refuses a sheet count the sheet cannot show.
+fn check_sheet_count(n: usize) -> Result<(), CommandError> {
+    use crate::export::predictions_sheet::MAX_PANELS;
+    if n == 0 || n > MAX_PANELS {
+        return Err(format!(
+            "--sheet-count {n}: a predictions sheet shows 1 to {MAX_PANELS} images (default {SHEET_COUNT})"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Refuses `out` before any work if it is an input or exists without --overwrite.
+fn check_output(
+    out: &std::path::Path,
+    format: crate::output_check::Format,
+    inputs: &[PathBuf],
+    overwrite: bool,
+) -> Result<(), CommandError> {
+    use crate::output_check::{check, Output};
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    check(&Output::new(out, format, &inputs, overwrite))?;
+    Ok(())
+}
+
+/// One score as a line of text.
+fn score_line(r: &crate::train::EvalResult) -> String {
+    format!(
+        "{} images: loss {:.4}, top-1 accuracy {:.2}% (error {:.2}%), top-5 accuracy {:.2}%",
+        r.count,
+        r.loss,
+        r.top1_accuracy * 100.0,
+        (1.0 - r.top1_accuracy) * 100.0,
+        r.top5_accuracy * 100.0
+    )
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
+    let inputs: Vec<PathBuf> = a.checkpoint.iter().chain(&a.data).cloned().collect();
+    use crate::output_check::Format;
     if let Some(out) = &a.out {
-        use crate::output_check::{check, Format, Output};
-        let mut inputs: Vec<&std::path::Path> = vec![&a.checkpoint];
-        inputs.extend(a.data.iter().map(PathBuf::as_path));
-        check(&Output::new(out, Format::Json, &inputs, a.overwrite))?;
+        check_output(out, Format::Json, &inputs, a.overwrite)?;
     }
+    if let Some(sheet) = &a.sheet {
+        check_sheet_count(a.sheet_count)?;
+        check_output(sheet, Format::Png, &inputs, a.overwrite)?;
+    }
+    let names = a
+        .classes
+        .as_deref()
+        .map(crate::predict::read_class_names)
+        .transpose()?;
     let job = crate::train::EvalJob {
-        checkpoint: a.checkpoint,
-        data: a.data,
+        checkpoints: a.checkpoint.clone(),
+        data: a.data.clone(),
         view: if a.ten_crop {
             crate::train::View::TenCrop
         } else {
@@ -160,32 +242,110 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
         batch: a.batch,
         device: a.device.device()?,
         input_size: a.input_size,
+        keep: if a.sheet.is_some() { a.sheet_count } else { 0 },
     };
-    let r = crate::train::eval_checkpoint(&job)?;
-    if r.non_finite > 0 {
-        eprintln!(
-            "warning: {} of {} images got NaN or inf logits and count as misses (the loss is NaN): the checkpoint has diverged; use an earlier one, or train again with a lower --lr",
-            r.non_finite, r.count
-        );
+    let e = crate::train::eval_checkpoints(&job)?;
+    let r = &e.report;
+    for m in &r.members {
+        if m.result.non_finite > 0 {
+            eprintln!(
+                "warning: {}: {} of {} images got NaN or inf logits and count as misses (the loss is NaN): the checkpoint has diverged; use an earlier one, or train again with a lower --lr",
+                m.checkpoint.display(),
+                m.result.non_finite,
+                m.result.count
+            );
+        }
     }
-    let json = serde_json::to_string(&r)?;
+    if let Some(sheet) = &a.sheet {
+        eval_sheet(&a, &e, names.as_ref(), sheet)?;
+    }
+    let json = serde_json::to_string(r)?;
     if let Some(path) = &a.out {
         // A killed eval never leaves half a result that a pipeline would take as done.
         crate::atomic::write_bytes(path, (json.clone() + "\n").as_bytes())?;
     }
     if a.json {
         println!("{json}");
+    } else if r.members.len() == 1 {
+        println!("{}", score_line(&r.ensemble));
     } else {
-        println!(
-            "{} images: loss {:.4}, top-1 accuracy {:.2}% (error {:.2}%), top-5 accuracy {:.2}%",
-            r.count,
-            r.loss,
-            r.top1_accuracy * 100.0,
-            (1.0 - r.top1_accuracy) * 100.0,
-            r.top5_accuracy * 100.0
+        let mut text = format!(
+            "ensemble of {} networks, {}\n",
+            r.members.len(),
+            score_line(&r.ensemble)
         );
+        for m in &r.members {
+            text += &format!("  {}: {}\n", m.checkpoint.display(), score_line(&m.result));
+        }
+        print_stdout(&text)?;
     }
     Ok(())
+}
+
+/// The predictions sheet of the first images `eval` scored.
+fn eval_sheet(
+    a: &EvalArgs,
+    e: &crate::train::Ensemble,
+    names: Option<&crate::predict::ClassNames>,
+    out: &std::path::Path,
+) -> Result<(), CommandError> {
+    use crate::export::predictions_sheet::{write_predictions, Bar, Panel, MAX_BARS};
+    let human: std::collections::HashMap<&str, &str> = names
+        .map(|n| {
+            n.wnids
+                .iter()
+                .zip(&n.names)
+                .map(|(w, n)| (w.as_str(), n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = |c: usize| {
+        let w = &e.classes[c];
+        match human.get(w.as_str()) {
+            Some(n) if !n.is_empty() => format!("{w} {n}"),
+            _ => w.clone(),
+        }
+    };
+    let set = crate::dataset::ShardSet::open(&a.data)?;
+    let sources = crate::export::shard_columns::read_shard_names(set.files())?.sources;
+    let k = e.classes.len();
+    let px = e.size * e.size * 3;
+    let shown = e.kept.len() / px.max(1);
+    let panels: Vec<Panel> = (0..shown)
+        .map(|i| {
+            let top = crate::predict::top_of(&e.probs[i * k..(i + 1) * k], MAX_BARS, None);
+            Panel {
+                pixels: e.kept[i * px..(i + 1) * px].to_vec(),
+                caption: sources.get(i).cloned().unwrap_or_default(),
+                truth: Some(name(e.labels[i])),
+                bars: top
+                    .iter()
+                    .map(|c| Bar {
+                        name: name(c.label),
+                        probability: c.probability,
+                        truth: c.label == e.labels[i],
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let title = sheet_title(a.checkpoint.len(), &e.report.members[0].checkpoint);
+    write_predictions(&panels, e.size, &title, out)?;
+    Ok(())
+}
+
+/// What a predictions sheet says of the network(s) that made it.
+fn sheet_title(members: usize, first: &std::path::Path) -> String {
+    if members == 1 {
+        format!(
+            "five most probable classes by {} (red: the true class)",
+            first.display()
+        )
+    } else {
+        format!(
+            "five most probable classes by an ensemble of {members} networks (red: the true class)"
+        )
+    }
 }
 
 pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
@@ -225,20 +385,38 @@ pub(super) fn forward(a: ForwardArgs) -> Result<(), CommandError> {
 /// Runs `predict` and prints the answers; fails (after printing the rest) when a file could
 /// not be classified.
 pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
-    let mut cfg = crate::predict::PredictConfig::new(a.checkpoint, a.inputs);
-    cfg.classes = a.classes;
-    cfg.data = a.data;
     if a.top == 0 {
         return Err("--top 0 would show no class; give at least 1 (default 5)".into());
     }
     if a.max_pixels == 0 {
         return Err("--max-pixels 0 would refuse every image; give the largest width·height to decode (default 89478485)".into());
     }
+    if let Some(sheet) = &a.sheet {
+        check_sheet_count(a.sheet_count)?;
+        let inputs: Vec<PathBuf> = a
+            .checkpoint
+            .iter()
+            .chain(&a.inputs)
+            .chain(&a.data)
+            .chain(&a.classes)
+            .cloned()
+            .collect();
+        check_output(
+            sheet,
+            crate::output_check::Format::Png,
+            &inputs,
+            a.overwrite,
+        )?;
+    }
+    let mut cfg = crate::predict::PredictConfig::new(a.checkpoint.clone(), a.inputs.clone());
+    cfg.classes = a.classes.clone();
+    cfg.data = a.data.clone();
     cfg.top = a.top;
     cfg.max_pixels = a.max_pixels;
     cfg.device = a.device.device()?;
     cfg.input_size = a.input_size;
-    let answers = crate::predict::predict(&cfg)?;
+    let keep = if a.sheet.is_some() { a.sheet_count } else { 0 };
+    let (answers, kept) = crate::predict::predict_keeping(&cfg, keep)?;
     let mut text = String::new();
     for p in &answers {
         if a.json {
@@ -248,6 +426,15 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
         }
     }
     print_stdout(&text)?;
+    // Nothing classified: the error below names every file, which says more than "nothing
+    // to draw" would.
+    if let Some(sheet) = a
+        .sheet
+        .as_ref()
+        .filter(|_| answers.iter().any(|p| p.error.is_none()))
+    {
+        predict_sheet(&a, &answers, &kept, sheet)?;
+    }
     let bad: Vec<String> = answers
         .iter()
         .filter_map(|p| {
@@ -265,5 +452,70 @@ pub(super) fn predict(a: PredictArgs) -> Result<(), CommandError> {
         )
         .into());
     }
+    Ok(())
+}
+
+/// The predictions sheet of the first images `predict` classified.
+fn predict_sheet(
+    a: &PredictArgs,
+    answers: &[crate::predict::Prediction],
+    kept: &crate::predict::Kept,
+    out: &std::path::Path,
+) -> Result<(), CommandError> {
+    use crate::export::predictions_sheet::{write_predictions, Bar, Panel, MAX_BARS};
+    let px = kept.side * kept.side * 3;
+    let name = |c: &crate::predict::ClassScore| {
+        let mut s = c
+            .wnid
+            .clone()
+            .unwrap_or_else(|| format!("class {}", c.label));
+        if let Some(n) = &c.name {
+            s = format!("{s} {n}");
+        }
+        s
+    };
+    let panels: Vec<Panel> = kept
+        .answers
+        .iter()
+        .enumerate()
+        .filter(|(_, &i)| answers[i].error.is_none())
+        .map(|(j, &i)| {
+            let p = &answers[i];
+            let truth = p.true_label;
+            Panel {
+                pixels: kept.pixels[j * px..(j + 1) * px].to_vec(),
+                caption: p
+                    .path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                truth: truth.map(|t| {
+                    let parent = p.path.parent().and_then(|d| d.file_name());
+                    parent.map_or_else(
+                        || format!("class {t}"),
+                        |d| d.to_string_lossy().into_owned(),
+                    )
+                }),
+                bars: p
+                    .top
+                    .iter()
+                    .take(MAX_BARS)
+                    .map(|c| Bar {
+                        name: name(c),
+                        probability: c.probability,
+                        truth: Some(c.label) == truth,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    if panels.is_empty() {
+        return Err(format!(
+            "{}: no image could be classified, so there is nothing to draw",
+            out.display()
+        )
+        .into());
+    }
+    let title = sheet_title(a.checkpoint.len(), &a.checkpoint[0]);
+    write_predictions(&panels, kept.side, &title, out)?;
     Ok(())
 }

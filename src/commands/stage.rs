@@ -34,9 +34,11 @@ impl Command {
                 }
             }
             Command::Eval(a) => {
-                r(&mut a.checkpoint);
+                rv(&mut a.checkpoint);
                 rv(&mut a.data);
                 ro(&mut a.out);
+                ro(&mut a.sheet);
+                ro(&mut a.classes);
             }
             Command::Forward(a) => {
                 r(&mut a.checkpoint);
@@ -92,7 +94,8 @@ impl Command {
             }
             Command::Run(a) => r(&mut a.pipeline),
             Command::Predict(a) => {
-                r(&mut a.checkpoint);
+                rv(&mut a.checkpoint);
+                ro(&mut a.sheet);
                 rv(&mut a.inputs);
                 ro(&mut a.classes);
                 rv(&mut a.data);
@@ -113,13 +116,13 @@ impl Command {
             Command::Filters(a) => vec![&a.out],
             Command::Export(a) => vec![&a.out],
             Command::Man(a) => vec![&a.dir],
-            Command::Eval(a) => a.out.iter().map(PathBuf::as_path).collect(),
+            Command::Eval(a) => a.out.iter().chain(&a.sheet).map(PathBuf::as_path).collect(),
+            Command::Predict(a) => a.sheet.iter().map(PathBuf::as_path).collect(),
             Command::Report(a) => a.out.iter().map(PathBuf::as_path).collect(),
             Command::Neighbors(a) => a.sheet.iter().map(PathBuf::as_path).collect(),
             Command::Devices(_)
             | Command::Inspect(_)
             | Command::Run(_)
-            | Command::Predict(_)
             | Command::Completions(_) => Vec::new(),
         }
     }
@@ -141,7 +144,7 @@ impl Command {
                 }
                 all
             }
-            Command::Eval(a) => [vec![a.checkpoint.as_path()], v(&a.data)].concat(),
+            Command::Eval(a) => [v(&a.checkpoint), v(&a.data), o(&a.classes)].concat(),
             Command::Forward(a) => vec![&a.checkpoint, &a.input],
             Command::Ingest(a) => [
                 vec![a.raw.as_path()],
@@ -164,13 +167,9 @@ impl Command {
             .concat(),
             Command::Filters(a) => vec![&a.checkpoint],
             Command::Export(a) => vec![&a.checkpoint],
-            Command::Predict(a) => [
-                vec![a.checkpoint.as_path()],
-                v(&a.inputs),
-                o(&a.classes),
-                v(&a.data),
-            ]
-            .concat(),
+            Command::Predict(a) => {
+                [v(&a.checkpoint), v(&a.inputs), o(&a.classes), v(&a.data)].concat()
+            }
             Command::Devices(_) | Command::Run(_) | Command::Completions(_) | Command::Man(_) => {
                 Vec::new()
             }

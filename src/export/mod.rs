@@ -10,6 +10,7 @@ pub mod filters;
 pub mod neighbors;
 pub mod onnx;
 pub mod plot;
+pub mod predictions_sheet;
 pub mod shard_columns;
 pub mod sheet;
 

@@ -1,11 +1,10 @@
 //! Evaluation: loss, top-1 and top-5 accuracy on the centre crop, or the paper's ten views
 //! (four corners and the centre, each mirrored) with their softmax outputs averaged.
 use super::augment::{centre_draws, ten_crop_draws};
-use super::infer::{Inference, Scorer};
-use super::input::{checkpoint_mean, pad_images};
+use super::infer::Scorer;
+use super::input::pad_images;
 use super::TrainError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
-use crate::device::Device;
 
 /// Which views of each image are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +42,7 @@ pub use crate::engine::infer::{log_softmax, softmax};
 
 /// Running sums of an evaluation.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     count: usize,
     loss: f64,
     top1: usize,
@@ -54,7 +53,7 @@ struct Tally {
 impl Tally {
     /// Adds one image: its class probabilities (averaged over views) and its loss, or `None`
     /// when some view's logits were not finite.
-    fn add(&mut self, probs: &[f64], label: usize, loss: Option<f64>) {
+    pub(super) fn add(&mut self, probs: &[f64], label: usize, loss: Option<f64>) {
         self.count += 1;
         let Some(loss) = loss.filter(|l| l.is_finite()) else {
             // NaN compares false and inf ties: neither may pass for a correct answer.
@@ -75,7 +74,7 @@ impl Tally {
         self.top5 += (rank < 5) as usize;
     }
 
-    fn result(&self) -> EvalResult {
+    pub(super) fn result(&self) -> EvalResult {
         let n = self.count.max(1) as f64;
         EvalResult {
             count: self.count,
@@ -89,16 +88,19 @@ impl Tally {
 
 /// One image's scores over the views: averaged probabilities, the label's log-probability in
 /// each view, and whether any view's logits were not finite.
-struct ImageScores {
-    probs: Vec<f64>,
-    label_logp: Vec<f64>,
-    bad: bool,
+pub(super) struct ImageScores {
+    /// Class probabilities averaged over the views, in the order of the set's classes.
+    pub(super) probs: Vec<f64>,
+    /// The label's log-probability in each view.
+    pub(super) label_logp: Vec<f64>,
+    /// Some view's logits were not finite.
+    pub(super) bad: bool,
 }
 
 impl ImageScores {
     /// The cross-entropy of the view-averaged softmax, −ln(mean_v p_v[label]), computed from
     /// log-probabilities so it stays exact where the probabilities underflow.
-    fn loss(&self) -> Option<f64> {
+    pub(super) fn loss(&self) -> Option<f64> {
         if self.bad || self.label_logp.is_empty() {
             return None;
         }
@@ -119,6 +121,32 @@ pub fn evaluate(
     view: View,
     threads: usize,
 ) -> Result<EvalResult, TrainError> {
+    evaluate_each(net, set, view, threads, None, |_| {})
+}
+
+/// One image as [`evaluate_each`] scored it.
+pub(super) struct Scored<'a> {
+    /// Its place in the set's file order.
+    pub(super) index: usize,
+    /// Its label.
+    pub(super) label: usize,
+    /// Its scores, in the set's class order.
+    pub(super) scores: &'a ImageScores,
+    /// Its stored pixels `[S,S,3]`.
+    pub(super) pixels: &'a [u8],
+}
+
+/// [`evaluate`], handing every image's scores to `each` as well. `order[j]`, when given, is
+/// the set's index of the network's class j (a network trained with the classes in another
+/// order): logits are put in the set's order before anything is computed from them.
+pub(super) fn evaluate_each(
+    net: Scorer<'_>,
+    set: &ShardSet,
+    view: View,
+    threads: usize,
+    order: Option<&[usize]>,
+    mut each: impl FnMut(Scored<'_>),
+) -> Result<EvalResult, TrainError> {
     if set.is_empty() {
         return Err(TrainError::EmptySet(set.files()[0].clone()));
     }
@@ -126,6 +154,12 @@ pub fn evaluate(
     let config = net.config();
     let crop = config.input_size;
     let classes = config.classes;
+    if order.is_some_and(|o| o.len() != classes || o.iter().any(|&c| c >= classes)) {
+        return Err(TrainError::Mismatch(format!(
+            "the class order given for {} does not fit the model's {classes} classes",
+            set.files()[0].display()
+        )));
+    }
     let cfg = LoaderConfig {
         batch: n,
         seed: 0,
@@ -142,7 +176,9 @@ pub fn evaluate(
             .map(|d| vec![*d; n])
             .collect(),
     };
+    let px = set.size() * set.size() * 3;
     let mut tally = Tally::default();
+    let mut row_in_order = vec![0f32; classes];
     for batch in Loader::epoch(set, &cfg, 0, 0) {
         let mut batch = batch?;
         let have = batch.len();
@@ -179,6 +215,15 @@ pub fn evaluate(
                     sc.bad = true;
                     continue;
                 }
+                let row = match order {
+                    Some(order) => {
+                        for (&to, &v) in order.iter().zip(row) {
+                            row_in_order[to] = v;
+                        }
+                        &row_in_order[..]
+                    }
+                    None => row,
+                };
                 let lp = log_softmax(row);
                 sc.label_logp.push(lp[label as usize]);
                 for (acc, l) in sc.probs.iter_mut().zip(lp) {
@@ -186,8 +231,14 @@ pub fn evaluate(
                 }
             }
         }
-        for (sc, &label) in scores.iter().zip(&batch.labels) {
+        for (j, (sc, &label)) in scores.iter().zip(&batch.labels).enumerate() {
             tally.add(&sc.probs, label as usize, sc.loss());
+            each(Scored {
+                index: tally.count - 1,
+                label: label as usize,
+                scores: sc,
+                pixels: &batch.images[j * px..(j + 1) * px],
+            });
         }
     }
     Ok(tally.result())
@@ -279,54 +330,4 @@ mod tests {
         sc.bad = true;
         assert_eq!(sc.loss(), None);
     }
-}
-
-/// An `alexnet eval` request.
-#[derive(Clone, Debug)]
-pub struct EvalJob {
-    /// The checkpoint.
-    pub checkpoint: std::path::PathBuf,
-    /// Shards to score.
-    pub data: Vec<std::path::PathBuf>,
-    /// Centre crop or ten views.
-    pub view: View,
-    /// Images per batch.
-    pub batch: usize,
-    /// The device (`auto`: a GPU if there is one, else the CPU engine).
-    pub device: Device,
-    /// Input size of a foreign checkpoint without `input_size` metadata.
-    pub input_size: Option<usize>,
-}
-
-/// Loads a checkpoint and scores it on a shard set, with the checkpoint's own mean image
-/// (or, for a checkpoint made elsewhere, the data's, with a warning on stderr).
-pub fn eval_checkpoint(job: &EvalJob) -> Result<EvalResult, TrainError> {
-    let ck = crate::model::Checkpoint::load(&job.checkpoint, job.input_size)?;
-    let set = ShardSet::open(&job.data)?;
-    for gap in set.incomplete() {
-        eprintln!("warning: {gap}; scoring the images that are there");
-    }
-    // First: a score over no images would be a perfect loss of 0, whatever else is wrong.
-    if set.is_empty() {
-        return Err(TrainError::EmptySet(set.files()[0].clone()));
-    }
-    if ck.config.classes != set.classes().len() {
-        return Err(TrainError::Mismatch(format!(
-            "{} predicts {} classes but {} has {}",
-            job.checkpoint.display(),
-            ck.config.classes,
-            set.files()[0].display(),
-            set.classes().len()
-        )));
-    }
-    let (mean, _) = checkpoint_mean(&ck, &job.checkpoint, &set).map_err(TrainError::Mismatch)?;
-    if job.batch == 0 {
-        return Err(TrainError::Mismatch(
-            "--batch 0: evaluation needs at least one image per batch (default 128)".into(),
-        ));
-    }
-    let batch = job.batch.min(set.len().max(1));
-    let net = Inference::open(job.device, &ck.config, batch, set.size(), &mean, &ck.params)?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    evaluate(net.scorer(), &set, job.view, threads)
 }

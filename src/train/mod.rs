@@ -11,6 +11,7 @@ pub mod settings;
 
 pub use config::{Devices, Schedule, Shuffle, TrainConfig};
 pub use settings::{Patch, Setting};
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub use crate::engine::infer;
@@ -24,6 +25,7 @@ pub mod signals;
 pub mod tensorboard;
 mod trainer;
 
+pub use ensemble::{eval_checkpoints, Ensemble, EnsembleReport, EvalJob, MemberResult};
 pub use error::TrainError;
-pub use eval::{eval_checkpoint, evaluate, EvalJob, EvalResult, View};
+pub use eval::{evaluate, EvalResult, View};
 pub use run::{train, TrainJob, TrainSummary};

@@ -509,6 +509,12 @@ impl<'p> Trainer<'p> {
             crate::dataset::resize::CHECKPOINT_KEY.into(),
             self.set.resize().as_str().into(),
         );
+        // The wnids in label order, so that `eval` and `predict` can average networks whose
+        // data listed the classes in another order (mapped by name, not by number).
+        run_state.insert(
+            super::ensemble::CLASSES_KEY.into(),
+            serde_json::to_string(self.set.classes()).unwrap_or_default(),
+        );
         run_state.insert("epoch_loss_sum".into(), st.epoch_loss_sum.to_string());
         run_state.insert("epoch_loss_steps".into(), st.epoch_loss_steps.to_string());
         if let Some(b) = st.best_error {
