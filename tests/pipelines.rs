@@ -274,9 +274,9 @@ fn the_ablation_pipeline_runs_every_variant_and_tabulates_each_claim() {
     assert!(ok, "{log}");
     // Each run got base.toml with its one change and its seed.
     let config = |run: &str| std::fs::read_to_string(work.join(run).join("config.toml")).unwrap();
-    assert!(config("baseline-s1").contains("lrn = true"));
+    assert!(config("baseline-s1").contains("norm = \"lrn\""));
     assert!(
-        config("no-lrn-s2").contains("lrn = false") && config("no-lrn-s2").contains("seed = 2")
+        config("no-lrn-s2").contains("norm = \"none\"") && config("no-lrn-s2").contains("seed = 2")
     );
     assert!(config("pool-2x2-s3").contains("pool_size = 2"));
     assert!(config("tanh-s1").contains("activation = \"tanh\""));
