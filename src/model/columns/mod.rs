@@ -84,6 +84,11 @@ impl ColumnNetwork {
                 be.whole_store(b)?;
             }
             walk.input().form.set(Form::Whole);
+            // Parameters are split in one row: uploads go straight to each column's half,
+            // with no whole copy kept on either device.
+            for p in walk.params() {
+                be.half_store(p, 1)?;
+            }
             walk
         };
         let net = ColumnNetwork {
