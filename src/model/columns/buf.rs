@@ -52,6 +52,9 @@ pub struct ColBuf<T> {
     pub(super) form: Cell<Form>,
     /// An LRN's extended tensors (only on the buffer the walk keeps for LRN's backward).
     pub(super) lrn: OnceCell<[LrnExt<T>; 2]>,
+    /// The staging buffers of the one exchange this tensor takes part in: its length, each
+    /// column's send and receive buffers.
+    pub(super) link: OnceCell<(usize, [T; 2], [T; 2])>,
 }
 
 impl<T> ColBuf<T> {
@@ -64,6 +67,7 @@ impl<T> ColBuf<T> {
             rows: Cell::new(0),
             form: Cell::new(Form::Zero),
             lrn: OnceCell::new(),
+            link: OnceCell::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::gpu::backend::GpuPass;
 use crate::gpu::channels::{self, Move, Slice};
-use crate::gpu::GpuError;
+use crate::gpu::{GpuError, Tensor};
 use crate::reference::backend::RefBackend;
 
 /// A channel slice copied between two `[N,C,HW]` tensors of one engine: `k` channels from
@@ -45,14 +45,19 @@ impl ChannelCopy {
         self.src_at + self.k <= self.src_c && self.dst_at + self.k <= self.dst_c
     }
 
-    /// The copy on host slices (the default path; the caller has checked [`Self::fits`] and
-    /// the lengths).
-    pub fn apply(&self, src: &[f32], dst: &mut [f32]) {
+    /// The copy on host slices, added into `dst` when `accumulate` (the default path; the
+    /// caller has checked [`Self::fits`] and the lengths).
+    pub fn apply(&self, src: &[f32], dst: &mut [f32], accumulate: bool) {
         let run = self.k * self.hw;
         for i in 0..self.n {
             let from = (i * self.src_c + self.src_at) * self.hw;
             let to = (i * self.dst_c + self.dst_at) * self.hw;
-            dst[to..to + run].copy_from_slice(&src[from..from + run]);
+            let (s, d) = (&src[from..from + run], &mut dst[to..to + run]);
+            if accumulate {
+                d.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+            } else {
+                d.copy_from_slice(s);
+            }
         }
     }
 }
@@ -76,7 +81,43 @@ pub trait ColumnEngine: Backend {
         self.flush()?;
         let s = self.download(src)?;
         let mut t = self.download(dst)?;
-        m.apply(&s, &mut t);
+        m.apply(&s, &mut t, false);
+        self.upload(dst, &t)
+    }
+
+    /// The slice `m` of `src` on the host, packed `[N,k,hw]` (`m` writes a tensor of `k`
+    /// channels from 0), after every op given so far: what this column sends in an exchange.
+    /// `send` (`[N,k,hw]`) is this tensor's own staging buffer for it; the default reads
+    /// `src` whole and slices it on the host.
+    fn send_channels(
+        &mut self,
+        m: &ChannelCopy,
+        src: &Self::Buf,
+        send: &Self::Buf,
+    ) -> Result<Vec<f32>, Self::Error> {
+        let _ = send;
+        self.flush()?;
+        let s = self.download(src)?;
+        let mut out = vec![0.0; m.dst_len()];
+        m.apply(&s, &mut out, false);
+        Ok(out)
+    }
+
+    /// Writes `data` (packed `[N,k,hw]`: `m` reads a tensor of `k` channels from 0) into the
+    /// slice `m` of `dst`, added when `accumulate`, in order with the ops around it: what
+    /// this column receives. `recv` (`[N,k,hw]`) is this tensor's own staging buffer for it.
+    fn receive_channels(
+        &mut self,
+        m: &ChannelCopy,
+        data: &[f32],
+        recv: &Self::Buf,
+        dst: &Self::Buf,
+        accumulate: bool,
+    ) -> Result<(), Self::Error> {
+        let _ = recv;
+        self.flush()?;
+        let mut t = self.download(dst)?;
+        m.apply(data, &mut t, accumulate);
         self.upload(dst, &t)
     }
 }
@@ -97,12 +138,54 @@ impl ColumnEngine for GpuPass<'_, '_> {
         src: &Self::Buf,
         dst: &Self::Buf,
     ) -> Result<(), GpuError> {
-        let mv = Move {
-            n: m.n,
-            k: m.k,
-            hw: m.hw,
-        };
-        let (s, d) = (Slice::at(m.src_c, m.src_at), Slice::at(m.dst_c, m.dst_at));
-        channels::copy(self.recorder()?, mv, (src, s), (dst, d), false)
+        gpu_copy(self, m, src, dst, false)
     }
+
+    fn send_channels(
+        &mut self,
+        m: &ChannelCopy,
+        src: &Self::Buf,
+        send: &Self::Buf,
+    ) -> Result<Vec<f32>, GpuError> {
+        // Only the slice crosses: packed on the device, then read back (the whole tensor
+        // when the slice is all of it).
+        let from = if m.k == m.src_c {
+            src
+        } else {
+            gpu_copy(self, m, src, send, false)?;
+            send
+        };
+        self.flush()?;
+        self.download(from)
+    }
+
+    fn receive_channels(
+        &mut self,
+        m: &ChannelCopy,
+        data: &[f32],
+        recv: &Self::Buf,
+        dst: &Self::Buf,
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        // Written before the next submit, so before the unpacking recorded here runs.
+        self.upload(recv, data)?;
+        gpu_copy(self, m, recv, dst, accumulate)
+    }
+}
+
+/// [`ChannelCopy`] recorded by the channel-copy launcher.
+fn gpu_copy(
+    pass: &mut GpuPass<'_, '_>,
+    m: &ChannelCopy,
+    src: &Tensor,
+    dst: &Tensor,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let mv = Move {
+        n: m.n,
+        k: m.k,
+        hw: m.hw,
+    };
+    let (s, d) = (Slice::at(m.src_c, m.src_at), Slice::at(m.dst_c, m.dst_at));
+    channels::copy(pass.recorder()?, mv, (src, s), (dst, d), accumulate)
 }

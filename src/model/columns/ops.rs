@@ -334,7 +334,7 @@ where
         let xs = self.half(x, n)?;
         let ys = self.half_store(y, n)?;
         let e = self.lrn_store(saved, n * (own_c + halo) * h * w)?;
-        self.halo(xs, [&e[0].x, &e[1].x], [n, own_c, h * w], halo)?;
+        self.halo(x, xs, [&e[0].x, &e[1].x], [n, own_c, h * w], halo)?;
         for d in 0..2 {
             self.cols[d].lrn_forward(p, ext_dims, &e[d].x, &e[d].y, &e[d].scale)?;
             self.own_of_ext(d, [n, own_c, h * w], halo, &e[d].y, ys[d])?;
@@ -357,7 +357,7 @@ where
         let dys = self.half(t.dy, n)?;
         let dxs = self.half_store(dx, n)?;
         let e = self.lrn_store(saved, n * (own_c + halo) * h * w)?;
-        self.halo(dys, [&e[0].dy, &e[1].dy], [n, own_c, h * w], halo)?;
+        self.halo(t.dy, dys, [&e[0].dy, &e[1].dy], [n, own_c, h * w], halo)?;
         for d in 0..2 {
             let tg = Grad {
                 x: &e[d].x,

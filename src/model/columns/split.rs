@@ -72,6 +72,9 @@ pub struct Columns<B> {
 /// The two stores of a pair, borrowed from the buffer (not from the wrapper).
 pub(super) type Two<'b, T> = [&'b T; 2];
 
+/// A tensor's staging buffers on both columns: (send, receive).
+type Link<'b, T> = (Two<'b, T>, Two<'b, T>);
+
 fn two<T>(p: &[T; 2]) -> Two<'_, T> {
     [&p[0], &p[1]]
 }
@@ -173,18 +176,31 @@ where
                     .get()
                     .map(two)
                     .ok_or_else(|| self.unsupported(format!("{} lost its halves", b.label)))?;
-                let rows = b.rows.get();
-                let hr = b.half_row(rows);
-                let parts = self.fetch(h)?;
-                let t = Instant::now();
-                let mut all = vec![0.0; b.len];
-                for r in 0..rows {
-                    for (d, p) in parts.iter().enumerate() {
-                        let at = r * 2 * hr + d * hr;
-                        all[at..at + hr].copy_from_slice(&p[r * hr..(r + 1) * hr]);
-                    }
+                let (rows, hr) = (b.rows.get(), b.half_row(b.rows.get()));
+                // Column d's half is channel d of `[rows, 2, hr]`: its own goes in by a copy,
+                // the other's crosses.
+                let at = |d: usize| ChannelCopy {
+                    n: rows,
+                    k: 1,
+                    hw: hr,
+                    src_c: 1,
+                    src_at: 0,
+                    dst_c: 2,
+                    dst_at: d,
+                };
+                for d in 0..2 {
+                    self.cols[d].copy_channels(&at(d), h[d], w[d])?;
                 }
-                self.send(w, [&all, &all], b.len, t)?;
+                let whole_half = ChannelCopy { dst_c: 1, ..at(0) };
+                let link = self.link(b, b.len / 2)?;
+                let swap = Swap {
+                    src: h,
+                    send: [whole_half; 2],
+                    dst: w,
+                    recv: [at(1), at(0)],
+                    accumulate: false,
+                };
+                self.exchange(link, swap, b.len)?;
                 b.form.set(Form::Both);
             }
             Form::Partial => {
@@ -228,18 +244,34 @@ where
             Form::Partial => {
                 let w = self.whole_store(b)?;
                 let hr = b.half_row(rows);
-                let parts = self.fetch(w)?;
-                let t = Instant::now();
-                let mut own = [vec![0.0; b.len / 2], vec![0.0; b.len / 2]];
-                for (d, o) in own.iter_mut().enumerate() {
-                    for r in 0..rows {
-                        let at = r * 2 * hr + d * hr;
-                        for (j, v) in o[r * hr..(r + 1) * hr].iter_mut().enumerate() {
-                            *v = parts[0][at + j] + parts[1][at + j];
-                        }
-                    }
+                // Each partial is `[rows, 2, hr]`: column d keeps channel d of its own and
+                // adds channel d of the other's.
+                let slice = |d: usize| ChannelCopy {
+                    n: rows,
+                    k: 1,
+                    hw: hr,
+                    src_c: 2,
+                    src_at: d,
+                    dst_c: 1,
+                    dst_at: 0,
+                };
+                for d in 0..2 {
+                    self.cols[d].copy_channels(&slice(d), w[d], h[d])?;
                 }
-                self.send(h, [&own[0], &own[1]], b.len, t)?;
+                let packed = ChannelCopy {
+                    src_c: 1,
+                    src_at: 0,
+                    ..slice(0)
+                };
+                let link = self.link(b, b.len / 2)?;
+                let swap = Swap {
+                    src: w,
+                    send: [slice(1), slice(0)],
+                    dst: h,
+                    recv: [packed; 2],
+                    accumulate: true,
+                };
+                self.exchange(link, swap, b.len)?;
                 b.form.set(Form::Half);
             }
         }
@@ -305,40 +337,126 @@ where
             .ok_or_else(|| self.unsupported("LRN buffers missing".into()))
     }
 
-    /// Fills `ext[d]` `[N, own_c + halo, hw]` from the halves `own[d]` `[N, own_c, hw]`:
-    /// column 0 gets its channels then the first `halo` of column 1's; column 1 the last
+    /// Fills `ext[d]` `[N, own_c + halo, hw]` from the halves `own[d]` `[N, own_c, hw]` of
+    /// `b`: column 0 gets its channels then the first `halo` of column 1's; column 1 the last
     /// `halo` of column 0's then its own.
     pub(super) fn halo(
         &mut self,
+        b: &ColBuf<B::Buf>,
         own: Two<'_, B::Buf>,
         ext: Two<'_, B::Buf>,
         dims: [usize; 3],
         halo: usize,
     ) -> Result<()> {
         let [n, own_c, hw] = dims;
-        let parts = self.fetch(own)?;
-        let t = Instant::now();
         let ext_c = own_c + halo;
-        let mut out = [vec![0.0; n * ext_c * hw], vec![0.0; n * ext_c * hw]];
-        // (column written, its first channel, column read, its first channel, channels)
-        let pieces = [
-            (0, 0, 0, 0, own_c),
-            (0, own_c, 1, 0, halo),
-            (1, 0, 0, own_c - halo, halo),
-            (1, halo, 1, 0, own_c),
-        ];
-        for (to, to_at, from, from_at, k) in pieces {
+        let own_at = [0, halo];
+        for d in 0..2 {
             let m = ChannelCopy {
                 n,
-                k,
+                k: own_c,
                 hw,
                 src_c: own_c,
-                src_at: from_at,
+                src_at: 0,
                 dst_c: ext_c,
-                dst_at: to_at,
+                dst_at: own_at[d],
             };
-            m.apply(&parts[from], &mut out[to]);
+            self.cols[d].copy_channels(&m, own[d], ext[d])?;
         }
-        self.send(ext, [&out[0], &out[1]], 2 * n * halo * hw, t)
+        let m = ChannelCopy {
+            n,
+            k: halo,
+            hw,
+            src_c: halo,
+            src_at: 0,
+            dst_c: halo,
+            dst_at: 0,
+        };
+        let link = self.link(b, n * halo * hw)?;
+        let swap = Swap {
+            src: own,
+            // Column 0 sends its last channels, column 1 its first.
+            send: [
+                ChannelCopy {
+                    src_c: own_c,
+                    src_at: own_c - halo,
+                    ..m
+                },
+                ChannelCopy { src_c: own_c, ..m },
+            ],
+            dst: ext,
+            recv: [
+                ChannelCopy {
+                    dst_c: ext_c,
+                    dst_at: own_c,
+                    ..m
+                },
+                ChannelCopy { dst_c: ext_c, ..m },
+            ],
+            accumulate: false,
+        };
+        self.exchange(link, swap, 2 * n * halo * hw)
     }
+
+    /// The staging buffers of `b`'s exchange, `len` values each, made on first use.
+    fn link<'b>(&mut self, b: &'b ColBuf<B::Buf>, len: usize) -> Result<Link<'b, B::Buf>> {
+        if b.link.get().is_none() {
+            let send = self.pair(len, &format!("{}.send", b.label))?;
+            let recv = self.pair(len, &format!("{}.recv", b.label))?;
+            let _ = b.link.set((len, send, recv));
+        }
+        match b.link.get() {
+            Some((l, send, recv)) if *l == len => Ok((two(send), two(recv))),
+            _ => Err(self.unsupported(format!(
+                "tensor {} exchanged with {len} values after another size",
+                b.label
+            ))),
+        }
+    }
+
+    /// One exchange: each column sends its slice `send[d]` of `src[d]`, and receives the
+    /// other's into its slice `recv[d]` of `dst[d]`; counts `crossed` values.
+    fn exchange(
+        &mut self,
+        (send, recv): Link<'_, B::Buf>,
+        s: Swap<'_, B::Buf>,
+        crossed: usize,
+    ) -> Result<()> {
+        for d in 0..2 {
+            if !(s.send[d].fits() && s.recv[d].fits()) {
+                return Err(
+                    self.unsupported(format!("an exchange of {:?} does not fit", s.send[d]))
+                );
+            }
+        }
+        let t = Instant::now();
+        let data = [
+            self.cols[0].send_channels(&s.send[0], s.src[0], send[0])?,
+            self.cols[1].send_channels(&s.send[1], s.src[1], send[1])?,
+        ];
+        self.stats.wait_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for d in 0..2 {
+            self.cols[d].receive_channels(
+                &s.recv[d],
+                &data[1 - d],
+                recv[d],
+                s.dst[d],
+                s.accumulate,
+            )?;
+        }
+        self.stats.exchanges += 1;
+        self.stats.bytes += (crossed * 4) as u64;
+        self.stats.host_s += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+}
+
+/// The two directions of one exchange.
+struct Swap<'b, T> {
+    src: Two<'b, T>,
+    send: [ChannelCopy; 2],
+    dst: Two<'b, T>,
+    recv: [ChannelCopy; 2],
+    accumulate: bool,
 }
