@@ -14,6 +14,8 @@ mod buf;
 mod engine;
 mod ops;
 mod split;
+#[cfg(test)]
+mod tests;
 
 pub use buf::{ColBuf, Form, LrnExt};
 pub use engine::{ChannelCopy, ColumnEngine};
