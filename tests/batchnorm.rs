@@ -670,22 +670,3 @@ fn gpu_forward_with_batch_norm_matches_pytorch() {
 fn cpu_engine_forward_with_batch_norm_matches_pytorch() {
     forward_matches_pytorch(alexnet::device::Device::Cpu, "CPU engine");
 }
-
-#[test]
-fn two_columns_refuse_batch_norm_with_a_clear_error() {
-    use alexnet::model::ColumnNetwork;
-    let g0 = Gpu::best().expect("no GPU adapter: install mesa-vulkan-drivers");
-    let g1 = Gpu::new(g0.adapter.index).unwrap();
-    let (mut cfg, _) = bn_network(6);
-    // Every tensor's first axis even, so that batch norm is what the split refuses.
-    cfg.classes = 6;
-    let params = Params::init(&cfg, 1).unwrap();
-    let err = ColumnNetwork::new([g0, g1], &cfg, 2, &params)
-        .err()
-        .expect("batch norm over two columns is refused")
-        .to_string();
-    assert!(
-        err.contains("model.norm = \"batch\"") && err.contains("two columns"),
-        "{err}"
-    );
-}

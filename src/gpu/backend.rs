@@ -49,6 +49,22 @@ impl<'r, 'a> GpuPass<'r, 'a> {
         }
     }
 
+    /// Submits what was recorded so far and goes on in a fresh encoder, so a download sees
+    /// it (the column split's exchanges go through the host mid-step). Nothing on an idle pass.
+    pub fn submit_so_far(&mut self) {
+        if let Some(r) = self.rec.as_deref_mut() {
+            let gpu = r.gpu();
+            let enc = std::mem::replace(r.encoder(), gpu.encoder("columns.step"));
+            gpu.submit(enc);
+        }
+    }
+
+    /// The recorder ops go into (an error on an idle pass), for launchers outside the
+    /// [`Backend`] ops (the column split's channel moves).
+    pub fn recorder(&mut self) -> Result<&mut Recorder<'a>> {
+        self.rec()
+    }
+
     fn rec(&mut self) -> Result<&mut Recorder<'a>> {
         self.rec.as_deref_mut().ok_or_else(|| GpuError::Invalid {
             op: "record",

@@ -34,6 +34,9 @@ pub enum NetworkError {
     /// The reference engine was given buffers that do not fit an op.
     #[error(transparent)]
     Reference(#[from] crate::reference::backend::RefError),
+    /// The two-column split cannot run this network (an odd width, names the layer).
+    #[error(transparent)]
+    Columns(#[from] super::columns::ColumnsError),
     /// Parameters given do not match the network.
     #[error("parameter `{name}` has {got} values, the network needs {expected}; load parameters made for this model config")]
     ParamShape {

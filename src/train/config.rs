@@ -390,13 +390,6 @@ impl TrainConfig {
         if self.devices.is_empty() {
             return err("devices must name at least one device".into());
         }
-        // Refused here, before the run folder is made, as well as where the split is built.
-        if self.model.norm == crate::model::Norm::Batch && self.devices.len() == 2 {
-            return err(format!(
-                "model.norm = \"batch\" does not run split over two columns yet (devices {}); train it on one device (--devices 0, or cpu)",
-                self.devices
-            ));
-        }
         self.devices.check_columns().or_else(err)
     }
 }

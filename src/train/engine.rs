@@ -1,5 +1,6 @@
 //! What runs a training step: the network on one GPU device, split in the paper's two
-//! columns over two devices ([`crate::model::ColumnNetwork`]), or on the native CPU engine
+//! columns over two devices ([`crate::model::ColumnNetwork`]: the same walk over a backend
+//! wrapping one GPU pass per device), or on the native CPU engine
 //! ([`crate::cpu`]). The loop in [`super::run`] sees only this, so checkpoints, metrics and
 //! validation are the same for all three.
 use super::eval::{evaluate, EvalResult, View};

@@ -1,60 +1,67 @@
 //! The paper's two-GPU model: every layer's kernels (conv1…conv5) and neurons (fc6…fc8) split
-//! in two columns, one per device, with the same math as [`super::Network`] on one device.
-//! Like it, a loop over the layer list ([`super::layers`]), whose [`ColumnInput`] says how the
-//! split feeds each layer.
+//! in two columns, one per engine, with the same math as one device.
 //!
-//! Where a layer reads both columns its input is exchanged: conv3 (and any conv with
-//! `groups = 1` after conv1) gets the whole previous output, fc6 the whole flattened conv5;
-//! every linear layer's output is exchanged after it, so fc7, fc8 and the loss read whole
-//! tensors (both devices compute the loss). LRN's window crosses the column boundary, so each
-//! column's LRN runs over its channels plus a halo of `2·⌊size/2⌋` channels from the other
-//! column (enough for the scale of the halo's inner channels, which the backward pass needs),
-//! and the backward pass exchanges the same halo of output gradients. A layer that read both
-//! columns gets, in backward, a partial input gradient from each column; each column sums its
-//! own half (one exchange), while the layer's weight gradients are computed.
-//!
-//! Dropout masks are drawn over the whole `[N,F]` layer after the exchange (and applied to the
-//! partial gradients before their sum, which commutes), so they equal the one-device masks.
+//! The split is a wrapper, [`Columns`], that is itself a [`crate::backend::Backend`] over two
+//! engines (any [`ColumnEngine`]: two GPU devices, or two CPU or reference engines in the
+//! tests), so the network walk ([`super::walk`]) drives it as it drives one engine. The
+//! wrapper owns only what is the split's: where each tensor's halves live ([`ColBuf`]), the
+//! exchanges where a layer reads both columns (conv3 and the fc layers gather their input;
+//! their partial input gradients are summed), LRN's halo, and dropout's whole-tensor masks
+//! ([`ops`] says which op does what). Exchanges go through the host; the step waits at each.
 //! Parameters split along their first (output) axis: column d holds the d-th half of every
-//! tensor, which is the d-th half of its flat data. Exchanges go through the host
-//! ([`exchange`]); the step waits at each one.
-// `d` indexes the devices, their columns and their encoders together.
-#![allow(clippy::needless_range_loop)]
-mod backward;
-mod buffers;
-pub mod exchange;
-mod forward;
-mod moves;
+//! tensor, which is the d-th half of its flat data.
+mod buf;
+mod engine;
+mod ops;
+mod split;
+#[cfg(test)]
+mod tests;
+
+pub use buf::{ColBuf, Form, LrnExt};
+pub use engine::{ChannelCopy, ColumnEngine};
+pub use split::{Columns, ColumnsError, ExchangeStats};
 
 use super::geometry::Geometry;
-use super::layers::{self, Layer};
-use super::params::{param_specs, ParamSpec, Params};
-use super::walk::param_data;
-use super::{ModelConfig, NetworkError};
+use super::params::param_specs;
+use super::walk::Walk;
+use super::{ModelConfig, NetworkError, Params};
+use crate::backend::{Dropout, Mode, SgdHyper};
+use crate::gpu::backend::GpuPass;
 use crate::gpu::step::{StepBuffer, StepScalars};
-use crate::gpu::{self, BindCache, Gpu, GpuError, Recorder, Tensor};
-use crate::shape::LrnParams;
-use buffers::{halves, Column};
-pub use exchange::ExchangeStats;
-use exchange::Exchanger;
+use crate::gpu::{BindCache, Gpu, Recorder, Tensor};
 use std::cell::Cell;
 
 type Result<T> = std::result::Result<T, NetworkError>;
 
-/// The network split over two devices for a fixed batch size.
+/// Refuses a model the split cannot halve, naming the tensor: every parameter's first axis
+/// (the widths, the classes) must be even.
+pub fn check_split(config: &ModelConfig) -> Result<()> {
+    for s in param_specs(config)? {
+        if s.shape[0] % 2 != 0 {
+            return Err(ColumnsError::Odd {
+                layer: s.name.clone(),
+                what: "the first axis",
+                n: s.shape[0],
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The network split over two GPU devices for a fixed batch size: the walk over
+/// [`Columns`] of two [`GpuPass`]es, and what each device keeps between passes.
 pub struct ColumnNetwork {
     /// The configuration.
     pub config: ModelConfig,
     /// The whole model's layer shapes.
     pub geometry: Geometry,
     gpus: [Gpu; 2],
-    specs: Vec<ParamSpec>,
-    layers: Vec<Layer>,
-    cols: [Column; 2],
-    ex: Exchanger,
+    walk: Walk<ColBuf<Tensor>>,
     caches: [BindCache; 2],
     steps: [StepBuffer; 2],
-    step_values: Cell<StepScalars>,
+    values: [Cell<StepScalars>; 2],
+    stats: Cell<ExchangeStats>,
 }
 
 impl ColumnNetwork {
@@ -66,31 +73,35 @@ impl ColumnNetwork {
         batch: usize,
         params: &Params,
     ) -> Result<ColumnNetwork> {
-        let geometry = Geometry::new(config, batch)?;
-        let specs = param_specs(config)?;
-        for s in &specs {
-            halves(&format!("the first axis of {}", s.name), s.shape[0])?;
-        }
-        let lrn = LrnParams::default();
-        let halo = 2 * (lrn.size / 2);
-        let list = layers::layers(&geometry, lrn, config.activation);
-        let input_len = geometry.input_len();
-        let cols = [
-            Column::new(&gpus[0], 0, &list, &specs, input_len, halo)?,
-            Column::new(&gpus[1], 1, &list, &specs, input_len, halo)?,
-        ];
+        check_split(config)?;
         let steps = [0, 1].map(|d| StepBuffer::new(&gpus[d], &StepScalars::default()));
+        let values = [0, 1].map(|_| Cell::new(StepScalars::default()));
+        let walk = {
+            let mut be =
+                Columns::new([0, 1].map(|d| GpuPass::idle(&gpus[d], &steps[d], &values[d])));
+            let walk = Walk::new(&mut be, config, batch)?;
+            // The input stages write the images into each device's whole input, and the
+            // trainer reads the statistics and logits whole on device 0: make those now.
+            for b in [walk.input(), walk.labels(), walk.stats(), walk.logits()] {
+                be.whole_store(b)?;
+            }
+            walk.input().form.set(Form::Whole);
+            // Parameters are split in one row: uploads go straight to each column's half,
+            // with no whole copy kept on either device.
+            for p in walk.params() {
+                be.half_store(p, 1)?;
+            }
+            walk
+        };
         let net = ColumnNetwork {
             config: config.clone(),
-            geometry,
+            geometry: walk.geometry.clone(),
             gpus,
-            specs,
-            layers: list,
-            cols,
-            ex: Exchanger::default(),
+            walk,
             caches: [BindCache::new(), BindCache::new()],
             steps,
-            step_values: Cell::new(StepScalars::default()),
+            values,
+            stats: Cell::new(ExchangeStats::default()),
         };
         net.upload_params(params)?;
         Ok(net)
@@ -98,7 +109,7 @@ impl ColumnNetwork {
 
     /// Images per batch.
     pub fn batch(&self) -> usize {
-        self.geometry.batch
+        self.walk.batch()
     }
 
     /// Device `d` (0 or 1).
@@ -111,119 +122,87 @@ impl ColumnNetwork {
         &self.gpus
     }
 
-    /// Column `d`'s input `[N,3,I,I]`: both columns take the same images.
+    fn whole_on<'a>(&self, b: &'a ColBuf<Tensor>, d: usize) -> &'a Tensor {
+        // `new` made these whole stores; the walk never drops a store.
+        b.whole_on(d)
+            .unwrap_or_else(|| unreachable!("whole store of {} made in new", b.label))
+    }
+
+    /// Device `d`'s input `[N,3,I,I]`: both columns take the same images.
     pub fn input(&self, d: usize) -> &Tensor {
-        &self.cols[d].input
+        self.whole_on(self.walk.input(), d)
     }
 
     /// Per-image (loss, top-1 hit, top-5 hit) `[N,3]` on device 0 after [`Self::record_loss`].
     pub fn stats(&self) -> &Tensor {
-        &self.cols[0].stats
+        self.whole_on(self.walk.stats(), 0)
     }
 
-    /// The whole logits `[N,classes]` on column `d` after a forward pass.
-    fn logits_of(&self, d: usize) -> Result<&Tensor> {
-        self.cols[d]
-            .layers
-            .last()
-            .and_then(|l| l.full_out.as_ref())
-            .ok_or_else(|| {
-                NetworkError::Gpu(GpuError::Invalid {
-                    op: "columns",
-                    reason: "the layer list does not end in a linear layer".into(),
-                })
-            })
-    }
-
-    /// The whole logits `[N,classes]` on device 0 after a forward pass.
+    /// The whole logits `[N,classes]` on device 0 after [`Self::record_loss`] (which gathers
+    /// them).
     pub fn logits(&self) -> &Tensor {
-        // The layer list always ends in fc8 (a linear layer), which has a whole output.
-        self.logits_of(0).unwrap_or(&self.cols[0].d_logits)
+        self.whole_on(self.walk.logits(), 0)
     }
 
     /// Exchange counters since the last call.
     pub fn take_exchange_stats(&self) -> ExchangeStats {
-        self.ex.take_stats()
+        self.stats.take()
     }
 
-    fn upload_set(&self, pick: impl Fn(&Column) -> &Vec<Tensor>, src: &Params) -> Result<()> {
-        for (i, spec) in self.specs.iter().enumerate() {
-            let data = param_data(src, spec)?;
-            let half = spec.len() / 2;
-            for d in 0..2 {
-                pick(&self.cols[d])[i].upload(&self.gpus[d], &data[d * half..(d + 1) * half])?;
-            }
-        }
-        Ok(())
+    /// The wrapper over both devices without recorders (allocating, uploads, downloads).
+    fn idle(&self) -> Columns<GpuPass<'_, '_>> {
+        Columns::new([0, 1].map(|d| GpuPass::idle(&self.gpus[d], &self.steps[d], &self.values[d])))
     }
 
-    fn download_set(&self, pick: impl Fn(&Column) -> &Vec<Tensor>) -> Result<Params> {
-        let mut out = Params::zeros(&self.config)?;
-        for (i, dst) in out.tensors.iter_mut().enumerate() {
-            let mut data = pick(&self.cols[0])[i].download(&self.gpus[0])?;
-            data.extend(pick(&self.cols[1])[i].download(&self.gpus[1])?);
-            dst.data = data;
-        }
-        Ok(out)
+    /// Runs `f` over the wrapper recording into `encs` (submitted at each exchange, going on
+    /// after it), and adds its exchange counts.
+    fn run(
+        &self,
+        encs: &mut [wgpu::CommandEncoder; 2],
+        f: impl FnOnce(&Walk<ColBuf<Tensor>>, &mut Columns<GpuPass<'_, '_>>) -> Result<()>,
+    ) -> Result<()> {
+        let [e0, e1] = encs;
+        let mut r0 = Recorder::new(&self.gpus[0], e0).with_cache(&self.caches[0]);
+        let mut r1 = Recorder::new(&self.gpus[1], e1).with_cache(&self.caches[1]);
+        let mut be = Columns::new([
+            GpuPass::new(&mut r0, &self.steps[0], &self.values[0]),
+            GpuPass::new(&mut r1, &self.steps[1], &self.values[1]),
+        ]);
+        let r = f(&self.walk, &mut be);
+        let mut s = self.stats.get();
+        s.add(be.take_stats());
+        self.stats.set(s);
+        r
     }
 
     /// Replaces the parameters (the whole model; each column takes its half).
     pub fn upload_params(&self, params: &Params) -> Result<()> {
-        self.upload_set(|c| &c.params, params)
+        self.walk.upload_params(&mut self.idle(), params)
     }
 
     /// Replaces the SGD momentum.
     pub fn upload_momentum(&self, momentum: &Params) -> Result<()> {
-        self.upload_set(|c| &c.momentum, momentum)
+        self.walk.upload_momentum(&mut self.idle(), momentum)
     }
 
     /// The whole model's parameters, both columns joined.
     pub fn download_params(&self) -> Result<Params> {
-        self.download_set(|c| &c.params)
+        self.walk.download_params(&mut self.idle())
     }
 
     /// The whole model's momentum.
     pub fn download_momentum(&self) -> Result<Params> {
-        self.download_set(|c| &c.momentum)
+        self.walk.download_momentum(&mut self.idle())
     }
 
     /// The gradients of the last backward pass (tests).
     pub fn download_grads(&self) -> Result<Params> {
-        self.download_set(|c| &c.grads)
+        self.walk.download_grads(&mut self.idle())
     }
 
     /// Writes the batch's labels to both devices before the next submit.
     pub fn upload_labels(&self, labels: &[i32]) -> Result<()> {
-        if labels.len() != self.batch() {
-            return Err(GpuError::Invalid {
-                op: "labels",
-                reason: format!("{} labels for a batch of {}", labels.len(), self.batch()),
-            }
-            .into());
-        }
-        let words: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        for d in 0..2 {
-            self.gpus[d].queue.write_buffer(
-                &self.cols[d].labels.buffer,
-                0,
-                bytemuck::cast_slice(&words),
-            );
-        }
-        Ok(())
-    }
-
-    /// A recorder into `enc` on device `d`, with that device's bind-group cache.
-    fn rec<'a>(&'a self, d: usize, enc: &'a mut wgpu::CommandEncoder) -> Recorder<'a> {
-        Recorder::new(&self.gpus[d], enc).with_cache(&self.caches[d])
-    }
-
-    fn write_step(&self, f: impl FnOnce(&mut StepScalars)) {
-        let mut v = self.step_values.get();
-        f(&mut v);
-        self.step_values.set(v);
-        for d in 0..2 {
-            self.steps[d].write(&self.gpus[d], &v);
-        }
+        self.walk.upload_labels(&mut self.idle(), labels)
     }
 
     /// New encoders, one per device.
@@ -238,39 +217,34 @@ impl ColumnNetwork {
         self.gpus[0].submit(e0)
     }
 
-    /// Records the per-image loss and hits of the last forward pass (both devices compute
-    /// them; device 0's are [`Self::stats`]).
-    pub fn record_loss(&self, encs: &mut [wgpu::CommandEncoder; 2]) -> Result<()> {
-        let l = self.geometry.fcs[2].linear;
-        for d in 0..2 {
-            let c = &self.cols[d];
-            let logits = self.logits_of(d)?;
-            let mut rec = self.rec(d, &mut encs[d]);
-            rec.set_scope("loss");
-            gpu::softmax_xent::forward(&mut rec, l.n, l.fout, logits, &c.labels, &c.stats)?;
-        }
-        Ok(())
-    }
-
-    /// Records one SGD step on each column's parameters (the update of [`super::Network`]).
-    pub fn record_sgd(
+    /// Records the forward pass on both columns from their inputs to the logits. With
+    /// `dropout`, the training view; without, the evaluation view.
+    pub fn record_forward(
         &self,
         encs: &mut [wgpu::CommandEncoder; 2],
-        hyper: gpu::sgd::SgdHyper,
+        dropout: Option<Dropout>,
     ) -> Result<()> {
-        self.write_step(|v| {
-            v.lr = hyper.lr;
-            v.momentum = hyper.momentum;
-            v.weight_decay = hyper.weight_decay;
-        });
-        for d in 0..2 {
-            let c = &self.cols[d];
-            let mut rec = self.rec(d, &mut encs[d]);
-            rec.set_scope("sgd");
-            for ((w, v), g) in c.params.iter().zip(&c.momentum).zip(&c.grads) {
-                gpu::sgd::step(&mut rec, w, v, g, &self.steps[d])?;
-            }
-        }
-        Ok(())
+        self.run(encs, |w, be| w.forward(be, Mode::from(dropout)))
+    }
+
+    /// Records the per-image loss and hits of the last forward pass (both devices compute
+    /// them on the whole logits; device 0's are [`Self::stats`]).
+    pub fn record_loss(&self, encs: &mut [wgpu::CommandEncoder; 2]) -> Result<()> {
+        self.run(encs, |w, be| w.loss(be))
+    }
+
+    /// Records the backward pass: every column's parameter gradients (written, not
+    /// accumulated). `dropout` must be what the forward pass used.
+    pub fn record_backward(
+        &self,
+        encs: &mut [wgpu::CommandEncoder; 2],
+        dropout: Option<Dropout>,
+    ) -> Result<()> {
+        self.run(encs, |w, be| w.backward(be, Mode::from(dropout)))
+    }
+
+    /// Records one SGD step on each column's parameters.
+    pub fn record_sgd(&self, encs: &mut [wgpu::CommandEncoder; 2], hyper: SgdHyper) -> Result<()> {
+        self.run(encs, |w, be| w.sgd(be, hyper))
     }
 }
