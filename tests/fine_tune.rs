@@ -245,6 +245,19 @@ fn freeze_conv5_leaves_conv1_to_conv5_bit_identical_and_trains_the_classifier() 
             assert_ne!(&t.data, w0, "{name} did not train on lavapipe");
         }
     }
+    // And split in the paper's two columns (two logical devices on adapter 0): the column
+    // wrapper runs under the same walk, so the same layers stay put.
+    let (ok, _, err) = train_on("run-cols", "conv5", "2");
+    assert!(ok, "--freeze conv5 on two columns failed: {err}");
+    let cols = Checkpoint::load(&dir.path().join("run-cols/last.safetensors"), None).unwrap();
+    for t in &cols.params.tensors {
+        let (name, w0) = (&t.spec.name, &w.params.get(&t.spec.name).unwrap().data);
+        if name.starts_with("conv") {
+            assert_eq!(&t.data, w0, "{name} moved on two columns");
+        } else if name.starts_with("fc6") || name.starts_with("fc7") {
+            assert_ne!(&t.data, w0, "{name} did not train on two columns");
+        }
+    }
     // The run's config records it, so --resume freezes the same layers.
     let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
     assert!(config.contains("freeze = \"conv5\""), "{config}");

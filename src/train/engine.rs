@@ -28,10 +28,6 @@ pub struct EngineSpec<'a> {
     pub mean: &'a [f32],
 }
 
-/// Why `--freeze` refuses the paper's two columns.
-pub(super) const FREEZE_TWO: &str =
-    "--freeze is not built for the two-column split (its own backward); train on one device (--devices 0) or the CPU engine";
-
 /// One training step's inputs.
 pub struct StepInput<'a> {
     /// `[B,S,S,3]` u8 images.
@@ -153,12 +149,12 @@ impl Engine {
     }
 
     /// Freezes `block` and every layer before it (`train --freeze`): no backward below it and
-    /// no SGD on its tensors. Not built for the two-column split.
+    /// no SGD on its tensors, on every engine (the two-column split runs the same walk).
     pub fn freeze_through(&mut self, block: &str) -> Result<(), TrainError> {
         match self {
             Engine::One { net, .. } => net.freeze_through(block)?,
             Engine::Cpu(c) => c.get_mut().net.freeze_through(block)?,
-            Engine::Two(_) => return Err(TrainError::NotBuilt(FREEZE_TWO.into())),
+            Engine::Two(c) => c.net.freeze_through(block)?,
         }
         Ok(())
     }

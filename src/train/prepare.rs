@@ -78,9 +78,6 @@ impl Prepared {
         super::footprint::check_fits(cfg, set.size())?;
         // Before any file is written: a device list that cannot train fails here.
         let placement = Placement::resolve(&cfg.devices)?;
-        if cfg.freeze.is_some() && matches!(&placement, Placement::Adapters(a) if a.len() == 2) {
-            return Err(TrainError::NotBuilt(super::engine::FREEZE_TWO.into()));
-        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }

@@ -107,6 +107,12 @@ impl ColumnNetwork {
         Ok(net)
     }
 
+    /// Freezes `block` and every layer before it (`train --freeze`, [`Walk::freeze_through`]):
+    /// the walk skips their backward and SGD, on both columns alike.
+    pub fn freeze_through(&mut self, block: &str) -> Result<()> {
+        self.walk.freeze_through(block)
+    }
+
     /// Images per batch.
     pub fn batch(&self) -> usize {
         self.walk.batch()
