@@ -350,6 +350,10 @@ pub(super) fn run(a: TrainArgs) -> Result<i32, CommandError> {
     let s = crate::train::train(&job)?;
     // A stopped run is not a finished one: `train && eval` must not carry on.
     let code = s.stop_signal.map_or(0, crate::train::signals::exit_code);
+    // Every rank of an MPI job ends with the same summary: rank 0 prints it, once.
+    if crate::collective::world().rank() != 0 {
+        return Ok(code);
+    }
     if a.json {
         let mut v = serde_json::to_value(&s)?;
         v["out"] = serde_json::json!(job.out);
