@@ -7,18 +7,32 @@
 # wheel pulls in); the tests of the PyTorch module and Dataset are then skipped, with the
 # reason printed. The committed PyTorch fixture keeps `cargo test` checking the network
 # against PyTorch either way.
+#
+# Then the `mpi` feature (data-parallel training across processes, docs/distributed.md): Open
+# MPI and libclang from Debian, and only the replica tests rebuilt with the feature, since
+# that is the code it adds (one more build of the crate and about half a minute of tests).
+# ALEXNET_TEST_MPI=0 skips it. mpirun refuses to run as root unless told: CI containers are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ "${ALEXNET_TEST_MPI:-1}" != 0 ]; then
+  for p in openmpi-bin libopenmpi-dev libclang-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 cargo test --all-targets "$@"
+if [ "${ALEXNET_TEST_MPI:-1}" != 0 ]; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    cargo test --features mpi --test replicas "$@"
+fi
 
 venv=.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -67,8 +67,12 @@ impl From<Option<Dropout>> for Mode {
 pub struct MaskSeed {
     /// Which of the step's seeds.
     pub slot: u32,
-    /// The seed: element i is kept iff `uniform01(seed, i) ≥ p`.
+    /// The seed: element i is kept iff `uniform01(seed, offset + i) ≥ p`.
     pub seed: u32,
+    /// Where the buffer starts in the global batch's mask: a data-parallel replica holding
+    /// rows r.. of the global batch masks its element i as the global element `r·F + i`, so
+    /// the masks do not depend on how the batch is split (0 on one device).
+    pub offset: u32,
 }
 
 /// A weight and its bias (or their gradients).

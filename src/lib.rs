@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod backend;
+pub mod collective;
 pub mod commands;
 pub mod cpu;
 pub mod dataset;

@@ -8,11 +8,25 @@ const RUNTIME_FAILURE: i32 = 1;
 fn main() {
     quiet_wayland();
     alexnet::atomic::remove_on_signal();
-    match execute(Cli::parse_args().command) {
+    join_mpi();
+    let result = execute(Cli::parse_args().command);
+    let (rank, ranks) = {
+        let w = alexnet::collective::world();
+        (w.rank(), w.size())
+    };
+    // MPI is finalised here (the world dropped), after every collective call and before the
+    // process exits; a failed rank of a job keeps it to abort the job below.
+    if result.is_ok() || ranks == 1 {
+        drop(alexnet::collective::uninstall());
+    }
+    match result {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(err) => {
             let mut shown = err.to_string();
+            if ranks > 1 {
+                shown = format!("rank {rank} of {ranks}: {shown}");
+            }
             eprintln!("error: {shown}");
             let mut cause = err.source();
             while let Some(c) = cause {
@@ -26,12 +40,34 @@ fn main() {
                 }
                 cause = c.source();
             }
+            // One failed rank ends the whole MPI job (the others would wait in the next
+            // all-reduce forever); mpirun reports the rank. A world of one returns here.
+            alexnet::collective::world().abort(RUNTIME_FAILURE);
             // 2 stays the argument parser's (a usage mistake, reported before anything ran);
             // 1 says the command ran and failed, so scripts can tell the two apart.
             std::process::exit(RUNTIME_FAILURE);
         }
     }
 }
+
+/// Joins the MPI job when an MPI launcher started this process (`mpirun`, `srun`; the `mpi`
+/// feature): the training loop then sums gradients over the job's ranks. Errors here end
+/// the process before any command runs.
+#[cfg(feature = "mpi")]
+fn join_mpi() {
+    match alexnet::collective::mpi::MpiWorld::from_launcher() {
+        Ok(Some(w)) => alexnet::collective::install(std::rc::Rc::new(w)),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(RUNTIME_FAILURE);
+        }
+    }
+}
+
+/// Without the `mpi` feature every process is a world of one.
+#[cfg(not(feature = "mpi"))]
+fn join_mpi() {}
 
 /// Without a desktop session (ssh, CI, cron) the Vulkan driver's libwayland-client prints
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." each time wgpu lists

@@ -749,3 +749,32 @@ fn devices_table_lists_the_adapter() {
         "{table}"
     );
 }
+
+#[test]
+fn dropout_at_an_offset_draws_those_elements_of_the_whole_mask() {
+    // A data-parallel replica holding rows 3..8 of an [8, 37] batch masks its buffer as
+    // those rows of the whole batch's mask.
+    let g = device();
+    let (first, rows, f) = (3usize, 5usize, 37usize);
+    let whole = random_tensor(91, (first + rows) * f, 1.0);
+    let part = whole[first * f..].to_vec();
+    let (seed, p) = (99u32, 0.5f32);
+    let want = r::dropout_forward(p, seed, &whole)[first * f..].to_vec();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&r::dropout_forward_at(p, seed, first * f, &part)),
+        bits(&want)
+    );
+    assert_ne!(
+        bits(&r::dropout_forward(p, seed, &part)),
+        bits(&want),
+        "offset ignored"
+    );
+    let t = up(&g, &part, "t.x");
+    let sb = seeded(&g, seed);
+    let slot = SeedSlot { step: &sb, slot: 0 };
+    run(&g, |e| {
+        gpu::dropout::forward_at(e, &t, slot, p, (first * f) as u32)
+    });
+    assert_eq!(bits(&down(&g, &t)), bits(&want), "GPU dropout at an offset");
+}

@@ -125,14 +125,19 @@ pub(super) fn run(a: DevicesArgs) -> Result<(), CommandError> {
 /// Which adapter each training device of `--devices` would use, or why it cannot.
 fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, String> {
     use crate::train::engine::Placement;
-    devices.check_columns()?;
+    devices.check_columns(None)?;
     let resolved = devices
         .list()
         .iter()
         .map(|d| d.resolve_among(list))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("--devices {devices}: {e}"))?;
-    let a = match Placement::from_resolved(&resolved)
+    let placement = if devices.len() > 1 && devices.columns(None) == 1 {
+        Placement::replicas(&resolved)
+    } else {
+        Placement::from_resolved(&resolved)
+    };
+    let a = match placement
         .map_err(|why| format!("--devices {devices}: {why}"))?
     {
         Placement::Cpu => {
@@ -142,6 +147,12 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
             ))
         }
         Placement::Adapters(a) => a,
+        Placement::CpuReplicas(n) => {
+            return Ok(format!(
+                "--devices {devices}: {n} data-parallel replicas of the whole network on the CPU engine ({} threads, shared)\n",
+                CpuDevice::default_threads()
+            ))
+        }
     };
     let mut out = format!(
         "--devices {devices}: {}\n",

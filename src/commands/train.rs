@@ -92,6 +92,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub devices: Option<Devices>,
+    /// Columns per replica: 2 splits the network into the paper's two columns over two
+    /// devices, 1 runs it whole on every device as data-parallel replicas (`cpu,cpu`,
+    /// `0,1,2,3`; the batch is split among them). Default: 2 for two GPU devices, else 1.
+    #[arg(long)]
+    #[serde(default)]
+    pub columns: Option<usize>,
     /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
     #[arg(long)]
     #[serde(default)]
@@ -203,6 +209,7 @@ impl TrainArgs {
         flag!(lr, "--lr", "lr");
         flag!(seed, "--seed", "seed");
         flag!(devices, "--devices", "devices");
+        flag!(columns, "--columns", "columns");
         flag!(dropout, "--dropout", "dropout");
         flag!(shuffle, "--shuffle", "shuffle");
         flag!(input_size, "--input-size", "model.input_size");
@@ -349,6 +356,10 @@ pub(super) fn run(a: TrainArgs) -> Result<i32, CommandError> {
     let s = crate::train::train(&job)?;
     // A stopped run is not a finished one: `train && eval` must not carry on.
     let code = s.stop_signal.map_or(0, crate::train::signals::exit_code);
+    // Every rank of an MPI job ends with the same summary: rank 0 prints it, once.
+    if crate::collective::world().rank() != 0 {
+        return Ok(code);
+    }
     if a.json {
         let mut v = serde_json::to_value(&s)?;
         v["out"] = serde_json::json!(job.out);

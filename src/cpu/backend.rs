@@ -4,7 +4,7 @@
 //! nothing is allocated per step: convolution plans and scratch are made on a shape's first use.
 use super::batchnorm::{bn_backward, bn_forward};
 use super::conv::{conv_backward, conv_forward, ConvPlan, ConvScratch};
-use super::dropout::dropout_in_place;
+use super::dropout::dropout_in_place_at;
 use super::linear::{linear_backward, linear_forward};
 use super::lrn::{lrn_backward, lrn_forward};
 use super::maxpool::{maxpool_backward, maxpool_forward};
@@ -436,7 +436,9 @@ impl Backend for CpuBackend {
     }
 
     fn dropout(&mut self, p: f32, seed: MaskSeed, v: &CpuBuf) -> Result<()> {
-        self.with_outs([v], |_, [v], _| dropout_in_place(p, seed.seed, v));
+        self.with_outs([v], |_, [v], _| {
+            dropout_in_place_at(p, seed.seed, seed.offset as usize, v)
+        });
         Ok(())
     }
 

@@ -7,6 +7,12 @@ use rayon::prelude::*;
 
 /// `v[i] ← v[i]·mask(i)` in place (forward on a copy of the input, backward on the gradient).
 pub fn dropout_in_place(p: f32, seed: u32, v: &mut [f32]) {
+    dropout_in_place_at(p, seed, 0, v)
+}
+
+/// [`dropout_in_place`] on a slice that starts at element `offset` of the whole mask (a
+/// data-parallel replica's rows of the global batch): `v[i] ← v[i]·mask(offset + i)`.
+pub fn dropout_in_place_at(p: f32, seed: u32, offset: usize, v: &mut [f32]) {
     if p == 0.0 {
         return;
     }
@@ -17,7 +23,7 @@ pub fn dropout_in_place(p: f32, seed: u32, v: &mut [f32]) {
     v.par_chunks_mut(ELEMENTWISE_CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let base = c * ELEMENTWISE_CHUNK;
+            let base = offset + c * ELEMENTWISE_CHUNK;
             for (j, x) in chunk.iter_mut().enumerate() {
                 let u = (hash_u32(hs ^ (base + j) as u32) >> 8) as f32 * (1.0 / 16_777_216.0);
                 *x *= if p >= 1.0 || u < p { 0.0 } else { keep };

@@ -48,16 +48,33 @@ impl Devices {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Training's count check: the paper's split is model parallel (both columns see the
-    /// whole batch, so any batch works), but there are exactly two columns.
-    pub fn check_columns(&self) -> Result<(), String> {
-        if self.0.len() > 2 {
-            return Err(format!(
-                "devices {self} names {} devices; the paper's split has two columns, so training runs on one device or two (\"0,1\", or \"2\" for two on adapter 0)",
-                self.0.len()
-            ));
+    /// Training's count check with `--columns` (`None`: the default, [`Devices::columns`]):
+    /// the paper's split is model parallel with exactly two columns; one column per replica
+    /// takes any number of devices (data-parallel replicas).
+    pub fn check_columns(&self, columns: Option<usize>) -> Result<(), String> {
+        let n = self.0.len();
+        match (columns, n) {
+            (Some(c), _) if c == 0 || c > 2 => Err(format!(
+                "--columns {c}: the network runs whole (1) or as the paper's two columns (2)"
+            )),
+            (Some(2), 1) => Err(format!(
+                "devices {self} names one device; the paper's two columns need two (\"0,1\", or \"2\" for two on adapter 0), or --columns 1"
+            )),
+            (Some(2), 3..) => Err(format!(
+                "devices {self} with --columns 2: replicas of the two-column split are not built; use --columns 1 ({n} data-parallel replicas of the whole network) or two devices"
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The columns per replica when `--columns` is not given: the paper's two for two GPU
+    /// devices (the default it always had), else 1 (the CPU engine, one device, or more
+    /// than two: data-parallel replicas).
+    pub fn columns(&self, columns: Option<usize>) -> usize {
+        columns.unwrap_or(match self.0.as_slice() {
+            [a, b] if *a != Device::Cpu && *b != Device::Cpu => 2,
+            _ => 1,
+        })
     }
     /// The device of a command that runs on one (`eval`, `forward`, `predict`,
     /// `export-features`): the list must name exactly one.
@@ -153,12 +170,17 @@ pub enum Placement {
     Cpu,
     /// One GPU adapter for the whole network, or two for the column split.
     Adapters(Vec<usize>),
+    /// This many data-parallel replicas of the whole network on the CPU engine.
+    CpuReplicas(usize),
 }
 
 impl Placement {
-    /// Resolves `devices` (`auto` and `lavapipe` against the adapters found here).
-    pub fn resolve(devices: &Devices) -> Result<Placement, EngineError> {
-        devices.check_columns().map_err(EngineError::NotBuilt)?;
+    /// Resolves `devices` with `--columns` (`auto` and `lavapipe` against the adapters found
+    /// here).
+    pub fn resolve(devices: &Devices, columns: Option<usize>) -> Result<Placement, EngineError> {
+        devices
+            .check_columns(columns)
+            .map_err(EngineError::NotBuilt)?;
         let named = devices.list();
         let resolved = if named
             .iter()
@@ -175,8 +197,23 @@ impl Placement {
                 .map(|d| d.resolve())
                 .collect::<Result<Vec<_>, _>>()?
         };
+        if devices.len() > 1 && devices.columns(columns) == 1 {
+            return Placement::replicas(&resolved)
+                .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")));
+        }
         Placement::from_resolved(&resolved)
             .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")))
+    }
+
+    /// The placement of data-parallel replicas (`--columns 1`) on devices already resolved.
+    pub fn replicas(resolved: &[Resolved]) -> Result<Placement, String> {
+        if resolved.iter().all(|r| *r == Resolved::Cpu) {
+            return Ok(Placement::CpuReplicas(resolved.len()));
+        }
+        Err(format!(
+            "{} data-parallel replicas on GPU adapters are not built yet; the CPU engine's are (--devices cpu,cpu --columns 1), and so are replicas across processes with mpirun (docs/distributed.md)",
+            resolved.len()
+        ))
     }
 
     /// The placement of devices already resolved, or why they cannot train together.
@@ -207,6 +244,31 @@ impl Placement {
 mod tests {
     use super::*;
     use crate::device::Resolved::{Adapter, Cpu};
+
+    #[test]
+    fn columns_default_to_the_papers_split_for_two_gpus_and_replicas_otherwise() {
+        let d = |s: &str| s.parse::<Devices>().unwrap();
+        assert_eq!(d("0,1").columns(None), 2);
+        assert_eq!(d("0,1").columns(Some(1)), 1);
+        assert_eq!(d("0").columns(None), 1);
+        assert_eq!(d("cpu,cpu").columns(None), 1);
+        assert_eq!(d("0,1,2,3").columns(None), 1);
+        assert!(d("0,1,2,3").check_columns(None).is_ok());
+        let e = d("0,1,2,3").check_columns(Some(2)).unwrap_err();
+        assert!(e.contains("--columns 1") && e.contains("not built"), "{e}");
+        assert!(d("0").check_columns(Some(2)).is_err());
+        assert!(d("0,1").check_columns(Some(3)).is_err());
+        assert_eq!(
+            Placement::resolve(&d("cpu,cpu,cpu"), None).unwrap(),
+            Placement::CpuReplicas(3)
+        );
+        assert_eq!(
+            Placement::replicas(&[Cpu, Cpu]),
+            Ok(Placement::CpuReplicas(2))
+        );
+        let e = Placement::replicas(&[Adapter(0), Adapter(1)]).unwrap_err();
+        assert!(e.contains("not built"), "{e}");
+    }
 
     #[test]
     fn placement_keeps_the_cpu_engine_alone_and_at_most_two_columns() {

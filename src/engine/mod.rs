@@ -8,6 +8,7 @@ pub mod augment;
 pub mod devices;
 pub mod infer;
 pub mod input;
+pub mod replicas;
 
 pub use devices::{Devices, Placement};
 pub use infer::{CpuStage, Inference, Scorer};

@@ -264,7 +264,7 @@ impl Backend for GpuPass<'_, '_> {
             step: self.step,
             slot: seed.slot,
         };
-        dropout::forward(self.rec()?, v, slot, p)
+        dropout::forward_at(self.rec()?, v, slot, p, seed.offset)
     }
 
     fn softmax_xent_forward(

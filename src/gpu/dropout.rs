@@ -47,6 +47,7 @@ fn run(
     x: &Tensor,
     seed: SeedSlot<'_>,
     p_drop: f32,
+    offset: u32,
 ) -> Result<()> {
     let gpu = rec.gpu();
     if !(0.0..1.0).contains(&p_drop) {
@@ -61,12 +62,12 @@ fn run(
             reason: format!("seed slot {} is not in 0..4", seed.slot),
         });
     }
-    kernel::u32_of("dropout", x.len)?;
+    kernel::u32_of("dropout", x.len + offset as usize)?;
     for (start, n) in kernel::elementwise_chunks(gpu, x.len, gpu.max_binding()) {
         let (v, _) = kernel::window(gpu, "dropout", "x", x, start, n, gpu.max_binding())?;
         let params = DropoutParams {
             n: n as u32,
-            base: start as u32,
+            base: offset + start as u32,
             slot: seed.slot,
             p_drop,
             scale: 1.0 / (1.0 - p_drop),
@@ -96,7 +97,19 @@ pub struct SeedSlot<'a> {
 
 /// Record `x ← x · mask / (1 − p)`: element i kept when `uniform01(seed, i) >= p_drop`.
 pub fn forward(rec: &mut Recorder<'_>, x: &Tensor, seed: SeedSlot<'_>, p_drop: f32) -> Result<()> {
-    run(rec, &FORWARD, x, seed, p_drop)
+    run(rec, &FORWARD, x, seed, p_drop, 0)
+}
+
+/// [`forward`] on a tensor that starts at element `offset` of the whole mask (a
+/// data-parallel replica's rows of the global batch): element i draws `mask(offset + i)`.
+pub fn forward_at(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    seed: SeedSlot<'_>,
+    p_drop: f32,
+    offset: u32,
+) -> Result<()> {
+    run(rec, &FORWARD, x, seed, p_drop, offset)
 }
 
 /// Record `dy ← dy · mask / (1 − p)` with the forward's seed (dy becomes dX).
@@ -106,5 +119,5 @@ pub fn backward(
     seed: SeedSlot<'_>,
     p_drop: f32,
 ) -> Result<()> {
-    run(rec, &BACKWARD, dy, seed, p_drop)
+    run(rec, &BACKWARD, dy, seed, p_drop, 0)
 }

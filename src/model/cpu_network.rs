@@ -74,6 +74,18 @@ impl CpuNetwork {
         self.walk.download_momentum(&mut self.be)
     }
 
+    /// Replaces the gradients (a data-parallel step's all-reduced sum, before
+    /// [`CpuNetwork::sgd`]).
+    pub fn upload_grads(&mut self, grads: &Params) -> Result<()> {
+        self.walk.upload_grads(&mut self.be, grads)
+    }
+
+    /// Makes this network a replica holding rows `first_row..` of a larger global batch
+    /// ([`Walk::set_first_row`]).
+    pub fn set_first_row(&mut self, first_row: usize) {
+        self.walk.set_first_row(first_row);
+    }
+
     /// A copy of the gradients of the last backward pass (tests).
     pub fn download_grads(&mut self) -> Result<Params> {
         self.walk.download_grads(&mut self.be)

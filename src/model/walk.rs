@@ -109,6 +109,9 @@ pub struct Walk<T> {
     bufs: Vec<LayerBufs<T>>,
     /// Layers before this index are frozen (0: none).
     first_trainable: usize,
+    /// The global batch row of this walk's first image (a data-parallel replica's share;
+    /// 0 on one device): dropout masks are drawn per global row.
+    first_row: usize,
 }
 
 /// The short name of an op in buffer labels (`"conv2.d_lrn"`).
@@ -172,12 +175,25 @@ impl<T> Walk<T> {
             momentum,
             bufs,
             first_trainable: 0,
+            first_row: 0,
         })
     }
 
     /// Images per batch.
     pub fn batch(&self) -> usize {
         self.geometry.batch
+    }
+
+    /// Makes this walk a data-parallel replica holding rows `first_row..` of a larger global
+    /// batch: its dropout masks become those rows of the global batch's masks, so a run's
+    /// result does not depend on how its batch is split.
+    pub fn set_first_row(&mut self, first_row: usize) {
+        self.first_row = first_row;
+    }
+
+    /// The element offset of layer `l`'s `[N,F]` output in the global batch's mask.
+    fn mask_offset(&self, l: &Layer) -> u32 {
+        (self.first_row * (l.out_len() / self.batch().max(1))) as u32
     }
 
     /// The layer list it walks.
@@ -349,6 +365,15 @@ impl<T> Walk<T> {
         self.download_set(be, &self.momentum)
     }
 
+    /// Replaces the gradients (a data-parallel step's all-reduced sum, before [`Walk::sgd`]).
+    pub fn upload_grads<B>(&self, be: &mut B, grads: &Params) -> Result<()>
+    where
+        B: Backend<Buf = T>,
+        NetworkError: From<B::Error>,
+    {
+        Self::upload_set(be, &self.specs, &self.grads, grads)
+    }
+
     /// A copy of the gradients of the last backward pass (tests).
     pub fn download_grads<B>(&self, be: &mut B) -> Result<Params>
     where
@@ -436,7 +461,7 @@ impl<T> Walk<T> {
                 Op::Dropout { slot, .. } => {
                     if let Some(d) = dropout {
                         be.copy(x, &b.y)?;
-                        be.dropout(d.p, seed(d.seeds, slot), &b.y)?;
+                        be.dropout(d.p, seed(d.seeds, slot, self.mask_offset(l)), &b.y)?;
                     }
                 }
             }
@@ -515,7 +540,7 @@ impl<T> Walk<T> {
                 Op::Dropout { slot, .. } => {
                     // Its gradient buffer is its input layer's own: the mask goes on in place.
                     if let Some(d) = dropout {
-                        be.dropout(d.p, seed(d.seeds, slot), t.dy)?;
+                        be.dropout(d.p, seed(d.seeds, slot, self.mask_offset(l)), t.dy)?;
                     }
                 }
             }
@@ -543,11 +568,12 @@ impl<T> Walk<T> {
     }
 }
 
-/// The mask seed of dropout slot `slot`.
-fn seed(seeds: [u32; 2], slot: u32) -> MaskSeed {
+/// The mask seed of dropout slot `slot`, for a buffer starting at mask element `offset`.
+fn seed(seeds: [u32; 2], slot: u32, offset: u32) -> MaskSeed {
     MaskSeed {
         slot,
         seed: seeds[slot as usize],
+        offset,
     }
 }
 

@@ -4,7 +4,7 @@
 use super::batchnorm::{bn_backward, bn_eval_stats, bn_forward_train, BnStats};
 use super::{
     activation_backward, activation_forward, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward, dropout_forward, linear_backward, linear_forward, lrn_backward, lrn_forward,
+    conv2d_forward, dropout_forward_at, linear_backward, linear_forward, lrn_backward, lrn_forward,
     maxpool_backward, maxpool_forward, sgd_update, softmax_cross_entropy, topk_correct,
 };
 use crate::backend::{Backend, BnState, Grad, MaskSeed, Mode, Pair, SgdHyper};
@@ -303,7 +303,7 @@ impl Backend for RefBackend {
 
     fn dropout(&mut self, p: f32, seed: MaskSeed, v: &RefBuf) -> Result<()> {
         // Backward is the same mask (dropout_backward is dropout_forward on dy).
-        let out = dropout_forward(p, seed.seed, self.slice(v));
+        let out = dropout_forward_at(p, seed.seed, seed.offset as usize, self.slice(v));
         self.set("dropout", v, out)
     }
 

@@ -17,12 +17,18 @@ fn mask(p: f32, seed: u32, i: usize) -> f32 {
 
 /// `y[i] = x[i]·mask(i)`; p = 0 is the identity. x: any shape (flat index i) → y: the same.
 pub fn dropout_forward(p: f32, seed: u32, x: &[f32]) -> Vec<f32> {
+    dropout_forward_at(p, seed, 0, x)
+}
+
+/// [`dropout_forward`] of a slice that starts at element `offset` of the whole mask:
+/// `y[i] = x[i]·mask(offset + i)` (a data-parallel replica's rows of the global batch).
+pub fn dropout_forward_at(p: f32, seed: u32, offset: usize, x: &[f32]) -> Vec<f32> {
     if p == 0.0 {
         return x.to_vec();
     }
     x.iter()
         .enumerate()
-        .map(|(i, &v)| v * mask(p, seed, i))
+        .map(|(i, &v)| v * mask(p, seed, offset + i))
         .collect()
 }
 

@@ -30,7 +30,7 @@ pub use backend::{RefBackend, RefBuf, RefError};
 pub use batchnorm::{bn_backward, bn_eval_stats, bn_forward_eval, bn_forward_train, BnStats};
 pub use channels::copy_channels;
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
-pub use dropout::{dropout_backward, dropout_forward};
+pub use dropout::{dropout_backward, dropout_forward, dropout_forward_at};
 pub use linear::{linear_backward, linear_forward, matmul};
 pub use lrn::{lrn_backward, lrn_forward};
 pub use maxpool::{maxpool_backward, maxpool_forward};

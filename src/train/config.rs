@@ -98,6 +98,11 @@ pub struct TrainConfig {
     pub loader: LoaderConfig,
     /// Which devices train, in the `--devices` spelling (`"auto"`, `"cpu"`, `"0"`, `"0,1"`, `"2"`).
     pub devices: Devices,
+    /// Columns per replica (`--columns`): 2 runs the paper's split over two devices, 1 runs
+    /// the whole network on each device as data-parallel replicas. Unset: 2 for two GPU
+    /// devices, else 1 (docs/distributed.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<usize>,
     /// Train on a shard folder that lacks some of the shards its ingest planned (a killed
     /// or unfinished ingest); without it such a folder is refused.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -137,6 +142,7 @@ impl Default for TrainConfig {
             max_steps: None,
             loader: LoaderConfig::default(),
             devices: Devices::default(),
+            columns: None,
             allow_incomplete: false,
             divergence_guard: true,
             allow_one_class: false,
@@ -390,7 +396,7 @@ impl TrainConfig {
         if self.devices.is_empty() {
             return err("devices must name at least one device".into());
         }
-        self.devices.check_columns().or_else(err)
+        self.devices.check_columns(self.columns).or_else(err)
     }
 }
 

@@ -10,11 +10,14 @@ use super::TrainError;
 use crate::dataset::ShardSet;
 pub use crate::engine::devices::Placement;
 
+use crate::collective::World;
+use crate::engine::replicas::{CpuReplicas, Split};
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
 use crate::shape::AugmentDraw;
 use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
 
 /// The batch geometry and preprocessing both kinds of engine need.
 pub struct EngineSpec<'a> {
@@ -59,6 +62,14 @@ pub enum Engine {
     Two(Box<Columns>),
     /// The whole network on the native CPU engine.
     Cpu(Box<RefCell<CpuStage>>),
+    /// Data-parallel replicas of the whole network on the CPU engine, in this process and,
+    /// over MPI, in the job's other ranks.
+    Replicas {
+        /// This process's replicas.
+        reps: Box<CpuReplicas>,
+        /// The job's ranks the gradients are summed over.
+        world: Rc<dyn World>,
+    },
 }
 
 /// Where a run keeps the per-image loss rows of a logging window until it reads them: a GPU
@@ -106,10 +117,86 @@ impl Engine {
         s: &EngineSpec<'_>,
         params: &Params,
     ) -> Result<Engine, TrainError> {
+        let world = crate::collective::world();
         match placement {
-            Placement::Cpu => Engine::cpu(s, params, 0),
+            Placement::Cpu if world.size() == 1 => Engine::cpu(s, params, 0),
+            Placement::Cpu => Engine::replicas(s, params, 1, world, 0),
+            Placement::CpuReplicas(n) => Engine::replicas(s, params, *n, world, 0),
+            Placement::Adapters(_) if world.size() > 1 => Err(TrainError::NotBuilt(format!(
+                "{}: replicas across processes run on the CPU engine only so far; train with --devices cpu under mpirun (docs/distributed.md)",
+                world.describe()
+            ))),
             Placement::Adapters(a) => Engine::new(a, s, params),
         }
+    }
+
+    /// `local` data-parallel replicas on the CPU engine in this process, summing gradients
+    /// over `world` too; `s.batch` is the global batch, split among every replica of the
+    /// job. One pool of `threads` workers (0: one per core) runs the replicas in turn.
+    pub fn replicas(
+        s: &EngineSpec<'_>,
+        params: &Params,
+        local: usize,
+        world: Rc<dyn World>,
+        threads: usize,
+    ) -> Result<Engine, TrainError> {
+        let split = Split {
+            global_batch: s.batch,
+            local,
+            rank: world.rank(),
+            ranks: world.size(),
+        };
+        let reps = CpuReplicas::new(s.model, split, s.stored, s.mean, params, threads)?;
+        Ok(Engine::Replicas {
+            reps: Box::new(reps),
+            world,
+        })
+    }
+
+    /// Ranks summing gradients (1 unless replicas run across processes).
+    pub fn world_size(&self) -> usize {
+        match self {
+            Engine::Replicas { world, .. } => world.size(),
+            _ => 1,
+        }
+    }
+
+    /// Checks that every rank holds the same weights: each rank's digest of `params` and
+    /// `momentum` against rank 0's. A divergence names the ranks that differ.
+    pub fn check_same_on_every_rank(
+        &self,
+        params: &Params,
+        momentum: &Params,
+    ) -> Result<(), TrainError> {
+        let Engine::Replicas { world, .. } = self else {
+            return Ok(());
+        };
+        if world.size() == 1 {
+            return Ok(());
+        }
+        let parts = params
+            .tensors
+            .iter()
+            .chain(&momentum.tensors)
+            .map(|t| bytemuck::cast_slice::<f32, u8>(&t.data));
+        let mine = crate::digest::fnv1a_parts(parts);
+        let all = world
+            .all_gather(mine)
+            .map_err(|e| TrainError::NotBuilt(e.to_string()))?;
+        let differ: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d != all[0])
+            .map(|(r, _)| r.to_string())
+            .collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(TrainError::NotBuilt(format!(
+            "the replicas diverged: rank(s) {} hold other weights than rank 0 (digest {:016x}); every rank must run the same binary on the same data and configuration; nothing was saved",
+            differ.join(", "),
+            all[0]
+        )))
     }
 
     /// The whole network on the CPU engine with `threads` workers (0: one per core).
@@ -155,6 +242,7 @@ impl Engine {
             Engine::One { net, .. } => net.freeze_through(block)?,
             Engine::Cpu(c) => c.get_mut().net.freeze_through(block)?,
             Engine::Two(c) => c.net.freeze_through(block)?,
+            Engine::Replicas { reps, .. } => reps.freeze_through(block)?,
         }
         Ok(())
     }
@@ -164,7 +252,7 @@ impl Engine {
         match self {
             Engine::One { gpu, .. } => Some(gpu),
             Engine::Two(c) => Some(c.net.gpu(0)),
-            Engine::Cpu(_) => None,
+            Engine::Cpu(_) | Engine::Replicas { .. } => None,
         }
     }
 
@@ -183,6 +271,19 @@ impl Engine {
                 "the CPU engine, {} threads",
                 c.borrow().net.device().threads()
             ),
+            Engine::Replicas { reps, world } => {
+                let sp = reps.split();
+                let mut d = format!(
+                    "{} data-parallel replica(s) of {} images on the CPU engine, {} threads",
+                    sp.local,
+                    sp.global_batch / sp.total(),
+                    reps.threads()
+                );
+                if world.size() > 1 {
+                    d += &format!(", {} ({} replicas in all)", world.describe(), sp.total());
+                }
+                d
+            }
         }
     }
 
@@ -203,6 +304,26 @@ impl Engine {
         at: u64,
     ) -> Result<Pending, TrainError> {
         match (self, hist) {
+            (Engine::Replicas { reps, world }, LossHistory::Host(rows)) => {
+                let stats = reps.step(
+                    world.as_ref(),
+                    x.images,
+                    x.labels,
+                    x.draws,
+                    x.dropout,
+                    x.hyper,
+                )?;
+                let mut rows = rows.borrow_mut();
+                let from = at as usize / 4;
+                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
+                    TrainError::NotBuilt(format!(
+                        "loss history has no room for {} values at {from}",
+                        stats.len()
+                    ))
+                })?;
+                dst.copy_from_slice(&stats);
+                Ok(Pending::Done)
+            }
             (Engine::Cpu(c), LossHistory::Host(rows)) => {
                 let mut c = c.borrow_mut();
                 c.input.set_images(x.images)?;
@@ -226,7 +347,7 @@ impl Engine {
                 dst.copy_from_slice(stats);
                 Ok(Pending::Done)
             }
-            (_, LossHistory::Gpu(t)) if !matches!(self, Engine::Cpu(_)) => {
+            (_, LossHistory::Gpu(t)) if self.gpu_device().is_some() => {
                 Ok(Pending::Gpu(self.step(x, t, at)?))
             }
             _ => Err(TrainError::NotBuilt(
@@ -263,6 +384,7 @@ impl Engine {
             Engine::One { gpu, net, .. } => net.upload_momentum(gpu, m)?,
             Engine::Two(c) => c.net.upload_momentum(m)?,
             Engine::Cpu(c) => c.borrow_mut().net.upload_momentum(m)?,
+            Engine::Replicas { reps, .. } => reps.upload_momentum(m)?,
         }
         Ok(())
     }
@@ -273,6 +395,7 @@ impl Engine {
             Engine::One { gpu, net, .. } => net.download_params(gpu)?,
             Engine::Two(c) => c.net.download_params()?,
             Engine::Cpu(c) => c.borrow_mut().net.download_params()?,
+            Engine::Replicas { reps, .. } => reps.download_params()?,
         })
     }
 
@@ -282,6 +405,7 @@ impl Engine {
             Engine::One { gpu, net, .. } => net.download_momentum(gpu)?,
             Engine::Two(c) => c.net.download_momentum()?,
             Engine::Cpu(c) => c.borrow_mut().net.download_momentum()?,
+            Engine::Replicas { reps, .. } => reps.download_momentum()?,
         })
     }
 
@@ -289,6 +413,16 @@ impl Engine {
     pub fn take_exchange_stats(&self) -> ExchangeStats {
         match self {
             Engine::One { .. } | Engine::Cpu(_) => ExchangeStats::default(),
+            // What this rank sent into the all-reduce (its gradient sum), in bytes, and the
+            // seconds the all-reduce took (waiting for the slowest rank included).
+            Engine::Replicas { reps, .. } => {
+                let (values, seconds) = reps.take_sent();
+                ExchangeStats {
+                    bytes: (values * 4) as u64,
+                    wait_s: seconds,
+                    ..ExchangeStats::default()
+                }
+            }
             Engine::Two(c) => c.net.take_exchange_stats(),
         }
     }
@@ -317,7 +451,7 @@ impl Engine {
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
-            Engine::Cpu(_) => Err(TrainError::NotBuilt(
+            Engine::Cpu(_) | Engine::Replicas { .. } => Err(TrainError::NotBuilt(
                 "Engine::step records into a GPU buffer; the CPU engine steps through Engine::train_step".into(),
             )),
             Engine::One { gpu, .. } => {
@@ -390,6 +524,9 @@ impl Engine {
                 evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
             }
             Engine::Cpu(c) => evaluate(Scorer::Cpu(c), set, view, threads),
+            Engine::Replicas { reps, .. } => {
+                evaluate(Scorer::Cpu(reps.first()), set, view, threads)
+            }
             Engine::Two(c) => {
                 let (net, eval) = (&c.net, &c.eval);
                 let params = net.download_params()?;

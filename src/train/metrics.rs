@@ -80,12 +80,14 @@ pub struct StepRecord {
     #[serde(deserialize_with = "nan_if_null")]
     pub data_wait_s: f64,
     /// With two devices: seconds the step waited at the columns' exchanges since the previous
-    /// step record (compute before each exchange included), and the bytes moved.
+    /// step record (compute before each exchange included), and the bytes moved. With
+    /// data-parallel replicas: seconds in the gradient all-reduce and the bytes this process
+    /// handed to it (0 within one process, where the replicas are summed on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<ExchangeRecord>,
 }
 
-/// The exchanges of a two-device run over one logging window.
+/// The exchanges of a two-device or replicated run over one logging window.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeRecord {
     /// Seconds waiting for the slices (compute before each exchange included).

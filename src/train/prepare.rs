@@ -27,14 +27,19 @@ pub(super) struct Prepared {
     /// The training data's digest ([`data_digest`]), recorded in every checkpoint.
     pub data_digest: String,
     /// Held until the run returns: a second `train --out` here stops instead of mixing files.
-    _lock: FolderLock,
+    /// Only rank 0 of an MPI job holds it (the other ranks write nothing there).
+    _lock: Option<FolderLock>,
 }
 
 impl Prepared {
     /// Everything before the first step, in the order a user's mistakes are cheapest to
     /// report: data, configuration, run folder, weights. The run state and the metrics file
     /// come apart from the rest because the loop changes them while it borrows the rest.
-    pub fn open(job: &TrainJob) -> Result<(Prepared, RunState, MetricsWriter), TrainError> {
+    ///
+    /// Rank 0 of an MPI job (and a run of one process) writes the run folder; the other ranks
+    /// read what they need from it and get no metrics writer.
+    pub fn open(job: &TrainJob) -> Result<(Prepared, RunState, Option<MetricsWriter>), TrainError> {
+        let writer = crate::collective::world().rank() == 0;
         if job.resume && !job.out.join(LAST).exists() {
             return Err(TrainError::NothingToResume(job.out.join(LAST)));
         }
@@ -77,7 +82,8 @@ impl Prepared {
         }
         super::footprint::check_fits(cfg, set.size())?;
         // Before any file is written: a device list that cannot train fails here.
-        let placement = Placement::resolve(&cfg.devices)?;
+        let placement = Placement::resolve(&cfg.devices, cfg.columns)?;
+        check_replicas(&placement, cfg.batch)?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }
@@ -90,7 +96,11 @@ impl Prepared {
         }
         std::fs::create_dir_all(&job.out).map_err(io(&job.out))?;
         // Held until the run returns: a second `train --out` here stops instead of mixing files.
-        let lock = FolderLock::folder(&job.out, "alexnet train")?;
+        let lock = if writer {
+            Some(FolderLock::folder(&job.out, "alexnet train")?)
+        } else {
+            None
+        };
         let last_path = job.out.join(LAST);
         let mut resumed = Vec::new();
 
@@ -166,8 +176,9 @@ impl Prepared {
             };
             (params, None, st)
         };
-        cfg.save(&job.out.join("config.toml"))?;
-        let metrics = if job.resume {
+        let metrics = if !writer {
+            None
+        } else if job.resume {
             let mut m = MetricsWriter::resume(&job.out, st.step)?;
             if st.batch_in_epoch > 0 {
                 let records = super::metrics::read_metrics(m.path())?;
@@ -188,10 +199,13 @@ impl Prepared {
                     changes: resumed,
                 }))?;
             }
-            m
+            Some(m)
         } else {
-            MetricsWriter::create(&job.out)?
+            Some(MetricsWriter::create(&job.out)?)
         };
+        if writer {
+            cfg.save(&job.out.join("config.toml"))?;
+        }
         let threads = if cfg.loader.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -211,6 +225,30 @@ impl Prepared {
         };
         Ok((prepared, st, metrics))
     }
+}
+
+/// Before any file is written: replicas across processes run on the CPU engine, and the
+/// global batch must split evenly among every replica of the job.
+fn check_replicas(placement: &Placement, batch: usize) -> Result<(), TrainError> {
+    let world = crate::collective::world();
+    let local = match placement {
+        Placement::CpuReplicas(n) => *n,
+        Placement::Adapters(_) if world.size() > 1 => {
+            return Err(TrainError::NotBuilt(format!(
+                "{}: replicas across processes run on the CPU engine only so far; train with --devices cpu under mpirun (docs/distributed.md)",
+                world.describe()
+            )))
+        }
+        _ => 1,
+    };
+    let split = crate::engine::replicas::Split {
+        global_batch: batch,
+        local,
+        rank: world.rank(),
+        ranks: world.size(),
+    };
+    split.rows()?;
+    Ok(())
 }
 
 /// The training data's statistics, as checkpoints store them.

@@ -88,7 +88,8 @@ pub fn train(job: &TrainJob) -> Result<TrainSummary, TrainError> {
         let (prepared, state, metrics) = Prepared::open(job)?;
         Trainer::new(job, &prepared, state, metrics)?.run()
     })();
-    if result.is_err() && fresh {
+    // Only rank 0 of an MPI job writes the folder, so only it may take back what it made.
+    if result.is_err() && fresh && crate::collective::world().rank() == 0 {
         remove_unstarted(&job.out);
     }
     result

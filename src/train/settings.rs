@@ -333,8 +333,11 @@ mod tests {
                 "dropout 1",
             ),
             (
-                patch(&[("--devices 0,0,0", "devices", "0,0,0".into())]),
-                "two columns",
+                patch(&[
+                    ("--devices 0,0,0", "devices", "0,0,0".into()),
+                    ("--columns 2", "columns", 2.into()),
+                ]),
+                "replicas of the two-column split are not built",
             ),
             (patch(&[("--steps 0", "max_steps", 0.into())]), "max_steps"),
             (

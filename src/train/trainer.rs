@@ -70,7 +70,8 @@ pub(super) struct Trainer<'p> {
     sample: ShardSet,
     threads: usize,
     st: RunState,
-    metrics: MetricsWriter,
+    /// `None` on an MPI rank other than 0 (rank 0 writes the run's records).
+    metrics: Option<MetricsWriter>,
     settings: AugmentSettings,
     pca: Pca,
     loader_cfg: LoaderConfig,
@@ -102,7 +103,7 @@ impl<'p> Trainer<'p> {
         job: &'p TrainJob,
         p: &'p Prepared,
         st: RunState,
-        metrics: MetricsWriter,
+        metrics: Option<MetricsWriter>,
     ) -> Result<Self, TrainError> {
         let cfg = &p.cfg;
         let batch = cfg.batch;
@@ -367,7 +368,7 @@ impl<'p> Trainer<'p> {
             steps: window.steps,
             seconds,
             waited,
-            exchange: (self.cfg.devices.len() > 1).then(|| {
+            exchange: (self.cfg.devices.len() > 1 || self.engine.world_size() > 1).then(|| {
                 let e = self.engine.take_exchange_stats();
                 ExchangeRecord {
                     wait_s: e.wait_s,
@@ -419,7 +420,9 @@ impl<'p> Trainer<'p> {
             exchange: w.exchange,
         };
         report_step(&self.bar, self.job.progress, &rec, self.cfg.epochs);
-        self.metrics.write(&Record::Step(rec))?;
+        if let Some(m) = &mut self.metrics {
+            m.write(&Record::Step(rec))?;
+        }
         Ok((loss, n))
     }
 
@@ -478,7 +481,9 @@ impl<'p> Trainer<'p> {
             seconds: seconds_before + self.epoch_started.elapsed().as_secs_f64(),
         };
         say(&self.bar, self.job.progress, &epoch_line(&rec));
-        self.metrics.write(&Record::Epoch(rec))?;
+        if let Some(m) = &mut self.metrics {
+            m.write(&Record::Epoch(rec))?;
+        }
         if let Some(r) = val_result.filter(|r| !r.is_finite()) {
             self.bar.finish_and_clear();
             let what = format!(
@@ -520,6 +525,12 @@ impl<'p> Trainer<'p> {
         if let Some(b) = st.best_error {
             run_state.insert("best_val_top1_error".into(), b.to_string());
         }
+        let world = self.engine.world_size();
+        if world > 1 {
+            // Informational: a resume may use another world size (the global batch is what
+            // the saved position counts in).
+            run_state.insert("world_size".into(), world.to_string());
+        }
         let params = self.engine.download_params()?;
         let diverged_here = |what| diverged(&self.job.out, st.step, what, st.schedule.lr());
         // A step's loss is measured before its update: weights can blow up on the very step
@@ -544,10 +555,17 @@ impl<'p> Trainer<'p> {
                 )));
             }
         }
+        let momentum = self.engine.download_momentum()?;
+        // Every rank checks the weights it would have written against rank 0's before rank 0
+        // writes: a drift between ranks stops the run instead of being saved.
+        self.engine.check_same_on_every_rank(&params, &momentum)?;
+        if self.metrics.is_none() {
+            return Ok(());
+        }
         let ck = Checkpoint {
             config: self.cfg.model.clone(),
             params,
-            momentum: Some(self.engine.download_momentum()?),
+            momentum: Some(momentum),
             stats: Some(self.stats.clone()),
             run_state,
             foreign: false,

@@ -316,6 +316,7 @@ pub fn dropout<B: Backend>(e: &mut Engine<B>) {
             let mask = MaskSeed {
                 slot: i as u32 % 2,
                 seed,
+                offset: 0,
             };
             let t = up(e, &x, "t.x");
             if let Err(err) = e.be.dropout(p, mask, &t) {
@@ -332,6 +333,19 @@ pub fn dropout<B: Backend>(e: &mut Engine<B>) {
             same_bits(&format!("{name} as a gradient"), &down(e, &t), &want2);
         }
     }
+    // A data-parallel replica's rows 3..8 of an [8, 37] batch: masked as those elements of
+    // the whole batch's mask, on every engine.
+    let (whole, first) = (random_tensor(77, 8 * 37, 1.0), 3 * 37);
+    let mask = MaskSeed {
+        slot: 0,
+        seed: 99,
+        offset: first as u32,
+    };
+    let t = up(e, &whole[first..], "t.part");
+    e.be.dropout(0.5, mask, &t).unwrap();
+    let want = r::dropout_forward(0.5, 99, &whole)[first..].to_vec();
+    let name = format!("{}: dropout at offset {first}", e.name);
+    same_bits(&name, &down(e, &t), &want);
     let kept = r::dropout_forward(0.5, 7, &vec![1.0; 5003])
         .iter()
         .filter(|v| **v != 0.0)

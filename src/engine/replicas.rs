@@ -1,0 +1,248 @@
+//! Data-parallel replicas of the whole network on the CPU engine: the global batch is split
+//! into equal row ranges, one per replica (this process's replicas and, over MPI, every other
+//! rank's); each replica runs forward, loss and backward on its rows, the gradients are
+//! summed (in this process on the host, then over the [`World`] in buckets) and scaled by
+//! 1/replicas, and every replica applies the same SGD step. Since the loss is the mean over
+//! the batch, the mean of the replicas' gradients is the gradient of the global batch: the
+//! run is the one-device run at the global batch, whatever the split.
+//!
+//! Augmentation draws and dropout masks are per global row (the caller draws them for the
+//! global batch; each replica's network masks its rows as the global batch's, see
+//! `Walk::set_first_row`), so they do not depend on the split either.
+//!
+//! The replicas of one process run one after another on one shared worker pool (the CPU
+//! engine already spreads each op over every core, so running them side by side would only
+//! split the same cores). The gradients are exchanged after backward, not layer by layer:
+//! the walk's backward is one call.
+use super::infer::CpuStage;
+use super::EngineError;
+use crate::backend::{Dropout, SgdHyper};
+use crate::collective::{all_reduce_buckets, World};
+use crate::cpu::{CpuDevice, HostInput};
+use crate::model::{CpuNetwork, ModelConfig, Params};
+use crate::shape::AugmentDraw;
+use std::cell::{Cell, RefCell};
+
+/// How a global batch is split: this process's replicas among the job's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Images per step over the whole job.
+    pub global_batch: usize,
+    /// Replicas in this process.
+    pub local: usize,
+    /// This process's rank and the number of ranks.
+    pub rank: usize,
+    /// Ranks in the job.
+    pub ranks: usize,
+}
+
+impl Split {
+    /// Replicas in the whole job.
+    pub fn total(&self) -> usize {
+        self.local * self.ranks
+    }
+
+    /// Images per replica, or why the batch does not split.
+    pub fn rows(&self) -> Result<usize, EngineError> {
+        let total = self.total();
+        if total == 0 || self.global_batch % total != 0 {
+            return Err(EngineError::NotBuilt(format!(
+                "batch {} does not split into {total} equal replicas ({} per process × {} processes); choose a batch divisible by {total}",
+                self.global_batch, self.local, self.ranks
+            )));
+        }
+        Ok(self.global_batch / total)
+    }
+
+    /// The global replica index of this process's replica `r`.
+    pub fn replica(&self, r: usize) -> usize {
+        self.rank * self.local + r
+    }
+}
+
+/// This process's replicas, the global batch's loss rows, and what the exchange carried.
+#[derive(Debug)]
+pub struct CpuReplicas {
+    stages: Vec<RefCell<CpuStage>>,
+    split: Split,
+    rows: usize,
+    /// Per-image (loss, top-1, top-5) `[global batch, 3]` of the last step, on every rank.
+    stats: RefCell<Vec<f32>>,
+    /// Values sent through the world's all-reduce since the last [`CpuReplicas::take_sent`].
+    sent: Cell<usize>,
+    /// Seconds spent in the world's all-reduce over the same span (waiting for the slowest
+    /// rank included).
+    exchange_s: Cell<f64>,
+}
+
+impl CpuReplicas {
+    /// `split.local` replicas of `config` with `params`, each for its rows of the global batch
+    /// of `stored`² images, on one pool of `threads` workers (0: one per core).
+    pub fn new(
+        config: &ModelConfig,
+        split: Split,
+        stored: usize,
+        mean: &[f32],
+        params: &Params,
+        threads: usize,
+    ) -> Result<CpuReplicas, EngineError> {
+        let rows = split.rows()?;
+        let device = CpuDevice::new(threads)?;
+        let stages = (0..split.local)
+            .map(|r| {
+                let mut net = CpuNetwork::new(&device, config, rows, params)?;
+                net.set_first_row(split.replica(r) * rows);
+                let input =
+                    HostInput::new(rows, stored, config.input_size, mean, config.input_scale);
+                Ok(RefCell::new(CpuStage { net, input }))
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        Ok(CpuReplicas {
+            stages,
+            split,
+            rows,
+            stats: RefCell::new(vec![0.0; split.global_batch * 3]),
+            sent: Cell::new(0),
+            exchange_s: Cell::new(0.0),
+        })
+    }
+
+    /// Freezes `block` and every layer before it on every replica (`train --freeze`).
+    pub fn freeze_through(&mut self, block: &str) -> Result<(), EngineError> {
+        for s in &mut self.stages {
+            s.get_mut().net.freeze_through(block)?;
+        }
+        Ok(())
+    }
+
+    /// How the batch is split.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// This process's first replica (validation and checkpoints read its weights: every
+    /// replica holds the same).
+    pub fn first(&self) -> &RefCell<CpuStage> {
+        &self.stages[0]
+    }
+
+    /// Worker threads of the shared pool.
+    pub fn threads(&self) -> usize {
+        self.stages[0].borrow().net.device().threads()
+    }
+
+    /// One step on the global batch: `images` `[G,S,S,3]`, `labels` `[G]` and `draws` `[G]`
+    /// are the whole job's (this process uses its replicas' rows). Returns the global batch's
+    /// per-image loss rows `[G,3]`.
+    pub fn step(
+        &self,
+        world: &dyn World,
+        images: &[u8],
+        labels: &[i32],
+        draws: &[AugmentDraw],
+        dropout: Dropout,
+        hyper: SgdHyper,
+    ) -> Result<std::cell::Ref<'_, Vec<f32>>, EngineError> {
+        let (g, rows) = (self.split.global_batch, self.rows);
+        let bad = |what: &str, got: usize, per: usize| {
+            EngineError::Mismatch(format!(
+                "replicated step: {got} values of {what} for a global batch of {g} ({per} per image)"
+            ))
+        };
+        if labels.len() != g {
+            return Err(bad("labels", labels.len(), 1));
+        }
+        if draws.len() != g {
+            return Err(bad("augmentation draws", draws.len(), 1));
+        }
+        if images.len() % g != 0 {
+            return Err(bad("image bytes", images.len(), images.len() / g.max(1)));
+        }
+        let per_image = images.len() / g;
+        let mut stats = self.stats.borrow_mut();
+        if world.size() > 1 {
+            // Other ranks' rows arrive through the sum below.
+            stats.iter_mut().for_each(|v| *v = 0.0);
+        }
+        let mut sum: Option<Params> = None;
+        for (r, stage) in self.stages.iter().enumerate() {
+            let first = self.split.replica(r) * rows;
+            let range = first..first + rows;
+            let mut s = stage.borrow_mut();
+            s.input
+                .set_images(&images[range.start * per_image..range.end * per_image])?;
+            s.augment(&draws[range.clone()])?;
+            let net = &mut s.net;
+            net.upload_labels(&labels[range.clone()])?;
+            net.forward(Some(dropout))?;
+            net.loss()?;
+            net.backward(Some(dropout))?;
+            stats[range.start * 3..range.end * 3].copy_from_slice(net.stats());
+            let grads = net.download_grads()?;
+            match &mut sum {
+                None => sum = Some(grads),
+                Some(acc) => {
+                    for (a, b) in acc.tensors.iter_mut().zip(&grads.tensors) {
+                        a.data.iter_mut().zip(&b.data).for_each(|(x, y)| *x += y);
+                    }
+                }
+            }
+        }
+        let Some(mut sum) = sum else {
+            return Err(EngineError::NotBuilt(
+                "a replicated step with no replicas".into(),
+            ));
+        };
+        let mut views: Vec<&mut [f32]> = sum
+            .tensors
+            .iter_mut()
+            .map(|t| t.data.as_mut_slice())
+            .collect();
+        let t0 = std::time::Instant::now();
+        let sent = all_reduce_buckets(world, &mut views)
+            .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
+        self.exchange_s
+            .set(self.exchange_s.get() + t0.elapsed().as_secs_f64());
+        self.sent.set(self.sent.get() + sent);
+        let scale = 1.0 / self.split.total() as f32;
+        for t in &mut sum.tensors {
+            t.data.iter_mut().for_each(|v| *v *= scale);
+        }
+        if world.size() > 1 {
+            world
+                .all_reduce_sum(&mut stats)
+                .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
+        }
+        for stage in &self.stages {
+            let mut s = stage.borrow_mut();
+            s.net.upload_grads(&sum)?;
+            s.net.sgd(hyper)?;
+        }
+        drop(stats);
+        Ok(self.stats.borrow())
+    }
+
+    /// Replaces every replica's momentum (resuming).
+    pub fn upload_momentum(&self, m: &Params) -> Result<(), EngineError> {
+        for s in &self.stages {
+            s.borrow_mut().net.upload_momentum(m)?;
+        }
+        Ok(())
+    }
+
+    /// The parameters (every replica holds the same; the first one's).
+    pub fn download_params(&self) -> Result<Params, EngineError> {
+        Ok(self.stages[0].borrow_mut().net.download_params()?)
+    }
+
+    /// The momentum (the first replica's).
+    pub fn download_momentum(&self) -> Result<Params, EngineError> {
+        Ok(self.stages[0].borrow_mut().net.download_momentum()?)
+    }
+
+    /// Values sent through the world's all-reduce since the last call (gradients only; 0 in a
+    /// world of one), and the seconds those all-reduce calls took.
+    pub fn take_sent(&self) -> (usize, f64) {
+        (self.sent.replace(0), self.exchange_s.replace(0.0))
+    }
+}

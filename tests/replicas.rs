@@ -1,0 +1,379 @@
+//! Data-parallel replicas (docs/distributed.md): N replicas of batch B are one device at
+//! batch N·B. In one process on the CPU engine (the library's `CpuReplicas`, and `alexnet
+//! train --devices cpu,cpu`), and across processes under `mpirun -np 2` when built with the
+//! `mpi` feature. Augmentation and dropout stay on: both are drawn per global row.
+mod common;
+
+use alexnet::backend::{Dropout, SgdHyper};
+use alexnet::collective::Solo;
+use alexnet::engine::augment::{random_draws, AugmentSettings, Pca};
+use alexnet::engine::replicas::{CpuReplicas, Split};
+use alexnet::engine::CpuStage;
+use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
+use common::alexnet;
+use std::path::Path;
+
+const WIDTHS: &str = "8,16,24,24,16,64,64";
+const STORED: usize = 70;
+
+fn tiny() -> ModelConfig {
+    let mut c = ModelConfig::small(67, 1, 10);
+    c.widths = [8, 16, 24, 24, 16, 64, 64];
+    c
+}
+
+/// A reproducible stream of awkward values (never constant, never all zero).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u32
+    }
+}
+
+/// Largest |a − b| of each tensor over its largest |b|; panics naming the first tensor past
+/// `tol`.
+fn assert_same_weights(got: &Params, want: &Params, tol: f32, what: &str) {
+    for (g, w) in got.tensors.iter().zip(&want.tensors) {
+        assert_eq!(g.spec.name, w.spec.name);
+        let scale = w.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = g
+            .data
+            .iter()
+            .zip(&w.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff / scale <= tol,
+            "{what}: {} differs by {diff:e} (relative {:e} > {tol:e})",
+            g.spec.name,
+            diff / scale
+        );
+    }
+}
+
+#[test]
+fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps() {
+    let cfg = tiny();
+    let global = 12;
+    let mut rng = Lcg(42);
+    let params = Params::init_with(&cfg, 9, Init::He).unwrap();
+    let mean: Vec<f32> = (0..STORED * STORED * 3)
+        .map(|_| 100.0 + (rng.next() % 50) as f32)
+        .collect();
+    let pca = Pca {
+        eigenvalues: [900.0, 80.0, 9.0],
+        eigenvectors: [[0.58, 0.58, 0.57], [-0.7, 0.0, 0.71], [0.41, -0.82, 0.41]],
+    };
+    let settings = AugmentSettings {
+        random_crop: true,
+        flip: true,
+        lighting_std: 0.1,
+    };
+    let steps: Vec<_> = (0..3u32)
+        .map(|k| {
+            let images: Vec<u8> = (0..global * STORED * STORED * 3)
+                .map(|_| rng.next() as u8)
+                .collect();
+            let labels: Vec<i32> = (0..global).map(|_| (rng.next() % 10) as i32).collect();
+            let draws = random_draws(100 + k, global, STORED, 67, &settings, &pca);
+            let dropout = Dropout {
+                p: 0.5,
+                seeds: [rng.next(), rng.next()],
+            };
+            (images, labels, draws, dropout)
+        })
+        .collect();
+    let hyper = SgdHyper {
+        lr: 0.02,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+
+    let mut one = CpuStage::new(&cfg, global, STORED, &mean, &params, 2).unwrap();
+    let mut one_stats = Vec::new();
+    for (images, labels, draws, dropout) in &steps {
+        one.input.set_images(images).unwrap();
+        one.augment(draws).unwrap();
+        one.net.upload_labels(labels).unwrap();
+        one.net.forward(Some(*dropout)).unwrap();
+        one.net.loss().unwrap();
+        one.net.backward(Some(*dropout)).unwrap();
+        one.net.sgd(hyper).unwrap();
+        one_stats = one.net.stats().to_vec();
+    }
+    let want = one.net.download_params().unwrap();
+    assert_same_weights(&params, &want, f32::INFINITY, "shapes");
+    let moved = params.tensors[0]
+        .data
+        .iter()
+        .zip(&want.tensors[0].data)
+        .any(|(a, b)| a != b);
+    assert!(
+        moved,
+        "three steps left conv1 unchanged: the test would prove nothing"
+    );
+
+    for local in [2, 3, 4] {
+        let split = Split {
+            global_batch: global,
+            local,
+            rank: 0,
+            ranks: 1,
+        };
+        let reps = CpuReplicas::new(&cfg, split, STORED, &mean, &params, 2).unwrap();
+        let mut stats = Vec::new();
+        for (images, labels, draws, dropout) in &steps {
+            stats = reps
+                .step(&Solo, images, labels, draws, *dropout, hyper)
+                .unwrap()
+                .clone();
+        }
+        let got = reps.download_params().unwrap();
+        assert_same_weights(&got, &want, 1e-4, &format!("{local} replicas"));
+        let m = reps.download_momentum().unwrap();
+        let m_one = one.net.download_momentum().unwrap();
+        assert_same_weights(&m, &m_one, 1e-4, &format!("{local} replicas' momentum"));
+        // The loss rows are the global batch's, in its order.
+        assert_eq!(stats.len(), one_stats.len());
+        for (i, (a, b)) in stats.iter().zip(&one_stats).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "loss row value {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_replicas_dropout_masks_are_its_rows_of_the_global_batchs_masks() {
+    // Rows 2..6 of a [6, 53] batch on the CPU engine and the reference, bit for bit.
+    let (first, rows, f) = (2usize, 4usize, 53usize);
+    let mut rng = Lcg(7);
+    let whole: Vec<f32> = (0..(first + rows) * f)
+        .map(|_| rng.next() as f32 / u32::MAX as f32 - 0.5)
+        .collect();
+    let part = &whole[first * f..];
+    let (seed, p) = (1234u32, 0.4f32);
+    let want = alexnet::reference::dropout_forward(p, seed, &whole)[first * f..].to_vec();
+    let mut got = part.to_vec();
+    alexnet::cpu::dropout::dropout_in_place_at(p, seed, first * f, &mut got);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want), "CPU engine");
+    let got = alexnet::reference::dropout_forward_at(p, seed, first * f, part);
+    assert_eq!(bits(&got), bits(&want), "reference");
+    let unshifted = alexnet::reference::dropout_forward(p, seed, part);
+    assert_ne!(
+        bits(&unshifted),
+        bits(&want),
+        "the offset must move the mask"
+    );
+}
+
+#[test]
+fn a_batch_that_does_not_split_is_refused_naming_both_counts() {
+    let split = Split {
+        global_batch: 10,
+        local: 3,
+        rank: 0,
+        ranks: 1,
+    };
+    let e = split.rows().unwrap_err().to_string();
+    assert!(
+        e.contains("batch 10") && e.contains("3 equal replicas"),
+        "{e}"
+    );
+    let over_ranks = Split {
+        global_batch: 12,
+        local: 2,
+        rank: 1,
+        ranks: 4,
+    };
+    let e = over_ranks.rows().unwrap_err().to_string();
+    assert!(
+        e.contains("8 equal replicas") && e.contains("4 processes"),
+        "{e}"
+    );
+    assert_eq!(
+        Split {
+            ranks: 3,
+            ..over_ranks
+        }
+        .rows()
+        .unwrap(),
+        2
+    );
+    assert_eq!(
+        Split {
+            ranks: 3,
+            ..over_ranks
+        }
+        .replica(1),
+        3
+    );
+}
+
+fn train(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["train", "--quiet", "--input-size", "67", "--widths", WIDTHS];
+    all.extend_from_slice(args);
+    let (ok, _, err) = alexnet(&all);
+    (ok, err)
+}
+
+fn params(path: &Path) -> Params {
+    Checkpoint::load(path, None).unwrap().params
+}
+
+/// The one-device run every replicated run must equal: 3 steps at batch 8 on the CPU engine,
+/// augmentation and dropout on.
+fn one_device_run(dir: &Path, data: &Path) -> Params {
+    let out = dir.join("one");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--devices",
+        "cpu",
+        "--batch",
+        "8",
+        "--steps",
+        "3",
+        "--seed",
+        "4",
+    ]);
+    assert!(ok, "one device: {err}");
+    params(&out.join("last.safetensors"))
+}
+
+#[test]
+fn train_with_two_cpu_replicas_is_the_one_device_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let want = one_device_run(dir.path(), &data);
+    let out = dir.path().join("two");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--devices",
+        "cpu,cpu",
+        "--columns",
+        "1",
+        "--batch",
+        "8",
+        "--steps",
+        "3",
+        "--seed",
+        "4",
+    ]);
+    assert!(ok, "two replicas: {err}");
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &want,
+        1e-4,
+        "--devices cpu,cpu",
+    );
+
+    let odd = dir.path().join("odd");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "cpu,cpu,cpu",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
+        "{err}"
+    );
+    assert!(!odd.exists(), "a refused run left its folder behind");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "cpu,cpu,cpu,cpu",
+        "--columns",
+        "2",
+        "--steps",
+        "1",
+    ]);
+    assert!(!ok && err.contains("--columns 1"), "{err}");
+}
+
+/// `mpirun -np 2` (Open MPI, run as root in CI) on the CPU engine: the same weights as one
+/// process at the global batch; rank 0 alone writes the run; a resume under another world
+/// size continues the same run.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_is_the_one_device_run_and_resumes_on_one() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let want = one_device_run(dir.path(), &data);
+    let out = dir.path().join("mpi");
+    let mpirun = |np: &str, steps: &str, resume: bool| {
+        let mut c = Command::new("mpirun");
+        c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl", "self,tcp")
+            .args(["--oversubscribe", "-np", np, env!("CARGO_BIN_EXE_alexnet")])
+            .args(["train", "--quiet", "--input-size", "67", "--widths", WIDTHS])
+            .args([data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args([
+                "--devices",
+                "cpu",
+                "--batch",
+                "8",
+                "--seed",
+                "4",
+                "--steps",
+                steps,
+            ]);
+        if resume {
+            c.arg("--resume");
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = mpirun("2", "3", false);
+    assert!(ok, "mpirun -np 2: {err}");
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &want,
+        1e-4,
+        "mpirun -np 2",
+    );
+    let ck = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
+    assert_eq!(
+        ck.run_state.get("world_size").map(String::as_str),
+        Some("2")
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+
+    // Two steps on two ranks, then the third on one process: the uninterrupted run.
+    std::fs::remove_dir_all(&out).unwrap();
+    let (ok, err) = mpirun("2", "2", false);
+    assert!(ok, "mpirun -np 2, 2 steps: {err}");
+    let (ok, err) = mpirun("1", "3", true);
+    assert!(ok, "resume on one rank: {err}");
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &want,
+        1e-4,
+        "resumed on 1 rank",
+    );
+}
