@@ -210,6 +210,9 @@ impl Placement {
         if resolved.iter().all(|r| *r == Resolved::Cpu) {
             return Ok(Placement::CpuReplicas(resolved.len()));
         }
+        if resolved.contains(&Resolved::Cpu) {
+            return Err("the CPU engine is one device and does not share a run with GPU devices; name cpu alone (cpu,cpu for its replicas) or only GPU adapters".into());
+        }
         Err(format!(
             "{} data-parallel replicas on GPU adapters are not built yet; the CPU engine's are (--devices cpu,cpu --columns 1), and so are replicas across processes with mpirun (docs/distributed.md)",
             resolved.len()
