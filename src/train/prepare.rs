@@ -176,6 +176,10 @@ impl Prepared {
             };
             (params, None, st)
         };
+        // Saved before the metrics open: the TensorBoard file starts with it as text.
+        if writer {
+            cfg.save(&job.out.join("config.toml"))?;
+        }
         let metrics = if !writer {
             None
         } else if job.resume {
@@ -203,9 +207,6 @@ impl Prepared {
         } else {
             Some(MetricsWriter::create(&job.out)?)
         };
-        if writer {
-            cfg.save(&job.out.join("config.toml"))?;
-        }
         let threads = if cfg.loader.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
