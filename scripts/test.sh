@@ -8,10 +8,11 @@
 # reason printed. The committed PyTorch fixture keeps `cargo test` checking the network
 # against PyTorch either way.
 #
-# Then the `mpi` feature (data-parallel training across processes, docs/distributed.md): Open
-# MPI and libclang from Debian, and only the replica tests rebuilt with the feature, since
-# that is the code it adds (one more build of the crate and about half a minute of tests).
-# ALEXNET_TEST_MPI=0 skips it. mpirun refuses to run as root unless told: CI containers are.
+# The tests build with the `mpi` feature (data-parallel training across processes,
+# docs/distributed.md; Open MPI and libclang from Debian), so one build covers both: the binary
+# joins an MPI job only when a launcher started it, and the replica tests then also run
+# `mpirun -np 2`. ALEXNET_TEST_MPI=0 builds and tests without it. mpirun refuses to run as root
+# unless told: CI containers are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -28,11 +29,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
-cargo test --all-targets "$@"
-if [ "${ALEXNET_TEST_MPI:-1}" != 0 ]; then
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-    cargo test --features mpi --test replicas "$@"
-fi
+features=()
+[ "${ALEXNET_TEST_MPI:-1}" = 0 ] || features=(--features mpi)
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  cargo test --all-targets "${features[@]}" "$@"
 
 venv=.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

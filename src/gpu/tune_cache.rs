@@ -110,25 +110,20 @@ pub fn load(dir: &Path, key: &CacheKey) -> (Option<TuneFile>, Option<String>) {
     }
 }
 
-/// Write `file` for `key` into `dir` (through a temporary file and a rename, so a reader
-/// never sees half a table). Errors are returned as a warning line: a cache that cannot be
-/// written only costs the next run its tuning time.
+/// Write `file` for `key` into `dir` through the one atomic writer ([`crate::atomic`]), so a
+/// reader never sees half a table. Errors are returned as a warning line: a cache that cannot
+/// be written only costs the next run its tuning time.
 pub fn save(dir: &Path, key: &CacheKey, file: &TuneFile) -> Result<PathBuf, String> {
     let path = dir.join(key.file_name());
-    let fail = |e: std::io::Error| {
+    let fail = |e: &dyn std::fmt::Display| {
         format!(
             "{}: cannot write the tuning cache ({e}); the next run tunes again",
             path.display()
         )
     };
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let text = serde_json::to_string_pretty(file).map_err(|e| fail(std::io::Error::other(e)))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", key.file_name(), std::process::id()));
-    std::fs::write(&tmp, text).map_err(fail)?;
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let text = serde_json::to_string_pretty(file).map_err(|e| fail(&e))?;
+    crate::atomic::write_bytes(&path, text.as_bytes()).map_err(|e| fail(&e))?;
     Ok(path)
 }
 
