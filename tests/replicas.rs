@@ -476,3 +476,73 @@ fn mpirun_two_ranks_is_the_one_device_run_and_resumes_on_one() {
         "resumed on 1 rank",
     );
 }
+
+#[test]
+fn train_with_two_gpu_replicas_is_the_one_device_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let run = |name: &str, devices: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "8",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--devices",
+        ];
+        args.extend_from_slice(devices);
+        let (ok, err) = train(&args);
+        assert!(ok, "--devices {devices:?}: {err}");
+        out
+    };
+    let want = params(&run("one", &["lavapipe"]).join("last.safetensors"));
+    let two = run("two", &["lavapipe,lavapipe", "--columns", "1"]);
+    assert_same_weights(
+        &params(&two.join("last.safetensors")),
+        &want,
+        1e-4,
+        "--devices lavapipe,lavapipe --columns 1",
+    );
+    let metrics = std::fs::read_to_string(two.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+
+    let odd = dir.path().join("odd");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "lavapipe,lavapipe,lavapipe",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
+        "{err}"
+    );
+    assert!(!odd.exists(), "a refused run left its folder behind");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "cpu,lavapipe",
+        "--columns",
+        "1",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(!ok && err.contains("mix the CPU engine"), "{err}");
+}
