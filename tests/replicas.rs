@@ -477,6 +477,67 @@ fn mpirun_two_ranks_is_the_one_device_run_and_resumes_on_one() {
     );
 }
 
+/// `mpirun -np 2` with one GPU replica per rank (lavapipe): the one-device lavapipe run.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_of_gpu_replicas_is_the_one_device_run() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            "lavapipe",
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let one = dir.path().join("one");
+    let a = args(&one);
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "one device: {err}");
+    let out = dir.path().join("mpi");
+    let o = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(args(&out))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mpirun -np 2 --devices lavapipe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &params(&one.join("last.safetensors")),
+        1e-4,
+        "mpirun -np 2 on lavapipe",
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+}
+
 #[test]
 fn train_with_two_gpu_replicas_is_the_one_device_run() {
     let dir = tempfile::tempdir().unwrap();
