@@ -7,9 +7,13 @@ mod common;
 use alexnet::backend::{Dropout, SgdHyper};
 use alexnet::collective::Solo;
 use alexnet::engine::augment::{random_draws, AugmentSettings, Pca};
+use alexnet::engine::input::InputStage;
 use alexnet::engine::replicas::{CpuReplicas, Split};
+use alexnet::engine::replicas_gpu::GpuReplicas;
 use alexnet::engine::CpuStage;
-use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
+use alexnet::gpu::Gpu;
+use alexnet::model::{Checkpoint, Init, ModelConfig, Network, Params};
+use alexnet::shape::AugmentDraw;
 use common::alexnet;
 use std::path::Path;
 
@@ -54,12 +58,19 @@ fn assert_same_weights(got: &Params, want: &Params, tol: f32, what: &str) {
     }
 }
 
-#[test]
-fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps() {
-    let cfg = tiny();
-    let global = 12;
+/// One step of the global batch: images, labels, augmentation draws and dropout.
+type Step = (Vec<u8>, Vec<i32>, Vec<AugmentDraw>, Dropout);
+
+const HYPER: SgdHyper = SgdHyper {
+    lr: 0.02,
+    momentum: 0.9,
+    weight_decay: 5e-4,
+};
+
+/// A mean image and three steps of `global` random images with random crops, flips,
+/// lighting and dropout.
+fn three_steps(global: usize) -> (Vec<f32>, Vec<Step>) {
     let mut rng = Lcg(42);
-    let params = Params::init_with(&cfg, 9, Init::He).unwrap();
     let mean: Vec<f32> = (0..STORED * STORED * 3)
         .map(|_| 100.0 + (rng.next() % 50) as f32)
         .collect();
@@ -86,11 +97,42 @@ fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps(
             (images, labels, draws, dropout)
         })
         .collect();
-    let hyper = SgdHyper {
-        lr: 0.02,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-    };
+    (mean, steps)
+}
+
+/// Fails unless three steps moved conv1: equal weights would otherwise prove nothing.
+fn assert_moved(before: &Params, after: &Params) {
+    assert_same_weights(before, after, f32::INFINITY, "shapes");
+    let moved = before.tensors[0]
+        .data
+        .iter()
+        .zip(&after.tensors[0].data)
+        .any(|(a, b)| a != b);
+    assert!(
+        moved,
+        "three steps left conv1 unchanged: the test would prove nothing"
+    );
+}
+
+/// Loss rows `[G,3]` within `tol` (relative, at least 1 absolute) of the one-device run's, in
+/// the global batch's order.
+fn assert_same_rows(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * b.abs().max(1.0),
+            "{what}: loss row value {i}: {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps() {
+    let cfg = tiny();
+    let global = 12;
+    let params = Params::init_with(&cfg, 9, Init::He).unwrap();
+    let (mean, steps) = three_steps(global);
+    let hyper = HYPER;
 
     let mut one = CpuStage::new(&cfg, global, STORED, &mean, &params, 2).unwrap();
     let mut one_stats = Vec::new();
@@ -105,16 +147,7 @@ fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps(
         one_stats = one.net.stats().to_vec();
     }
     let want = one.net.download_params().unwrap();
-    assert_same_weights(&params, &want, f32::INFINITY, "shapes");
-    let moved = params.tensors[0]
-        .data
-        .iter()
-        .zip(&want.tensors[0].data)
-        .any(|(a, b)| a != b);
-    assert!(
-        moved,
-        "three steps left conv1 unchanged: the test would prove nothing"
-    );
+    assert_moved(&params, &want);
 
     for local in [2, 3, 4] {
         let split = Split {
@@ -136,15 +169,81 @@ fn cpu_replicas_of_batch_b_are_one_device_at_the_global_batch_after_three_steps(
         let m = reps.download_momentum().unwrap();
         let m_one = one.net.download_momentum().unwrap();
         assert_same_weights(&m, &m_one, 1e-4, &format!("{local} replicas' momentum"));
-        // The loss rows are the global batch's, in its order.
-        assert_eq!(stats.len(), one_stats.len());
-        for (i, (a, b)) in stats.iter().zip(&one_stats).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                "loss row value {i}: {a} vs {b}"
-            );
-        }
+        assert_same_rows(&stats, &one_stats, 1e-4, &format!("{local} replicas"));
     }
+}
+
+#[test]
+fn gpu_replicas_on_two_logical_devices_are_one_device_at_the_global_batch_after_three_steps() {
+    let cfg = tiny();
+    let global = 12;
+    let params = Params::init_with(&cfg, 9, Init::He).unwrap();
+    let (mean, steps) = three_steps(global);
+    let gpu = Gpu::best().expect("no GPU adapter: install mesa-vulkan-drivers (lavapipe)");
+    let adapter = gpu.adapter.index;
+
+    let net = Network::new(&gpu, &cfg, global, &params).unwrap();
+    let input = InputStage::new(&gpu, global, STORED, cfg.input_size, &mean, cfg.input_scale);
+    for (images, labels, draws, dropout) in &steps {
+        input.upload_images(&gpu, images).unwrap();
+        net.upload_labels(&gpu, labels).unwrap();
+        let mut enc = gpu.encoder("one");
+        {
+            let mut rec = net.recorder(&gpu, &mut enc);
+            input.record(&mut rec, draws, net.input()).unwrap();
+            net.record_forward(&mut rec, Some(*dropout)).unwrap();
+            net.record_loss(&mut rec).unwrap();
+            net.record_backward(&mut rec, Some(*dropout)).unwrap();
+            net.record_sgd(&mut rec, HYPER).unwrap();
+        }
+        gpu.submit(enc);
+    }
+    let want = net.download_params(&gpu).unwrap();
+    let want_m = net.download_momentum(&gpu).unwrap();
+    let want_rows = net.stats().download(&gpu).unwrap();
+    assert_moved(&params, &want);
+
+    let split = Split {
+        global_batch: global,
+        local: 2,
+        rank: 0,
+        ranks: 1,
+    };
+    let reps = GpuReplicas::new(&cfg, split, &[adapter, adapter], STORED, &mean, &params).unwrap();
+    let mut rows = Vec::new();
+    for (images, labels, draws, dropout) in &steps {
+        rows = reps
+            .step(&Solo, images, labels, draws, *dropout, HYPER)
+            .unwrap()
+            .clone();
+    }
+    assert_same_weights(
+        &reps.download_params().unwrap(),
+        &want,
+        1e-4,
+        "2 GPU replicas",
+    );
+    assert_same_weights(
+        &reps.download_momentum().unwrap(),
+        &want_m,
+        1e-4,
+        "2 GPU replicas' momentum",
+    );
+    // Both replicas took the same step, not only the first.
+    let second = &reps.replicas()[1];
+    let theirs = second.net.download_params(&second.gpu).unwrap();
+    assert_same_weights(&theirs, &want, 1e-4, "the second GPU replica");
+    // The GPU's GEMM tiles follow the batch size, so the replicas' sums run in another
+    // order; the last step's losses come from weights already 1e-5 apart.
+    assert_same_rows(&rows, &want_rows, 5e-4, "2 GPU replicas");
+    let (sent, _) = reps.take_sent();
+    assert_eq!(sent, 0, "a world of one sends nothing");
+
+    let wrong = GpuReplicas::new(&cfg, split, &[adapter], STORED, &mean, &params);
+    assert!(
+        matches!(&wrong, Err(e) if e.to_string().contains("1 adapters for 2 replicas")),
+        "one adapter for two replicas must be refused"
+    );
 }
 
 #[test]
@@ -376,4 +475,135 @@ fn mpirun_two_ranks_is_the_one_device_run_and_resumes_on_one() {
         1e-4,
         "resumed on 1 rank",
     );
+}
+
+/// `mpirun -np 2` with one GPU replica per rank (lavapipe): the one-device lavapipe run.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_of_gpu_replicas_is_the_one_device_run() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            "lavapipe",
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let one = dir.path().join("one");
+    let a = args(&one);
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "one device: {err}");
+    let out = dir.path().join("mpi");
+    let o = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(args(&out))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mpirun -np 2 --devices lavapipe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &params(&one.join("last.safetensors")),
+        1e-4,
+        "mpirun -np 2 on lavapipe",
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+}
+
+#[test]
+fn train_with_two_gpu_replicas_is_the_one_device_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let run = |name: &str, devices: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "8",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--devices",
+        ];
+        args.extend_from_slice(devices);
+        let (ok, err) = train(&args);
+        assert!(ok, "--devices {devices:?}: {err}");
+        out
+    };
+    let want = params(&run("one", &["lavapipe"]).join("last.safetensors"));
+    let two = run("two", &["lavapipe,lavapipe", "--columns", "1"]);
+    assert_same_weights(
+        &params(&two.join("last.safetensors")),
+        &want,
+        1e-4,
+        "--devices lavapipe,lavapipe --columns 1",
+    );
+    let metrics = std::fs::read_to_string(two.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+
+    let odd = dir.path().join("odd");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "lavapipe,lavapipe,lavapipe",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
+        "{err}"
+    );
+    assert!(!odd.exists(), "a refused run left its folder behind");
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        "cpu,lavapipe",
+        "--columns",
+        "1",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(!ok && err.contains("mix the CPU engine"), "{err}");
 }

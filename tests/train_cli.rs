@@ -298,12 +298,19 @@ fn two_devices_train_as_one_and_their_checkpoint_serves_one() {
     ]);
     assert!(ok, "eval of the two-device checkpoint: {err}");
     assert!(out.contains("top1_accuracy"), "{out}");
-    // Three devices are data-parallel replicas (docs/distributed.md), not built on GPUs yet;
-    // three columns do not exist.
-    let (ok, err) = train(&[d, "--out", "unused", "--devices", "0,0,0", "--batch", "6"]);
+    // Three devices are data-parallel replicas (docs/distributed.md; tests/replicas.rs runs
+    // them), whose global batch must split evenly; three columns do not exist.
+    let (ok, err) = train(&[d, "--out", "unused", "--devices", "0,0,0", "--batch", "7"]);
     assert!(
-        !ok && err.contains("replicas on GPU adapters are not built"),
+        !ok && err.contains("batch 7 does not split into 3 equal replicas"),
         "{err}"
+    );
+    let (ok, out, err) = alexnet(&["devices", "--devices", "0,0,0"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data-parallel replicas of the whole network, one per device")
+            && out.contains("device 2: adapter [0]"),
+        "{out}"
     );
     let (ok, err) = train(&[d, "--out", "unused", "--devices", "0,0,0", "--columns", "2"]);
     assert!(

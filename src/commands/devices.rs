@@ -153,11 +153,14 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
                 CpuDevice::default_threads()
             ))
         }
+        Placement::GpuReplicas(a) => a,
     };
     let mut out = format!(
         "--devices {devices}: {}\n",
         if a.len() == 1 {
             "the whole network on one device"
+        } else if devices.columns(None) == 1 {
+            "data-parallel replicas of the whole network, one per device"
         } else {
             "the paper's two columns, one per device"
         }

@@ -94,7 +94,8 @@ pub struct TrainArgs {
     pub devices: Option<Devices>,
     /// Columns per replica: 2 splits the network into the paper's two columns over two
     /// devices, 1 runs it whole on every device as data-parallel replicas (`cpu,cpu`,
-    /// `0,1,2,3`; the batch is split among them). Default: 2 for two GPU devices, else 1.
+    /// `0,1,2,3`, `0,0`: all on the CPU engine or all on GPU devices; the batch is split
+    /// among them). Default: 2 for two GPU devices, else 1.
     #[arg(long)]
     #[serde(default)]
     pub columns: Option<usize>,

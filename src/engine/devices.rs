@@ -172,6 +172,9 @@ pub enum Placement {
     Adapters(Vec<usize>),
     /// This many data-parallel replicas of the whole network on the CPU engine.
     CpuReplicas(usize),
+    /// Data-parallel replicas of the whole network, one per GPU adapter listed (an adapter
+    /// may repeat: two logical devices on one adapter).
+    GpuReplicas(Vec<usize>),
 }
 
 impl Placement {
@@ -205,16 +208,24 @@ impl Placement {
             .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")))
     }
 
-    /// The placement of data-parallel replicas (`--columns 1`) on devices already resolved.
+    /// The placement of data-parallel replicas (`--columns 1`) on devices already resolved:
+    /// all on the CPU engine or all on GPU adapters.
     pub fn replicas(resolved: &[Resolved]) -> Result<Placement, String> {
         if resolved.iter().all(|r| *r == Resolved::Cpu) {
             return Ok(Placement::CpuReplicas(resolved.len()));
         }
-        if resolved.contains(&Resolved::Cpu) {
-            return Err("the CPU engine is one device and does not share a run with GPU devices; name cpu alone (cpu,cpu for its replicas) or only GPU adapters".into());
+        let adapters: Vec<usize> = resolved
+            .iter()
+            .filter_map(|r| match r {
+                Resolved::Adapter(i) => Some(*i),
+                Resolved::Cpu => None,
+            })
+            .collect();
+        if adapters.len() == resolved.len() {
+            return Ok(Placement::GpuReplicas(adapters));
         }
         Err(format!(
-            "{} data-parallel replicas on GPU adapters are not built yet; the CPU engine's are (--devices cpu,cpu --columns 1), and so are replicas across processes with mpirun (docs/distributed.md)",
+            "{} data-parallel replicas mix the CPU engine and GPU adapters; the CPU engine is one device that does not share a run with GPUs: replicas run all on the CPU engine (--devices cpu,cpu) or all on GPU devices (--devices 0,0 or 0,1 with --columns 1)",
             resolved.len()
         ))
     }
@@ -269,8 +280,12 @@ mod tests {
             Placement::replicas(&[Cpu, Cpu]),
             Ok(Placement::CpuReplicas(2))
         );
-        let e = Placement::replicas(&[Adapter(0), Adapter(1)]).unwrap_err();
-        assert!(e.contains("not built"), "{e}");
+        assert_eq!(
+            Placement::replicas(&[Adapter(0), Adapter(1), Adapter(1)]),
+            Ok(Placement::GpuReplicas(vec![0, 1, 1]))
+        );
+        let e = Placement::replicas(&[Adapter(0), Cpu]).unwrap_err();
+        assert!(e.contains("mix the CPU engine"), "{e}");
     }
 
     #[test]

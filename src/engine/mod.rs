@@ -9,6 +9,7 @@ pub mod devices;
 pub mod infer;
 pub mod input;
 pub mod replicas;
+pub mod replicas_gpu;
 
 pub use devices::{Devices, Placement};
 pub use infer::{CpuStage, Inference, Scorer};

@@ -68,11 +68,100 @@ pub struct CpuReplicas {
     rows: usize,
     /// Per-image (loss, top-1, top-5) `[global batch, 3]` of the last step, on every rank.
     stats: RefCell<Vec<f32>>,
-    /// Values sent through the world's all-reduce since the last [`CpuReplicas::take_sent`].
+    exchange: Exchange,
+}
+
+/// The host side of a replicated step, shared by the CPU and the GPU replicas: the local
+/// gradient sum all-reduced over the world in buckets and scaled to the mean, and what that
+/// carried.
+#[derive(Debug, Default)]
+pub(crate) struct Exchange {
+    /// Values sent through the world's all-reduce since the last [`Exchange::take`].
     sent: Cell<usize>,
     /// Seconds spent in the world's all-reduce over the same span (waiting for the slowest
     /// rank included).
-    exchange_s: Cell<f64>,
+    seconds: Cell<f64>,
+}
+
+impl Exchange {
+    /// The mean over every replica of the job of `sum` (this process's replicas' gradient
+    /// sum; `None` if it has none), and on more than one rank the other ranks' loss rows
+    /// added into `stats` (each rank wrote only its own rows, the rest left at zero).
+    pub(crate) fn mean(
+        &self,
+        world: &dyn World,
+        split: Split,
+        sum: Option<Params>,
+        stats: &mut [f32],
+    ) -> Result<Params, EngineError> {
+        let Some(mut sum) = sum else {
+            return Err(EngineError::NotBuilt(
+                "a replicated step with no replicas".into(),
+            ));
+        };
+        let mut views: Vec<&mut [f32]> = sum
+            .tensors
+            .iter_mut()
+            .map(|t| t.data.as_mut_slice())
+            .collect();
+        let t0 = std::time::Instant::now();
+        let sent = all_reduce_buckets(world, &mut views)
+            .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
+        self.seconds
+            .set(self.seconds.get() + t0.elapsed().as_secs_f64());
+        self.sent.set(self.sent.get() + sent);
+        let scale = 1.0 / split.total() as f32;
+        for t in &mut sum.tensors {
+            t.data.iter_mut().for_each(|v| *v *= scale);
+        }
+        if world.size() > 1 {
+            world
+                .all_reduce_sum(stats)
+                .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
+        }
+        Ok(sum)
+    }
+
+    /// Values sent and seconds spent since the last call.
+    pub(crate) fn take(&self) -> (usize, f64) {
+        (self.sent.replace(0), self.seconds.replace(0.0))
+    }
+}
+
+/// Adds one replica's gradients into the running sum (the first one becomes it).
+pub(crate) fn add_into(sum: &mut Option<Params>, grads: Params) {
+    match sum {
+        None => *sum = Some(grads),
+        Some(acc) => {
+            for (a, b) in acc.tensors.iter_mut().zip(&grads.tensors) {
+                a.data.iter_mut().zip(&b.data).for_each(|(x, y)| *x += y);
+            }
+        }
+    }
+}
+
+/// Checks a replicated step's inputs against the global batch `g`.
+pub(crate) fn check_step(
+    g: usize,
+    images: &[u8],
+    labels: &[i32],
+    draws: &[AugmentDraw],
+) -> Result<usize, EngineError> {
+    let bad = |what: &str, got: usize, per: usize| {
+        EngineError::Mismatch(format!(
+            "replicated step: {got} values of {what} for a global batch of {g} ({per} per image)"
+        ))
+    };
+    if labels.len() != g {
+        return Err(bad("labels", labels.len(), 1));
+    }
+    if draws.len() != g {
+        return Err(bad("augmentation draws", draws.len(), 1));
+    }
+    if g == 0 || images.len() % g != 0 {
+        return Err(bad("image bytes", images.len(), images.len() / g.max(1)));
+    }
+    Ok(images.len() / g)
 }
 
 impl CpuReplicas {
@@ -102,8 +191,7 @@ impl CpuReplicas {
             split,
             rows,
             stats: RefCell::new(vec![0.0; split.global_batch * 3]),
-            sent: Cell::new(0),
-            exchange_s: Cell::new(0.0),
+            exchange: Exchange::default(),
         })
     }
 
@@ -143,22 +231,8 @@ impl CpuReplicas {
         dropout: Dropout,
         hyper: SgdHyper,
     ) -> Result<std::cell::Ref<'_, Vec<f32>>, EngineError> {
-        let (g, rows) = (self.split.global_batch, self.rows);
-        let bad = |what: &str, got: usize, per: usize| {
-            EngineError::Mismatch(format!(
-                "replicated step: {got} values of {what} for a global batch of {g} ({per} per image)"
-            ))
-        };
-        if labels.len() != g {
-            return Err(bad("labels", labels.len(), 1));
-        }
-        if draws.len() != g {
-            return Err(bad("augmentation draws", draws.len(), 1));
-        }
-        if images.len() % g != 0 {
-            return Err(bad("image bytes", images.len(), images.len() / g.max(1)));
-        }
-        let per_image = images.len() / g;
+        let rows = self.rows;
+        let per_image = check_step(self.split.global_batch, images, labels, draws)?;
         let mut stats = self.stats.borrow_mut();
         if world.size() > 1 {
             // Other ranks' rows arrive through the sum below.
@@ -178,41 +252,9 @@ impl CpuReplicas {
             net.loss()?;
             net.backward(Some(dropout))?;
             stats[range.start * 3..range.end * 3].copy_from_slice(net.stats());
-            let grads = net.download_grads()?;
-            match &mut sum {
-                None => sum = Some(grads),
-                Some(acc) => {
-                    for (a, b) in acc.tensors.iter_mut().zip(&grads.tensors) {
-                        a.data.iter_mut().zip(&b.data).for_each(|(x, y)| *x += y);
-                    }
-                }
-            }
+            add_into(&mut sum, net.download_grads()?);
         }
-        let Some(mut sum) = sum else {
-            return Err(EngineError::NotBuilt(
-                "a replicated step with no replicas".into(),
-            ));
-        };
-        let mut views: Vec<&mut [f32]> = sum
-            .tensors
-            .iter_mut()
-            .map(|t| t.data.as_mut_slice())
-            .collect();
-        let t0 = std::time::Instant::now();
-        let sent = all_reduce_buckets(world, &mut views)
-            .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
-        self.exchange_s
-            .set(self.exchange_s.get() + t0.elapsed().as_secs_f64());
-        self.sent.set(self.sent.get() + sent);
-        let scale = 1.0 / self.split.total() as f32;
-        for t in &mut sum.tensors {
-            t.data.iter_mut().for_each(|v| *v *= scale);
-        }
-        if world.size() > 1 {
-            world
-                .all_reduce_sum(&mut stats)
-                .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
-        }
+        let sum = self.exchange.mean(world, self.split, sum, &mut stats[..])?;
         for stage in &self.stages {
             let mut s = stage.borrow_mut();
             s.net.upload_grads(&sum)?;
@@ -243,6 +285,6 @@ impl CpuReplicas {
     /// Values sent through the world's all-reduce since the last call (gradients only; 0 in a
     /// world of one), and the seconds those all-reduce calls took.
     pub fn take_sent(&self) -> (usize, f64) {
-        (self.sent.replace(0), self.exchange_s.replace(0.0))
+        self.exchange.take()
     }
 }

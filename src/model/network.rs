@@ -111,9 +111,21 @@ impl Network {
         self.walk.download_momentum(&mut self.idle(gpu))
     }
 
-    /// Reads the gradients of the last backward pass back (tests).
+    /// Reads the gradients of the last backward pass back (data-parallel replicas, tests).
     pub fn download_grads(&self, gpu: &Gpu) -> Result<Params> {
         self.walk.download_grads(&mut self.idle(gpu))
+    }
+
+    /// Replaces the gradients (a data-parallel step's all-reduced mean, before
+    /// [`Network::record_sgd`]).
+    pub fn upload_grads(&self, gpu: &Gpu, grads: &Params) -> Result<()> {
+        self.walk.upload_grads(&mut self.idle(gpu), grads)
+    }
+
+    /// Makes this network a replica holding rows `first_row..` of a larger global batch
+    /// ([`Walk::set_first_row`]): its dropout masks are those rows of the global batch's.
+    pub fn set_first_row(&mut self, first_row: usize) {
+        self.walk.set_first_row(first_row);
     }
 
     /// Writes the batch's labels (class indices) before the next submit.

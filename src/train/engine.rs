@@ -12,6 +12,7 @@ pub use crate::engine::devices::Placement;
 
 use crate::collective::World;
 use crate::engine::replicas::{CpuReplicas, Split};
+use crate::engine::replicas_gpu::GpuReplicas;
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
@@ -70,6 +71,14 @@ pub enum Engine {
         /// The job's ranks the gradients are summed over.
         world: Rc<dyn World>,
     },
+    /// Data-parallel replicas of the whole network on GPU devices, one per logical device
+    /// in this process and, over MPI, in the job's other ranks.
+    GpuReplicas {
+        /// This process's replicas.
+        reps: Box<GpuReplicas>,
+        /// The job's ranks the gradients are summed over.
+        world: Rc<dyn World>,
+    },
 }
 
 /// Where a run keeps the per-image loss rows of a logging window until it reads them: a GPU
@@ -122,12 +131,38 @@ impl Engine {
             Placement::Cpu if world.size() == 1 => Engine::cpu(s, params, 0),
             Placement::Cpu => Engine::replicas(s, params, 1, world, 0),
             Placement::CpuReplicas(n) => Engine::replicas(s, params, *n, world, 0),
+            Placement::GpuReplicas(a) => Engine::gpu_replicas(s, params, a, world),
+            Placement::Adapters(a) if world.size() > 1 && a.len() == 1 => {
+                Engine::gpu_replicas(s, params, a, world)
+            }
             Placement::Adapters(_) if world.size() > 1 => Err(TrainError::NotBuilt(format!(
-                "{}: replicas across processes run on the CPU engine only so far; train with --devices cpu under mpirun (docs/distributed.md)",
+                "{}: replicas of the two-column split are not built; under mpirun give each rank whole-network replicas (--devices 0, or 0,1 --columns 1; docs/distributed.md)",
                 world.describe()
             ))),
             Placement::Adapters(a) => Engine::new(a, s, params),
         }
+    }
+
+    /// Data-parallel replicas on the GPU `adapters` in this process (one replica each),
+    /// summing gradients over `world` too; `s.batch` is the global batch, split among every
+    /// replica of the job.
+    pub fn gpu_replicas(
+        s: &EngineSpec<'_>,
+        params: &Params,
+        adapters: &[usize],
+        world: Rc<dyn World>,
+    ) -> Result<Engine, TrainError> {
+        let split = Split {
+            global_batch: s.batch,
+            local: adapters.len(),
+            rank: world.rank(),
+            ranks: world.size(),
+        };
+        let reps = GpuReplicas::new(s.model, split, adapters, s.stored, s.mean, params)?;
+        Ok(Engine::GpuReplicas {
+            reps: Box::new(reps),
+            world,
+        })
     }
 
     /// `local` data-parallel replicas on the CPU engine in this process, summing gradients
@@ -156,7 +191,7 @@ impl Engine {
     /// Ranks summing gradients (1 unless replicas run across processes).
     pub fn world_size(&self) -> usize {
         match self {
-            Engine::Replicas { world, .. } => world.size(),
+            Engine::Replicas { world, .. } | Engine::GpuReplicas { world, .. } => world.size(),
             _ => 1,
         }
     }
@@ -168,7 +203,7 @@ impl Engine {
         params: &Params,
         momentum: &Params,
     ) -> Result<(), TrainError> {
-        let Engine::Replicas { world, .. } = self else {
+        let (Engine::Replicas { world, .. } | Engine::GpuReplicas { world, .. }) = self else {
             return Ok(());
         };
         if world.size() == 1 {
@@ -243,16 +278,18 @@ impl Engine {
             Engine::Cpu(c) => c.get_mut().net.freeze_through(block)?,
             Engine::Two(c) => c.net.freeze_through(block)?,
             Engine::Replicas { reps, .. } => reps.freeze_through(block)?,
+            Engine::GpuReplicas { reps, .. } => reps.freeze_through(block)?,
         }
         Ok(())
     }
 
-    /// The GPU device that holds the loss statistics (device 0); `None` on the CPU engine.
+    /// The GPU device that holds the loss statistics (device 0); `None` on the CPU engine
+    /// and for replicas, whose loss rows are gathered on the host.
     pub fn gpu_device(&self) -> Option<&Gpu> {
         match self {
             Engine::One { gpu, .. } => Some(gpu),
             Engine::Two(c) => Some(c.net.gpu(0)),
-            Engine::Cpu(_) | Engine::Replicas { .. } => None,
+            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } => None,
         }
     }
 
@@ -284,6 +321,24 @@ impl Engine {
                 }
                 d
             }
+            Engine::GpuReplicas { reps, world } => {
+                let sp = reps.split();
+                let on: Vec<String> = reps
+                    .replicas()
+                    .iter()
+                    .map(|r| format!("[{}] {}", r.gpu.adapter.index, r.gpu.adapter.name))
+                    .collect();
+                let mut d = format!(
+                    "{} data-parallel replica(s) of {} images on adapters {}",
+                    sp.local,
+                    sp.global_batch / sp.total(),
+                    on.join(", ")
+                );
+                if world.size() > 1 {
+                    d += &format!(", {} ({} replicas in all)", world.describe(), sp.total());
+                }
+                d
+            }
         }
     }
 
@@ -304,15 +359,26 @@ impl Engine {
         at: u64,
     ) -> Result<Pending, TrainError> {
         match (self, hist) {
-            (Engine::Replicas { reps, world }, LossHistory::Host(rows)) => {
-                let stats = reps.step(
-                    world.as_ref(),
-                    x.images,
-                    x.labels,
-                    x.draws,
-                    x.dropout,
-                    x.hyper,
-                )?;
+            (Engine::Replicas { .. } | Engine::GpuReplicas { .. }, LossHistory::Host(rows)) => {
+                let stats = match self {
+                    Engine::GpuReplicas { reps, world } => reps.step(
+                        world.as_ref(),
+                        x.images,
+                        x.labels,
+                        x.draws,
+                        x.dropout,
+                        x.hyper,
+                    )?,
+                    Engine::Replicas { reps, world } => reps.step(
+                        world.as_ref(),
+                        x.images,
+                        x.labels,
+                        x.draws,
+                        x.dropout,
+                        x.hyper,
+                    )?,
+                    _ => unreachable!("matched above"),
+                };
                 let mut rows = rows.borrow_mut();
                 let from = at as usize / 4;
                 let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
@@ -385,6 +451,7 @@ impl Engine {
             Engine::Two(c) => c.net.upload_momentum(m)?,
             Engine::Cpu(c) => c.borrow_mut().net.upload_momentum(m)?,
             Engine::Replicas { reps, .. } => reps.upload_momentum(m)?,
+            Engine::GpuReplicas { reps, .. } => reps.upload_momentum(m)?,
         }
         Ok(())
     }
@@ -396,6 +463,7 @@ impl Engine {
             Engine::Two(c) => c.net.download_params()?,
             Engine::Cpu(c) => c.borrow_mut().net.download_params()?,
             Engine::Replicas { reps, .. } => reps.download_params()?,
+            Engine::GpuReplicas { reps, .. } => reps.download_params()?,
         })
     }
 
@@ -406,6 +474,7 @@ impl Engine {
             Engine::Two(c) => c.net.download_momentum()?,
             Engine::Cpu(c) => c.borrow_mut().net.download_momentum()?,
             Engine::Replicas { reps, .. } => reps.download_momentum()?,
+            Engine::GpuReplicas { reps, .. } => reps.download_momentum()?,
         })
     }
 
@@ -415,8 +484,12 @@ impl Engine {
             Engine::One { .. } | Engine::Cpu(_) => ExchangeStats::default(),
             // What this rank sent into the all-reduce (its gradient sum), in bytes, and the
             // seconds the all-reduce took (waiting for the slowest rank included).
-            Engine::Replicas { reps, .. } => {
-                let (values, seconds) = reps.take_sent();
+            Engine::Replicas { .. } | Engine::GpuReplicas { .. } => {
+                let (values, seconds) = match self {
+                    Engine::Replicas { reps, .. } => reps.take_sent(),
+                    Engine::GpuReplicas { reps, .. } => reps.take_sent(),
+                    _ => (0, 0.0),
+                };
                 ExchangeStats {
                     bytes: (values * 4) as u64,
                     wait_s: seconds,
@@ -451,8 +524,8 @@ impl Engine {
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
-            Engine::Cpu(_) | Engine::Replicas { .. } => Err(TrainError::NotBuilt(
-                "Engine::step records into a GPU buffer; the CPU engine steps through Engine::train_step".into(),
+            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } => Err(TrainError::NotBuilt(
+                "Engine::step records into a GPU buffer; the CPU engine and replicas step through Engine::train_step".into(),
             )),
             Engine::One { gpu, .. } => {
                 let cb = self.record_step(x, hist, at, timer)?;
@@ -526,6 +599,11 @@ impl Engine {
             Engine::Cpu(c) => evaluate(Scorer::Cpu(c), set, view, threads),
             Engine::Replicas { reps, .. } => {
                 evaluate(Scorer::Cpu(reps.first()), set, view, threads)
+            }
+            Engine::GpuReplicas { reps, .. } => {
+                let r = reps.first();
+                let (gpu, net, input) = (&r.gpu, &r.net, &r.input);
+                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
             }
             Engine::Two(c) => {
                 let (net, eval) = (&c.net, &c.eval);

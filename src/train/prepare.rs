@@ -228,15 +228,16 @@ impl Prepared {
     }
 }
 
-/// Before any file is written: replicas across processes run on the CPU engine, and the
-/// global batch must split evenly among every replica of the job.
+/// Before any file is written: replicas across processes run whole networks (no column
+/// split), and the global batch must split evenly among every replica of the job.
 fn check_replicas(placement: &Placement, batch: usize) -> Result<(), TrainError> {
     let world = crate::collective::world();
     let local = match placement {
         Placement::CpuReplicas(n) => *n,
-        Placement::Adapters(_) if world.size() > 1 => {
+        Placement::GpuReplicas(a) => a.len(),
+        Placement::Adapters(a) if world.size() > 1 && a.len() > 1 => {
             return Err(TrainError::NotBuilt(format!(
-                "{}: replicas across processes run on the CPU engine only so far; train with --devices cpu under mpirun (docs/distributed.md)",
+                "{}: replicas of the two-column split are not built; under mpirun give each rank whole-network replicas (--devices 0, or 0,1 --columns 1; docs/distributed.md)",
                 world.describe()
             )))
         }
