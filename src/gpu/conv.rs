@@ -327,6 +327,10 @@ static BACKWARD_BIAS: Entry = Entry {
     name: "backward_bias",
     slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
+static REDUCE_BIAS: Entry = Entry {
+    name: "reduce_bias",
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
+};
 
 /// The WGSL `Params` uniform.
 #[repr(C)]
@@ -652,7 +656,17 @@ pub fn backward_weight_split(
     ))
 }
 
-/// Record `db (+)= Σ_{n,oh,ow} dy`.
+/// Slices of the batch the bias gradient sums in parallel: about four times
+/// [`gemm::TARGET_WORKGROUPS`] workgroups over all channels (one workgroup per channel left
+/// most of a large GPU idle, each looping over the whole batch), at most one an image.
+pub fn bias_splits(s: &ConvShape) -> usize {
+    (4 * gemm::TARGET_WORKGROUPS)
+        .div_ceil(s.c_out.max(1))
+        .min(s.n)
+        .clamp(1, 256)
+}
+
+/// Record `db (+)= Σ_{n,oh,ow} dy`, over [`bias_splits`] slices of the batch.
 pub fn backward_bias(
     rec: &mut Recorder<'_>,
     s: &ConvShape,
@@ -660,18 +674,66 @@ pub fn backward_bias(
     db: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
+    backward_bias_split(rec, s, dy, db, accumulate, bias_splits(s))
+}
+
+/// [`backward_bias`] over `splits` slices of the batch (tests): each slice's sums go into a
+/// scratch of partials `[splits, C_out]` that a second dispatch adds into `db`.
+pub fn backward_bias_split(
+    rec: &mut Recorder<'_>,
+    s: &ConvShape,
+    dy: &Tensor,
+    db: &Tensor,
+    accumulate: bool,
+    splits: usize,
+) -> Result<()> {
     let gpu = rec.gpu();
-    let p = params(s, accumulate)?;
+    let mut p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "db", db, s.c_out)?;
-    let views = [
-        kernel::whole(gpu, "conv", "dy", dy)?,
-        kernel::whole(gpu, "conv", "db", db)?,
+    let per = s.n.div_ceil(splits.clamp(1, s.n));
+    // Recount so no slice is empty.
+    let splits = s.n.div_ceil(per);
+    p.per = kernel::u32_of("conv", per)?;
+    p.splits = kernel::u32_of("conv", splits)?;
+    let dy_v = kernel::whole(gpu, "conv", "dy", dy)?;
+    let db_v = kernel::whole(gpu, "conv", "db", db)?;
+    let groups = [
+        kernel::u32_of("conv", s.c_out)?,
+        kernel::u32_of("conv", splits)?,
+        1,
     ];
-    let groups = [kernel::u32_of("conv", s.c_out)?, 1, 1];
+    if splits == 1 {
+        let views = [dy_v, db_v];
+        let l = Launch::new(
+            &SUMS_SHADER,
+            &BACKWARD_BIAS,
+            bytemuck::bytes_of(&p),
+            &views,
+            groups,
+        );
+        return rec.launch(&l);
+    }
+    let bytes = (splits * s.c_out) as u64 * 4;
+    let scratch = gpu.scratch_buffer("conv.db_partials", bytes);
+    let part = kernel::View {
+        buffer: &scratch,
+        offset: 0,
+        size: bytes,
+    };
+    let views = [dy_v, part];
     rec.launch(&Launch::new(
         &SUMS_SHADER,
         &BACKWARD_BIAS,
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
+    ))?;
+    let views = [part, db_v];
+    let groups = kernel::grid_1d(gpu, "conv", (s.c_out as u64).div_ceil(256))?;
+    rec.launch(&Launch::new(
+        &SUMS_SHADER,
+        &REDUCE_BIAS,
         bytemuck::bytes_of(&p),
         &views,
         groups,
