@@ -14,14 +14,17 @@
 //   backward_input:  mat_a = w, mat_b = dY, out = dX
 //   backward_weight: mat_a = dY, mat_b = x, out = dW, or the partials [splits, C_out·Cig·k·k]
 //                    that conv_sums.wgsl's reduce_splits adds into dW when splits > 1
+// and 5 `tab`: the entry's offset table (below), made once per shape by src/gpu/conv.rs
+// (`offset_table`, which must agree with this file) and kept.
 // Params used: flags bit 1 (accumulate: backward_input, backward_weight), act (forward),
 // splits and per (backward_weight's split-K: K slices of `per`, a multiple of the K step).
 //
-// The layer's shape is in override constants, so each layer has its own pipeline and every
-// division below is by a constant (a multiply and a shift once compiled): a thread decomposes
-// its output column (image, row, column) once per tile slot, and per K step only the
-// reduction index (channel, kh, kw) or (image, oy, ox). Every gather checks the image bounds
-// and every store m < M, n < N.
+// The layer's shape is in override constants, so each layer has its own pipeline. A thread
+// decomposes its output column (image, row, column) once per tile slot; the reduction index k
+// of a K step, (channel, kh, kw) or (image, oy, ox), is not divided out in the K loop but read
+// from `tab[k]`, which holds what the gathers need of it: the K loop has no integer division
+// (dividing per gathered element cost 4–6 multiply-shift sequences). Every gather checks the
+// image bounds and every store m < M, n < N.
 // Dispatch: (ceil(N_gemm / BN), ceil(M_gemm / BM), G) and G·splits for backward_weight.
 
 override CN: u32 = 1u;
@@ -44,6 +47,14 @@ override OHW: u32 = COH * COW;
 
 // A row or column that does not exist: its loads give 0.
 const NONE: u32 = 0xffffffffu;
+
+// Per reduction index k of the entry's K (forward Cig·k·k, backward_input Cog·k·k,
+// backward_weight N·OH·OW), what does not depend on the output position:
+//   forward          (0, ci·H·W, kh, kw)                     for k = (ci, kh, kw)
+//   backward_input   (co·Cig·k·k + kh·k + kw, co·OH·OW,       for k = (co, kh, kw)
+//                     kh/s | (kh%s) << 16, kw/s | (kw%s) << 16)
+//   backward_weight  (b·C_out·OH·OW + oy·OW + ox, b·C_in·H·W, oy·s, ox·s)   for k = (b, oy, ox)
+@group(0) @binding(5) var<storage, read> tab: array<vec4<u32>>;
 
 // Where an output position's receptive field starts: the image's first element for group g,
 // and the top-left input coordinate (may be negative: padding).
@@ -81,15 +92,14 @@ fn cf_b_at(t: Part, f: Field, k: u32) -> f32 {
     if f.base == NONE || k >= t.k_end {
         return 0.0;
     }
-    let ci = k / KK;
-    let r = k % KK;
+    let e = tab[k];
     // Negative coordinates wrap to large unsigned ones, so one comparison checks both sides.
-    let iy = u32(f.iy + i32(r / KS));
-    let ix = u32(f.ix + i32(r % KS));
+    let iy = u32(f.iy + i32(e.z));
+    let ix = u32(f.ix + i32(e.w));
     if iy >= CH || ix >= CW {
         return 0.0;
     }
-    return mat_b[f.base + ci * HW + iy * CW + ix];
+    return mat_b[f.base + e.y + iy * CW + ix];
 }
 fn cf_store1(co: u32, n: u32, v: f32) {
     if n < CN * OHW {
@@ -109,7 +119,18 @@ fn cf_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
 
 // ---- backward_input: A[ci, (co, r)] = w[g·Cog + co, ci, r], B[(co, kh, kw), (b, iy, ix)] =
 // dY[b, g·Cog + co, (iy + pad − kh)/s, (ix + pad − kw)/s] where the division is exact and the
-// output position exists.
+// output position exists. With iy + pad = a·s + ra (once per column) and kh = c·s + rc (from
+// the table), the division is exact when ra = rc, and its quotient is a − c.
+
+// A column of backward_input: the image's first element of the group's dY channels, and
+// iy + pad, ix + pad as quotient and remainder by the stride.
+struct FieldI {
+    base: u32,
+    yq: i32,
+    yr: u32,
+    xq: i32,
+    xr: u32,
+}
 
 fn ci_part(z: u32) -> Part {
     return Part(z, 0u, 0u, COG * KK);
@@ -121,40 +142,33 @@ fn ci_a_at(t: Part, r: u32, k: u32) -> f32 {
     if r == NONE || k >= t.k_end {
         return 0.0;
     }
-    return mat_a[r + (k / KK) * CIG * KK + k % KK];
+    return mat_a[r + tab[k].x];
 }
-fn ci_b_col(t: Part, n: u32) -> Field {
+fn ci_b_col(t: Part, n: u32) -> FieldI {
     if n >= CN * HW {
-        return Field(NONE, 0, 0);
+        return FieldI(NONE, 0, 0u, 0, 0u);
     }
     let b = n / HW;
     let q = n % HW;
-    return Field((b * CO + t.g * COG) * OHW, i32(q / CW + CP), i32(q % CW + CP));
+    let y = q / CW + CP;
+    let x = q % CW + CP;
+    return FieldI((b * CO + t.g * COG) * OHW, i32(y / CS), y % CS, i32(x / CS), x % CS);
 }
-fn ci_b_at(t: Part, f: Field, k: u32) -> f32 {
+fn ci_b_at(t: Part, f: FieldI, k: u32) -> f32 {
     if f.base == NONE || k >= t.k_end {
         return 0.0;
     }
-    let co = k / KK;
-    let r = k % KK;
-    let ty = f.iy - i32(r / KS);
-    let tx = f.ix - i32(r % KS);
-    if ty < 0 || tx < 0 {
+    let e = tab[k];
+    if f.yr != (e.z >> 16u) || f.xr != (e.w >> 16u) {
         return 0.0;
     }
-    var oy = u32(ty);
-    var ox = u32(tx);
-    if CS != 1u {
-        if oy % CS != 0u || ox % CS != 0u {
-            return 0.0;
-        }
-        oy = oy / CS;
-        ox = ox / CS;
-    }
+    // A negative quotient wraps to a large unsigned one, so one comparison checks both sides.
+    let oy = u32(f.yq - i32(e.z & 0xffffu));
+    let ox = u32(f.xq - i32(e.w & 0xffffu));
     if oy >= COH || ox >= COW {
         return 0.0;
     }
-    return mat_b[f.base + co * OHW + oy * COW + ox];
+    return mat_b[f.base + e.y + oy * COW + ox];
 }
 fn ci_store1(t: Part, m: u32, n: u32, v: f32) {
     if n < CN * HW {
@@ -187,7 +201,7 @@ fn cw_a_at(t: Part, r: u32, k: u32) -> f32 {
     if r == NONE || k >= t.k_end {
         return 0.0;
     }
-    return mat_a[r + (k / OHW) * CO * OHW + k % OHW];
+    return mat_a[r + tab[k].x];
 }
 fn cw_b_col(t: Part, n: u32) -> Field {
     if n >= CIG * KK {
@@ -200,14 +214,13 @@ fn cw_b_at(t: Part, f: Field, k: u32) -> f32 {
     if f.base == NONE || k >= t.k_end {
         return 0.0;
     }
-    let b = k / OHW;
-    let q = k % OHW;
-    let iy = u32(i32((q / COW) * CS) + f.iy);
-    let ix = u32(i32((q % COW) * CS) + f.ix);
+    let e = tab[k];
+    let iy = u32(i32(e.z) + f.iy);
+    let ix = u32(i32(e.w) + f.ix);
     if iy >= CH || ix >= CW {
         return 0.0;
     }
-    return mat_b[f.base + b * CI * HW + iy * CW + ix];
+    return mat_b[f.base + e.y + iy * CW + ix];
 }
 fn cw_store1(t: Part, m: u32, n: u32, v: f32) {
     if n >= CIG * KK {

@@ -511,6 +511,59 @@ fn conv_past_one_workgroup_of_columns() {
 }
 
 #[test]
+fn conv_bias_gradient_in_batch_slices() {
+    // Slices of several images and one, positions a plane more (323) and fewer (20) than a
+    // workgroup's 256 invocations (so a turn crosses images), accumulated onto random values;
+    // asking 9 slices of 5 images gives 5.
+    let g = device();
+    for (i, (h, w)) in [(17, 19), (4, 5)].into_iter().enumerate() {
+        let s = ConvShape {
+            n: 5,
+            c_in: 2,
+            h,
+            w,
+            c_out: 7,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+        };
+        let seed = 300 + 10 * i as u32;
+        let x = random_tensor(seed, s.input_len(), 1.0);
+        let dy = random_tensor(seed + 1, s.output_len(), 1.0);
+        let start = random_tensor(seed + 2, s.c_out, 1.0);
+        let (_, want_db) = r::conv2d_backward_weight(&s, &dy, &x);
+        let tdy = up(&g, &dy, "t.dy");
+        for splits in [1, 2, 3, 5, 9] {
+            let db = up(&g, &start, "t.db");
+            run(&g, |e| {
+                conv::backward_bias_split(e, &s, &tdy, &db, true, splits)
+            });
+            let want: Vec<f32> = want_db.iter().zip(&start).map(|(a, b)| a + b).collect();
+            close(
+                &format!("conv backward_bias {h}x{w} in {splits} slices"),
+                &down(&g, &db),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+    let paper = ConvShape {
+        n: 128,
+        c_in: 3,
+        h: 227,
+        w: 227,
+        c_out: 96,
+        k: 11,
+        stride: 4,
+        pad: 0,
+        groups: 1,
+    };
+    assert!(conv::bias_splits(&paper) * paper.c_out >= 4 * gemm::TARGET_WORKGROUPS);
+}
+
+#[test]
 fn conv_narrow_layers_use_every_tile_height() {
     // Output channels a group of 13, 27 and 40 (and input channels a group of 9, 20 and 5 for
     // backward_input): tile heights fitted to each (rounded up to 8), each with rows past the

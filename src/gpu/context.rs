@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use wgpu::util::DeviceExt;
+
 use super::conv::ConvKernels;
 use super::gemm::TilePolicy;
 use super::tiles::TileConfig;
@@ -186,8 +188,13 @@ pub struct Gpu {
     pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     pub(crate) scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
+    pub(crate) tables: Mutex<HashMap<TableKey, wgpu::Buffer>>,
     pub(crate) layouts: Mutex<HashMap<(&'static str, &'static str), LayoutPair>>,
 }
+
+/// What identifies a launcher's lookup table ([`Gpu::table_buffer`]): the table's name and
+/// the numbers it was made from.
+pub(crate) type TableKey = (&'static str, [usize; 9]);
 
 impl Gpu {
     /// A logical device on adapter `index` of [`list_adapters`], with the adapter's full limits.
@@ -277,6 +284,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             scratch: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
         })
     }
 
@@ -307,6 +315,30 @@ impl Gpu {
             mapped_at_creation: false,
         });
         map.insert(name, b.clone());
+        b
+    }
+
+    /// The read-only lookup table of `key` (an op's entry and the shape it was made for),
+    /// made by `make` on first use and kept: a launcher binds it on every step without
+    /// building or uploading it again.
+    pub(crate) fn table_buffer(
+        &self,
+        key: TableKey,
+        make: impl FnOnce() -> Vec<u32>,
+    ) -> wgpu::Buffer {
+        let mut map = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(&key) {
+            return b.clone();
+        }
+        let data = make();
+        let b = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(key.0),
+                contents: bytemuck::cast_slice(if data.is_empty() { &[0u32] } else { &data }),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        map.insert(key, b.clone());
         b
     }
 

@@ -109,11 +109,107 @@ fn choice(gpu: &Gpu, s: &ConvShape, entry: tuner::ConvEntry) -> Result<tuner::Ch
     }
 }
 
-/// Shader, override constants and workgroup grid of one dispatch.
+/// Shader, entry point, override constants, workgroup grid and (tiled kernels) offset table
+/// of one dispatch.
 struct Plan {
     program: Program,
+    entry: &'static Entry,
     constants: Vec<(&'static str, f64)>,
     groups: [u32; 3],
+    table: Option<wgpu::Buffer>,
+}
+
+impl Plan {
+    /// `views` with the offset table appended when the entry binds one.
+    fn views<'a>(&'a self, views: &[kernel::View<'a>]) -> Vec<kernel::View<'a>> {
+        let mut v = views.to_vec();
+        if let Some(t) = &self.table {
+            v.push(kernel::View {
+                buffer: t,
+                offset: 0,
+                size: t.size(),
+            });
+        }
+        v
+    }
+}
+
+/// The three products of a convolution, for the entry and offset table of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Product {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+/// `conv.wgsl`'s `tab` for `product` of `s`: per reduction index k, four numbers the gathers
+/// add instead of dividing k in the K loop (the layout is in conv.wgsl, above `tab`).
+fn offset_table(s: &ConvShape, product: Product) -> Vec<u32> {
+    let u = |v: usize| v as u32;
+    let (kk, hw, ohw) = (s.k * s.k, s.h * s.w, s.out_h() * s.out_w());
+    let (cig, cog) = (s.c_in / s.groups, s.c_out / s.groups);
+    let mut t = Vec::new();
+    match product {
+        Product::Forward => {
+            for ci in 0..cig {
+                for kh in 0..s.k {
+                    for kw in 0..s.k {
+                        t.extend([0, u(ci * hw), u(kh), u(kw)]);
+                    }
+                }
+            }
+        }
+        Product::BackwardInput => {
+            let split = |v: usize| u(v / s.stride) | u(v % s.stride) << 16;
+            for co in 0..cog {
+                for kh in 0..s.k {
+                    for kw in 0..s.k {
+                        let a = co * cig * kk + kh * s.k + kw;
+                        t.extend([u(a), u(co * ohw), split(kh), split(kw)]);
+                    }
+                }
+            }
+        }
+        Product::BackwardWeight => {
+            for b in 0..s.n {
+                for oy in 0..s.out_h() {
+                    for ox in 0..s.out_w() {
+                        let a = b * s.c_out * ohw + oy * s.out_w() + ox;
+                        let x = b * s.c_in * hw;
+                        t.extend([u(a), u(x), u(oy * s.stride), u(ox * s.stride)]);
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+/// The kept offset table of `product` of `s` ([`offset_table`], made on first use).
+fn table(gpu: &Gpu, s: &ConvShape, product: Product) -> Result<wgpu::Buffer> {
+    let rows = match product {
+        Product::Forward => (s.c_in / s.groups) * s.k * s.k,
+        Product::BackwardInput => (s.c_out / s.groups) * s.k * s.k,
+        Product::BackwardWeight => s.n * s.out_h() * s.out_w(),
+    };
+    let bytes = rows as u64 * 16;
+    if bytes > gpu.max_binding() {
+        return Err(GpuError::BindingTooLarge {
+            op: "conv",
+            tensor: "offset table",
+            bytes,
+            limit: gpu.max_binding(),
+        });
+    }
+    let name = match product {
+        Product::Forward => "conv.forward.tab",
+        Product::BackwardInput => "conv.backward_input.tab",
+        Product::BackwardWeight => "conv.backward_weight.tab",
+    };
+    let key = [
+        s.n, s.c_in, s.h, s.w, s.c_out, s.k, s.stride, s.pad, s.groups,
+    ];
+    Ok(gpu.table_buffer((name, key), || offset_table(s, product)))
 }
 
 /// The override constants of `conv.wgsl` for shape `s`.
@@ -134,11 +230,12 @@ fn shape_constants(s: &ConvShape) -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Program, constants and grid of one convolution GEMM: `rows` × `cols` per group, `z` =
-/// groups (times splits for the weight gradient), with tile `t` on the tiled path.
+/// Program, entry, constants, grid and table of one convolution GEMM: `rows` × `cols` per
+/// group, `z` = groups (times splits for the weight gradient), with tile `t` on the tiled path.
 fn plan(
     gpu: &Gpu,
     s: &ConvShape,
+    product: Product,
     rows: usize,
     cols: usize,
     z: usize,
@@ -147,13 +244,25 @@ fn plan(
     Ok(match gpu.conv_kernels {
         ConvKernels::Tiled => Plan {
             program: Program::Tiled(&SHADER, t),
+            entry: match product {
+                Product::Forward => &TILED_FORWARD,
+                Product::BackwardInput => &TILED_BACKWARD_INPUT,
+                Product::BackwardWeight => &TILED_BACKWARD_WEIGHT,
+            },
             constants: shape_constants(s),
             groups: grid(gpu, rows, cols, z, (t.bm as usize, t.bn as usize))?,
+            table: Some(table(gpu, s, product)?),
         },
         ConvKernels::Direct => Plan {
             program: Program::Static(&DIRECT_SHADER),
+            entry: match product {
+                Product::Forward => &FORWARD,
+                Product::BackwardInput => &BACKWARD_INPUT,
+                Product::BackwardWeight => &BACKWARD_WEIGHT,
+            },
             constants: Vec::new(),
             groups: grid(gpu, rows, cols, z, (DIRECT_TM, DIRECT_WG * DIRECT_TN))?,
+            table: None,
         },
     })
 }
@@ -176,12 +285,50 @@ static BACKWARD_WEIGHT: Entry = Entry {
     name: "backward_weight",
     slots: &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite],
 };
+/// The tiled kernels' entries: the direct ones' bindings and the offset table at 5.
+static TILED_FORWARD: Entry = Entry {
+    name: "forward",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Read,
+        Slot::Read,
+    ],
+};
+static TILED_BACKWARD_INPUT: Entry = Entry {
+    name: "backward_input",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Unused,
+        Slot::Read,
+    ],
+};
+static TILED_BACKWARD_WEIGHT: Entry = Entry {
+    name: "backward_weight",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Unused,
+        Slot::Read,
+    ],
+};
 static REDUCE_SPLITS: Entry = Entry {
     name: "reduce_splits",
     slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
 static BACKWARD_BIAS: Entry = Entry {
     name: "backward_bias",
+    slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
+};
+static REDUCE_BIAS: Entry = Entry {
+    name: "reduce_bias",
     slots: &[Slot::Uniform, Slot::Read, Slot::Unused, Slot::ReadWrite],
 };
 
@@ -305,12 +452,13 @@ pub fn forward(
     let rows = s.c_out / s.groups;
     let cols = s.n * s.out_h() * s.out_w();
     let t = choice(gpu, s, tuner::ConvEntry::Forward)?.tile;
-    let pl = plan(gpu, s, rows, cols, s.groups, t)?;
+    let pl = plan(gpu, s, Product::Forward, rows, cols, s.groups, t)?;
+    let views = pl.views(&views);
     rec.launch(&Launch {
         program: pl.program,
         constants: &pl.constants,
         flops: 2.0 * s.macs() as f64,
-        ..Launch::new(&SHADER, &FORWARD, bytemuck::bytes_of(&p), &views, pl.groups)
+        ..Launch::new(&SHADER, pl.entry, bytemuck::bytes_of(&p), &views, pl.groups)
     })
 }
 
@@ -335,14 +483,23 @@ pub fn backward_input(
     ];
     let rows = s.c_in / s.groups;
     let t = choice(gpu, s, tuner::ConvEntry::BackwardInput)?.tile;
-    let pl = plan(gpu, s, rows, s.n * s.h * s.w, s.groups, t)?;
+    let pl = plan(
+        gpu,
+        s,
+        Product::BackwardInput,
+        rows,
+        s.n * s.h * s.w,
+        s.groups,
+        t,
+    )?;
+    let views = pl.views(&views);
     rec.launch(&Launch {
         program: pl.program,
         constants: &pl.constants,
         flops: 2.0 * s.macs() as f64,
         ..Launch::new(
             &SHADER,
-            &BACKWARD_INPUT,
+            pl.entry,
             bytemuck::bytes_of(&p),
             &views,
             pl.groups,
@@ -436,6 +593,7 @@ pub fn backward_weight_split(
     let pl = plan(
         gpu,
         s,
+        Product::BackwardWeight,
         rows,
         (s.c_in / s.groups) * s.k * s.k,
         s.groups * splits,
@@ -445,14 +603,14 @@ pub fn backward_weight_split(
     let x_v = kernel::whole(gpu, "conv", "x", x)?;
     let flops = 2.0 * s.macs() as f64;
     if splits == 1 {
-        let views = [dy_v, x_v, kernel::whole(gpu, "conv", "dw", dw)?];
+        let views = pl.views(&[dy_v, x_v, kernel::whole(gpu, "conv", "dw", dw)?]);
         return rec.launch(&Launch {
             program: pl.program,
             constants: &pl.constants,
             flops,
             ..Launch::new(
                 &SHADER,
-                &BACKWARD_WEIGHT,
+                pl.entry,
                 bytemuck::bytes_of(&p),
                 &views,
                 pl.groups,
@@ -474,14 +632,14 @@ pub fn backward_weight_split(
         offset: 0,
         size: bytes,
     };
-    let views = [dy_v, x_v, part];
+    let views = pl.views(&[dy_v, x_v, part]);
     rec.launch(&Launch {
         program: pl.program,
         constants: &pl.constants,
         flops,
         ..Launch::new(
             &SHADER,
-            &BACKWARD_WEIGHT,
+            pl.entry,
             bytemuck::bytes_of(&p),
             &views,
             pl.groups,
@@ -498,7 +656,17 @@ pub fn backward_weight_split(
     ))
 }
 
-/// Record `db (+)= Σ_{n,oh,ow} dy`.
+/// Slices of the batch the bias gradient sums in parallel: about four times
+/// [`gemm::TARGET_WORKGROUPS`] workgroups over all channels (one workgroup per channel left
+/// most of a large GPU idle, each looping over the whole batch), at most one an image.
+pub fn bias_splits(s: &ConvShape) -> usize {
+    (4 * gemm::TARGET_WORKGROUPS)
+        .div_ceil(s.c_out.max(1))
+        .min(s.n)
+        .clamp(1, 256)
+}
+
+/// Record `db (+)= Σ_{n,oh,ow} dy`, over [`bias_splits`] slices of the batch.
 pub fn backward_bias(
     rec: &mut Recorder<'_>,
     s: &ConvShape,
@@ -506,20 +674,123 @@ pub fn backward_bias(
     db: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
+    backward_bias_split(rec, s, dy, db, accumulate, bias_splits(s))
+}
+
+/// [`backward_bias`] over `splits` slices of the batch (tests): each slice's sums go into a
+/// scratch of partials `[splits, C_out]` that a second dispatch adds into `db`.
+pub fn backward_bias_split(
+    rec: &mut Recorder<'_>,
+    s: &ConvShape,
+    dy: &Tensor,
+    db: &Tensor,
+    accumulate: bool,
+    splits: usize,
+) -> Result<()> {
     let gpu = rec.gpu();
-    let p = params(s, accumulate)?;
+    let mut p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "db", db, s.c_out)?;
-    let views = [
-        kernel::whole(gpu, "conv", "dy", dy)?,
-        kernel::whole(gpu, "conv", "db", db)?,
+    let per = s.n.div_ceil(splits.clamp(1, s.n));
+    // Recount so no slice is empty.
+    let splits = s.n.div_ceil(per);
+    p.per = kernel::u32_of("conv", per)?;
+    p.splits = kernel::u32_of("conv", splits)?;
+    let dy_v = kernel::whole(gpu, "conv", "dy", dy)?;
+    let db_v = kernel::whole(gpu, "conv", "db", db)?;
+    let groups = [
+        kernel::u32_of("conv", s.c_out)?,
+        kernel::u32_of("conv", splits)?,
+        1,
     ];
-    let groups = [kernel::u32_of("conv", s.c_out)?, 1, 1];
+    if splits == 1 {
+        let views = [dy_v, db_v];
+        let l = Launch::new(
+            &SUMS_SHADER,
+            &BACKWARD_BIAS,
+            bytemuck::bytes_of(&p),
+            &views,
+            groups,
+        );
+        return rec.launch(&l);
+    }
+    let bytes = (splits * s.c_out) as u64 * 4;
+    let scratch = gpu.scratch_buffer("conv.db_partials", bytes);
+    let part = kernel::View {
+        buffer: &scratch,
+        offset: 0,
+        size: bytes,
+    };
+    let views = [dy_v, part];
     rec.launch(&Launch::new(
         &SUMS_SHADER,
         &BACKWARD_BIAS,
         bytemuck::bytes_of(&p),
         &views,
         groups,
+    ))?;
+    let views = [part, db_v];
+    let groups = kernel::grid_1d(gpu, "conv", (s.c_out as u64).div_ceil(256))?;
+    rec.launch(&Launch::new(
+        &SUMS_SHADER,
+        &REDUCE_BIAS,
+        bytemuck::bytes_of(&p),
+        &views,
+        groups,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body of WGSL function `name` in `src`, without comments.
+    fn body(src: &str, name: &str) -> String {
+        let start = src
+            .find(&format!("fn {name}("))
+            .unwrap_or_else(|| panic!("no fn {name}"));
+        let len = src[start..].find("\n}\n").expect("function end");
+        src[start..start + len]
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_k_loop_gathers_do_not_divide() {
+        // What the generated core calls per gathered element, every K step.
+        for prefix in ["cf", "ci", "cw"] {
+            for part in ["a_at", "b_at"] {
+                let f = format!("{prefix}_{part}");
+                let b = body(SHADER.source, &f);
+                assert!(b.contains("k >= t.k_end"), "{f}: not found whole:\n{b}");
+                assert!(!b.contains('/') && !b.contains('%'), "{f} divides:\n{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn offset_tables_have_a_row_per_reduction_index() {
+        let s = ConvShape {
+            n: 3,
+            c_in: 6,
+            h: 9,
+            w: 7,
+            c_out: 10,
+            k: 5,
+            stride: 2,
+            pad: 2,
+            groups: 2,
+        };
+        let rows = |p| offset_table(&s, p).len() / 4;
+        assert_eq!(rows(Product::Forward), 3 * 25);
+        assert_eq!(rows(Product::BackwardInput), 5 * 25);
+        assert_eq!(rows(Product::BackwardWeight), 3 * s.out_h() * s.out_w());
+        // backward_input's kernel offsets split by the stride: kh = 3 is 1·2 + 1.
+        let t = offset_table(&s, Product::BackwardInput);
+        let row = 3 * 5 + 4; // co 0, kh 3, kw 4
+        assert_eq!(t[4 * row + 2], 1 | 1 << 16);
+        assert_eq!(t[4 * row + 3], 2);
+    }
 }
