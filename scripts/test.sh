@@ -20,7 +20,7 @@ dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${ALEXNET_TEST_MPI:-1}" != 0 ]; then
-  for p in openmpi-bin libopenmpi-dev libclang-dev; do
+  for p in openmpi-bin libopenmpi-dev libclang-dev pkg-config; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
 fi
