@@ -321,6 +321,30 @@ fn train(args: &[&str]) -> (bool, String) {
     (ok, err)
 }
 
+/// Three replicas of batch 8 do not split evenly: refused naming both counts, before any run
+/// folder is made.
+fn assert_uneven_split_refused(data: &Path, odd: &Path, devices: &str) {
+    let (ok, err) = train(&[
+        data.to_str().unwrap(),
+        "--out",
+        odd.to_str().unwrap(),
+        "--devices",
+        devices,
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
+        "{devices}: {err}"
+    );
+    assert!(
+        !odd.exists(),
+        "{devices}: a refused run left its folder behind"
+    );
+}
+
 fn params(path: &Path) -> Params {
     Checkpoint::load(path, None).unwrap().params
 }
@@ -376,22 +400,7 @@ fn train_with_two_cpu_replicas_is_the_one_device_run() {
     );
 
     let odd = dir.path().join("odd");
-    let (ok, err) = train(&[
-        data.to_str().unwrap(),
-        "--out",
-        odd.to_str().unwrap(),
-        "--devices",
-        "cpu,cpu,cpu",
-        "--batch",
-        "8",
-        "--steps",
-        "1",
-    ]);
-    assert!(
-        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
-        "{err}"
-    );
-    assert!(!odd.exists(), "a refused run left its folder behind");
+    assert_uneven_split_refused(&data, &odd, "cpu,cpu,cpu");
     let (ok, err) = train(&[
         data.to_str().unwrap(),
         "--out",
@@ -576,22 +585,7 @@ fn train_with_two_gpu_replicas_is_the_one_device_run() {
     );
 
     let odd = dir.path().join("odd");
-    let (ok, err) = train(&[
-        data.to_str().unwrap(),
-        "--out",
-        odd.to_str().unwrap(),
-        "--devices",
-        "lavapipe,lavapipe,lavapipe",
-        "--batch",
-        "8",
-        "--steps",
-        "1",
-    ]);
-    assert!(
-        !ok && err.contains("batch 8") && err.contains("3 equal replicas"),
-        "{err}"
-    );
-    assert!(!odd.exists(), "a refused run left its folder behind");
+    assert_uneven_split_refused(&data, &odd, "lavapipe,lavapipe,lavapipe");
     let (ok, err) = train(&[
         data.to_str().unwrap(),
         "--out",
