@@ -154,6 +154,12 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
             ))
         }
         Placement::GpuReplicas(a) => a,
+        // `devices` plans data parallelism; `train --parallel hybrid` is never resolved here.
+        Placement::CpuHybrid(n) => {
+            return Ok(format!(
+                "--devices {devices}: the hybrid split over {n} workers on the CPU engine\n"
+            ))
+        }
     };
     let mut out = format!(
         "--devices {devices}: {}\n",

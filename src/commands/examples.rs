@@ -28,6 +28,7 @@ const EXAMPLES: &[(&str, &str)] = &[
   alexnet train shards/train/ --out runs/two --devices 0,1
   alexnet train shards/ --out runs/cpu --devices cpu      # the native CPU engine (lavapipe: --devices lavapipe)
   alexnet train shards/ --out runs/r2 --devices cpu,cpu --columns 1   # two data-parallel replicas
+  alexnet train shards/ --out runs/h2 --devices cpu,cpu --parallel hybrid   # one weird trick: conv data parallel, fc model parallel
   alexnet train shards/ --out runs/r4 --devices 0,1,2,3              # four GPU replicas (0,1 --columns 1: two)
   mpirun -np 2 alexnet train shards/ --out runs/mpi --devices cpu   # built with --features mpi
   alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he

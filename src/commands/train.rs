@@ -99,6 +99,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub columns: Option<usize>,
+    /// How several devices share the network: `data` (the default: replicas, or the
+    /// paper's columns) or `hybrid` ("One weird trick": conv layers data parallel, fc
+    /// layers model parallel; `--devices cpu,cpu[,…]`, one worker per entry).
+    #[arg(long)]
+    #[serde(default)]
+    pub parallel: Option<crate::engine::Parallel>,
     /// Continue RUN from RUN/last.safetensors (with RUN/config.toml unless --config is given).
     #[arg(long)]
     #[serde(default)]
@@ -211,6 +217,7 @@ impl TrainArgs {
         flag!(seed, "--seed", "seed");
         flag!(devices, "--devices", "devices");
         flag!(columns, "--columns", "columns");
+        flag!(parallel, "--parallel", "parallel");
         flag!(dropout, "--dropout", "dropout");
         flag!(shuffle, "--shuffle", "shuffle");
         flag!(input_size, "--input-size", "model.input_size");

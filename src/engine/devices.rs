@@ -162,6 +162,41 @@ impl From<Devices> for String {
     }
 }
 
+/// How a run with several devices shares the network among them (`--parallel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parallel {
+    /// Data parallel: every device runs the whole network on its share of the batch
+    /// (replicas), or the paper's two columns with `--columns 2`.
+    #[default]
+    Data,
+    /// "One weird trick": conv layers data parallel, fc layers model parallel (each device
+    /// computes its share of every fc layer's neurons for the whole batch).
+    Hybrid,
+}
+
+impl FromStr for Parallel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "data" => Ok(Parallel::Data),
+            "hybrid" => Ok(Parallel::Hybrid),
+            other => Err(format!(
+                "parallel must be data (replicas or the paper's columns) or hybrid (conv layers data parallel, fc layers model parallel), not {other:?}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Parallel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Parallel::Data => "data",
+            Parallel::Hybrid => "hybrid",
+        })
+    }
+}
+
 /// Where a run's `--devices` land on this machine, decided before anything is opened or
 /// written, so a list that cannot run fails first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +210,8 @@ pub enum Placement {
     /// Data-parallel replicas of the whole network, one per GPU adapter listed (an adapter
     /// may repeat: two logical devices on one adapter).
     GpuReplicas(Vec<usize>),
+    /// The hybrid split over this many workers on the CPU engine (`--parallel hybrid`).
+    CpuHybrid(usize),
 }
 
 impl Placement {
@@ -206,6 +243,27 @@ impl Placement {
         }
         Placement::from_resolved(&resolved)
             .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")))
+    }
+
+    /// This placement under `--parallel`: data parallelism keeps it; the hybrid split takes
+    /// two or more devices on the CPU engine, the one place it is built.
+    pub fn with_parallel(self, parallel: Parallel) -> Result<Placement, EngineError> {
+        let refuse = |why: &str| {
+            Err(EngineError::NotBuilt(format!(
+                "--parallel hybrid {why}; use --devices cpu,cpu (or more cpu entries, one per worker) with --parallel hybrid, or --parallel data"
+            )))
+        };
+        match (parallel, self) {
+            (Parallel::Data, p) => Ok(p),
+            (Parallel::Hybrid, Placement::CpuReplicas(n))
+            | (Parallel::Hybrid, Placement::CpuHybrid(n)) => Ok(Placement::CpuHybrid(n)),
+            (Parallel::Hybrid, Placement::Cpu) => {
+                refuse("needs two or more workers and --devices names one")
+            }
+            (Parallel::Hybrid, _) => refuse(
+                "is built for the CPU engine only (GPU devices and the two-column split are not)",
+            ),
+        }
     }
 
     /// The placement of data-parallel replicas (`--columns 1`) on devices already resolved:
@@ -286,6 +344,31 @@ mod tests {
         );
         let e = Placement::replicas(&[Adapter(0), Cpu]).unwrap_err();
         assert!(e.contains("mix the CPU engine"), "{e}");
+    }
+
+    #[test]
+    fn hybrid_takes_cpu_workers_only_and_says_what_to_use() {
+        let hybrid = |p: Placement| p.with_parallel(Parallel::Hybrid);
+        assert_eq!(
+            hybrid(Placement::CpuReplicas(3)).unwrap(),
+            Placement::CpuHybrid(3)
+        );
+        assert_eq!(
+            Placement::CpuReplicas(3)
+                .with_parallel(Parallel::Data)
+                .unwrap(),
+            Placement::CpuReplicas(3)
+        );
+        for bad in [
+            Placement::Cpu,
+            Placement::Adapters(vec![0, 1]),
+            Placement::GpuReplicas(vec![0, 0]),
+        ] {
+            let e = hybrid(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains("--devices cpu,cpu"), "{bad:?}: {e}");
+        }
+        assert_eq!("hybrid".parse::<Parallel>(), Ok(Parallel::Hybrid));
+        assert!("model".parse::<Parallel>().unwrap_err().contains("data"));
     }
 
     #[test]

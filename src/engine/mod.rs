@@ -6,12 +6,13 @@
 //! engines below it never see it.
 pub mod augment;
 pub mod devices;
+pub mod hybrid;
 pub mod infer;
 pub mod input;
 pub mod replicas;
 pub mod replicas_gpu;
 
-pub use devices::{Devices, Placement};
+pub use devices::{Devices, Parallel, Placement};
 pub use infer::{CpuStage, Inference, Scorer};
 
 /// What can go wrong choosing, opening or running an engine.

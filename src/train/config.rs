@@ -103,6 +103,10 @@ pub struct TrainConfig {
     /// devices, else 1 (docs/distributed.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub columns: Option<usize>,
+    /// How several devices share the network (`--parallel`): data parallel (the default)
+    /// or the hybrid split (docs/distributed.md).
+    #[serde(skip_serializing_if = "is_data_parallel")]
+    pub parallel: crate::engine::Parallel,
     /// Train on a shard folder that lacks some of the shards its ingest planned (a killed
     /// or unfinished ingest); without it such a folder is refused.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -143,6 +147,7 @@ impl Default for TrainConfig {
             loader: LoaderConfig::default(),
             devices: Devices::default(),
             columns: None,
+            parallel: crate::engine::Parallel::Data,
             allow_incomplete: false,
             divergence_guard: true,
             allow_one_class: false,
@@ -398,6 +403,10 @@ impl TrainConfig {
         }
         self.devices.check_columns(self.columns).or_else(err)
     }
+}
+
+fn is_data_parallel(p: &crate::engine::Parallel) -> bool {
+    *p == crate::engine::Parallel::Data
 }
 
 fn check_factor(origin: &str, factor: f64) -> Result<(), ConfigError> {

@@ -11,6 +11,7 @@ use crate::dataset::ShardSet;
 pub use crate::engine::devices::Placement;
 
 use crate::collective::World;
+use crate::engine::hybrid::CpuHybrid;
 use crate::engine::replicas::{CpuReplicas, Split};
 use crate::engine::replicas_gpu::GpuReplicas;
 use crate::gpu::sgd::SgdHyper;
@@ -71,6 +72,8 @@ pub enum Engine {
         /// The job's ranks the gradients are summed over.
         world: Rc<dyn World>,
     },
+    /// The hybrid split of "One weird trick" over workers on the CPU engine.
+    Hybrid(Box<HybridRun>),
     /// Data-parallel replicas of the whole network on GPU devices, one per logical device
     /// in this process and, over MPI, in the job's other ranks.
     GpuReplicas {
@@ -108,6 +111,14 @@ pub struct Columns {
     eval: OnceCell<(Network, InputStage)>,
 }
 
+/// The hybrid split and the one-engine copy that validates its weights.
+pub struct HybridRun {
+    /// The workers.
+    net: RefCell<CpuHybrid>,
+    /// The whole network on the CPU engine for validation, built on first use.
+    eval: OnceCell<RefCell<CpuStage>>,
+}
+
 fn input_stage(gpu: &Gpu, s: &EngineSpec<'_>) -> InputStage {
     InputStage::new(
         gpu,
@@ -132,6 +143,7 @@ impl Engine {
             Placement::Cpu => Engine::replicas(s, params, 1, world, 0),
             Placement::CpuReplicas(n) => Engine::replicas(s, params, *n, world, 0),
             Placement::GpuReplicas(a) => Engine::gpu_replicas(s, params, a, world),
+            Placement::CpuHybrid(n) => Engine::hybrid(s, params, *n),
             Placement::Adapters(a) if world.size() > 1 && a.len() == 1 => {
                 Engine::gpu_replicas(s, params, a, world)
             }
@@ -234,6 +246,20 @@ impl Engine {
         )))
     }
 
+    /// The hybrid split over `workers` workers on the CPU engine (one pool, one worker per
+    /// core); `s.batch` is the global batch.
+    pub fn hybrid(
+        s: &EngineSpec<'_>,
+        params: &Params,
+        workers: usize,
+    ) -> Result<Engine, TrainError> {
+        let net = CpuHybrid::new(s.model, workers, s.batch, s.stored, s.mean, params, 0)?;
+        Ok(Engine::Hybrid(Box::new(HybridRun {
+            net: RefCell::new(net),
+            eval: OnceCell::new(),
+        })))
+    }
+
     /// The whole network on the CPU engine with `threads` workers (0: one per core).
     pub fn cpu(s: &EngineSpec<'_>, params: &Params, threads: usize) -> Result<Engine, TrainError> {
         let stage = CpuStage::new(s.model, s.batch, s.stored, s.mean, params, threads)?;
@@ -279,6 +305,7 @@ impl Engine {
             Engine::Two(c) => c.net.freeze_through(block)?,
             Engine::Replicas { reps, .. } => reps.freeze_through(block)?,
             Engine::GpuReplicas { reps, .. } => reps.freeze_through(block)?,
+            Engine::Hybrid(h) => h.net.get_mut().net.freeze_through(block)?,
         }
         Ok(())
     }
@@ -289,7 +316,10 @@ impl Engine {
         match self {
             Engine::One { gpu, .. } => Some(gpu),
             Engine::Two(c) => Some(c.net.gpu(0)),
-            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } => None,
+            Engine::Cpu(_)
+            | Engine::Replicas { .. }
+            | Engine::GpuReplicas { .. }
+            | Engine::Hybrid(_) => None,
         }
     }
 
@@ -320,6 +350,15 @@ impl Engine {
                     d += &format!(", {} ({} replicas in all)", world.describe(), sp.total());
                 }
                 d
+            }
+            Engine::Hybrid(h) => {
+                let h = h.net.borrow();
+                format!(
+                    "the hybrid split over {} workers of {} images on the CPU engine (conv layers data parallel, fc layers model parallel), {} threads",
+                    h.net.workers(),
+                    h.net.batch() / h.net.workers(),
+                    h.threads()
+                )
             }
             Engine::GpuReplicas { reps, world } => {
                 let sp = reps.split();
@@ -379,6 +418,22 @@ impl Engine {
                     )?,
                     _ => unreachable!("matched above"),
                 };
+                let mut rows = rows.borrow_mut();
+                let from = at as usize / 4;
+                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
+                    TrainError::NotBuilt(format!(
+                        "loss history has no room for {} values at {from}",
+                        stats.len()
+                    ))
+                })?;
+                dst.copy_from_slice(&stats);
+                Ok(Pending::Done)
+            }
+            (Engine::Hybrid(h), LossHistory::Host(rows)) => {
+                let stats = h
+                    .net
+                    .borrow_mut()
+                    .step(x.images, x.labels, x.draws, x.dropout, x.hyper)?;
                 let mut rows = rows.borrow_mut();
                 let from = at as usize / 4;
                 let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
@@ -452,6 +507,7 @@ impl Engine {
             Engine::Cpu(c) => c.borrow_mut().net.upload_momentum(m)?,
             Engine::Replicas { reps, .. } => reps.upload_momentum(m)?,
             Engine::GpuReplicas { reps, .. } => reps.upload_momentum(m)?,
+            Engine::Hybrid(h) => h.net.borrow_mut().net.upload_momentum(m)?,
         }
         Ok(())
     }
@@ -464,6 +520,7 @@ impl Engine {
             Engine::Cpu(c) => c.borrow_mut().net.download_params()?,
             Engine::Replicas { reps, .. } => reps.download_params()?,
             Engine::GpuReplicas { reps, .. } => reps.download_params()?,
+            Engine::Hybrid(h) => h.net.borrow_mut().net.download_params()?,
         })
     }
 
@@ -475,6 +532,7 @@ impl Engine {
             Engine::Cpu(c) => c.borrow_mut().net.download_momentum()?,
             Engine::Replicas { reps, .. } => reps.download_momentum()?,
             Engine::GpuReplicas { reps, .. } => reps.download_momentum()?,
+            Engine::Hybrid(h) => h.net.borrow_mut().net.download_momentum()?,
         })
     }
 
@@ -497,6 +555,16 @@ impl Engine {
                 }
             }
             Engine::Two(c) => c.net.take_exchange_stats(),
+            // What worker 0 handed to the split's collectives (activations gathered,
+            // activation gradients reduce-scattered, conv gradients all-reduced), in bytes.
+            Engine::Hybrid(h) => {
+                let t = h.net.borrow_mut().net.take_traffic();
+                ExchangeStats {
+                    exchanges: t.exchanges,
+                    bytes: t.values() * 4,
+                    ..ExchangeStats::default()
+                }
+            }
         }
     }
 
@@ -524,7 +592,7 @@ impl Engine {
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
-            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } => Err(TrainError::NotBuilt(
+            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } | Engine::Hybrid(_) => Err(TrainError::NotBuilt(
                 "Engine::step records into a GPU buffer; the CPU engine and replicas step through Engine::train_step".into(),
             )),
             Engine::One { gpu, .. } => {
@@ -599,6 +667,20 @@ impl Engine {
             Engine::Cpu(c) => evaluate(Scorer::Cpu(c), set, view, threads),
             Engine::Replicas { reps, .. } => {
                 evaluate(Scorer::Cpu(reps.first()), set, view, threads)
+            }
+            Engine::Hybrid(h) => {
+                let params = h.net.borrow_mut().net.download_params()?;
+                if h.eval.get().is_none() {
+                    let one = CpuStage::new(s.model, s.batch, s.stored, s.mean, &params, 0)?;
+                    let _ = h.eval.set(RefCell::new(one));
+                }
+                let one = h.eval.get().ok_or_else(|| {
+                    TrainError::NotBuilt(
+                        "the hybrid split's validation network could not be built".into(),
+                    )
+                })?;
+                one.borrow_mut().net.upload_params(&params)?;
+                evaluate(Scorer::Cpu(one), set, view, threads)
             }
             Engine::GpuReplicas { reps, .. } => {
                 let r = reps.first();

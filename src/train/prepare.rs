@@ -82,8 +82,12 @@ impl Prepared {
         }
         super::footprint::check_fits(cfg, set.size())?;
         // Before any file is written: a device list that cannot train fails here.
-        let placement = Placement::resolve(&cfg.devices, cfg.columns)?;
+        let placement =
+            Placement::resolve(&cfg.devices, cfg.columns)?.with_parallel(cfg.parallel)?;
         check_replicas(&placement, cfg.batch)?;
+        if let Placement::CpuHybrid(workers) = placement {
+            check_hybrid(&cfg.model, workers, cfg.batch)?;
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }
@@ -226,6 +230,23 @@ impl Prepared {
         };
         Ok((prepared, st, metrics))
     }
+}
+
+/// Before any file is written: the hybrid split runs in one process, and every worker gets
+/// rows and fc neurons.
+fn check_hybrid(
+    model: &crate::model::ModelConfig,
+    workers: usize,
+    batch: usize,
+) -> Result<(), TrainError> {
+    let world = crate::collective::world();
+    if world.size() > 1 {
+        return Err(TrainError::NotBuilt(format!(
+            "{}: the hybrid split across processes is not built; run it in one process (--devices cpu,cpu --parallel hybrid), or use --parallel data under mpirun (docs/distributed.md)",
+            world.describe()
+        )));
+    }
+    Ok(crate::engine::hybrid::check(model, workers, batch)?)
 }
 
 /// Before any file is written: replicas across processes run whole networks (no column
