@@ -3,6 +3,8 @@
 //! stay out of the tuner's candidates, and one forced anyway is refused with a message
 //! rather than handed to wgpu. On an adapter that has the features (a lent GPU) the same
 //! test checks the cooperative candidates through the self-test instead.
+mod common;
+
 use alexnet::gpu::conv::ConvKernels;
 use alexnet::gpu::coop::{self, Precision};
 use alexnet::gpu::gemm::{self, GemmArgs, GemmForm, TilePolicy};
@@ -97,4 +99,92 @@ fn fp32_devices_never_request_the_cooperative_features() {
         .device
         .features()
         .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX));
+}
+
+/// `train` and `eval` on adapter 0 with `--precision mixed`: where the adapter lacks the
+/// features (lavapipe) the run says why, records `precision = "mixed"` in config.toml, and
+/// computes exactly what the fp32 run computes (the same kernels run).
+#[test]
+fn train_and_eval_with_precision_mixed_fall_back_to_the_fp32_kernels_and_say_so() {
+    let adapter = &alexnet::gpu::list_adapters()[0];
+    let offered = coop::availability(adapter.features, adapter.subgroup_sizes);
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 24);
+    let d = data.to_str().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            d,
+            "--input-size",
+            "67",
+            "--widths",
+            "8,16,24,24,16,64,64",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--seed",
+            "3",
+            "--devices",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = common::alexnet(&args);
+        assert!(ok, "train {extra:?}: {err}");
+        (err, out)
+    };
+    let (err32, fp32) = run("fp32", &[]);
+    let (err_mixed, mixed) = run("mixed", &["--precision", "mixed"]);
+    assert!(!err32.contains("--precision"), "{err32}");
+    let config = |run: &std::path::Path| std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config(&mixed).contains("precision = \"mixed\""));
+    assert!(!config(&fp32).contains("precision"));
+    let eval = |run: &std::path::Path, extra: &[&str]| {
+        let ck = run.join("last.safetensors");
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            d,
+            "--json",
+            "--devices",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = common::alexnet(&args);
+        assert!(ok, "eval {extra:?}: {err}");
+        (out, err)
+    };
+    let (score32, _) = eval(&fp32, &[]);
+    let (score_mixed, eval_err) = eval(&fp32, &["--precision", "mixed"]);
+    match offered {
+        Err(why) => {
+            for err in [&err_mixed, &eval_err] {
+                assert!(
+                    err.contains("--precision mixed on") && err.contains(&why),
+                    "{err}"
+                );
+                assert!(err.contains("running the fp32 kernels"), "{err}");
+            }
+            let w = |run: &std::path::Path| {
+                alexnet::model::Checkpoint::load(&run.join("last.safetensors"), None)
+                    .unwrap()
+                    .params
+            };
+            assert!(
+                w(&fp32) == w(&mixed),
+                "the fallback must run the fp32 kernels"
+            );
+            assert_eq!(score32, score_mixed);
+        }
+        // A GPU with cooperative matrices: no fallback line, and the run trains.
+        Ok(()) => assert!(
+            !err_mixed.contains("running the fp32 kernels"),
+            "{err_mixed}"
+        ),
+    }
 }
