@@ -161,6 +161,7 @@ fn ours(case: &Case, which: Engine, steps: u64) -> Res<f64> {
         batch,
         stored,
         mean: &mean,
+        precision: Default::default(),
     };
     let engine = match which {
         Engine::Cpu(threads) => TrainEngine::cpu(&spec, &params, threads)?,

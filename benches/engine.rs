@@ -111,6 +111,7 @@ fn sweep_tiles() -> Vec<TileConfig> {
         tm,
         tn,
         twist: Default::default(),
+        core: Default::default(),
     };
     vec![
         t(128, 128, 8, 8, 8),

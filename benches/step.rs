@@ -10,7 +10,9 @@
 //! GFLOP, TFLOP/s, share of the step): where the time goes. Second: images/s per adapter.
 //! `--tile BMxBNxBK/TMxTN` runs every matrix product of the one-device rows on that tile
 //! (the two-column rows keep the defaults), to try a configuration on a card without a
-//! rebuild.
+//! rebuild. `--precision mixed` runs the kernel table and the one-device row with the
+//! cooperative-matrix (f16 tensor-core) candidates in the tuner's choice, where the adapter
+//! has them (elsewhere it says so and runs fp32).
 //! Timing: two warm-up steps, then `steps` steps through the training loop's own
 //! [`Engine::step`], one wait at the end, so the number includes submit overhead but no host
 //! readback of the loss. The PCIe column is the exchanged bytes over 25 GB/s (PCIe 4.0 x16
@@ -24,6 +26,7 @@
 //! up; "GPU waited" is the time the step loop spent waiting for a batch. The first logged window
 //! (pipeline compilation, the loader's first reads) is left out.
 use alexnet::gpu::conv::ConvKernels;
+use alexnet::gpu::coop::Precision;
 use alexnet::gpu::sgd::SgdHyper;
 use alexnet::gpu::tiles::TileConfig;
 use alexnet::gpu::{list_adapters, AdapterSummary, KernelTimer, Tensor};
@@ -66,6 +69,26 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--precision mixed`: the cooperative-matrix (f16) candidates join the tuner's where the
+    // adapter has them; only the kernel table and the one-device row run (the fp32 run of
+    // the same script has the rest).
+    let precision = match args
+        .iter()
+        .position(|a| a == "--precision")
+        .map(|i| args.get(i + 1).map(|v| v.parse::<Precision>()))
+    {
+        None => Precision::Fp32,
+        Some(Some(Ok(p))) => p,
+        Some(Some(Err(e))) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        Some(None) => {
+            eprintln!("--precision needs a value: fp32 or mixed");
+            std::process::exit(2);
+        }
+    };
+    let mixed = precision == Precision::Mixed;
     // `--tile BMxBNxBK/TMxTN`: every matrix product on that tile (to try one on a new card).
     let tile = match args
         .iter()
@@ -103,6 +126,7 @@ fn main() {
         batch,
         stored,
         mean: &mean,
+        precision,
     };
     let images: Vec<u8> = (0..batch * stored * stored * 3)
         .map(|i| (uniform01(3, i as u32) * 256.0) as u8)
@@ -225,7 +249,9 @@ fn main() {
         if a.device_type == wgpu::DeviceType::Cpu {
             setups.push((vec![a.index], Some(ConvKernels::Tiled), "1, tiled conv"));
         }
-        setups.push((vec![a.index, a.index], None, "2 logical"));
+        if !mixed {
+            setups.push((vec![a.index, a.index], None, "2 logical"));
+        }
         for (adapters, kernels, label) in setups {
             let result = Engine::new(&adapters, &spec, &params)
                 .map(|mut eng| {
@@ -269,7 +295,12 @@ fn main() {
     }
     // The line scripts/gpu_bench.sh reads for the ratio against PyTorch.
     if let Some((i, r)) = compute_rate.iter().next() {
-        println!("\nRESULT images_per_s={r:.1} (adapter [{i}], one device, compute only)");
+        println!(
+            "\nRESULT images_per_s={r:.1} (adapter [{i}], one device, compute only, {precision})"
+        );
+    }
+    if mixed {
+        return;
     }
     loop_table(&cfg, stored, batch, quick, &adapters, &compute_rate);
 }

@@ -13,7 +13,10 @@
 #                                    paper network at batch 128 (tuned afresh into a cache the
 #                                    later parts read); the step bench (per-kernel GPU time
 #                                    table first, then images/s on one device and two columns,
-#                                    then the training loop with its loader); PyTorch's paper
+#                                    then the training loop with its loader); the same step
+#                                    under --precision mixed (the tuner's table with the f16
+#                                    cooperative-matrix candidates first, if the adapter has
+#                                    them, then the kernel table and images/s); PyTorch's paper
 #                                    AlexNet on the same card (fp32 with TF32 off, TF32, bf16);
 #                                    the ratio; the kernel bench (GEMM 4096³, fc6, convolutions;
 #                                    --sweep adds every tile configuration; --tile runs the
@@ -21,7 +24,9 @@
 #
 # Output also goes to $OUT/gpu_bench.txt when OUT is set (the device tool sends it back).
 # Scratch data goes to a temporary folder of the machine it runs on. Each part has a time
-# limit, and the limits add up to 8 minutes (the device tool lends 15, start-up included).
+# limit, and the limits add up to 8 minutes (the device tool lends 15, start-up included):
+# 15 adapters, 50 self-test, 100 tuner, 70 step, 100 mixed (tuning included), 35 probe tile,
+# 65 PyTorch, 5 ratio, 25 kernels, 15 loader.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -97,6 +102,7 @@ run() {
   export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$ALEXNET_BENCH_DIR}
   local log=${OUT:-$bin}/gpu_bench.txt
   local steplog=$ALEXNET_BENCH_DIR/step.txt torchlog=$ALEXNET_BENCH_DIR/torch.txt
+  local mixedlog=$ALEXNET_BENCH_DIR/mixed.txt
   # A fresh tuning cache: the tuner part fills it, the step bench reads it.
   export XDG_CACHE_HOME=$ALEXNET_BENCH_DIR/cache
   # The quick form (a lavapipe dry run) tunes a small network at a small batch.
@@ -104,34 +110,46 @@ run() {
   [ ${#quick[@]} -gt 0 ] && net=(--small 4 --batch 16)
   {
     echo "# gpu_bench $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
-    part "adapters" 20 "$bin/bin/alexnet" devices
-    part "kernel self-test" 60 "$bin/bin/alexnet" devices --selftest
-    part "tuner" 120 "$bin/bin/alexnet" devices --tune full "${net[@]}"
-    part "training step (ours)" 80 bash -c "'$bin/bin/step' --bench ${quick[*]} ${tile[*]} | tee '$steplog'"
-    part "training step, probe tile forced" 50 "$bin/bin/step" --bench "${quick[@]}" --tile 64x64x8/4x4
-    part "PyTorch on the same card" 80 bash -c "python3 '$bin/bin/torch_alexnet.py' ${quick[*]:+--model quickstart --batch 128} | tee '$torchlog'"
-    part "ratio" 10 python3 - "$steplog" "$torchlog" <<'EOF'
-import json, re, sys
-ours = None
-for line in open(sys.argv[1]):
-    m = re.match(r"RESULT images_per_s=([0-9.]+)", line)
-    if m:
-        ours = float(m.group(1))
+    part "adapters" 15 "$bin/bin/alexnet" devices
+    part "kernel self-test" 50 "$bin/bin/alexnet" devices --selftest
+    part "tuner" 100 "$bin/bin/alexnet" devices --tune full "${net[@]}"
+    part "training step (ours)" 70 bash -c "'$bin/bin/step' --bench ${quick[*]} ${tile[*]} | tee '$steplog'"
+    # Its own tuning table (a mixed device's cache is apart from the fp32 one): the
+    # cooperative candidates are self-tested at the f16 tolerance and timed beside the f32
+    # tiles, and the step bench then reads that table.
+    part "training step, --precision mixed" 100 bash -c "'$bin/bin/alexnet' devices --tune cached --precision mixed ${net[*]} && '$bin/bin/step' --bench ${quick[*]} --precision mixed | tee '$mixedlog'"
+    part "training step, probe tile forced" 35 "$bin/bin/step" --bench "${quick[@]}" --tile 64x64x8/4x4
+    part "PyTorch on the same card" 65 bash -c "python3 '$bin/bin/torch_alexnet.py' ${quick[*]:+--model quickstart --batch 128} | tee '$torchlog'"
+    part "ratio" 5 python3 - "$steplog" "$torchlog" "$mixedlog" <<'EOF'
+import json, os, re, sys
+def result(path):
+    rate = None
+    if os.path.exists(path):
+        for line in open(path):
+            m = re.match(r"RESULT images_per_s=([0-9.]+)", line)
+            if m:
+                rate = float(m.group(1))
+    return rate
+ours, mixed = result(sys.argv[1]), result(sys.argv[3])
 torch = None
 for line in open(sys.argv[2]):
     if line.startswith("{"):
         torch = json.loads(line)
 if ours is None or torch is None:
     sys.exit("missing a number: ours %s, PyTorch %s" % (ours, torch))
-print("| | images/s | ours ÷ this |")
-print("|---|---|---|")
-print(f"| ours, fp32 | {ours:.0f} | 1.00× |")
+rows = [("ours, fp32", ours)] + ([("ours, mixed", mixed)] if mixed else [])
+print("| | images/s | " + " | ".join(f"{n} ÷ this" for n, _ in rows) + " |")
+print("|---|---|" + "---|" * len(rows))
+def line(name, rate):
+    print(f"| {name} | {rate:.0f} | " + " | ".join(f"{r / rate:.2f}×" for _, r in rows) + " |")
+for name, rate in rows:
+    line(name, rate)
 for p in ("fp32", "tf32", "bf16"):
     if p in torch:
-        print(f"| PyTorch {torch['torch']} {p} | {torch[p]:.0f} | {ours / torch[p]:.2f}× |")
+        line(f"PyTorch {torch['torch']} {p}", torch[p])
 EOF
-    part "kernels" 40 "$bin/bin/engine" --bench "${quick[@]}" "${sweep[@]}"
-    part "input pipeline" 20 "$bin/bin/loader" --bench "${quick[@]}"
+    part "kernels" 25 "$bin/bin/engine" --bench "${quick[@]}" "${sweep[@]}"
+    part "input pipeline" 15 "$bin/bin/loader" --bench "${quick[@]}"
   } 2>&1 | tee "$log"
 }
 

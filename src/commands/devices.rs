@@ -46,6 +46,11 @@ pub struct DevicesArgs {
     #[arg(long, value_name = "DIV")]
     #[serde(default)]
     pub small: Option<usize>,
+    /// `mixed`: also self-test and tune the f16 tensor-core (cooperative-matrix) tiles, on an
+    /// adapter that has them (elsewhere: a warning, and the fp32 tiles only).
+    #[arg(long, value_enum, default_value_t = crate::gpu::coop::Precision::Fp32)]
+    #[serde(default, skip_serializing_if = "crate::gpu::coop::Precision::is_fp32")]
+    pub precision: crate::gpu::coop::Precision,
 }
 
 fn default_batch() -> usize {

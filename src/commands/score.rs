@@ -1,6 +1,7 @@
 //! The commands that run a checkpoint: `eval`, `forward`, `predict`.
 use super::devices::DeviceChoice;
 use super::{print_stdout, serde_args, CommandError};
+use crate::gpu::coop::Precision;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ pub struct EvalArgs {
     #[arg(long)]
     #[serde(default)]
     pub classes: Option<PathBuf>,
+    /// `fp32`, or `mixed`: f16 tensor-core kernels may run the matrix products on a GPU that
+    /// has cooperative matrices (elsewhere: fp32, with a warning; docs/devices.md).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 const SHEET_COUNT: usize = 8;
@@ -243,6 +249,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
         device: a.device.device()?,
         input_size: a.input_size,
         keep: if a.sheet.is_some() { a.sheet_count } else { 0 },
+        precision: a.precision,
     };
     let e = crate::train::eval_checkpoints(&job)?;
     let r = &e.report;

@@ -167,6 +167,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub min_lr: Option<f64>,
+    /// `fp32` (default), or `mixed`: f16 tensor-core kernels (f32 accumulation, f32 master
+    /// weights) join the tuner's candidates on a GPU with cooperative matrices; elsewhere
+    /// the run warns and uses fp32 (docs/devices.md, "Mixed precision").
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub precision: Option<crate::gpu::coop::Precision>,
     /// Set any key of the training config (config.toml's dotted names; the value is TOML):
     /// `--set model.lrn=false --set augment.lighting_std=0 --set model.pool_size=2`. Applied
     /// after --config and the other flags; a pipeline stage gives a list, `set = [...]`.
@@ -230,6 +236,7 @@ impl TrainArgs {
         flag!(schedule, "--schedule", "schedule.kind");
         flag!(milestones, "--milestones", "schedule.milestones");
         flag!(min_lr, "--min-lr", "schedule.min_lr");
+        flag!(precision, "--precision", "precision");
         if self.no_augment {
             p.push("--no-augment", "augment.enabled", &false)?;
         }

@@ -5,6 +5,7 @@ use super::input::InputStage;
 use super::EngineError;
 use crate::cpu::{CpuDevice, HostInput};
 use crate::device::{Device, Resolved};
+use crate::gpu::coop::Precision;
 use crate::gpu::Gpu;
 use crate::model::CpuNetwork;
 use crate::model::{ModelConfig, Network, Params};
@@ -175,12 +176,33 @@ impl Inference {
         mean: &[f32],
         params: &Params,
     ) -> Result<Inference, EngineError> {
+        Self::open_at(Precision::Fp32, device, config, batch, stored, mean, params)
+    }
+
+    /// [`Inference::open`] with the matrix products at `precision` on a GPU adapter
+    /// ([`Gpu::with_precision`]; the CPU engine runs f32 and says so under `mixed`).
+    pub fn open_at(
+        precision: Precision,
+        device: Device,
+        config: &ModelConfig,
+        batch: usize,
+        stored: usize,
+        mean: &[f32],
+        params: &Params,
+    ) -> Result<Inference, EngineError> {
         Ok(match device.resolve()? {
-            Resolved::Cpu => Inference::Cpu(RefCell::new(CpuStage::new(
-                config, batch, stored, mean, params, 0,
-            )?)),
+            Resolved::Cpu => {
+                if precision == Precision::Mixed {
+                    eprintln!(
+                        "warning: --precision mixed: the CPU engine has no f16 kernels; running fp32"
+                    );
+                }
+                Inference::Cpu(RefCell::new(CpuStage::new(
+                    config, batch, stored, mean, params, 0,
+                )?))
+            }
             Resolved::Adapter(i) => {
-                let gpu = Gpu::new(i)?;
+                let gpu = Gpu::with_precision(i, precision)?;
                 let net = Network::new(&gpu, config, batch, params)?;
                 let input = InputStage::new(
                     &gpu,

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::conv::ConvKernels;
+use super::coop::Precision;
 use super::gemm::TilePolicy;
 use super::tiles::TileConfig;
 use super::{GpuError, Result};
@@ -183,6 +184,14 @@ pub struct Gpu {
     pub tile_override: Option<TileConfig>,
     /// How the tuner behaves here ([`super::tuner::Settings::from_env`] by default).
     pub tuning: super::tuner::Settings,
+    /// The precision asked for when the device was made.
+    pub precision: Precision,
+    /// Whether the device was made with the cooperative-matrix and f16 features, so the
+    /// mixed-precision candidates may join the tuner's ([`Gpu::with_precision`]); tests
+    /// clear it to check that they then stay out.
+    pub coop: bool,
+    /// Why `--precision mixed` fell back to the f32 kernels here, when it did.
+    pub fallback: Option<String>,
     /// The tuned table and self-test outcomes this device has loaded or measured.
     pub(crate) tuner: Mutex<super::tuner::State>,
     pub(crate) modules: Mutex<HashMap<String, wgpu::ShaderModule>>,
@@ -200,6 +209,14 @@ impl Gpu {
     /// A logical device on adapter `index` of [`list_adapters`], with the adapter's full limits.
     /// Calling it twice with one index gives two independent devices on one adapter.
     pub fn new(index: usize) -> Result<Gpu> {
+        Self::with_precision(index, Precision::Fp32)
+    }
+
+    /// [`Gpu::new`] with `precision`: under [`Precision::Mixed`], on an adapter that offers
+    /// cooperative matrices, f16 and 32-wide subgroups ([`super::coop::availability`]), the
+    /// device is made with those features and [`Gpu::coop`] set; elsewhere it runs the f32
+    /// kernels, says why on stderr and keeps the reason in [`Gpu::fallback`].
+    pub fn with_precision(index: usize, precision: Precision) -> Result<Gpu> {
         let instance = instance();
         let list = adapters(&instance);
         if list.is_empty() {
@@ -210,12 +227,17 @@ impl Gpu {
             .into_iter()
             .nth(index)
             .ok_or(GpuError::AdapterIndex { index, count })?;
-        Self::from_adapter(index, &adapter)
+        Self::from_adapter(index, &adapter, precision)
     }
 
     /// The first adapter that is a real GPU if there is one, else the first (lavapipe on a
     /// machine without a GPU). Tests and benches use this.
     pub fn best() -> Result<Gpu> {
+        Self::best_with(Precision::Fp32)
+    }
+
+    /// [`Gpu::best`] at `precision` ([`Gpu::with_precision`]).
+    pub fn best_with(precision: Precision) -> Result<Gpu> {
         let list = list_adapters();
         if list.is_empty() {
             return Err(GpuError::NoAdapter);
@@ -229,11 +251,15 @@ impl Gpu {
                 )
             })
             .map_or(0, |a| a.index);
-        Self::new(index)
+        Self::with_precision(index, precision)
     }
 
-    /// A device on an already enumerated adapter.
-    pub fn from_adapter(index: usize, adapter: &wgpu::Adapter) -> Result<Gpu> {
+    /// A device on an already enumerated adapter, at `precision` (see [`Gpu::with_precision`]).
+    pub fn from_adapter(
+        index: usize,
+        adapter: &wgpu::Adapter,
+        precision: Precision,
+    ) -> Result<Gpu> {
         let summary = summarize(index, adapter);
         let conv_kernels = ConvKernels::for_device(summary.device_type);
         let tiles = TilePolicy::for_device(summary.device_type);
@@ -252,12 +278,40 @@ impl Gpu {
             _ => None,
         };
         // Timestamps are the accurate way to time kernels; take them when offered.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // The cooperative-matrix feature switches every module to the Vulkan memory model
+        // (wgpu-hal), so it is asked for only under `mixed`, never for fp32 runs.
+        let (coop, fallback) = match precision {
+            Precision::Fp32 => (false, None),
+            Precision::Mixed => {
+                match super::coop::availability(adapter.features(), summary.subgroup_sizes) {
+                    Ok(()) => (true, None),
+                    Err(why) => (false, Some(why)),
+                }
+            }
+        };
+        if coop {
+            features |= super::coop::required_features();
+        }
+        if let Some(why) = &fallback {
+            eprintln!(
+                "warning: --precision mixed on {}: {why}; running the fp32 kernels",
+                summary.name
+            );
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("alexnet.device"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // wgpu refuses EXPERIMENTAL_* features without this opt-in.
+            experimental_features: if coop {
+                // SAFETY: the experimental feature requested is cooperative matrices; the
+                // kernels using them are validated by naga and self-tested against the
+                // reference before the tuner may pick them.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -278,6 +332,9 @@ impl Gpu {
             tiles,
             tile_override,
             tuning,
+            precision,
+            coop,
+            fallback,
             tuner: Mutex::new(super::tuner::State::default()),
             limits,
             modules: Mutex::new(HashMap::new()),

@@ -194,9 +194,11 @@ pub fn tile_for(gpu: &Gpu, m: usize) -> TileConfig {
     }
 }
 
-/// Whether `t` is valid and within the device's workgroup limits.
+/// Whether `t` is valid and within the device's workgroup limits (a cooperative-matrix
+/// tile also needs a device made with that feature: [`Gpu::coop`]).
 pub fn fits(gpu: &Gpu, t: &TileConfig) -> bool {
     t.check().is_ok()
+        && (t.core == super::tiles::Core::Fma || gpu.coop)
         && t.threads() <= gpu.limits.max_compute_invocations_per_workgroup
         && t.shared_bytes() <= gpu.limits.max_compute_workgroup_storage_size
 }

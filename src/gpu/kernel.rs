@@ -72,7 +72,12 @@ impl Program {
         match self {
             Program::Static(s) => s.full_source(),
             Program::Tiled(s, t) => {
-                let mut text = s.full_source();
+                // `enable` directives must precede everything else in a module.
+                let mut text = match t.core {
+                    tiles::Core::Fma => String::new(),
+                    tiles::Core::Coop => super::coop::ENABLES.to_string(),
+                };
+                text.push_str(&s.full_source());
                 text.push('\n');
                 text.push_str(&tiles::generate(t, s.gemm_entries));
                 text
@@ -388,6 +393,23 @@ pub fn pipeline(
 }
 
 /// Check that `l` binds as many buffers as its entry uses.
+/// A cooperative-matrix program on a device made without that feature would fail in wgpu's
+/// shader validation (an uncaptured error); refuse it with a message instead.
+pub(crate) fn check_program(gpu: &Gpu, program: &Program) -> Result<()> {
+    match program {
+        Program::Tiled(s, t) if t.core == tiles::Core::Coop && !gpu.coop => {
+            Err(GpuError::Invalid {
+                op: s.name,
+                reason: format!(
+                    "tile {} runs on cooperative matrices, which this device was not made with (--precision mixed on an adapter that has them)",
+                    t.tag()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_views(l: &Launch<'_>) -> Result<()> {
     let used = l.entry.slots[1..]
         .iter()

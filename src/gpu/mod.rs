@@ -33,6 +33,8 @@
 
 pub mod backend;
 pub mod context;
+pub mod coop;
+pub mod f16_tolerance;
 
 /// Declares the launcher modules (one per shader family, each with a `SHADERS` list) and
 /// builds [`kernel::all_shaders`] from them, so a launcher cannot be added without its

@@ -257,6 +257,7 @@ impl<'a> Recorder<'a> {
     /// there is one) and the dispatch.
     pub fn launch(&mut self, l: &Launch<'_>) -> Result<()> {
         kernel::check_views(l)?;
+        kernel::check_program(self.gpu, &l.program)?;
         if l.groups.contains(&0) {
             // Nothing to do (an empty tensor); an empty dispatch is legal but pointless.
             return Ok(());

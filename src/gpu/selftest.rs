@@ -3,13 +3,16 @@
 //! of the fully connected layers and the implicit GEMM of the convolutions), run on awkward
 //! shapes (sizes that are no multiple of any tile, two groups, stride 4, padding) and checked
 //! against [`crate::reference`]. A variant that fails is dropped by the tuner, with a line
-//! naming it and its error. The cases are public so the tests share them: the suite runs them
-//! on every engine (`tests/ops/cases.rs`), the launcher tests on every form (`tests/kernels.rs`).
+//! naming it and its error. A cooperative-matrix tile (`--precision mixed`) is checked at the
+//! f16 tolerance [`f16_tolerance`] derives, the others at the f32 one. The cases are
+//! public so the tests share them: the suite runs them on every engine (`tests/ops/cases.rs`),
+//! the launcher tests on every form (`tests/kernels.rs`).
 use std::time::Instant;
 
 use super::conv::{self, ConvKernels};
+use super::f16_tolerance;
 use super::gemm::{self, GemmArgs, GemmForm};
-use super::tiles::TileConfig;
+use super::tiles::{Core, TileConfig};
 use super::tuner::{with_choice, Choice};
 use super::{Gpu, Recorder, Tensor};
 use crate::reference::{self as r, check_close, random_tensor};
@@ -307,6 +310,27 @@ pub fn run_check(gpu: &Gpu, tile: TileConfig, check: Check) -> Result<(), String
     result
 }
 
+/// Compare at the f32 core's tolerance (`atol`, `rtol`), or for a cooperative tile at the
+/// f16 one ([`f16_tolerance::check_f16`]), whose bound `sq` computes: the same product of the
+/// squared operands.
+fn compare(
+    tile: &TileConfig,
+    name: &str,
+    got: &[f32],
+    want: &[f32],
+    (atol, rtol): (f32, f32),
+    sq: impl FnOnce() -> Vec<f32>,
+) -> Result<(), String> {
+    match tile.core {
+        Core::Fma => check_close(name, got, want, atol, rtol),
+        Core::Coop => f16_tolerance::check_f16(name, got, want, &sq()),
+    }
+}
+
+fn squares(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x * x).collect()
+}
+
 fn up(gpu: &Gpu, data: &[f32], label: &str) -> Tensor {
     Tensor::from_slice(gpu, data, label)
 }
@@ -386,6 +410,8 @@ fn gemm_case(
     };
     let want_y = r::activation_forward(Activation::Relu, &r::linear_forward(&s, &x, &w, &b));
     let (want_dx, want_dw, _) = r::linear_backward(&s, &dy, &x, &w);
+    let (x2, w2, dy2) = (squares(&x), squares(&w), squares(&dy));
+    let backward_sq = || r::linear_backward(&s, &dy2, &x2, &w2);
     let forward = |splits| {
         let y = Tensor::zeros(gpu, m * n, "selftest.y");
         let got = run_forced(gpu, one(splits), &y, |rec| {
@@ -394,7 +420,14 @@ fn gemm_case(
                 &args((m, n, k), GemmForm::ABt, [&tx, &tw, &y, &tb], false),
             )
         })?;
-        check_close(&format!("{tag} y"), &got, &want_y, 1e-4, 1e-4)
+        compare(
+            &tile,
+            &format!("{tag} y"),
+            &got,
+            &want_y,
+            (1e-4, 1e-4),
+            || r::linear_forward(&s, &x2, &w2, &vec![0.0; n]),
+        )
     };
     let weight = |splits| {
         let dw = Tensor::zeros(gpu, n * k, "selftest.dw");
@@ -404,7 +437,14 @@ fn gemm_case(
                 &args((m, n, k), GemmForm::AtB, [&tdy, &tx, &dw, &tb], false),
             )
         })?;
-        check_close(&format!("{tag} dw"), &got, &want_dw, 2e-4, 1e-4)
+        compare(
+            &tile,
+            &format!("{tag} dw"),
+            &got,
+            &want_dw,
+            (2e-4, 1e-4),
+            || backward_sq().1,
+        )
     };
     let input = |acc: bool| {
         let start = if acc { 0.5 } else { 0.0 };
@@ -416,7 +456,14 @@ fn gemm_case(
             )
         })?;
         let want: Vec<f32> = want_dx.iter().map(|v| v + start).collect();
-        check_close(&format!("{tag} dx"), &got, &want, 1e-4, 1e-4)
+        compare(
+            &tile,
+            &format!("{tag} dx"),
+            &got,
+            &want,
+            (1e-4, 1e-4),
+            || backward_sq().0,
+        )
     };
     match check {
         Check::GemmForward => forward(1),
@@ -444,6 +491,7 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
         "n{} {}x{}x{} k{} s{} p{} g{}",
         s.n, s.c_in, s.h, s.w, s.k, s.stride, s.pad, s.groups
     );
+    let (x2, w2, dy2) = (squares(&x), squares(&w), squares(&dy));
     let one = |splits| Choice {
         tile,
         splits: Some(splits),
@@ -458,7 +506,14 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
             .iter()
             .map(|v| v + start)
             .collect();
-        check_close(&format!("{tag} dx"), &got, &want, 1e-4, 1e-4)
+        compare(
+            &tile,
+            &format!("{tag} dx"),
+            &got,
+            &want,
+            (1e-4, 1e-4),
+            || r::conv2d_backward_input(s, &dy2, &w2),
+        )
     };
     let weight = |splits: usize, acc: bool| {
         let start = if acc { 0.25 } else { 0.0 };
@@ -471,7 +526,14 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
             .iter()
             .map(|v| v + start)
             .collect();
-        check_close(&format!("{tag} dw"), &got, &want, 2e-4, 1e-4)
+        compare(
+            &tile,
+            &format!("{tag} dw"),
+            &got,
+            &want,
+            (2e-4, 1e-4),
+            || r::conv2d_backward_weight(s, &dy2, &x2).0,
+        )
     };
     match check {
         Check::ConvForward => {
@@ -480,12 +542,56 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
                 conv::forward(rec, s, &tx, &tw, &tb, &y, Some(Activation::Relu))
             })?;
             let want = r::activation_forward(Activation::Relu, &r::conv2d_forward(s, &x, &w, &b));
-            check_close(&format!("{tag} y"), &got, &want, 1e-4, 1e-4)
+            compare(
+                &tile,
+                &format!("{tag} y"),
+                &got,
+                &want,
+                (1e-4, 1e-4),
+                || r::conv2d_forward(s, &x2, &w2, &vec![0.0; s.c_out]),
+            )
         }
         Check::ConvBackwardInput => input(false),
         Check::ConvAccumulate => input(true),
         Check::ConvBackwardWeight => weight(1, false),
         Check::ConvSplitK => weight(3, true),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooperative_tiles_are_held_to_the_f16_tolerance_and_f32_tiles_to_the_f32_one() {
+        // A fully connected forward long enough in K that f16 inputs exceed the f32 bound.
+        let s = LinearShape {
+            n: 7,
+            fin: 1500,
+            fout: 5,
+        };
+        let x = random_tensor(3, s.n * s.fin, 1.0);
+        let w = random_tensor(4, s.fout * s.fin, 1.0);
+        let zero = vec![0.0; s.fout];
+        let want = r::linear_forward(&s, &x, &w, &zero);
+        let f16 = |v: &[f32]| -> Vec<f32> {
+            v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
+        };
+        // What a correct cooperative kernel computes: f16 operands, f32 sums.
+        let got = r::linear_forward(&s, &f16(&x), &f16(&w), &zero);
+        let sq = || r::linear_forward(&s, &squares(&x), &squares(&w), &zero);
+        let coop_tile = super::super::coop::candidate_tiles()[0];
+        let tol = (1e-4, 1e-4);
+        compare(&coop_tile, "y", &got, &want, tol, sq).unwrap();
+        assert!(compare(&TileConfig::SMALL, "y", &got, &want, tol, sq).is_err());
+        // One K term dropped in every row: the cooperative tile fails too.
+        let mut dropped = f16(&x);
+        for row in 0..s.n {
+            dropped[row * s.fin] = 0.0;
+        }
+        let bad = r::linear_forward(&s, &dropped, &f16(&w), &zero);
+        let e = compare(&coop_tile, "y", &bad, &want, tol, sq).unwrap_err();
+        assert!(e.contains("beyond the f16 tolerance"), "{e}");
     }
 }

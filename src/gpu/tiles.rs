@@ -57,6 +57,18 @@ pub enum Twist {
     Twice,
 }
 
+/// Which core computes the tile's products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Core {
+    /// f32 fused multiply-adds, each thread `tm`×`tn` outputs (this file).
+    #[default]
+    Fma,
+    /// 16×16×16 cooperative-matrix products (tensor cores) on f16 copies of the operands
+    /// with f32 accumulation, each 32-wide subgroup `tm`×`tn` fragments
+    /// ([`super::coop`]); only under `--precision mixed` on an adapter that has the feature.
+    Coop,
+}
+
 /// A tile configuration: the workgroup's C tile, its K step and each thread's outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileConfig {
@@ -72,6 +84,9 @@ pub struct TileConfig {
     pub tn: u32,
     /// [`Twist::Plain`] except in tests.
     pub twist: Twist,
+    /// The core ([`Core::Fma`] but for the mixed-precision candidates); with
+    /// [`Core::Coop`], `tm`×`tn` count 16×16 fragments per subgroup, not outputs per thread.
+    pub core: Core,
 }
 
 impl TileConfig {
@@ -84,6 +99,7 @@ impl TileConfig {
         tm: 8,
         tn: 8,
         twist: Twist::Plain,
+        core: Core::Fma,
     };
     /// 64×64 tiles of 4×4 per thread, K step 16: the previous core's shape.
     pub const SMALL: TileConfig = TileConfig {
@@ -93,6 +109,7 @@ impl TileConfig {
         tm: 4,
         tn: 4,
         twist: Twist::Plain,
+        core: Core::Fma,
     };
 
     /// Threads along N.
@@ -105,14 +122,23 @@ impl TileConfig {
     }
     /// Threads per workgroup.
     pub fn threads(&self) -> u32 {
-        self.wg_x() * self.wg_y()
+        match self.core {
+            Core::Fma => self.wg_x() * self.wg_y(),
+            Core::Coop => super::coop::threads(self),
+        }
     }
     /// Bytes of workgroup memory: two buffers of each padded shared tile.
     pub fn shared_bytes(&self) -> u32 {
-        2 * self.bk * (self.bm / 4 + 1 + self.bn / 4 + 1) * 16
+        match self.core {
+            Core::Fma => 2 * self.bk * (self.bm / 4 + 1 + self.bn / 4 + 1) * 16,
+            Core::Coop => super::coop::shared_bytes(self),
+        }
     }
     /// Why this configuration cannot be generated, if it cannot.
     pub fn check(&self) -> Result<(), String> {
+        if self.core == Core::Coop {
+            return super::coop::check(self);
+        }
         let ok_t = |t: u32| t == 4 || t == 8;
         if !ok_t(self.tm) || !ok_t(self.tn) {
             return Err(format!(
@@ -138,8 +164,16 @@ impl TileConfig {
     }
     /// Parses [`TileConfig::tag`]'s spelling, `BMxBNxBK/TMxTN`, and checks the result.
     pub fn parse(s: &str) -> Result<TileConfig, String> {
-        let bad = || format!("tile `{s}`: expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8");
+        let bad = || {
+            format!(
+                "tile `{s}`: expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8 (or BMxBNxBK/coopFMxFN, e.g. 64x64x32/coop2x2)"
+            )
+        };
         let (tile, per) = s.split_once('/').ok_or_else(bad)?;
+        let (per, core) = match per.strip_prefix("coop") {
+            Some(rest) => (rest, Core::Coop),
+            None => (per, Core::Fma),
+        };
         let nums = |part: &str| -> Result<Vec<u32>, String> {
             part.split('x')
                 .map(|v| v.trim().parse::<u32>().map_err(|_| bad()))
@@ -156,20 +190,26 @@ impl TileConfig {
             tm,
             tn,
             twist: Twist::Plain,
+            core,
         };
         cfg.check().map(|_| cfg)
     }
 
-    /// A short name for labels and cache keys: `128x128x8/8x8` (a test twist adds
-    /// `+offbyone` or `+twice`, so it never shares a pipeline or a cache entry).
+    /// A short name for labels and cache keys: `128x128x8/8x8`, `64x64x32/coop2x2` for a
+    /// cooperative-matrix tile (a test twist adds `+offbyone` or `+twice`, so it never
+    /// shares a pipeline or a cache entry).
     pub fn tag(&self) -> String {
         let twist = match self.twist {
             Twist::Plain => "",
             Twist::OffByOne => "+offbyone",
             Twist::Twice => "+twice",
         };
+        let core = match self.core {
+            Core::Fma => "",
+            Core::Coop => "coop",
+        };
         format!(
-            "{}x{}x{}/{}x{}{twist}",
+            "{}x{}x{}/{core}{}x{}{twist}",
             self.bm, self.bn, self.bk, self.tm, self.tn
         )
     }
@@ -181,6 +221,9 @@ pub const PART_WGSL: &str =
 
 /// The workgroup arrays and one entry point per `entries`, for `cfg`.
 pub fn generate(cfg: &TileConfig, entries: &[GemmEntry]) -> String {
+    if cfg.core == Core::Coop {
+        return super::coop::generate(cfg, entries);
+    }
     let mut s = String::new();
     let sa = cfg.bm / 4 + 1;
     let sb = cfg.bn / 4 + 1;

@@ -185,7 +185,7 @@ pub struct Settings {
     pub mode: TuneMode,
     /// Where the table is cached; `None`: nowhere (every run tunes).
     pub cache_dir: Option<PathBuf>,
-    /// The candidate tiles; `None`: [`candidate_tiles`] and the heuristic's tile. Tests
+    /// The candidate tiles; `None`: [`candidates_for`] and the heuristic's tile. Tests
     /// narrow it (the list is then taken as it is).
     pub candidates: Option<Vec<TileConfig>>,
     /// Timed repetitions per candidate (the median is kept).
@@ -298,7 +298,13 @@ fn lookup(gpu: &Gpu, label: &str) -> Option<Choice> {
         st.loaded = true;
         load_cache(gpu, &mut st);
     }
-    st.file.products.get(label).and_then(parse_entry)
+    // A tile this device cannot run (a cooperative one after the feature went away) is
+    // tuned again rather than dispatched.
+    st.file
+        .products
+        .get(label)
+        .and_then(parse_entry)
+        .filter(|c| gemm::fits(gpu, &c.tile))
 }
 
 /// Read the cache into `st` once: everything in `cached` mode; in `full` mode only the
@@ -331,11 +337,13 @@ fn save(gpu: &Gpu, st: &mut State) {
 }
 
 /// The cache key of `gpu`: adapter, driver, crate version and the hash of the WGSL of
-/// every default candidate tile (any change to the generator or the shaders changes it).
+/// every default candidate tile (any change to the generator or the shaders changes it;
+/// a mixed-precision device's candidates include the cooperative tiles, so its table is
+/// apart from the fp32 one).
 pub fn cache_key(gpu: &Gpu) -> CacheKey {
     let a = &gpu.adapter;
     let mut text = String::new();
-    for t in candidate_tiles() {
+    for t in candidates_for(gpu) {
         for shader in [&gemm::SHADER, &conv::SHADER] {
             text.push_str(&Program::Tiled(shader, t).source());
         }
@@ -350,7 +358,23 @@ pub fn cache_key(gpu: &Gpu) -> CacheKey {
     }
 }
 
-/// The tiles the tuner tries besides the heuristic's: 128×128×8 of 8×8 a thread, its halves
+/// The tiles the tuner tries on `gpu`: [`candidates`] with the cooperative-matrix tiles
+/// when the device was made with that feature ([`Gpu::coop`]: `--precision mixed` on an
+/// adapter that has it).
+pub fn candidates_for(gpu: &Gpu) -> Vec<TileConfig> {
+    candidates(gpu.coop)
+}
+
+/// [`candidate_tiles`], then [`super::coop::candidate_tiles`] when `coop`.
+pub fn candidates(coop: bool) -> Vec<TileConfig> {
+    let mut t = candidate_tiles();
+    if coop {
+        t.extend(super::coop::candidate_tiles());
+    }
+    t
+}
+
+/// The f32 tiles the tuner tries besides the heuristic's: 128×128×8 of 8×8 a thread, its halves
 /// 128×64 and 64×128, the 64×64×8 of 4×4 a probe measured at 19 TFLOP/s on an H200, and
 /// 64×64 with a 16-deep K step.
 pub fn candidate_tiles() -> Vec<TileConfig> {
@@ -605,7 +629,7 @@ fn tune(gpu: &Gpu, p: &Product) -> Result<ProductEntry> {
     // The default candidates and the heuristic's tile, so tuning never ends worse than
     // the fixed choice; a narrowed list (tests) is taken as it is.
     let mut tiles = gpu.tuning.candidates.clone().unwrap_or_else(|| {
-        let mut t = candidate_tiles();
+        let mut t = candidates_for(gpu);
         let h = p.heuristic(gpu).tile;
         if !t.contains(&h) {
             t.push(h);
@@ -764,6 +788,40 @@ mod tests {
             e.contains("`fast`") && e.contains("off") && e.contains("full"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cooperative_candidates_join_only_with_both_features_and_32_wide_subgroups() {
+        use crate::gpu::coop;
+        use crate::gpu::tiles::Core;
+        use wgpu::Features as F;
+        let coop_tiles = coop::candidate_tiles();
+        let both = F::EXPERIMENTAL_COOPERATIVE_MATRIX | F::SHADER_F16 | F::TIMESTAMP_QUERY;
+        for (features, subgroups, offered) in [
+            (F::empty(), (32, 32), false),
+            (F::SHADER_F16, (32, 32), false),
+            (F::EXPERIMENTAL_COOPERATIVE_MATRIX, (32, 32), false),
+            (both, (32, 64), false),
+            (both, (0, 0), false),
+            (both, (32, 32), true),
+        ] {
+            let list = candidates(coop::availability(features, subgroups).is_ok());
+            let what = format!("{features:?} {subgroups:?}");
+            assert!(
+                candidate_tiles().iter().all(|t| list.contains(t)),
+                "{what}: the f32 tiles are always candidates"
+            );
+            assert_eq!(
+                list.iter().filter(|t| t.core == Core::Coop).count(),
+                if offered { coop_tiles.len() } else { 0 },
+                "{what}"
+            );
+            assert_eq!(
+                coop_tiles.iter().all(|t| list.contains(t)),
+                offered,
+                "{what}"
+            );
+        }
     }
 
     #[test]

@@ -123,6 +123,12 @@ pub struct TrainConfig {
     /// keep the weights (and momentum) the run starts with (`--freeze`, for fine-tuning).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freeze: Option<String>,
+    /// `fp32` (the default) or `mixed`: the f16 tensor-core (cooperative-matrix) kernels may
+    /// join the tuner's candidates on a GPU that has them (docs/devices.md, "Mixed
+    /// precision"); elsewhere the run falls back to fp32 with a warning. Written to
+    /// config.toml only when `mixed`.
+    #[serde(skip_serializing_if = "crate::gpu::coop::Precision::is_fp32")]
+    pub precision: crate::gpu::coop::Precision,
 }
 
 impl Default for TrainConfig {
@@ -152,6 +158,7 @@ impl Default for TrainConfig {
             divergence_guard: true,
             allow_one_class: false,
             freeze: None,
+            precision: crate::gpu::coop::Precision::Fp32,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::collective::World;
 use crate::engine::hybrid::CpuHybrid;
 use crate::engine::replicas::{CpuReplicas, Split};
 use crate::engine::replicas_gpu::GpuReplicas;
+use crate::gpu::coop::Precision;
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
 use crate::model::{ColumnNetwork, Dropout, ExchangeStats, ModelConfig, Network, Params};
@@ -31,6 +32,8 @@ pub struct EngineSpec<'a> {
     pub stored: usize,
     /// The training set's mean image `[S,S,3]`.
     pub mean: &'a [f32],
+    /// The matrix products' precision on GPU adapters ([`Gpu::with_precision`]).
+    pub precision: Precision,
 }
 
 /// One training step's inputs.
@@ -138,6 +141,16 @@ impl Engine {
         params: &Params,
     ) -> Result<Engine, TrainError> {
         let world = crate::collective::world();
+        let gpu_single = matches!(placement, Placement::Adapters(a) if world.size() == 1);
+        if s.precision == Precision::Mixed && !gpu_single {
+            eprintln!(
+                "warning: --precision mixed is built for one GPU or the two-column split, not for {}; running the fp32 kernels",
+                match placement {
+                    Placement::Cpu | Placement::CpuReplicas(_) => "the CPU engine",
+                    _ => "data-parallel GPU replicas",
+                }
+            );
+        }
         match placement {
             Placement::Cpu if world.size() == 1 => Engine::cpu(s, params, 0),
             Placement::Cpu => Engine::replicas(s, params, 1, world, 0),
@@ -274,13 +287,16 @@ impl Engine {
     ) -> Result<Engine, TrainError> {
         match adapters {
             [a] => {
-                let gpu = Gpu::new(*a)?;
+                let gpu = Gpu::with_precision(*a, s.precision)?;
                 let net = Network::new(&gpu, s.model, s.batch, params)?;
                 let input = input_stage(&gpu, s);
                 Ok(Engine::One { gpu, net, input })
             }
             [a, b] => {
-                let gpus = [Gpu::new(*a)?, Gpu::new(*b)?];
+                let gpus = [
+                    Gpu::with_precision(*a, s.precision)?,
+                    Gpu::with_precision(*b, s.precision)?,
+                ];
                 let inputs = [input_stage(&gpus[0], s), input_stage(&gpus[1], s)];
                 let net = ColumnNetwork::new(gpus, s.model, s.batch, params)?;
                 Ok(Engine::Two(Box::new(Columns {

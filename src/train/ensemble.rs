@@ -106,6 +106,8 @@ pub struct EvalJob {
     pub input_size: Option<usize>,
     /// Images, from the first, whose stored pixels are kept (for the predictions sheet).
     pub keep: usize,
+    /// The matrix products' precision on a GPU (`eval --precision`).
+    pub precision: crate::gpu::coop::Precision,
 }
 
 /// One network's own score.
@@ -259,7 +261,15 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
         };
         let (mean, _) = checkpoint_mean(&ck, path, &set).map_err(TrainError::Mismatch)?;
         let batch = job.batch.min(set.len().max(1));
-        let net = Inference::open(job.device, &ck.config, batch, set.size(), &mean, &ck.params)?;
+        let net = Inference::open_at(
+            job.precision,
+            job.device,
+            &ck.config,
+            batch,
+            set.size(),
+            &mean,
+            &ck.params,
+        )?;
         drop(ck);
         let mut broken = None;
         let result = evaluate_each(

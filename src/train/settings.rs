@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn precision_flag_and_set_are_one_key_written_only_when_mixed() {
+        use crate::gpu::coop::Precision;
+        let mut flag = Patch::default();
+        flag.push("--precision mixed", "precision", &Precision::Mixed)
+            .unwrap();
+        let mut by_flag = TrainConfig::default();
+        by_flag.apply(&flag).unwrap();
+        let mut by_set = TrainConfig::default();
+        by_set.set("precision=mixed").unwrap();
+        assert_eq!(by_flag.precision, Precision::Mixed);
+        assert_eq!(by_flag, by_set);
+        assert!(by_flag.to_toml().unwrap().contains("precision = \"mixed\""));
+        // fp32 is the default and stays out of config.toml, so older files read the same.
+        let text = TrainConfig::default().to_toml().unwrap();
+        assert!(!text.contains("precision"), "{text}");
+        let e = TrainConfig::default()
+            .set("precision=bf16")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set precision=bf16") && e.contains("mixed"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn typed_values_and_assignments_meet_in_one_patch() {
         let mut p = patch(&[
             ("--epochs 2", "epochs", 2.into()),

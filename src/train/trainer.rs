@@ -112,6 +112,7 @@ impl<'p> Trainer<'p> {
             batch,
             stored: p.set.size(),
             mean: &p.stats.mean_image,
+            precision: cfg.precision,
         };
         let mut engine = Engine::open(&p.placement, &spec, &p.params)?;
         if let Some(block) = &cfg.freeze {

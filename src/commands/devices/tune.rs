@@ -3,6 +3,7 @@
 use super::{print_stdout, CommandError, DevicesArgs};
 use crate::device::Resolved;
 use crate::gpu::conv::ConvKernels;
+use crate::gpu::coop::Precision;
 use crate::gpu::gemm::{GemmForm, TilePolicy};
 use crate::gpu::selftest;
 use crate::gpu::tiles::TileConfig;
@@ -53,9 +54,9 @@ fn products(small: Option<usize>, batch: usize) -> Result<Vec<(String, Product)>
 
 /// The adapter of `--devices` (one), else the first GPU, else the first adapter, running the
 /// tiled kernels with the GPU policy (also on lavapipe, whose default is the direct kernels).
-fn open(spec: Option<&str>) -> Result<Gpu, CommandError> {
+fn open(spec: Option<&str>, precision: Precision) -> Result<Gpu, CommandError> {
     let mut gpu = match spec {
-        None => Gpu::best()?,
+        None => Gpu::best_with(precision)?,
         Some(s) => {
             let device = s
                 .parse::<Devices>()
@@ -65,7 +66,7 @@ fn open(spec: Option<&str>) -> Result<Gpu, CommandError> {
                 .resolve_among(&crate::gpu::list_adapters())
                 .map_err(|e| format!("--devices {s}: {e}"))?
             {
-                Resolved::Adapter(i) => Gpu::new(i)?,
+                Resolved::Adapter(i) => Gpu::with_precision(i, precision)?,
                 Resolved::Cpu => {
                     return Err(format!(
                         "--devices {s}: the CPU engine runs no WGSL kernels; name an adapter (`alexnet devices` lists them) or `lavapipe`"
@@ -86,7 +87,7 @@ pub(super) fn run(a: &DevicesArgs) -> Result<(), CommandError> {
         None => None,
         Some(m) => Some(m.parse::<TuneMode>().map_err(|e| format!("--tune: {e}"))?),
     };
-    let mut gpu = open(a.devices.as_deref())?;
+    let mut gpu = open(a.devices.as_deref(), a.precision)?;
     gpu.tuning.verbose = !a.json;
     match mode {
         Some(TuneMode::Off) => {
@@ -101,11 +102,26 @@ pub(super) fn run(a: &DevicesArgs) -> Result<(), CommandError> {
         "adapter": gpu.adapter.name,
         "driver": gpu.adapter.driver,
         "multiprocessors": tuner::multiprocessors(&gpu).1,
+        "precision": a.precision,
+        "cooperative_matrix": gpu.coop,
+        "fallback": gpu.fallback,
     });
+    if !a.json && a.precision == Precision::Mixed {
+        match &gpu.fallback {
+            None => println!(
+                "precision mixed: the cooperative-matrix (f16) tiles join the candidates on {}",
+                gpu.adapter.name
+            ),
+            Some(why) => println!(
+                "precision mixed: no cooperative-matrix tiles on {} ({why}); fp32 tiles only",
+                gpu.adapter.name
+            ),
+        }
+    }
     let mut failed = None;
     if a.selftest {
         // The tuner's candidates and every tile the fixed heuristics pick for these products.
-        let mut tiles: Vec<TileConfig> = tuner::candidate_tiles();
+        let mut tiles: Vec<TileConfig> = tuner::candidates_for(&gpu);
         for (_, p) in &products {
             let t = p.heuristic(&gpu).tile;
             if !tiles.contains(&t) {
