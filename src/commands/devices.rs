@@ -153,7 +153,7 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
                 CpuDevice::default_threads()
             ))
         }
-        Placement::GpuReplicas(a) => a,
+        Placement::GpuReplicas(a) | Placement::ColumnReplicas(a) => a,
     };
     let mut out = format!(
         "--devices {devices}: {}\n",

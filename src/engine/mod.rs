@@ -8,6 +8,7 @@ pub mod augment;
 pub mod devices;
 pub mod infer;
 pub mod input;
+pub mod replica_net;
 pub mod replicas;
 pub mod replicas_gpu;
 
