@@ -755,3 +755,67 @@ fn train_with_two_replicas_of_two_columns_is_the_two_column_run() {
         "{e}"
     );
 }
+
+/// `mpirun -np 2` with one replica of the two columns per rank, each on two logical lavapipe
+/// devices: the one-process run of two such replicas on four.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_of_two_columns_is_the_four_device_run() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let args = |out: &Path, devices: &str| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--columns",
+            "2",
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let four = dir.path().join("four");
+    let a = args(&four, "lavapipe,lavapipe,lavapipe,lavapipe");
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "four devices in one process: {err}");
+    let out = dir.path().join("mpi");
+    let o = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(args(&out, "lavapipe,lavapipe"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mpirun -np 2 --devices lavapipe,lavapipe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &params(&four.join("last.safetensors")),
+        1e-4,
+        "mpirun -np 2 of two columns each",
+    );
+    let ck = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
+    assert_eq!(
+        ck.run_state.get("world_size").map(String::as_str),
+        Some("2")
+    );
+}
