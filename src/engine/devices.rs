@@ -64,6 +64,9 @@ impl Devices {
             (Some(2), _) if n % 2 != 0 => Err(format!(
                 "devices {self} names {n} devices; --columns 2 takes them in pairs (one pair per replica of the paper's two columns): name an even number, or use --columns 1 ({n} data-parallel replicas of the whole network)"
             )),
+            (Some(2), 3..) if self.0.contains(&Device::Cpu) => Err(format!(
+                "devices {self} with --columns 2 include the CPU engine; the two-column split runs on GPU devices only: give GPU devices in pairs (0,0,0,0 or 0,1,2,3), or use --columns 1 for replicas of the whole network"
+            )),
             _ => Ok(()),
         }
     }
@@ -304,6 +307,11 @@ mod tests {
         assert!(d("0,1,2,3").check_columns(Some(2)).is_ok());
         let e = d("0,1,2").check_columns(Some(2)).unwrap_err();
         assert!(e.contains("--columns 1") && e.contains("in pairs"), "{e}");
+        let e = d("cpu,cpu,cpu,cpu").check_columns(Some(2)).unwrap_err();
+        assert!(
+            e.contains("GPU devices only") && e.contains("--columns 1"),
+            "{e}"
+        );
         assert_eq!(
             Placement::column_replicas(&[Adapter(0), Adapter(1), Adapter(1), Adapter(2)]),
             Ok(Placement::ColumnReplicas(vec![0, 1, 1, 2]))
