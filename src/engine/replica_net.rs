@@ -285,7 +285,7 @@ impl ReplicaNet for ColumnReplica {
 
     fn describe(&self) -> String {
         format!(
-            "columns on {} and {}",
+            "{} + {}",
             adapter_name(self.net.gpu(0)),
             adapter_name(self.net.gpu(1))
         )
