@@ -9,10 +9,10 @@ use alexnet::collective::Solo;
 use alexnet::engine::augment::{random_draws, AugmentSettings, Pca};
 use alexnet::engine::input::InputStage;
 use alexnet::engine::replicas::{CpuReplicas, Split};
-use alexnet::engine::replicas_gpu::GpuReplicas;
+use alexnet::engine::replicas_gpu::{ColumnReplicas, GpuReplicas, ReplicaNet};
 use alexnet::engine::CpuStage;
-use alexnet::gpu::Gpu;
-use alexnet::model::{Checkpoint, Init, ModelConfig, Network, Params};
+use alexnet::gpu::{Gpu, Recorder};
+use alexnet::model::{Checkpoint, ColumnNetwork, Init, ModelConfig, Network, Params};
 use alexnet::shape::AugmentDraw;
 use common::alexnet;
 use std::path::Path;
@@ -600,4 +600,222 @@ fn train_with_two_gpu_replicas_is_the_one_device_run() {
         "1",
     ]);
     assert!(!ok && err.contains("mix the CPU engine"), "{err}");
+}
+
+/// Three steps of the paper's two columns on `gpus` at the batch of `steps`, as `train`
+/// drives them: the weights, the momentum and the last step's loss rows.
+fn two_column_run(
+    gpus: [Gpu; 2],
+    cfg: &ModelConfig,
+    params: &Params,
+    mean: &[f32],
+    steps: &[Step],
+) -> (Params, Params, Vec<f32>) {
+    let global = steps[0].1.len();
+    let inputs = [0, 1].map(|d| {
+        InputStage::new(
+            &gpus[d],
+            global,
+            STORED,
+            cfg.input_size,
+            mean,
+            cfg.input_scale,
+        )
+    });
+    let net = ColumnNetwork::new(gpus, cfg, global, params).unwrap();
+    for (images, labels, draws, dropout) in steps {
+        net.upload_labels(labels).unwrap();
+        let mut encs = net.encoders("two");
+        for (d, input) in inputs.iter().enumerate() {
+            input.upload_images(net.gpu(d), images).unwrap();
+            let mut rec = Recorder::new(net.gpu(d), &mut encs[d]);
+            input.record(&mut rec, draws, net.input(d)).unwrap();
+        }
+        net.record_forward(&mut encs, Some(*dropout)).unwrap();
+        net.record_loss(&mut encs).unwrap();
+        net.record_backward(&mut encs, Some(*dropout)).unwrap();
+        net.record_sgd(&mut encs, HYPER).unwrap();
+        net.submit(encs);
+    }
+    (
+        net.download_params().unwrap(),
+        net.download_momentum().unwrap(),
+        net.stats().download(net.gpu(0)).unwrap(),
+    )
+}
+
+#[test]
+fn two_replicas_of_two_columns_on_four_logical_devices_are_two_columns_at_the_global_batch() {
+    let cfg = tiny();
+    let global = 12;
+    let params = Params::init_with(&cfg, 9, Init::He).unwrap();
+    let (mean, steps) = three_steps(global);
+    let g0 = Gpu::best().expect("no GPU adapter: install mesa-vulkan-drivers (lavapipe)");
+    let adapter = g0.adapter.index;
+    let g1 = Gpu::new(adapter).unwrap();
+    let (want, want_m, want_rows) = two_column_run([g0, g1], &cfg, &params, &mean, &steps);
+    assert_moved(&params, &want);
+
+    let split = Split {
+        global_batch: global,
+        local: 2,
+        rank: 0,
+        ranks: 1,
+    };
+    let reps = ColumnReplicas::new(&cfg, split, &[adapter; 4], STORED, &mean, &params).unwrap();
+    let mut rows = Vec::new();
+    for (images, labels, draws, dropout) in &steps {
+        rows = reps
+            .step(&Solo, images, labels, draws, *dropout, HYPER)
+            .unwrap()
+            .clone();
+    }
+    let what = "2 replicas of 2 columns";
+    assert_same_weights(&reps.download_params().unwrap(), &want, 1e-4, what);
+    assert_same_weights(&reps.download_momentum().unwrap(), &want_m, 1e-4, what);
+    // Both replicas took the same step, not only the first.
+    let theirs = reps.replicas()[1].download_params().unwrap();
+    assert_same_weights(&theirs, &want, 1e-4, "the second column replica");
+    // As with whole-network replicas, the GEMM tiles follow the batch size.
+    assert_same_rows(&rows, &want_rows, 5e-4, what);
+    assert_eq!(reps.take_sent().0, 0, "a world of one sends nothing");
+
+    let wrong = ColumnReplicas::new(&cfg, split, &[adapter; 3], STORED, &mean, &params);
+    assert!(
+        matches!(&wrong, Err(e) if e.to_string().contains("3 adapters for 2 replicas of 2")),
+        "three adapters for two column replicas must be refused"
+    );
+}
+
+#[test]
+fn train_with_two_replicas_of_two_columns_is_the_two_column_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let run = |name: &str, devices: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "8",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--devices",
+        ];
+        args.extend_from_slice(devices);
+        let (ok, err) = train(&args);
+        assert!(ok, "--devices {devices:?}: {err}");
+        out
+    };
+    let want = params(&run("two", &["lavapipe,lavapipe"]).join("last.safetensors"));
+    let four = run(
+        "four",
+        &["lavapipe,lavapipe,lavapipe,lavapipe", "--columns", "2"],
+    );
+    assert_same_weights(
+        &params(&four.join("last.safetensors")),
+        &want,
+        1e-4,
+        "--devices lavapipe×4 --columns 2",
+    );
+    let metrics = std::fs::read_to_string(four.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"exchange\""),
+        "no exchange record: {metrics}"
+    );
+
+    let odd = dir.path().join("odd");
+    let refused = |devices: &str, batch: &str| {
+        let (ok, err) = train(&[
+            data.to_str().unwrap(),
+            "--out",
+            odd.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--columns",
+            "2",
+            "--batch",
+            batch,
+            "--steps",
+            "1",
+        ]);
+        assert!(!ok, "--devices {devices} --batch {batch} ran");
+        assert!(!odd.exists(), "{devices}: a refused run left its folder");
+        err
+    };
+    let e = refused("lavapipe,lavapipe,lavapipe", "8");
+    assert!(e.contains("in pairs") && e.contains("--columns 1"), "{e}");
+    // 2 replicas of the columns do not split a batch of 9.
+    let e = refused("lavapipe,lavapipe,lavapipe,lavapipe", "9");
+    assert!(
+        e.contains("batch 9") && e.contains("2 equal replicas"),
+        "{e}"
+    );
+}
+
+/// `mpirun -np 2` with one replica of the two columns per rank, each on two logical lavapipe
+/// devices: the one-process run of two such replicas on four.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_of_two_columns_is_the_four_device_run() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let args = |out: &Path, devices: &str| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--columns",
+            "2",
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let four = dir.path().join("four");
+    let a = args(&four, "lavapipe,lavapipe,lavapipe,lavapipe");
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "four devices in one process: {err}");
+    let out = dir.path().join("mpi");
+    let o = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(args(&out, "lavapipe,lavapipe"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mpirun -np 2 --devices lavapipe,lavapipe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &params(&four.join("last.safetensors")),
+        1e-4,
+        "mpirun -np 2 of two columns each",
+    );
+    let ck = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
+    assert_eq!(
+        ck.run_state.get("world_size").map(String::as_str),
+        Some("2")
+    );
 }

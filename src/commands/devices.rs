@@ -158,7 +158,7 @@ fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, Str
                 CpuDevice::default_threads()
             ))
         }
-        Placement::GpuReplicas(a) => a,
+        Placement::GpuReplicas(a) | Placement::ColumnReplicas(a) => a,
         // `devices` plans data parallelism; `train --parallel hybrid` is never resolved here.
         Placement::CpuHybrid(n) => {
             return Ok(format!(

@@ -93,9 +93,10 @@ pub struct TrainArgs {
     #[serde(default)]
     pub devices: Option<Devices>,
     /// Columns per replica: 2 splits the network into the paper's two columns over two
-    /// devices, 1 runs it whole on every device as data-parallel replicas (`cpu,cpu`,
-    /// `0,1,2,3`, `0,0`: all on the CPU engine or all on GPU devices; the batch is split
-    /// among them). Default: 2 for two GPU devices, else 1.
+    /// GPU devices (with 4, 6, … devices: one replica of the columns per consecutive pair,
+    /// `0,1,2,3`, `0,0,0,0`), 1 runs it whole on every device as data-parallel replicas
+    /// (`cpu,cpu`, `0,1,2,3`, `0,0`: all on the CPU engine or all on GPU devices). With
+    /// replicas the batch is split among them. Default: 2 for two GPU devices, else 1.
     #[arg(long)]
     #[serde(default)]
     pub columns: Option<usize>,

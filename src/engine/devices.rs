@@ -49,8 +49,9 @@ impl Devices {
         self.0.is_empty()
     }
     /// Training's count check with `--columns` (`None`: the default, [`Devices::columns`]):
-    /// the paper's split is model parallel with exactly two columns; one column per replica
-    /// takes any number of devices (data-parallel replicas).
+    /// the paper's split is model parallel with exactly two columns, so `--columns 2` takes
+    /// devices in pairs (one pair: the split; more: data-parallel replicas of it); one column
+    /// per replica takes any number of devices (data-parallel replicas).
     pub fn check_columns(&self, columns: Option<usize>) -> Result<(), String> {
         let n = self.0.len();
         match (columns, n) {
@@ -60,8 +61,11 @@ impl Devices {
             (Some(2), 1) => Err(format!(
                 "devices {self} names one device; the paper's two columns need two (\"0,1\", or \"2\" for two on adapter 0), or --columns 1"
             )),
-            (Some(2), 3..) => Err(format!(
-                "devices {self} with --columns 2: replicas of the two-column split are not built; use --columns 1 ({n} data-parallel replicas of the whole network) or two devices"
+            (Some(2), _) if n % 2 != 0 => Err(format!(
+                "devices {self} names {n} devices; --columns 2 takes them in pairs (one pair per replica of the paper's two columns): name an even number, or use --columns 1 ({n} data-parallel replicas of the whole network)"
+            )),
+            (Some(2), 3..) if self.0.contains(&Device::Cpu) => Err(format!(
+                "devices {self} with --columns 2 include the CPU engine; the two-column split runs on GPU devices only: give GPU devices in pairs (0,0,0,0 or 0,1,2,3), or use --columns 1 for replicas of the whole network"
             )),
             _ => Ok(()),
         }
@@ -212,6 +216,9 @@ pub enum Placement {
     GpuReplicas(Vec<usize>),
     /// The hybrid split over this many workers on the CPU engine (`--parallel hybrid`).
     CpuHybrid(usize),
+    /// Data-parallel replicas of the paper's two columns, one per consecutive pair of GPU
+    /// adapters listed (`--columns 2` with four or more devices).
+    ColumnReplicas(Vec<usize>),
 }
 
 impl Placement {
@@ -239,6 +246,10 @@ impl Placement {
         };
         if devices.len() > 1 && devices.columns(columns) == 1 {
             return Placement::replicas(&resolved)
+                .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")));
+        }
+        if devices.len() > 2 {
+            return Placement::column_replicas(&resolved)
                 .map_err(|why| EngineError::NotBuilt(format!("--devices {devices}: {why}")));
         }
         Placement::from_resolved(&resolved)
@@ -288,6 +299,31 @@ impl Placement {
         ))
     }
 
+    /// The placement of replicas of the two columns (`--columns 2`, more than two devices) on
+    /// devices already resolved: GPU adapters only, an even number of them.
+    pub fn column_replicas(resolved: &[Resolved]) -> Result<Placement, String> {
+        let adapters: Vec<usize> = resolved
+            .iter()
+            .filter_map(|r| match r {
+                Resolved::Adapter(i) => Some(*i),
+                Resolved::Cpu => None,
+            })
+            .collect();
+        if adapters.len() != resolved.len() {
+            return Err(format!(
+                "{} devices with --columns 2 include the CPU engine; the two-column split runs on GPU devices only: give GPU devices in pairs (0,0,0,0 or 0,1,2,3), or use --columns 1 for replicas of the whole network",
+                resolved.len()
+            ));
+        }
+        if adapters.len() % 2 != 0 {
+            return Err(format!(
+                "{} devices with --columns 2: the columns take devices in pairs; name an even number",
+                adapters.len()
+            ));
+        }
+        Ok(Placement::ColumnReplicas(adapters))
+    }
+
     /// The placement of devices already resolved, or why they cannot train together.
     pub fn from_resolved(resolved: &[Resolved]) -> Result<Placement, String> {
         // Users meet the count check on the names (`Devices::check_columns`); this arm only
@@ -326,8 +362,25 @@ mod tests {
         assert_eq!(d("cpu,cpu").columns(None), 1);
         assert_eq!(d("0,1,2,3").columns(None), 1);
         assert!(d("0,1,2,3").check_columns(None).is_ok());
-        let e = d("0,1,2,3").check_columns(Some(2)).unwrap_err();
-        assert!(e.contains("--columns 1") && e.contains("not built"), "{e}");
+        assert!(d("0,1,2,3").check_columns(Some(2)).is_ok());
+        let e = d("0,1,2").check_columns(Some(2)).unwrap_err();
+        assert!(e.contains("--columns 1") && e.contains("in pairs"), "{e}");
+        let e = d("cpu,cpu,cpu,cpu").check_columns(Some(2)).unwrap_err();
+        assert!(
+            e.contains("GPU devices only") && e.contains("--columns 1"),
+            "{e}"
+        );
+        assert_eq!(
+            Placement::column_replicas(&[Adapter(0), Adapter(1), Adapter(1), Adapter(2)]),
+            Ok(Placement::ColumnReplicas(vec![0, 1, 1, 2]))
+        );
+        let e = Placement::column_replicas(&[Cpu, Cpu, Cpu, Cpu]).unwrap_err();
+        assert!(
+            e.contains("GPU devices only") && e.contains("--columns 1"),
+            "{e}"
+        );
+        let e = Placement::column_replicas(&[Adapter(0); 3]).unwrap_err();
+        assert!(e.contains("in pairs"), "{e}");
         assert!(d("0").check_columns(Some(2)).is_err());
         assert!(d("0,1").check_columns(Some(3)).is_err());
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod hybrid;
 pub mod infer;
 pub mod input;
+pub mod replica_net;
 pub mod replicas;
 pub mod replicas_gpu;
 

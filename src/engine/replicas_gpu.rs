@@ -1,36 +1,35 @@
-//! Data-parallel replicas of the whole network on GPU devices: one one-device
-//! [`Network`] per logical device (two may share an adapter), each holding its rows of the
-//! global batch. The rule is [`super::replicas::CpuReplicas`]' (see there): every replica
-//! runs forward, loss and backward on its rows; the gradients come to the host, are summed,
-//! all-reduced over the [`World`] (so MPI ranks with GPU replicas join the same sum), scaled
-//! to the mean and uploaded to every replica, which then applies the same SGD step.
+//! Data-parallel replicas on GPU devices: one network per replica, each holding its rows of
+//! the global batch: the whole network on one logical device ([`GpuReplicas`]; two may
+//! share an adapter), or the paper's two columns on two ([`ColumnReplicas`], `--columns 2`
+//! with four or more devices). The rule is [`super::replicas::CpuReplicas`]' (see there):
+//! every replica runs forward, loss and backward on its rows; the gradients come to the
+//! host, are summed, all-reduced over the [`World`] (so MPI ranks with GPU replicas join the
+//! same sum), scaled to the mean and uploaded to every replica, which then applies the same
+//! SGD step.
 //!
 //! Every replica's forward and backward is submitted before the first gradient is read
-//! back, so replicas on different adapters compute side by side; the exchange itself goes
-//! through host memory (wgpu has no peer-to-peer copies).
-use super::input::InputStage;
+//! back, so replicas on different adapters compute side by side (a column replica waits at
+//! its own exchanges, so column replicas overlap less); the exchange itself goes through
+//! host memory (wgpu has no peer-to-peer copies).
 use super::replicas::{add_into, check_step, Exchange, Split};
 use super::EngineError;
 use crate::backend::{Dropout, SgdHyper};
 use crate::collective::World;
-use crate::gpu::Gpu;
-use crate::model::{ModelConfig, Network, Params};
+use crate::model::{ModelConfig, Params};
 use crate::shape::AugmentDraw;
 use std::cell::RefCell;
 
-/// One replica: its device, its network for its rows, and its input stage.
-pub struct GpuReplica {
-    /// The device (its own wgpu device, even when another replica uses the same adapter).
-    pub gpu: Gpu,
-    /// The network, sized for the replica's rows.
-    pub net: Network,
-    /// Its input stage, sized for the same rows.
-    pub input: InputStage,
-}
+pub use super::replica_net::{ColumnReplica, GpuReplica, ReplicaNet};
+
+/// Replicas of the whole network, one per logical device.
+pub type GpuReplicas = Replicas<GpuReplica>;
+
+/// Replicas of the paper's two columns, one per pair of logical devices.
+pub type ColumnReplicas = Replicas<ColumnReplica>;
 
 /// This process's GPU replicas, the global batch's loss rows, and what the exchange carried.
-pub struct GpuReplicas {
-    reps: Vec<GpuReplica>,
+pub struct Replicas<R> {
+    reps: Vec<R>,
     split: Split,
     rows: usize,
     /// Per-image (loss, top-1, top-5) `[global batch, 3]` of the last step, on every rank.
@@ -38,10 +37,11 @@ pub struct GpuReplicas {
     exchange: Exchange,
 }
 
-impl GpuReplicas {
-    /// One replica of `config` with `params` per adapter of `adapters` (this process's share
-    /// of `split`, so `adapters.len() == split.local`), each for its rows of the global batch
-    /// of `stored`² images with the training set's mean image `mean` `[S,S,3]`.
+impl<R: ReplicaNet> Replicas<R> {
+    /// One replica of `config` with `params` per `R::DEVICES` adapters of `adapters` (in
+    /// order: this process's share of `split`, so `adapters.len() == split.local ·
+    /// R::DEVICES`), each for its rows of the global batch of `stored`² images with the
+    /// training set's mean image `mean` `[S,S,3]`.
     pub fn new(
         config: &ModelConfig,
         split: Split,
@@ -49,34 +49,26 @@ impl GpuReplicas {
         stored: usize,
         mean: &[f32],
         params: &Params,
-    ) -> Result<GpuReplicas, EngineError> {
-        if adapters.len() != split.local {
+    ) -> Result<Replicas<R>, EngineError> {
+        if adapters.len() != split.local * R::DEVICES {
             return Err(EngineError::Mismatch(format!(
-                "{} adapters for {} replicas in this process",
+                "{} adapters for {} replicas of {} device(s) in this process",
                 adapters.len(),
-                split.local
+                split.local,
+                R::DEVICES
             )));
         }
         let rows = split.rows()?;
         let reps = adapters
-            .iter()
+            .chunks(R::DEVICES)
             .enumerate()
-            .map(|(r, &a)| {
-                let gpu = Gpu::new(a)?;
-                let mut net = Network::new(&gpu, config, rows, params)?;
-                net.set_first_row(split.replica(r) * rows);
-                let input = InputStage::new(
-                    &gpu,
-                    rows,
-                    stored,
-                    config.input_size,
-                    mean,
-                    config.input_scale,
-                );
-                Ok(GpuReplica { gpu, net, input })
+            .map(|(r, a)| {
+                let mut rep = R::open(a, config, rows, stored, mean, params)?;
+                rep.set_first_row(split.replica(r) * rows);
+                Ok(rep)
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
-        Ok(GpuReplicas {
+        Ok(Replicas {
             reps,
             split,
             rows,
@@ -88,7 +80,7 @@ impl GpuReplicas {
     /// Freezes `block` and every layer before it on every replica (`train --freeze`).
     pub fn freeze_through(&mut self, block: &str) -> Result<(), EngineError> {
         for r in &mut self.reps {
-            r.net.freeze_through(block)?;
+            r.freeze_through(block)?;
         }
         Ok(())
     }
@@ -99,13 +91,13 @@ impl GpuReplicas {
     }
 
     /// This process's replicas.
-    pub fn replicas(&self) -> &[GpuReplica] {
+    pub fn replicas(&self) -> &[R] {
         &self.reps
     }
 
     /// This process's first replica (validation and checkpoints read its weights: every
     /// replica holds the same).
-    pub fn first(&self) -> &GpuReplica {
+    pub fn first(&self) -> &R {
         &self.reps[0]
     }
 
@@ -128,20 +120,13 @@ impl GpuReplicas {
             first..first + rows
         };
         for (r, rep) in self.reps.iter().enumerate() {
-            let (gpu, net) = (&rep.gpu, &rep.net);
             let range = range(r);
-            rep.input
-                .upload_images(gpu, &images[range.start * per_image..range.end * per_image])?;
-            net.upload_labels(gpu, &labels[range.clone()])?;
-            let mut enc = gpu.encoder("replica.forward_backward");
-            {
-                let mut rec = net.recorder(gpu, &mut enc);
-                rep.input.record(&mut rec, &draws[range], net.input())?;
-                net.record_forward(&mut rec, Some(dropout))?;
-                net.record_loss(&mut rec)?;
-                net.record_backward(&mut rec, Some(dropout))?;
-            }
-            gpu.submit(enc);
+            rep.submit_forward_backward(
+                &images[range.start * per_image..range.end * per_image],
+                &labels[range.clone()],
+                &draws[range],
+                dropout,
+            )?;
         }
         let mut stats = self.stats.borrow_mut();
         if world.size() > 1 {
@@ -151,20 +136,13 @@ impl GpuReplicas {
         let mut sum: Option<Params> = None;
         for (r, rep) in self.reps.iter().enumerate() {
             let range = range(r);
-            let mine = rep.net.stats().download(&rep.gpu)?;
+            let mine = rep.stats()?;
             stats[range.start * 3..range.end * 3].copy_from_slice(&mine);
-            add_into(&mut sum, rep.net.download_grads(&rep.gpu)?);
+            add_into(&mut sum, rep.download_grads()?);
         }
         let mean = self.exchange.mean(world, self.split, sum, &mut stats[..])?;
         for rep in &self.reps {
-            let (gpu, net) = (&rep.gpu, &rep.net);
-            net.upload_grads(gpu, &mean)?;
-            let mut enc = gpu.encoder("replica.sgd");
-            {
-                let mut rec = net.recorder(gpu, &mut enc);
-                net.record_sgd(&mut rec, hyper)?;
-            }
-            gpu.submit(enc);
+            rep.submit_sgd(&mean, hyper)?;
         }
         drop(stats);
         Ok(self.stats.borrow())
@@ -173,21 +151,19 @@ impl GpuReplicas {
     /// Replaces every replica's momentum (resuming).
     pub fn upload_momentum(&self, m: &Params) -> Result<(), EngineError> {
         for r in &self.reps {
-            r.net.upload_momentum(&r.gpu, m)?;
+            r.upload_momentum(m)?;
         }
         Ok(())
     }
 
     /// The parameters (every replica holds the same; the first one's).
     pub fn download_params(&self) -> Result<Params, EngineError> {
-        let r = self.first();
-        Ok(r.net.download_params(&r.gpu)?)
+        self.first().download_params()
     }
 
     /// The momentum (the first replica's).
     pub fn download_momentum(&self) -> Result<Params, EngineError> {
-        let r = self.first();
-        Ok(r.net.download_momentum(&r.gpu)?)
+        self.first().download_momentum()
     }
 
     /// Values sent through the world's all-reduce since the last call (gradients only; 0 in a

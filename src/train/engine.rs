@@ -1,8 +1,8 @@
 //! What runs a training step: the network on one GPU device, split in the paper's two
 //! columns over two devices ([`crate::model::ColumnNetwork`]: the same walk over a backend
 //! wrapping one GPU pass per device), or on the native CPU engine
-//! ([`crate::cpu`]). The loop in [`super::run`] sees only this, so checkpoints, metrics and
-//! validation are the same for all three.
+//! ([`crate::cpu`]), or as data-parallel replicas of any of these. The loop in [`super::run`]
+//! sees only this, so checkpoints, metrics and validation are the same for all.
 use super::eval::{evaluate, EvalResult, View};
 use super::infer::{CpuStage, Scorer};
 use super::input::InputStage;
@@ -13,7 +13,7 @@ pub use crate::engine::devices::Placement;
 use crate::collective::World;
 use crate::engine::hybrid::CpuHybrid;
 use crate::engine::replicas::{CpuReplicas, Split};
-use crate::engine::replicas_gpu::GpuReplicas;
+use crate::engine::replicas_gpu::{ColumnReplicas, GpuReplicas, ReplicaNet, Replicas};
 use crate::gpu::coop::Precision;
 use crate::gpu::sgd::SgdHyper;
 use crate::gpu::{Gpu, GpuError, KernelTimer, Recorder, Tensor};
@@ -82,6 +82,14 @@ pub enum Engine {
     GpuReplicas {
         /// This process's replicas.
         reps: Box<GpuReplicas>,
+        /// The job's ranks the gradients are summed over.
+        world: Rc<dyn World>,
+    },
+    /// Data-parallel replicas of the paper's two columns, one per pair of logical devices in
+    /// this process and, over MPI, in the job's other ranks.
+    ColumnReplicas {
+        /// This process's replicas.
+        reps: Box<ColumnReplicas>,
         /// The job's ranks the gradients are summed over.
         world: Rc<dyn World>,
     },
@@ -157,13 +165,14 @@ impl Engine {
             Placement::CpuReplicas(n) => Engine::replicas(s, params, *n, world, 0),
             Placement::GpuReplicas(a) => Engine::gpu_replicas(s, params, a, world),
             Placement::CpuHybrid(n) => Engine::hybrid(s, params, *n),
+            Placement::ColumnReplicas(a) => Engine::column_replicas(s, params, a, world),
             Placement::Adapters(a) if world.size() > 1 && a.len() == 1 => {
                 Engine::gpu_replicas(s, params, a, world)
             }
-            Placement::Adapters(_) if world.size() > 1 => Err(TrainError::NotBuilt(format!(
-                "{}: replicas of the two-column split are not built; under mpirun give each rank whole-network replicas (--devices 0, or 0,1 --columns 1; docs/distributed.md)",
-                world.describe()
-            ))),
+            // Under mpirun, the paper's two columns on each rank are one replica of them.
+            Placement::Adapters(a) if world.size() > 1 => {
+                Engine::column_replicas(s, params, a, world)
+            }
             Placement::Adapters(a) => Engine::new(a, s, params),
         }
     }
@@ -185,6 +194,28 @@ impl Engine {
         };
         let reps = GpuReplicas::new(s.model, split, adapters, s.stored, s.mean, params)?;
         Ok(Engine::GpuReplicas {
+            reps: Box::new(reps),
+            world,
+        })
+    }
+
+    /// Data-parallel replicas of the paper's two columns, one per consecutive pair of the GPU
+    /// `adapters` in this process, summing gradients over `world` too; `s.batch` is the
+    /// global batch, split among every replica of the job.
+    pub fn column_replicas(
+        s: &EngineSpec<'_>,
+        params: &Params,
+        adapters: &[usize],
+        world: Rc<dyn World>,
+    ) -> Result<Engine, TrainError> {
+        let split = Split {
+            global_batch: s.batch,
+            local: adapters.len() / 2,
+            rank: world.rank(),
+            ranks: world.size(),
+        };
+        let reps = ColumnReplicas::new(s.model, split, adapters, s.stored, s.mean, params)?;
+        Ok(Engine::ColumnReplicas {
             reps: Box::new(reps),
             world,
         })
@@ -216,7 +247,9 @@ impl Engine {
     /// Ranks summing gradients (1 unless replicas run across processes).
     pub fn world_size(&self) -> usize {
         match self {
-            Engine::Replicas { world, .. } | Engine::GpuReplicas { world, .. } => world.size(),
+            Engine::Replicas { world, .. }
+            | Engine::GpuReplicas { world, .. }
+            | Engine::ColumnReplicas { world, .. } => world.size(),
             _ => 1,
         }
     }
@@ -228,7 +261,10 @@ impl Engine {
         params: &Params,
         momentum: &Params,
     ) -> Result<(), TrainError> {
-        let (Engine::Replicas { world, .. } | Engine::GpuReplicas { world, .. }) = self else {
+        let (Engine::Replicas { world, .. }
+        | Engine::GpuReplicas { world, .. }
+        | Engine::ColumnReplicas { world, .. }) = self
+        else {
             return Ok(());
         };
         if world.size() == 1 {
@@ -322,6 +358,7 @@ impl Engine {
             Engine::Replicas { reps, .. } => reps.freeze_through(block)?,
             Engine::GpuReplicas { reps, .. } => reps.freeze_through(block)?,
             Engine::Hybrid(h) => h.net.get_mut().net.freeze_through(block)?,
+            Engine::ColumnReplicas { reps, .. } => reps.freeze_through(block)?,
         }
         Ok(())
     }
@@ -335,7 +372,8 @@ impl Engine {
             Engine::Cpu(_)
             | Engine::Replicas { .. }
             | Engine::GpuReplicas { .. }
-            | Engine::Hybrid(_) => None,
+            | Engine::Hybrid(_)
+            | Engine::ColumnReplicas { .. } => None,
         }
     }
 
@@ -376,24 +414,8 @@ impl Engine {
                     h.threads()
                 )
             }
-            Engine::GpuReplicas { reps, world } => {
-                let sp = reps.split();
-                let on: Vec<String> = reps
-                    .replicas()
-                    .iter()
-                    .map(|r| format!("[{}] {}", r.gpu.adapter.index, r.gpu.adapter.name))
-                    .collect();
-                let mut d = format!(
-                    "{} data-parallel replica(s) of {} images on adapters {}",
-                    sp.local,
-                    sp.global_batch / sp.total(),
-                    on.join(", ")
-                );
-                if world.size() > 1 {
-                    d += &format!(", {} ({} replicas in all)", world.describe(), sp.total());
-                }
-                d
-            }
+            Engine::GpuReplicas { reps, world } => describe_replicas(reps, world.as_ref()),
+            Engine::ColumnReplicas { reps, world } => describe_replicas(reps, world.as_ref()),
         }
     }
 
@@ -414,9 +436,22 @@ impl Engine {
         at: u64,
     ) -> Result<Pending, TrainError> {
         match (self, hist) {
-            (Engine::Replicas { .. } | Engine::GpuReplicas { .. }, LossHistory::Host(rows)) => {
+            (
+                Engine::Replicas { .. }
+                | Engine::GpuReplicas { .. }
+                | Engine::ColumnReplicas { .. },
+                LossHistory::Host(rows),
+            ) => {
                 let stats = match self {
                     Engine::GpuReplicas { reps, world } => reps.step(
+                        world.as_ref(),
+                        x.images,
+                        x.labels,
+                        x.draws,
+                        x.dropout,
+                        x.hyper,
+                    )?,
+                    Engine::ColumnReplicas { reps, world } => reps.step(
                         world.as_ref(),
                         x.images,
                         x.labels,
@@ -524,6 +559,7 @@ impl Engine {
             Engine::Replicas { reps, .. } => reps.upload_momentum(m)?,
             Engine::GpuReplicas { reps, .. } => reps.upload_momentum(m)?,
             Engine::Hybrid(h) => h.net.borrow_mut().net.upload_momentum(m)?,
+            Engine::ColumnReplicas { reps, .. } => reps.upload_momentum(m)?,
         }
         Ok(())
     }
@@ -537,6 +573,7 @@ impl Engine {
             Engine::Replicas { reps, .. } => reps.download_params()?,
             Engine::GpuReplicas { reps, .. } => reps.download_params()?,
             Engine::Hybrid(h) => h.net.borrow_mut().net.download_params()?,
+            Engine::ColumnReplicas { reps, .. } => reps.download_params()?,
         })
     }
 
@@ -549,6 +586,7 @@ impl Engine {
             Engine::Replicas { reps, .. } => reps.download_momentum()?,
             Engine::GpuReplicas { reps, .. } => reps.download_momentum()?,
             Engine::Hybrid(h) => h.net.borrow_mut().net.download_momentum()?,
+            Engine::ColumnReplicas { reps, .. } => reps.download_momentum()?,
         })
     }
 
@@ -558,10 +596,13 @@ impl Engine {
             Engine::One { .. } | Engine::Cpu(_) => ExchangeStats::default(),
             // What this rank sent into the all-reduce (its gradient sum), in bytes, and the
             // seconds the all-reduce took (waiting for the slowest rank included).
-            Engine::Replicas { .. } | Engine::GpuReplicas { .. } => {
+            Engine::Replicas { .. }
+            | Engine::GpuReplicas { .. }
+            | Engine::ColumnReplicas { .. } => {
                 let (values, seconds) = match self {
                     Engine::Replicas { reps, .. } => reps.take_sent(),
                     Engine::GpuReplicas { reps, .. } => reps.take_sent(),
+                    Engine::ColumnReplicas { reps, .. } => reps.take_sent(),
                     _ => (0, 0.0),
                 };
                 ExchangeStats {
@@ -608,7 +649,7 @@ impl Engine {
     ) -> Result<wgpu::SubmissionIndex, TrainError> {
         let row_bytes = (x.labels.len() * 3 * 4) as u64;
         match self {
-            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } | Engine::Hybrid(_) => Err(TrainError::NotBuilt(
+            Engine::Cpu(_) | Engine::Replicas { .. } | Engine::GpuReplicas { .. } | Engine::ColumnReplicas { .. } | Engine::Hybrid(_) => Err(TrainError::NotBuilt(
                 "Engine::step records into a GPU buffer; the CPU engine and replicas step through Engine::train_step".into(),
             )),
             Engine::One { gpu, .. } => {
@@ -699,8 +740,11 @@ impl Engine {
                 evaluate(Scorer::Cpu(one), set, view, threads)
             }
             Engine::GpuReplicas { reps, .. } => {
-                let r = reps.first();
-                let (gpu, net, input) = (&r.gpu, &r.net, &r.input);
+                let (gpu, net, input) = reps.first().scorer()?;
+                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
+            }
+            Engine::ColumnReplicas { reps, .. } => {
+                let (gpu, net, input) = reps.first().scorer()?;
                 evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
             }
             Engine::Two(c) => {
@@ -723,4 +767,25 @@ impl Engine {
             }
         }
     }
+}
+
+/// `train`'s words for GPU replicas: how many, their rows, their devices, and the world.
+fn describe_replicas<R: ReplicaNet>(reps: &Replicas<R>, world: &dyn World) -> String {
+    let sp = reps.split();
+    let on: Vec<String> = reps.replicas().iter().map(R::describe).collect();
+    let what = if R::DEVICES == 2 {
+        "of the two columns "
+    } else {
+        ""
+    };
+    let mut d = format!(
+        "{} data-parallel replica(s) {what}of {} images on adapters {}",
+        sp.local,
+        sp.global_batch / sp.total(),
+        on.join(", ")
+    );
+    if world.size() > 1 {
+        d += &format!(", {} ({} replicas in all)", world.describe(), sp.total());
+    }
+    d
 }

@@ -249,19 +249,14 @@ fn check_hybrid(
     Ok(crate::engine::hybrid::check(model, workers, batch)?)
 }
 
-/// Before any file is written: replicas across processes run whole networks (no column
-/// split), and the global batch must split evenly among every replica of the job.
+/// Before any file is written: the global batch must split evenly among every replica of
+/// the job (two devices under mpirun are one replica of the two columns per rank).
 fn check_replicas(placement: &Placement, batch: usize) -> Result<(), TrainError> {
     let world = crate::collective::world();
     let local = match placement {
         Placement::CpuReplicas(n) => *n,
         Placement::GpuReplicas(a) => a.len(),
-        Placement::Adapters(a) if world.size() > 1 && a.len() > 1 => {
-            return Err(TrainError::NotBuilt(format!(
-                "{}: replicas of the two-column split are not built; under mpirun give each rank whole-network replicas (--devices 0, or 0,1 --columns 1; docs/distributed.md)",
-                world.describe()
-            )))
-        }
+        Placement::ColumnReplicas(a) => a.len() / 2,
         _ => 1,
     };
     let split = crate::engine::replicas::Split {

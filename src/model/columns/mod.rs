@@ -206,6 +206,21 @@ impl ColumnNetwork {
         self.walk.download_grads(&mut self.idle())
     }
 
+    /// Replaces the gradients a backward pass left (a data-parallel replica's: the mean over
+    /// every replica), each column taking its half, so the next [`Self::record_sgd`] steps
+    /// with them.
+    pub fn upload_grads(&self, grads: &Params) -> Result<()> {
+        self.walk.upload_grads(&mut self.idle(), grads)
+    }
+
+    /// Makes this network a data-parallel replica holding rows `first_row..` of a larger
+    /// global batch ([`Walk::set_first_row`]). The wrapper masks dropout on the whole `[N,F]`
+    /// tensor on both columns with the walk's seed, so the row offset is all it needs: the
+    /// masks are those rows of the global batch's one-device masks.
+    pub fn set_first_row(&mut self, first_row: usize) {
+        self.walk.set_first_row(first_row);
+    }
+
     /// Writes the batch's labels to both devices before the next submit.
     pub fn upload_labels(&self, labels: &[i32]) -> Result<()> {
         self.walk.upload_labels(&mut self.idle(), labels)
