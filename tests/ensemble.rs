@@ -159,6 +159,7 @@ fn job(st: &Setup, checkpoints: &[&Path], view: View) -> EvalJob {
         device: Device::Cpu,
         input_size: None,
         keep: 0,
+        part: None,
     }
 }
 
