@@ -798,15 +798,39 @@ fn mpirun_ranks_pick_their_node_local_devices() {
         .map(String::from)
         .to_vec()
     };
+    // Each rank's stderr in a file of its own: through mpirun's terminal the two ranks'
+    // lines can interleave mid-line.
+    let logs = dir.path().join("logs");
     let mpirun = |out: &Path, devices: &str| {
         Command::new("mpirun")
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .env("OMPI_MCA_btl", "self,tcp")
-            .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+            .args([
+                "--oversubscribe",
+                "--output-filename",
+                logs.to_str().unwrap(),
+            ])
+            .args(["-np", "2", env!("CARGO_BIN_EXE_alexnet")])
             .args(args(out, devices))
             .output()
             .unwrap()
+    };
+    // Every rank's stderr file under `logs` (Open MPI writes `logs/1/rank.R/stderr`).
+    let rank_logs = || -> Vec<String> {
+        let mut found = Vec::new();
+        let mut todo = vec![logs.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.file_name().is_some_and(|n| n == "stderr") {
+                    found.push(std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        found
     };
     let one = dir.path().join("one");
     let a = args(&one, "lavapipe");
@@ -816,10 +840,16 @@ fn mpirun_ranks_pick_their_node_local_devices() {
     let o = mpirun(&out, "local:lavapipe,lavapipe");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "local:lavapipe,lavapipe: {err}");
+    let ranks = rank_logs();
+    assert_eq!(ranks.len(), 2, "one stderr file per rank: {ranks:?}");
     for r in 0..2 {
         let line = format!("rank {r} (local rank {r}): --devices local:lavapipe,lavapipe takes");
-        assert!(err.contains(&line), "no {line:?} in {err}");
+        assert!(
+            ranks.iter().any(|l| l.contains(&line)),
+            "no {line:?} in {ranks:?}"
+        );
     }
+    std::fs::remove_dir_all(&logs).unwrap();
     assert_same_weights(
         &params(&out.join("last.safetensors")),
         &params(&one.join("last.safetensors")),
@@ -829,8 +859,8 @@ fn mpirun_ranks_pick_their_node_local_devices() {
 
     let refused = dir.path().join("refused");
     let o = mpirun(&refused, "local");
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "--devices local on one adapter ran");
+    let err = rank_logs().concat() + &String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("rank 1 of 2 on its machine") && err.contains("fewer than its 2 ranks"),
         "{err}"

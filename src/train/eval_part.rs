@@ -181,6 +181,25 @@ pub fn merge_parts(parts: &[(PathBuf, EvalPart)]) -> Result<EnsembleReport, Eval
         ));
     };
     let n = first.parts;
+    let missing = |given: &[usize]| -> EvalPartError {
+        // At most a screenful of names: a damaged file could make N absurd.
+        let names: Vec<String> = (0..n)
+            .filter(|i| !given.contains(i))
+            .take(16)
+            .map(|i| format!("{i}/{n}"))
+            .collect();
+        EvalPartError::Mismatch(format!(
+            "eval --merge: {} of the {n} parts given; part(s) {}{} missing; run `alexnet eval --shard I/N --out PART` for them and pass every part",
+            parts.len(),
+            names.join(", "),
+            if n - given.len() > names.len() { ", …" } else { "" }
+        ))
+    };
+    if n > parts.len() {
+        // Before anything is sized by N.
+        let given: Vec<usize> = parts.iter().map(|(_, p)| p.part).collect();
+        return Err(missing(&given));
+    }
     let mut by_index: Vec<Option<&Path>> = vec![None; n];
     for (path, p) in parts {
         let differs = |what: &str| {
@@ -230,15 +249,9 @@ pub fn merge_parts(parts: &[(PathBuf, EvalPart)]) -> Result<EnsembleReport, Eval
             )));
         }
     }
-    let missing: Vec<String> = (0..n)
-        .filter(|&i| by_index[i].is_none())
-        .map(|i| format!("{i}/{n}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(EvalPartError::Mismatch(format!(
-            "eval --merge: part(s) {} missing; run `alexnet eval --shard I/N --out PART` for them and pass every part",
-            missing.join(", ")
-        )));
+    if by_index.iter().any(Option::is_none) {
+        let given: Vec<usize> = (0..n).filter(|&i| by_index[i].is_some()).collect();
+        return Err(missing(&given));
     }
     let sum = |pick: &dyn Fn(&EvalPart) -> EvalCounts| {
         parts
@@ -304,7 +317,20 @@ mod tests {
         assert!((r.ensemble.loss - 0.5).abs() < 1e-12);
         assert_eq!(r.members[0].checkpoint, PathBuf::from("a.safetensors"));
         let e = merge_parts(&parts[..2]).unwrap_err().to_string();
-        assert!(e.contains("1/3") && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("2 of the 3 parts given; part(s) 1/3 missing"),
+            "{e}"
+        );
+        let mut gap = parts.clone();
+        gap[2] = part(0, 3, 10, 2);
+        gap[2].0 = "again.json".into();
+        gap.push(part(2, 3, 10, 1));
+        let e = merge_parts(&gap[1..]).unwrap_err().to_string();
+        assert!(e.contains("given twice"), "{e}");
+        let e = merge_parts(&[parts[0].clone(), parts[2].clone(), parts[2].clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1/3 given twice"), "{e}");
         let mut dup = parts.clone();
         dup[2] = part(0, 3, 10, 2);
         let e = merge_parts(&dup).unwrap_err().to_string();
