@@ -4,17 +4,20 @@
 
 /// FNV-1a of `bytes`.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    fnv1a_parts([bytes])
+    fnv1a_update(0xcbf2_9ce4_8422_2325, bytes)
 }
 
 /// FNV-1a of the concatenation of `parts`, without building it.
 pub fn fnv1a_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    parts.into_iter().fold(fnv1a(b""), fnv1a_update)
+}
+
+/// The digest `h` of some bytes continued over `bytes` (start from `fnv1a(b"")`): a file
+/// read in chunks gets the digest of its whole content.
+pub fn fnv1a_update(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
 }

@@ -160,6 +160,7 @@ fn job(st: &Setup, checkpoints: &[&Path], view: View) -> EvalJob {
         input_size: None,
         keep: 0,
         precision: Default::default(),
+        part: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The shard reader and training loader over shards made by ingest.
 mod common;
 use alexnet::dataset::{
-    footer_key_values, read_rows, record_batch, Encoding, Loader, LoaderConfig, Row, ShardSet,
-    Shuffle, Stats,
+    footer_key_values, part_of, read_rows, record_batch, Encoding, Loader, LoaderConfig, Row,
+    ShardSet, Shuffle, Stats,
 };
 use alexnet::ingest::{ingest, IngestConfig, RowOrder};
 use common::*;
@@ -34,6 +34,8 @@ fn cfg(batch: usize, shuffle: Shuffle, threads: usize) -> LoaderConfig {
         threads,
         prefetch: 2,
         window_groups: 2,
+        span: None,
+        take: None,
     }
 }
 
@@ -112,6 +114,71 @@ fn full_shuffle_is_a_deterministic_permutation() {
         let direct = read_rows(&set, &b.rows).unwrap();
         assert!(direct.images == b.images && direct.labels == b.labels);
     }
+}
+
+/// One rank's loader (`take`: its rows of every global batch) hands out exactly those rows of
+/// the whole loader's batches, in the same batches, over JPEG shards it decodes only partly.
+#[test]
+fn a_ranks_loader_gives_its_rows_of_every_global_batch() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("raw");
+    make_tree(&raw, 3, 7, false);
+    let mut ic = IngestConfig::new(&raw, t.path().join("out"));
+    ic.size = S;
+    ic.shard_rows = 12;
+    ic.row_group_bytes = 3 * S * S * 3;
+    ic.encoding = Encoding::Jpeg;
+    ingest(&ic).unwrap();
+    let set = ShardSet::open(&[t.path().join("out")]).unwrap();
+    for (shuffle, drop_last) in [(Shuffle::Full, true), (Shuffle::None, false)] {
+        let whole = LoaderConfig {
+            drop_last,
+            ..cfg(6, shuffle, 2)
+        };
+        let all = collect(&set, &whole, 1, 0);
+        for take in [0..2, 2..6, 5..6] {
+            let mine = LoaderConfig {
+                take: Some(take.clone()),
+                ..whole.clone()
+            };
+            let got = collect(&set, &mine, 1, 0);
+            assert_eq!(got.len(), all.len(), "{take:?}: another batch count");
+            let px = S * S * 3;
+            for (g, a) in got.iter().zip(&all) {
+                let r = take.start.min(a.len())..take.end.min(a.len());
+                assert_eq!(g.rows, a.rows[r.clone()], "{take:?}");
+                assert_eq!(g.labels, a.labels[r.clone()], "{take:?}");
+                assert!(g.images == a.images[r.start * px..r.end * px], "{take:?}");
+            }
+        }
+    }
+    // The parts of a set are contiguous, cover it once and a span loader reads just them.
+    for (len, parts) in [(21, 3), (21, 2), (5, 7), (0, 2)] {
+        let ranges: Vec<_> = (0..parts).map(|p| part_of(len, p, parts)).collect();
+        assert_eq!(ranges[0].start, 0);
+        assert_eq!(ranges[parts - 1].end, len);
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(ranges
+            .iter()
+            .all(|r| r.len() + 1 >= len / parts && r.len() <= len.div_ceil(parts)));
+    }
+    let plain = cfg(4, Shuffle::None, 2);
+    let whole: Vec<u64> = collect(&set, &plain, 0, 0)
+        .into_iter()
+        .flat_map(|b| b.rows)
+        .collect();
+    let mut joined = Vec::new();
+    for p in 0..3 {
+        let c = LoaderConfig {
+            span: Some(part_of(set.len(), p, 3)),
+            ..plain.clone()
+        };
+        for b in collect(&set, &c, 0, 0) {
+            assert_eq!(read_rows(&set, &b.rows).unwrap().images, b.images);
+            joined.extend(b.rows);
+        }
+    }
+    assert_eq!(joined, whole);
 }
 
 #[test]

@@ -819,3 +819,270 @@ fn mpirun_two_ranks_of_two_columns_is_the_four_device_run() {
         Some("2")
     );
 }
+
+/// Rank 1 of a world of 2, simulated in one process: the other rank's validation counts are
+/// what it adds into the f64 all-reduce.
+struct SecondRank {
+    other: [f64; 5],
+}
+
+impl alexnet::collective::World for SecondRank {
+    fn rank(&self) -> usize {
+        1
+    }
+    fn size(&self) -> usize {
+        2
+    }
+    fn all_reduce_sum(&self, _: &mut [f32]) -> Result<(), alexnet::collective::CollectiveError> {
+        panic!("validation sums its counts in f64");
+    }
+    fn all_gather(&self, v: u64) -> Result<Vec<u64>, alexnet::collective::CollectiveError> {
+        Ok(vec![v, v])
+    }
+    fn abort(&self, _: i32) {}
+    fn describe(&self) -> String {
+        "rank 1 of 2 (simulated)".into()
+    }
+    fn all_reduce_sum_f64(
+        &self,
+        buf: &mut [f64],
+    ) -> Result<(), alexnet::collective::CollectiveError> {
+        buf.iter_mut().zip(self.other).for_each(|(b, o)| *b += o);
+        Ok(())
+    }
+}
+
+/// Validation split across ranks: rank 1 scores only its part (the second half of 15
+/// images), and with rank 0's counts summed in it gets exactly the one-process score. A rank
+/// that scored the whole set would count 15 + 7 images.
+#[test]
+fn a_ranks_validation_scores_its_part_and_the_sum_is_the_whole_score() {
+    use alexnet::dataset::{part_of, ShardSet};
+    use alexnet::train::engine::{Engine, EngineSpec};
+    use alexnet::train::View;
+    use std::rc::Rc;
+    let dir = tempfile::tempdir().unwrap();
+    let set = ShardSet::open(&[common::fashion_shards(dir.path(), 15)]).unwrap();
+    let cfg = tiny();
+    let params = Params::init_with(&cfg, 5, Init::He).unwrap();
+    let mean = set.stats().mean_image();
+    let spec = EngineSpec {
+        model: &cfg,
+        batch: 8,
+        stored: set.size(),
+        mean: &mean,
+        precision: Default::default(),
+    };
+    let one = Engine::cpu(&spec, &params, 2).unwrap();
+    let whole = one.evaluate(&spec, &set, View::Centre, 2).unwrap();
+    assert!(whole.loss.is_finite(), "{whole:?}");
+    let first = one
+        .evaluate_rows(&spec, &set, part_of(15, 0, 2), View::Centre, 2)
+        .unwrap();
+    assert_eq!(first.count, 7);
+    let world = Rc::new(SecondRank {
+        other: first.to_sums(),
+    });
+    let rank1 = Engine::replicas(&spec, &params, 1, world, 2).unwrap();
+    let got = rank1.validate(&spec, &set, View::Centre, 2).unwrap();
+    assert_eq!(got.count, 15, "{got:?}");
+    assert_eq!(
+        (got.top1_accuracy, got.top5_accuracy, got.non_finite),
+        (whole.top1_accuracy, whole.top5_accuracy, 0)
+    );
+    assert!(
+        (got.loss - whole.loss).abs() <= 1e-6 * whole.loss,
+        "{got:?} vs {whole:?}"
+    );
+}
+
+/// The epoch records of a run folder: (val_loss, val_top1_error, val_top5_error).
+#[cfg(feature = "mpi")]
+fn val_records(out: &Path) -> Vec<(f64, f64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("val_loss").is_some_and(|x| x.is_number()))
+        .map(|v| {
+            let f = |k: &str| v[k].as_f64().unwrap();
+            (f("val_loss"), f("val_top1_error"), f("val_top5_error"))
+        })
+        .collect()
+}
+
+/// `mpirun -np 2` with a validation set of 15 images (not divisible by 2): each rank
+/// validates its part and the summed counts give the one-process run's metrics (two CPU
+/// replicas in one process: the same replicas, the whole set scored by one).
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_validate_a_split_set_and_report_the_one_process_metrics() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(&dir.path().join("train"), 40);
+    let val = common::fashion_shards(&dir.path().join("val"), 15);
+    let args = |out: &Path, devices: &str| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--columns",
+            "1",
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--epochs",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let one = dir.path().join("one");
+    let a = args(&one, "cpu,cpu");
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "one process: {err}");
+    let want = val_records(&one);
+    assert_eq!(want.len(), 2, "one validation per epoch");
+    assert!(
+        want.iter().all(|w| w.0.is_finite() && w.0 > 0.0),
+        "{want:?}"
+    );
+    let out = dir.path().join("mpi");
+    let o = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(args(&out, "cpu"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mpirun -np 2 --val: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = val_records(&out);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (g.1, g.2),
+            (w.1, w.2),
+            "top-1/top-5 error: {got:?} vs {want:?}"
+        );
+        assert!((g.0 - w.0).abs() <= 1e-9 * w.0, "loss: {got:?} vs {want:?}");
+    }
+}
+
+/// `mpirun -np 2 --devices local:lavapipe,lavapipe`: each rank takes its group of the list
+/// (one lavapipe device), says so, and the run is the one-device run; `--devices local`
+/// asks for one adapter per rank and this machine has one, so rank 1 is refused by name and
+/// nothing is written.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_ranks_pick_their_node_local_devices() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let args = |out: &Path, devices: &str| -> Vec<String> {
+        [
+            "train",
+            "--quiet",
+            "--input-size",
+            "67",
+            "--widths",
+            WIDTHS,
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--batch",
+            "8",
+            "--seed",
+            "4",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // Each rank's stderr in a file of its own: through mpirun's terminal the two ranks'
+    // lines can interleave mid-line.
+    let logs = dir.path().join("logs");
+    let mpirun = |out: &Path, devices: &str| {
+        Command::new("mpirun")
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl", "self,tcp")
+            .args([
+                "--oversubscribe",
+                "--output-filename",
+                logs.to_str().unwrap(),
+            ])
+            .args(["-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+            .args(args(out, devices))
+            .output()
+            .unwrap()
+    };
+    // Every rank's stderr file under `logs` (Open MPI writes `logs/1/rank.R/stderr`).
+    let rank_logs = || -> Vec<String> {
+        let mut found = Vec::new();
+        let mut todo = vec![logs.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.file_name().is_some_and(|n| n == "stderr") {
+                    found.push(std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        found
+    };
+    let one = dir.path().join("one");
+    let a = args(&one, "lavapipe");
+    let (ok, _, err) = alexnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "one device: {err}");
+    let out = dir.path().join("mpi");
+    let o = mpirun(&out, "local:lavapipe,lavapipe");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "local:lavapipe,lavapipe: {err}");
+    let ranks = rank_logs();
+    assert_eq!(ranks.len(), 2, "one stderr file per rank: {ranks:?}");
+    for r in 0..2 {
+        let line = format!("rank {r} (local rank {r}): --devices local:lavapipe,lavapipe takes");
+        assert!(
+            ranks.iter().any(|l| l.contains(&line)),
+            "no {line:?} in {ranks:?}"
+        );
+    }
+    std::fs::remove_dir_all(&logs).unwrap();
+    assert_same_weights(
+        &params(&out.join("last.safetensors")),
+        &params(&one.join("last.safetensors")),
+        1e-4,
+        "mpirun -np 2 --devices local:lavapipe,lavapipe",
+    );
+
+    let refused = dir.path().join("refused");
+    let o = mpirun(&refused, "local");
+    assert!(!o.status.success(), "--devices local on one adapter ran");
+    let err = rank_logs().concat() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rank 1 of 2 on its machine") && err.contains("fewer than its 2 ranks"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "a refused job left its run folder");
+}

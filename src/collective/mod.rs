@@ -42,6 +42,24 @@ pub trait World {
     fn abort(&self, code: i32);
     /// What the world is, in words (`"MPI, 4 ranks"`).
     fn describe(&self) -> String;
+    /// `buf ← Σ_ranks buf` in f64, for a few counts and sums that must stay exact (a
+    /// validation split across ranks). The default serves a world of one; a world of more
+    /// ranks overrides it.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CollectiveError> {
+        let _ = buf;
+        if self.size() == 1 {
+            return Ok(());
+        }
+        Err(CollectiveError::Setup(format!(
+            "{}: this world has no f64 all-reduce (a bug: every world of several ranks needs one)",
+            self.describe()
+        )))
+    }
+    /// This process's rank among the ranks on its own machine (from 0) and how many ranks
+    /// run there: what picks its devices under `--devices local`. `(0, 1)` in a world of one.
+    fn node_local(&self) -> (usize, usize) {
+        (0, 1)
+    }
 }
 
 /// A world of one process: no other rank to sum with.

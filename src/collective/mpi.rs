@@ -16,6 +16,9 @@ pub const LAUNCHER_VARS: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_
 /// The job's ranks: MPI stays initialised while this lives (dropping it finalises MPI).
 pub struct MpiWorld {
     comm: SimpleCommunicator,
+    /// This rank's place among the ranks on its machine and their number (MPI's
+    /// shared-memory split).
+    node_local: (usize, usize),
     // Declared after `comm`, so it is dropped (MPI_Finalize) after the communicator.
     _universe: Universe,
 }
@@ -35,8 +38,14 @@ impl MpiWorld {
                         .into(),
                 )
             })?;
+        let comm = universe.world();
+        // The ranks that can share memory are those of one machine: their split ranks them
+        // in world order, which is what `--devices local` picks devices by.
+        let node = comm.split_shared(comm.rank());
+        let node_local = (node.rank() as usize, node.size() as usize);
         Ok(Some(MpiWorld {
-            comm: universe.world(),
+            comm,
+            node_local,
             _universe: universe,
         }))
     }
@@ -72,5 +81,16 @@ impl World for MpiWorld {
 
     fn describe(&self) -> String {
         format!("MPI rank {} of {}", self.rank(), self.size())
+    }
+
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CollectiveError> {
+        let send = buf.to_vec();
+        self.comm
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn node_local(&self) -> (usize, usize) {
+        self.node_local
     }
 }

@@ -130,6 +130,8 @@ pub(super) fn run(a: DevicesArgs) -> Result<(), CommandError> {
 /// Which adapter each training device of `--devices` would use, or why it cannot.
 fn device_plan(devices: &Devices, list: &[AdapterSummary]) -> Result<String, String> {
     use crate::train::engine::Placement;
+    let mine = devices.for_this_process(list.len())?;
+    let devices = &mine;
     devices.check_columns(None)?;
     let resolved = devices
         .list()

@@ -31,6 +31,7 @@ const EXAMPLES: &[(&str, &str)] = &[
   alexnet train shards/ --out runs/h2 --devices cpu,cpu --parallel hybrid   # one weird trick: conv data parallel, fc model parallel
   alexnet train shards/ --out runs/r4 --devices 0,1,2,3              # four GPU replicas (0,1 --columns 1: two)
   mpirun -np 2 alexnet train shards/ --out runs/mpi --devices cpu   # built with --features mpi
+  mpirun -np 8 --npernode 4 alexnet train shards/ --out runs/m8 --devices local   # each rank its node's GPU
   alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he
   alexnet train shards/ --out runs/cos --schedule cosine --min-lr 1e-4 --momentum 0.9 --weight-decay 5e-4
   alexnet train shards/ --out runs/x --steps 100 --json | jq .last_loss
@@ -43,7 +44,9 @@ const EXAMPLES: &[(&str, &str)] = &[
   alexnet eval --checkpoint W shards/val/ --devices 1, --out eval.json   # on adapter 1, result to a file
   alexnet eval --checkpoint runs/paper/best.safetensors shards/val/ --devices cpu   # the native CPU engine
   alexnet eval --checkpoint runs/s1/best.safetensors --checkpoint runs/s2/best.safetensors shards/val/ --ten-crop   # an ensemble
-  alexnet eval --checkpoint W shards/val/ --sheet predictions.png --sheet-count 8 --classes LOC_synset_mapping.txt   # Figure 4, left",
+  alexnet eval --checkpoint W shards/val/ --sheet predictions.png --sheet-count 8 --classes LOC_synset_mapping.txt   # Figure 4, left
+  alexnet eval --checkpoint W shards/val/ --shard 0/8 --out part-0.json   # part 0 of 8 (a job array; docs/job-arrays.md)
+  alexnet eval --merge part-*.json --json   # the whole set's score from every part",
     ),
     (
         "forward",

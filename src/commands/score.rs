@@ -2,6 +2,7 @@
 use super::devices::DeviceChoice;
 use super::{print_stdout, serde_args, CommandError};
 use crate::gpu::coop::Precision;
+use crate::ingest::ShardPart;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -14,13 +15,28 @@ const TOP: usize = 5;
 pub struct EvalArgs {
     /// The checkpoint (ours, or a PyTorch state dict saved as safetensors); give it several
     /// times for an ensemble, whose softmax outputs are averaged.
-    #[arg(long, required = true)]
-    #[serde(with = "serde_args::one_or_many")]
+    #[arg(long, required_unless_present = "merge")]
+    #[serde(default, with = "serde_args::one_or_many")]
     pub checkpoint: Vec<PathBuf>,
     /// Shards to score.
-    #[arg(required = true)]
-    #[serde(with = "serde_args::one_or_many")]
+    #[arg(required_unless_present = "merge")]
+    #[serde(default, with = "serde_args::one_or_many")]
     pub data: Vec<PathBuf>,
+    /// Score only part I of N (from 0) of the data's rows in file order, and write the
+    /// part's counts to --out (required), for `--merge` to add up (docs/job-arrays.md).
+    #[arg(long, value_name = "I/N", requires = "out", conflicts_with = "sheet")]
+    #[serde(default, with = "serde_args::display_opt")]
+    pub shard: Option<ShardPart>,
+    /// Add up the parts `--shard I/N --out PART` wrote (every part once, all of one
+    /// evaluation) and report the whole set's score, as eval without --shard does.
+    #[arg(
+        long,
+        value_name = "PART",
+        num_args = 1..,
+        conflicts_with_all = ["checkpoint", "data", "shard", "ten_crop", "sheet"]
+    )]
+    #[serde(default)]
+    pub merge: Vec<PathBuf>,
     /// The paper's ten views (corners and centre, mirrored), softmax averaged.
     #[arg(long)]
     #[serde(default)]
@@ -31,7 +47,8 @@ pub struct EvalArgs {
     #[arg(long)]
     #[serde(default)]
     pub json: bool,
-    /// Also write the --json object to this file (.json; never half written).
+    /// Also write the --json object to this file (.json; never half written); with --shard,
+    /// the part's counts and what identifies the evaluation.
     #[arg(long)]
     #[serde(default)]
     pub out: Option<PathBuf>,
@@ -223,6 +240,9 @@ fn score_line(r: &crate::train::EvalResult) -> String {
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
+    if !a.merge.is_empty() {
+        return eval_merge(&a);
+    }
     let inputs: Vec<PathBuf> = a.checkpoint.iter().chain(&a.data).cloned().collect();
     use crate::output_check::Format;
     if let Some(out) = &a.out {
@@ -237,22 +257,76 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
         .as_deref()
         .map(crate::predict::read_class_names)
         .transpose()?;
+    let view = if a.ten_crop {
+        crate::train::View::TenCrop
+    } else {
+        crate::train::View::Centre
+    };
     let job = crate::train::EvalJob {
         checkpoints: a.checkpoint.clone(),
         data: a.data.clone(),
-        view: if a.ten_crop {
-            crate::train::View::TenCrop
-        } else {
-            crate::train::View::Centre
-        },
+        view,
         batch: a.batch,
         device: a.device.device()?,
         input_size: a.input_size,
         keep: if a.sheet.is_some() { a.sheet_count } else { 0 },
         precision: a.precision,
+        part: a.shard.map(|p| (p.index, p.count)),
+    };
+    // A part names its checkpoints by content, read before they are scored.
+    let ids = match a.shard {
+        Some(_) => a
+            .checkpoint
+            .iter()
+            .map(|p| crate::train::CheckpointId::of(p))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
     };
     let e = crate::train::eval_checkpoints(&job)?;
-    let r = &e.report;
+    if let Some(sheet) = &a.sheet {
+        eval_sheet(&a, &e, names.as_ref(), sheet)?;
+    }
+    let file = match a.shard {
+        Some(p) => {
+            let part = crate::train::EvalPart::new(&e, (p.index, p.count), view, ids);
+            eprintln!(
+                "part {p}: rows {}..{} of {}",
+                e.rows.start, e.rows.end, e.data_rows
+            );
+            Some(serde_json::to_string(&part)?)
+        }
+        None => None,
+    };
+    report(&e.report, a.json, a.out.as_deref(), file)
+}
+
+/// `eval --merge PART…`: the whole set's report from its parts.
+fn eval_merge(a: &EvalArgs) -> Result<(), CommandError> {
+    if let Some(out) = &a.out {
+        check_output(
+            out,
+            crate::output_check::Format::Json,
+            &a.merge,
+            a.overwrite,
+        )?;
+    }
+    let parts = a
+        .merge
+        .iter()
+        .map(|p| Ok((p.clone(), crate::train::EvalPart::read(p)?)))
+        .collect::<Result<Vec<_>, crate::train::EvalPartError>>()?;
+    let r = crate::train::merge_parts(&parts)?;
+    report(&r, a.json, a.out.as_deref(), None)
+}
+
+/// Prints a report as `eval` does (warning about diverged members), and writes `file` (the
+/// report's JSON when `None`) to `out`, atomically.
+fn report(
+    r: &crate::train::EnsembleReport,
+    json: bool,
+    out: Option<&std::path::Path>,
+    file: Option<String>,
+) -> Result<(), CommandError> {
     for m in &r.members {
         if m.result.non_finite > 0 {
             eprintln!(
@@ -263,28 +337,26 @@ pub(super) fn eval(a: EvalArgs) -> Result<(), CommandError> {
             );
         }
     }
-    if let Some(sheet) = &a.sheet {
-        eval_sheet(&a, &e, names.as_ref(), sheet)?;
-    }
-    let json = serde_json::to_string(r)?;
-    if let Some(path) = &a.out {
+    let text = serde_json::to_string(r)?;
+    if let Some(path) = out {
         // A killed eval never leaves half a result that a pipeline would take as done.
-        crate::atomic::write_bytes(path, (json.clone() + "\n").as_bytes())?;
+        let body = file.unwrap_or_else(|| text.clone());
+        crate::atomic::write_bytes(path, (body + "\n").as_bytes())?;
     }
-    if a.json {
-        println!("{json}");
+    if json {
+        println!("{text}");
     } else if r.members.len() == 1 {
         println!("{}", score_line(&r.ensemble));
     } else {
-        let mut text = format!(
+        let mut lines = format!(
             "ensemble of {} networks, {}\n",
             r.members.len(),
             score_line(&r.ensemble)
         );
         for m in &r.members {
-            text += &format!("  {}: {}\n", m.checkpoint.display(), score_line(&m.result));
+            lines += &format!("  {}: {}\n", m.checkpoint.display(), score_line(&m.result));
         }
-        print_stdout(&text)?;
+        print_stdout(&lines)?;
     }
     Ok(())
 }

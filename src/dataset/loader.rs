@@ -5,6 +5,7 @@ use super::order::epoch_order;
 use super::shardset::Pixels;
 use super::{DatasetError, ShardSet};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
@@ -39,6 +40,15 @@ pub struct LoaderConfig {
     /// Row groups per shuffle window for [`Shuffle::Full`]; memory holds about twice this
     /// many decoded groups (a raw 256² group is ~32 MiB).
     pub window_groups: usize,
+    /// Only these positions of the epoch's order (`None`: all): a contiguous part of the set,
+    /// such as one rank's share of a validation set or one `eval --shard`. Batches are cut
+    /// from the part.
+    pub span: Option<Range<usize>>,
+    /// Only these rows of every batch (`None`: all): one rank's share of each global batch.
+    /// Batches are still cut at `batch` from the whole order, so the global batches, their
+    /// count and their order stay those of a loader without it; rows outside are never read
+    /// out of their row group nor copied.
+    pub take: Option<Range<usize>>,
 }
 
 impl Default for LoaderConfig {
@@ -51,6 +61,8 @@ impl Default for LoaderConfig {
             threads: 4,
             prefetch: 4,
             window_groups: 16,
+            span: None,
+            take: None,
         }
     }
 }
@@ -76,6 +88,15 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+}
+
+/// Part `part` of `parts` (from 0) of `len` rows in order: contiguous, the sizes differing by
+/// at most one, together every row once. How validation splits across ranks and `eval
+/// --shard I/N` splits a set.
+pub fn part_of(len: usize, part: usize, parts: usize) -> Range<usize> {
+    let parts = parts.max(1);
+    let at = |k: usize| (len as u128 * k.min(parts) as u128 / parts as u128) as usize;
+    at(part)..at(part + 1)
 }
 
 /// Reads the given global rows, in the given order (random access by row group; each
@@ -138,15 +159,23 @@ impl Loader {
     pub fn epoch(set: &ShardSet, cfg: &LoaderConfig, epoch: u64, skip_batches: usize) -> Loader {
         let set = Arc::new(set.clone());
         let batch = cfg.batch.max(1);
-        let order = epoch_order(&set, cfg.shuffle, cfg.seed, epoch, cfg.window_groups);
+        let mut order = epoch_order(&set, cfg.shuffle, cfg.seed, epoch, cfg.window_groups);
+        if let Some(span) = &cfg.span {
+            let end = span.end.min(order.len());
+            order = order[span.start.min(end)..end].to_vec();
+        }
         let n = order.len();
         let total = if cfg.drop_last {
             n / batch
         } else {
             n.div_ceil(batch)
         };
-        let batches: Vec<std::ops::Range<usize>> = (skip_batches.min(total)..total)
-            .map(|b| b * batch..((b + 1) * batch).min(n))
+        let take = cfg.take.clone().unwrap_or(0..batch);
+        let batches: Vec<Range<usize>> = (skip_batches.min(total)..total)
+            .map(|b| {
+                let end = ((b + 1) * batch).min(n);
+                (b * batch + take.start).min(end)..(b * batch + take.end).min(end)
+            })
             .collect();
 
         // Groups in order of first need, and the last batch that needs each.
@@ -177,6 +206,23 @@ impl Loader {
             cur += d;
             max_live = max_live.max(cur);
         }
+        // Which rows of each group this loader hands out, when it hands out only some: the
+        // readers decode no others.
+        let keep: Option<Arc<HashMap<usize, Vec<bool>>>> =
+            (cfg.span.is_some() || cfg.take.is_some()).then(|| {
+                let mut keep: HashMap<usize, Vec<bool>> = HashMap::new();
+                for r in &batches {
+                    for &row in &order[r.clone()] {
+                        let g = set.group_of(row).unwrap_or(0);
+                        let rg = set.row_groups()[g];
+                        let mask = keep.entry(g).or_insert_with(|| vec![false; rg.rows]);
+                        if let Some(m) = mask.get_mut((row - rg.first_row) as usize) {
+                            *m = true;
+                        }
+                    }
+                }
+                Arc::new(keep)
+            });
         let threads_n = cfg.threads.max(1);
         let gate = Arc::new(Gate {
             allowed: Mutex::new(max_live as usize + threads_n),
@@ -188,6 +234,7 @@ impl Loader {
         let (gtx, grx) = std::sync::mpsc::channel::<(usize, Result<Pixels, DatasetError>)>();
         let mut threads = Vec::new();
         for _ in 0..threads_n {
+            let keep = keep.clone();
             let (set, seq, next, gate, stop, gtx) = (
                 set.clone(),
                 seq.clone(),
@@ -214,7 +261,8 @@ impl Loader {
                     return;
                 }
                 let g = seq[i];
-                if gtx.send((g, set.read_group(g))).is_err() {
+                let mask = keep.as_ref().and_then(|k| k.get(&g)).map(Vec::as_slice);
+                if gtx.send((g, set.read_group_rows(g, mask))).is_err() {
                     return;
                 }
             }));

@@ -41,7 +41,7 @@ mod stats;
 pub use complete::{Incomplete, InputsMeta};
 pub use error::DatasetError;
 pub use inspect::{inspect, InspectReport};
-pub use loader::{read_rows, Batch, Loader, LoaderConfig, Shuffle};
+pub use loader::{part_of, read_rows, Batch, Loader, LoaderConfig, Shuffle};
 pub use order::epoch_order;
 pub(crate) use order::SplitMix64;
 pub use resize::{Resize, RESIZE_KEY};

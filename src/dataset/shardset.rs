@@ -337,6 +337,17 @@ impl ShardSet {
 
     /// Reads row group `g` (index into [`ShardSet::row_groups`]) and decodes its images.
     pub(crate) fn read_group(&self, g: usize) -> Result<Pixels, DatasetError> {
+        self.read_group_rows(g, None)
+    }
+
+    /// [`ShardSet::read_group`], decoding only the rows `keep` marks (by place in the group;
+    /// `None`: all): a rank that trains on some rows of a group never pays for decoding the
+    /// others' JPEGs. Rows left out hold zero pixels (still checked for a valid label).
+    pub(crate) fn read_group_rows(
+        &self,
+        g: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<Pixels, DatasetError> {
         let rg = self.groups[g];
         let shard = &self.shards[rg.file];
         let path = &shard.path;
@@ -379,6 +390,12 @@ impl ShardSet {
                     });
                 }
                 let data = bytes.value(i);
+                let at = out.labels.len();
+                if keep.is_some_and(|k| !k.get(at).copied().unwrap_or(true)) {
+                    out.images.resize(out.images.len() + px, 0);
+                    out.labels.push(label);
+                    continue;
+                }
                 match self.encoding {
                     Encoding::Raw => {
                         if data.len() != px {

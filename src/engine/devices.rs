@@ -19,9 +19,54 @@ pub const MAX_DEVICES: usize = 16;
 /// `"1"` are both adapter 0 alone). Adapter 1 alone is written with a trailing comma, `"1,"`.
 /// A name stands for one device: `"cpu"`, `"lavapipe"`, `"auto"` (the default: the first real
 /// GPU, else the CPU engine).
+///
+/// Under a launcher (MPI, Slurm) `"local"` gives each rank the adapter numbered by its rank
+/// on its machine, and `"local:LIST"` cuts LIST into equal groups, one per rank on the
+/// machine, in order ([`Devices::on_this_rank`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Devices(Vec<Device>);
+pub struct Devices(Vec<Device>, Local);
+
+/// Whether a device list is this process's, or is cut by the process's rank on its machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Local {
+    /// The list is this process's.
+    No,
+    /// `local`: adapter number (rank on this machine).
+    Each,
+    /// `local:LIST`: group number (rank on this machine) of the list cut in equal groups.
+    Groups,
+}
+
+/// Where this process stands among the ranks of its machine: its rank there (from 0) and
+/// how many ranks the machine runs, if known. From the MPI world when there is one, else
+/// from what launchers set ([`NODE_LOCAL_VARS`]), else the only rank.
+pub fn node_local() -> (usize, Option<usize>) {
+    let world = crate::collective::world();
+    if world.size() > 1 {
+        let (r, n) = world.node_local();
+        return (r, Some(n));
+    }
+    let var = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    for (rank, size) in NODE_LOCAL_VARS {
+        if let Some(r) = var(rank) {
+            return (r, var(size));
+        }
+    }
+    (0, Some(1))
+}
+
+/// The variables launchers set for a rank's place on its machine, (rank, ranks): Open MPI's
+/// `mpirun`, Slurm's `srun`, MPICH's Hydra.
+pub const NODE_LOCAL_VARS: [(&str, &str); 3] = [
+    ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+    ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+];
 
 impl Devices {
     /// Logical devices on the given devices (or adapter indices); empty lists and more than
@@ -34,7 +79,7 @@ impl Devices {
                 devices.len()
             ));
         }
-        Ok(Devices(devices))
+        Ok(Devices(devices, Local::No))
     }
     /// The device of each logical device, in order.
     pub fn list(&self) -> &[Device] {
@@ -53,6 +98,10 @@ impl Devices {
     /// devices in pairs (one pair: the split; more: data-parallel replicas of it); one column
     /// per replica takes any number of devices (data-parallel replicas).
     pub fn check_columns(&self, columns: Option<usize>) -> Result<(), String> {
+        if self.1 != Local::No {
+            // Each rank checks its own group, once it knows it (`Placement::resolve`).
+            return Ok(());
+        }
         let n = self.0.len();
         match (columns, n) {
             (Some(c), _) if c == 0 || c > 2 => Err(format!(
@@ -83,6 +132,11 @@ impl Devices {
     /// The device of a command that runs on one (`eval`, `forward`, `predict`,
     /// `export-features`): the list must name exactly one.
     pub fn single(&self) -> Result<Device, String> {
+        if self.is_local() {
+            return Err(format!(
+                "devices {self} picks devices by a training rank's place on its machine; this command runs on one device: name it (\"cpu\", \"0\", adapter 1: \"1,\")"
+            ));
+        }
         match self.0.as_slice() {
             [only] => Ok(*only),
             list => Err(format!(
@@ -93,9 +147,68 @@ impl Devices {
     }
 }
 
+impl Devices {
+    /// The devices of this process: the list itself, or for `local` / `local:LIST` this
+    /// rank's adapter or group by its `(rank, ranks)` on its machine ([`node_local`]) among
+    /// `adapters` (how many this machine has). Refuses, naming the numbers, when the
+    /// machine has fewer adapters than ranks or the list does not cut evenly.
+    pub fn on_this_rank(
+        &self,
+        (rank, ranks): (usize, Option<usize>),
+        adapters: usize,
+    ) -> Result<Devices, String> {
+        let on = |what: String| {
+            format!(
+                "--devices {self}: this process is rank {rank} of {} on its machine; {what}",
+                ranks.map_or("?".into(), |n| n.to_string())
+            )
+        };
+        match self.1 {
+            Local::No => Ok(self.clone()),
+            Local::Each => {
+                let need = ranks.unwrap_or(rank + 1).max(rank + 1);
+                if adapters < need {
+                    return Err(on(format!(
+                        "the machine has {adapters} GPU adapter(s), fewer than its {need} ranks, so this rank has no adapter of its own; start at most {adapters} ranks per machine (mpirun --npernode, srun --ntasks-per-node), or give ranks logical devices to share: --devices local:0,0"
+                    )));
+                }
+                Ok(Devices(vec![Device::Adapter(rank)], Local::No))
+            }
+            Local::Groups => {
+                let Some(n) = ranks else {
+                    return Err(on(
+                        "the launcher did not say how many ranks run on this machine (OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_NTASKS_PER_NODE or MPI_LOCALNRANKS), so LIST cannot be cut; run under mpirun or srun, or name each rank's devices".into(),
+                    ));
+                };
+                let len = self.0.len();
+                if n == 0 || len < n || len % n != 0 {
+                    return Err(on(format!(
+                        "{len} devices do not cut into {n} equal groups (one per rank on the machine); list a multiple of {n} devices"
+                    )));
+                }
+                let k = len / n;
+                Ok(Devices(
+                    self.0[rank * k..(rank + 1) * k].to_vec(),
+                    Local::No,
+                ))
+            }
+        }
+    }
+
+    /// [`Devices::on_this_rank`] for this process ([`node_local`]).
+    pub fn for_this_process(&self, adapters: usize) -> Result<Devices, String> {
+        self.on_this_rank(node_local(), adapters)
+    }
+
+    /// True for `local` and `local:LIST`: the list depends on the rank.
+    pub fn is_local(&self) -> bool {
+        self.1 != Local::No
+    }
+}
+
 impl Default for Devices {
     fn default() -> Self {
-        Devices(vec![Device::Auto])
+        Devices(vec![Device::Auto], Local::No)
     }
 }
 
@@ -103,6 +216,14 @@ impl FromStr for Devices {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if s.eq_ignore_ascii_case("local") {
+            // The adapter is picked per rank; the list holds what a lone process takes.
+            return Ok(Devices(vec![Device::Adapter(0)], Local::Each));
+        }
+        if let Some(rest) = s.strip_prefix("local:") {
+            let Devices(list, _) = rest.parse::<Devices>().map_err(|e| format!("local:{e}"))?;
+            return Ok(Devices(list, Local::Groups));
+        }
         let bad = |why: &str| {
             format!(
                 "devices {s:?}: {why}; write adapter indices separated by commas (\"0,1\", \"0,0\", adapter 1 alone: \"1,\"), a count of devices on adapter 0 (\"2\"), or a name: \"cpu\" (the native CPU engine), \"lavapipe\" (the software Vulkan driver), \"auto\" (a GPU if there is one, else cpu)"
@@ -136,7 +257,7 @@ impl FromStr for Devices {
         if list.len() > MAX_DEVICES {
             return Err(bad(&format!("more than {MAX_DEVICES} devices")));
         }
-        Ok(Devices(list))
+        Ok(Devices(list, Local::No))
     }
 }
 
@@ -150,6 +271,11 @@ impl TryFrom<String> for Devices {
 impl fmt::Display for Devices {
     /// The canonical spelling, which parses back to the same list.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Local::Each => return write!(f, "local"),
+            Local::Groups => write!(f, "local:")?,
+            Local::No => {}
+        }
         match self.0.as_slice() {
             [Device::Adapter(only)] if *only != 0 => write!(f, "{only},"),
             list => {
@@ -225,6 +351,16 @@ impl Placement {
     /// Resolves `devices` with `--columns` (`auto` and `lavapipe` against the adapters found
     /// here).
     pub fn resolve(devices: &Devices, columns: Option<usize>) -> Result<Placement, EngineError> {
+        let mine;
+        let devices = if devices.is_local() {
+            let adapters = crate::gpu::list_adapters().len();
+            mine = devices
+                .for_this_process(adapters)
+                .map_err(EngineError::NotBuilt)?;
+            &mine
+        } else {
+            devices
+        };
         devices
             .check_columns(columns)
             .map_err(EngineError::NotBuilt)?;
@@ -469,6 +605,35 @@ mod grammar_tests {
         for bad in ["", "a", "0,,1", ",", "-1", "0;1", "99", "gpu", "cpu,,"] {
             assert!(d(bad).is_err(), "{bad:?} should be rejected");
         }
+        // `local`: adapter (rank on the machine); `local:LIST`: the rank's group of LIST.
+        let local: Devices = "local".parse().unwrap();
+        assert_eq!(local.to_string(), "local");
+        assert_eq!(local.on_this_rank((1, Some(2)), 2).unwrap().list(), [A(1)]);
+        let e = local.on_this_rank((1, Some(2)), 1).unwrap_err();
+        assert!(
+            e.contains("rank 1 of 2") && e.contains("1 GPU adapter(s), fewer than its 2 ranks"),
+            "{e}"
+        );
+        let groups: Devices = "local:0,0,1,1".parse().unwrap();
+        assert_eq!(groups.to_string(), "local:0,0,1,1");
+        assert_eq!(groups.to_string().parse::<Devices>().unwrap(), groups);
+        assert_eq!(
+            groups.on_this_rank((1, Some(2)), 2).unwrap().list(),
+            [A(1), A(1)]
+        );
+        assert_eq!(groups.on_this_rank((0, Some(1)), 2).unwrap(), {
+            let all: Devices = "0,0,1,1".parse().unwrap();
+            all
+        });
+        let e = groups.on_this_rank((0, Some(3)), 2).unwrap_err();
+        assert!(
+            e.contains("4 devices do not cut into 3 equal groups"),
+            "{e}"
+        );
+        assert!(groups.on_this_rank((0, None), 2).is_err());
+        assert!(groups.check_columns(None).is_ok());
+        assert!("local:".parse::<Devices>().is_err());
+        assert!(local.single().unwrap_err().contains("one device"));
         let e = d("gpu").unwrap_err();
         assert!(e.contains("\"cpu\"") && e.contains("lavapipe"), "{e}");
         for s in [

@@ -58,6 +58,14 @@ impl Split {
     pub fn replica(&self, r: usize) -> usize {
         self.rank * self.local + r
     }
+
+    /// This process's rows of every global batch (its replicas' rows, which are
+    /// consecutive), or why the batch does not split: what its loader reads.
+    pub fn process_rows(&self) -> Result<std::ops::Range<usize>, EngineError> {
+        let rows = self.rows()?;
+        let first = self.replica(0) * rows;
+        Ok(first..first + self.local * rows)
+    }
 }
 
 /// This process's replicas, the global batch's loss rows, and what the exchange carried.
@@ -140,7 +148,7 @@ pub(crate) fn add_into(sum: &mut Option<Params>, grads: Params) {
     }
 }
 
-/// Checks a replicated step's inputs against the global batch `g`.
+/// Checks a replicated step's inputs against this process's `g` rows of the global batch.
 pub(crate) fn check_step(
     g: usize,
     images: &[u8],
@@ -149,7 +157,7 @@ pub(crate) fn check_step(
 ) -> Result<usize, EngineError> {
     let bad = |what: &str, got: usize, per: usize| {
         EngineError::Mismatch(format!(
-            "replicated step: {got} values of {what} for a global batch of {g} ({per} per image)"
+            "replicated step: {got} values of {what} for this process's {g} rows of the global batch ({per} per image)"
         ))
     };
     if labels.len() != g {
@@ -219,9 +227,9 @@ impl CpuReplicas {
         self.stages[0].borrow().net.device().threads()
     }
 
-    /// One step on the global batch: `images` `[G,S,S,3]`, `labels` `[G]` and `draws` `[G]`
-    /// are the whole job's (this process uses its replicas' rows). Returns the global batch's
-    /// per-image loss rows `[G,3]`.
+    /// One step on the global batch: `images` `[L,S,S,3]`, `labels` `[L]` and `draws` `[L]`
+    /// are this process's rows of it ([`Split::process_rows`]; the whole batch in a world
+    /// of one). Returns the global batch's per-image loss rows `[G,3]`.
     pub fn step(
         &self,
         world: &dyn World,
@@ -232,7 +240,7 @@ impl CpuReplicas {
         hyper: SgdHyper,
     ) -> Result<std::cell::Ref<'_, Vec<f32>>, EngineError> {
         let rows = self.rows;
-        let per_image = check_step(self.split.global_batch, images, labels, draws)?;
+        let per_image = check_step(self.split.local * rows, images, labels, draws)?;
         let mut stats = self.stats.borrow_mut();
         if world.size() > 1 {
             // Other ranks' rows arrive through the sum below.
@@ -242,12 +250,14 @@ impl CpuReplicas {
         for (r, stage) in self.stages.iter().enumerate() {
             let first = self.split.replica(r) * rows;
             let range = first..first + rows;
+            // The same rows among this process's.
+            let mine = r * rows..(r + 1) * rows;
             let mut s = stage.borrow_mut();
             s.input
-                .set_images(&images[range.start * per_image..range.end * per_image])?;
-            s.augment(&draws[range.clone()])?;
+                .set_images(&images[mine.start * per_image..mine.end * per_image])?;
+            s.augment(&draws[mine.clone()])?;
             let net = &mut s.net;
-            net.upload_labels(&labels[range.clone()])?;
+            net.upload_labels(&labels[mine])?;
             net.forward(Some(dropout))?;
             net.loss()?;
             net.backward(Some(dropout))?;

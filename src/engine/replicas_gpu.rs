@@ -101,9 +101,9 @@ impl<R: ReplicaNet> Replicas<R> {
         &self.reps[0]
     }
 
-    /// One step on the global batch: `images` `[G,S,S,3]`, `labels` `[G]` and `draws` `[G]`
-    /// are the whole job's (this process uses its replicas' rows). Returns the global batch's
-    /// per-image loss rows `[G,3]`.
+    /// One step on the global batch: `images` `[L,S,S,3]`, `labels` `[L]` and `draws` `[L]`
+    /// are this process's rows of it (`Split::process_rows`; the whole batch in a world of
+    /// one). Returns the global batch's per-image loss rows `[G,3]`.
     pub fn step(
         &self,
         world: &dyn World,
@@ -114,13 +114,14 @@ impl<R: ReplicaNet> Replicas<R> {
         hyper: SgdHyper,
     ) -> Result<std::cell::Ref<'_, Vec<f32>>, EngineError> {
         let rows = self.rows;
-        let per_image = check_step(self.split.global_batch, images, labels, draws)?;
+        let per_image = check_step(self.split.local * rows, images, labels, draws)?;
         let range = |r: usize| {
             let first = self.split.replica(r) * rows;
             first..first + rows
         };
         for (r, rep) in self.reps.iter().enumerate() {
-            let range = range(r);
+            // This replica's rows among this process's.
+            let range = r * rows..(r + 1) * rows;
             rep.submit_forward_backward(
                 &images[range.start * per_image..range.end * per_image],
                 &labels[range.clone()],

@@ -3,7 +3,7 @@
 //! wrapping one GPU pass per device), or on the native CPU engine
 //! ([`crate::cpu`]), or as data-parallel replicas of any of these. The loop in [`super::run`]
 //! sees only this, so checkpoints, metrics and validation are the same for all.
-use super::eval::{evaluate, EvalResult, View};
+use super::eval::{evaluate_rows, EvalCounts, EvalResult, View};
 use super::infer::{CpuStage, Scorer};
 use super::input::InputStage;
 use super::TrainError;
@@ -717,14 +717,56 @@ impl Engine {
         view: View,
         threads: usize,
     ) -> Result<EvalResult, TrainError> {
+        Ok(self
+            .evaluate_rows(s, set, 0..set.len(), view, threads)?
+            .result())
+    }
+
+    /// Validation: [`Engine::evaluate`] of the whole `set`, split across the job's ranks
+    /// when there are several: each rank scores its contiguous part
+    /// ([`crate::dataset::part_of`]) and the counts are summed through the world, so every
+    /// rank gets the whole set's result (and takes the same decisions from it).
+    pub fn validate(
+        &self,
+        s: &EngineSpec<'_>,
+        set: &ShardSet,
+        view: View,
+        threads: usize,
+    ) -> Result<EvalResult, TrainError> {
+        let world = match self {
+            Engine::Replicas { world, .. }
+            | Engine::GpuReplicas { world, .. }
+            | Engine::ColumnReplicas { world, .. }
+                if world.size() > 1 =>
+            {
+                world
+            }
+            _ => return self.evaluate(s, set, view, threads),
+        };
+        let rows = crate::dataset::part_of(set.len(), world.rank(), world.size());
+        let mine = self.evaluate_rows(s, set, rows, view, threads)?;
+        let mut sums = mine.to_sums();
+        world
+            .all_reduce_sum_f64(&mut sums)
+            .map_err(|e| TrainError::NotBuilt(e.to_string()))?;
+        Ok(EvalCounts::from_sums(&sums).result())
+    }
+
+    /// The counts of the images `rows` (positions in file order) of `set`, scored as
+    /// [`Engine::evaluate`] scores them.
+    pub fn evaluate_rows(
+        &self,
+        s: &EngineSpec<'_>,
+        set: &ShardSet,
+        rows: std::ops::Range<usize>,
+        view: View,
+        threads: usize,
+    ) -> Result<EvalCounts, TrainError> {
+        let each = |scorer: Scorer<'_>| evaluate_rows(scorer, set, rows.clone(), view, threads);
         match self {
-            Engine::One { gpu, net, input } => {
-                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
-            }
-            Engine::Cpu(c) => evaluate(Scorer::Cpu(c), set, view, threads),
-            Engine::Replicas { reps, .. } => {
-                evaluate(Scorer::Cpu(reps.first()), set, view, threads)
-            }
+            Engine::One { gpu, net, input } => each(Scorer::Gpu { gpu, net, input }),
+            Engine::Cpu(c) => each(Scorer::Cpu(c)),
+            Engine::Replicas { reps, .. } => each(Scorer::Cpu(reps.first())),
             Engine::Hybrid(h) => {
                 let params = h.net.borrow_mut().net.download_params()?;
                 if h.eval.get().is_none() {
@@ -737,15 +779,15 @@ impl Engine {
                     )
                 })?;
                 one.borrow_mut().net.upload_params(&params)?;
-                evaluate(Scorer::Cpu(one), set, view, threads)
+                each(Scorer::Cpu(one))
             }
             Engine::GpuReplicas { reps, .. } => {
                 let (gpu, net, input) = reps.first().scorer()?;
-                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
+                each(Scorer::Gpu { gpu, net, input })
             }
             Engine::ColumnReplicas { reps, .. } => {
                 let (gpu, net, input) = reps.first().scorer()?;
-                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
+                each(Scorer::Gpu { gpu, net, input })
             }
             Engine::Two(c) => {
                 let (net, eval) = (&c.net, &c.eval);
@@ -763,9 +805,23 @@ impl Engine {
                 })?;
                 one.upload_params(gpu, &params)?;
                 let net = one;
-                evaluate(Scorer::Gpu { gpu, net, input }, set, view, threads)
+                each(Scorer::Gpu { gpu, net, input })
             }
         }
+    }
+
+    /// The rows of every global batch this process trains on (and its loader reads): its
+    /// replicas' share under MPI, the whole batch otherwise (replicas in one process share
+    /// its memory, so one loader reads the batch for all of them).
+    pub fn process_rows(&self, batch: usize) -> std::ops::Range<usize> {
+        let split = match self {
+            Engine::Replicas { reps, .. } => reps.split(),
+            Engine::GpuReplicas { reps, .. } => reps.split(),
+            Engine::ColumnReplicas { reps, .. } => reps.split(),
+            _ => return 0..batch,
+        };
+        // The engine was built on this split, so it divides.
+        split.process_rows().unwrap_or(0..batch)
     }
 }
 

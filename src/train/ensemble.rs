@@ -3,10 +3,11 @@
 //! is in memory at a time, and the ensemble's answer is the mean of their softmax outputs
 //! (over the ten views too). Networks trained with the classes in another order are mapped
 //! by wnid (the `classes` key `train` records in every checkpoint).
-use super::eval::{evaluate_each, ImageScores, Tally};
+use super::eval::{evaluate_each, EvalCounts, ImageScores};
 use super::infer::Inference;
 use super::input::checkpoint_mean;
 use super::{EvalResult, TrainError, View};
+use crate::dataset::part_of;
 use crate::dataset::ShardSet;
 use crate::device::Device;
 use crate::model::Checkpoint;
@@ -108,6 +109,9 @@ pub struct EvalJob {
     pub keep: usize,
     /// The matrix products' precision on a GPU (`eval --precision`).
     pub precision: crate::gpu::coop::Precision,
+    /// Score only part I of N (`eval --shard I/N`, 0-based): the set's rows in file order
+    /// cut in N contiguous runs ([`part_of`]).
+    pub part: Option<(usize, usize)>,
 }
 
 /// One network's own score.
@@ -146,6 +150,16 @@ pub struct Ensemble {
     pub size: usize,
     /// The first `keep` images' stored pixels `[keep,S,S,3]`.
     pub kept: Vec<u8>,
+    /// The ensemble's counts (what `report.ensemble` was computed from).
+    pub counts: EvalCounts,
+    /// Each member's counts, in the order given.
+    pub member_counts: Vec<EvalCounts>,
+    /// The rows scored: positions in the set's file order.
+    pub rows: std::ops::Range<usize>,
+    /// Rows in the whole set (all parts).
+    pub data_rows: usize,
+    /// A digest of the set's content ([`set_digest`]).
+    pub data_digest: String,
 }
 
 /// The running sums of the members' answers, one row per image.
@@ -183,8 +197,8 @@ impl Pool {
 
     /// The ensemble's score: each image's averaged softmax, its loss from every member's
     /// and view's log-probability of the label (exact where probabilities underflow).
-    fn result(&self) -> EvalResult {
-        let mut tally = Tally::default();
+    fn result(&self) -> EvalCounts {
+        let mut tally = EvalCounts::default();
         for (i, &label) in self.labels.iter().enumerate() {
             let sc = ImageScores {
                 probs: Vec::new(),
@@ -194,7 +208,7 @@ impl Pool {
             let row = &self.probs[i * self.classes..(i + 1) * self.classes];
             tally.add(row, label, sc.loss());
         }
-        tally.result()
+        tally
     }
 }
 
@@ -233,6 +247,10 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
             }
         }
     }
+    let rows = match job.part {
+        Some((i, n)) => part_of(set.len(), i, n),
+        None => 0..set.len(),
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut pool = Pool {
         classes: classes.len(),
@@ -244,6 +262,7 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
     };
     let mut kept = Vec::new();
     let mut members = Vec::new();
+    let mut member_counts = Vec::new();
     for (m, path) in job.checkpoints.iter().enumerate() {
         let ck = Checkpoint::load(path, job.input_size)?;
         if ck.config.classes != classes.len() {
@@ -260,7 +279,7 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
             None => None,
         };
         let (mean, _) = checkpoint_mean(&ck, path, &set).map_err(TrainError::Mismatch)?;
-        let batch = job.batch.min(set.len().max(1));
+        let batch = job.batch.min(rows.len().max(1));
         let net = Inference::open_at(
             job.precision,
             job.device,
@@ -275,6 +294,7 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
         let result = evaluate_each(
             net.scorer(),
             &set,
+            rows.clone(),
             job.view,
             threads,
             order.as_deref(),
@@ -290,7 +310,7 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
         if let Some(e) = broken {
             return Err(TrainError::Mismatch(format!("{first}: {e}")));
         }
-        if pool.labels.len() != result.count {
+        if pool.labels.len() as u64 != result.count {
             return Err(TrainError::Mismatch(format!(
                 "{first}: {} read {} images but the first network {}; were the shards changed during the evaluation?",
                 path.display(),
@@ -300,20 +320,50 @@ pub fn eval_checkpoints(job: &EvalJob) -> Result<Ensemble, TrainError> {
         }
         members.push(MemberResult {
             checkpoint: path.clone(),
-            result,
+            result: result.result(),
         });
+        member_counts.push(result);
     }
+    let counts = pool.result();
     Ok(Ensemble {
         report: EnsembleReport {
-            ensemble: pool.result(),
+            ensemble: counts.result(),
             members,
         },
+        counts,
+        member_counts,
+        data_rows: set.len(),
+        data_digest: set_digest(&set),
+        rows,
         classes,
         probs: pool.probs,
         labels: pool.labels,
         size: set.size(),
         kept,
     })
+}
+
+/// A digest of what a set holds, wherever its files lie: FNV-1a over the image size, the
+/// classes, every row group's row count and the bits of the merged mean image. Parts of one
+/// evaluation run on other machines must agree on it (`eval --merge`).
+pub fn set_digest(set: &ShardSet) -> String {
+    let mut parts: Vec<Vec<u8>> = vec![(set.size() as u64).to_le_bytes().to_vec()];
+    for c in set.classes() {
+        parts.push(c.as_bytes().to_vec());
+        parts.push(vec![0]);
+    }
+    for g in set.row_groups() {
+        parts.push((g.rows as u64).to_le_bytes().to_vec());
+    }
+    parts.push(
+        set.stats()
+            .mean_image()
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect(),
+    );
+    let h = crate::digest::fnv1a_parts(parts.iter().map(Vec::as_slice));
+    format!("{h:016x}")
 }
 
 #[cfg(test)]
@@ -396,7 +446,7 @@ mod tests {
         for (g, w) in pool.probs.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{:?}", pool.probs);
         }
-        let r = pool.result();
+        let r = pool.result().result();
         // The label is second by the mean (0.35 < 0.4): a top-1 miss though member b had it first.
         assert_eq!((r.top1_accuracy, r.top5_accuracy), (0.0, 1.0));
         assert!((r.loss + 0.35f64.ln()).abs() < 1e-12, "{r:?}");

@@ -5,6 +5,7 @@ use super::infer::Scorer;
 use super::input::pad_images;
 use super::TrainError;
 use crate::dataset::{Loader, LoaderConfig, ShardSet, Shuffle};
+use std::ops::Range;
 
 /// Which views of each image are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,17 +41,23 @@ impl EvalResult {
 
 pub use crate::engine::infer::{log_softmax, softmax};
 
-/// Running sums of an evaluation.
-#[derive(Default)]
-pub(super) struct Tally {
-    count: usize,
-    loss: f64,
-    top1: usize,
-    top5: usize,
-    non_finite: usize,
+/// The running sums of an evaluation: counts, not rates, so that the sums of parts of a set
+/// (validation split across ranks, `eval --shard` parts) add up to the whole set's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalCounts {
+    /// Images scored.
+    pub count: u64,
+    /// Sum of the finite images' losses (the non-finite ones make the loss NaN instead).
+    pub loss_sum: f64,
+    /// Images whose top class is the label, alone.
+    pub top1: u64,
+    /// Images whose label is among the five top classes.
+    pub top5: u64,
+    /// Images whose logits held NaN or inf in some view.
+    pub non_finite: u64,
 }
 
-impl Tally {
+impl EvalCounts {
     /// Adds one image: its class probabilities (averaged over views) and its loss, or `None`
     /// when some view's logits were not finite.
     pub(super) fn add(&mut self, probs: &[f64], label: usize, loss: Option<f64>) {
@@ -58,7 +65,6 @@ impl Tally {
         let Some(loss) = loss.filter(|l| l.is_finite()) else {
             // NaN compares false and inf ties: neither may pass for a correct answer.
             self.non_finite += 1;
-            self.loss = f64::NAN;
             return;
         };
         let p = probs[label];
@@ -69,19 +75,58 @@ impl Tally {
             .enumerate()
             .filter(|&(j, &q)| j != label && q >= p)
             .count();
-        self.loss += loss;
-        self.top1 += (rank < 1) as usize;
-        self.top5 += (rank < 5) as usize;
+        self.loss_sum += loss;
+        self.top1 += (rank < 1) as u64;
+        self.top5 += (rank < 5) as u64;
     }
 
-    pub(super) fn result(&self) -> EvalResult {
+    /// The sums of `self` and `other` (two parts of one set).
+    pub fn merge(&self, other: &EvalCounts) -> EvalCounts {
+        EvalCounts {
+            count: self.count + other.count,
+            loss_sum: self.loss_sum + other.loss_sum,
+            top1: self.top1 + other.top1,
+            top5: self.top5 + other.top5,
+            non_finite: self.non_finite + other.non_finite,
+        }
+    }
+
+    /// The counts as five numbers for an all-reduce, and back ([`EvalCounts::from_sums`]).
+    /// f64 holds every count exactly up to 2⁵³ images.
+    pub fn to_sums(&self) -> [f64; 5] {
+        [
+            self.count as f64,
+            self.loss_sum,
+            self.top1 as f64,
+            self.top5 as f64,
+            self.non_finite as f64,
+        ]
+    }
+
+    /// The counts [`EvalCounts::to_sums`] gave, summed over ranks.
+    pub fn from_sums(s: &[f64; 5]) -> EvalCounts {
+        EvalCounts {
+            count: s[0] as u64,
+            loss_sum: s[1],
+            top1: s[2] as u64,
+            top5: s[3] as u64,
+            non_finite: s[4] as u64,
+        }
+    }
+
+    /// The rates `eval` reports.
+    pub fn result(&self) -> EvalResult {
         let n = self.count.max(1) as f64;
         EvalResult {
-            count: self.count,
-            loss: self.loss / n,
+            count: self.count as usize,
+            loss: if self.non_finite > 0 {
+                f64::NAN
+            } else {
+                self.loss_sum / n
+            },
             top1_accuracy: self.top1 as f64 / n,
             top5_accuracy: self.top5 as f64 / n,
-            non_finite: self.non_finite,
+            non_finite: self.non_finite as usize,
         }
     }
 }
@@ -121,12 +166,28 @@ pub fn evaluate(
     view: View,
     threads: usize,
 ) -> Result<EvalResult, TrainError> {
-    evaluate_each(net, set, view, threads, None, |_| {})
+    Ok(evaluate_each(net, set, 0..set.len(), view, threads, None, |_| {})?.result())
+}
+
+/// Scores the images `rows` (positions in file order) of `set`, as [`evaluate`] scores the
+/// whole set, and returns the counts, which add up over parts to the whole set's. An empty
+/// range scores nothing (a rank whose part of a small set is empty).
+pub fn evaluate_rows(
+    net: Scorer<'_>,
+    set: &ShardSet,
+    rows: Range<usize>,
+    view: View,
+    threads: usize,
+) -> Result<EvalCounts, TrainError> {
+    if rows.is_empty() && !set.is_empty() {
+        return Ok(EvalCounts::default());
+    }
+    evaluate_each(net, set, rows, view, threads, None, |_| {})
 }
 
 /// One image as [`evaluate_each`] scored it.
 pub(super) struct Scored<'a> {
-    /// Its place in the set's file order.
+    /// Its place among the images scored (from 0 at the first row of the range).
     pub(super) index: usize,
     /// Its label.
     pub(super) label: usize,
@@ -136,17 +197,18 @@ pub(super) struct Scored<'a> {
     pub(super) pixels: &'a [u8],
 }
 
-/// [`evaluate`], handing every image's scores to `each` as well. `order[j]`, when given, is
-/// the set's index of the network's class j (a network trained with the classes in another
+/// [`evaluate_rows`], handing every image's scores to `each` as well. `order[j]`, when given,
+/// is the set's index of the network's class j (a network trained with the classes in another
 /// order): logits are put in the set's order before anything is computed from them.
 pub(super) fn evaluate_each(
     net: Scorer<'_>,
     set: &ShardSet,
+    rows: Range<usize>,
     view: View,
     threads: usize,
     order: Option<&[usize]>,
     mut each: impl FnMut(Scored<'_>),
-) -> Result<EvalResult, TrainError> {
+) -> Result<EvalCounts, TrainError> {
     if set.is_empty() {
         return Err(TrainError::EmptySet(set.files()[0].clone()));
     }
@@ -167,6 +229,7 @@ pub(super) fn evaluate_each(
         drop_last: false,
         threads: threads.max(1),
         prefetch: 2,
+        span: Some(rows),
         ..LoaderConfig::default()
     };
     let views: Vec<Vec<_>> = match view {
@@ -177,7 +240,7 @@ pub(super) fn evaluate_each(
             .collect(),
     };
     let px = set.size() * set.size() * 3;
-    let mut tally = Tally::default();
+    let mut tally = EvalCounts::default();
     let mut row_in_order = vec![0f32; classes];
     for batch in Loader::epoch(set, &cfg, 0, 0) {
         let mut batch = batch?;
@@ -234,21 +297,21 @@ pub(super) fn evaluate_each(
         for (j, (sc, &label)) in scores.iter().zip(&batch.labels).enumerate() {
             tally.add(&sc.probs, label as usize, sc.loss());
             each(Scored {
-                index: tally.count - 1,
+                index: tally.count as usize - 1,
                 label: label as usize,
                 scores: sc,
                 pixels: &batch.images[j * px..(j + 1) * px],
             });
         }
     }
-    Ok(tally.result())
+    Ok(tally)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn add(t: &mut Tally, logits: &[f32], label: usize) {
+    fn add(t: &mut EvalCounts, logits: &[f32], label: usize) {
         let lp = log_softmax(logits);
         let finite = logits.iter().all(|v| v.is_finite());
         let probs: Vec<f64> = lp.iter().map(|v| v.exp()).collect();
@@ -257,7 +320,7 @@ mod tests {
 
     #[test]
     fn tally_ranks_and_losses_are_exact() {
-        let mut t = Tally::default();
+        let mut t = EvalCounts::default();
         let logits = [3.0, 1.0, 2.0, 0.0, -1.0, -2.0, -3.0];
         let p = softmax(&logits);
         add(&mut t, &logits, 0); // top-1
@@ -272,7 +335,7 @@ mod tests {
         let s = softmax(&[1000.0, 1000.0]);
         assert!((s[0] - 0.5).abs() < 1e-12, "softmax must not overflow");
         // A confident wrong answer costs its real loss (200), not a clamped probability's.
-        let mut t = Tally::default();
+        let mut t = EvalCounts::default();
         add(&mut t, &[200.0, 0.0], 1);
         assert!(
             (t.result().loss - 200.0).abs() < 1e-9,
@@ -284,7 +347,7 @@ mod tests {
     #[test]
     fn ties_and_non_finite_logits_are_misses() {
         // Every class scores the same (an all-zero fc8): no class is the top one.
-        let mut t = Tally::default();
+        let mut t = EvalCounts::default();
         for label in 0..6 {
             add(&mut t, &[0.0; 6], label);
         }
@@ -292,11 +355,11 @@ mod tests {
         assert_eq!((r.top1_accuracy, r.top5_accuracy), (0.0, 0.0), "{r:?}");
         assert!((r.loss - 6f64.ln()).abs() < 1e-12, "{r:?}");
         // A tie for first place with one other class: a top-1 miss, still in the top 5.
-        let mut t = Tally::default();
+        let mut t = EvalCounts::default();
         add(&mut t, &[2.0, 2.0, 1.0, 0.0, -1.0, -2.0], 1);
         assert_eq!((t.top1, t.top5), (0, 1));
         // NaN and inf logits: misses, counted, and the loss says NaN instead of a number.
-        let mut t = Tally::default();
+        let mut t = EvalCounts::default();
         add(&mut t, &[0.5, 2.0, -1.0], 1);
         add(&mut t, &[f32::NAN, 1.0, 0.0], 1);
         add(&mut t, &[0.0, f32::INFINITY, 0.0], 1);
@@ -307,6 +370,42 @@ mod tests {
         assert_eq!(
             serde_json::to_value(r).unwrap()["loss"],
             serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn counts_of_parts_add_up_to_the_whole_and_survive_an_all_reduce() {
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+        };
+        let images: Vec<(Vec<f32>, usize)> = (0..23)
+            .map(|i| ((0..7).map(|_| next()).collect(), i % 7))
+            .collect();
+        let mut whole = EvalCounts::default();
+        let mut parts = [EvalCounts::default(); 3];
+        for (i, (logits, label)) in images.iter().enumerate() {
+            add(&mut whole, logits, *label);
+            add(&mut parts[i * 3 / images.len()], logits, *label);
+        }
+        assert!(whole.top1 > 0 && whole.top1 < whole.top5 && whole.top5 < whole.count);
+        let merged = parts.iter().fold(EvalCounts::default(), |a, p| a.merge(p));
+        assert_eq!(
+            (merged.count, merged.top1, merged.top5, merged.non_finite),
+            (whole.count, whole.top1, whole.top5, whole.non_finite)
+        );
+        assert!((merged.loss_sum - whole.loss_sum).abs() <= 1e-12 * whole.loss_sum.abs());
+        let back = EvalCounts::from_sums(&merged.to_sums());
+        assert_eq!(back, merged);
+        assert_eq!(back.result().top1_accuracy, whole.result().top1_accuracy);
+        // One part with a NaN image makes the merged loss NaN, never a plausible number.
+        let mut bad = EvalCounts::default();
+        add(&mut bad, &[f32::NAN, 0.0], 0);
+        let r = merged.merge(&bad).result();
+        assert!(
+            r.loss.is_nan() && r.non_finite == 1 && r.count == 24,
+            "{r:?}"
         );
     }
 

@@ -14,6 +14,7 @@ pub use settings::{Patch, Setting};
 pub mod ensemble;
 pub mod error;
 pub mod eval;
+pub mod eval_part;
 pub use crate::engine::infer;
 pub use crate::engine::input;
 mod init_from;
@@ -27,5 +28,6 @@ mod trainer;
 
 pub use ensemble::{eval_checkpoints, Ensemble, EnsembleReport, EvalJob, MemberResult};
 pub use error::TrainError;
-pub use eval::{evaluate, EvalResult, View};
+pub use eval::{evaluate, evaluate_rows, EvalCounts, EvalResult, View};
+pub use eval_part::{merge_parts, CheckpointId, EvalPart, EvalPartError};
 pub use run::{train, TrainJob, TrainSummary};

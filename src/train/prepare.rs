@@ -82,8 +82,30 @@ impl Prepared {
         }
         super::footprint::check_fits(cfg, set.size())?;
         // Before any file is written: a device list that cannot train fails here.
-        let placement =
-            Placement::resolve(&cfg.devices, cfg.columns)?.with_parallel(cfg.parallel)?;
+        let placement = Placement::resolve(&cfg.devices, cfg.columns);
+        let world = crate::collective::world();
+        if world.size() > 1 {
+            // `--devices local` may place one rank and not another: every rank hears of a
+            // failure before rank 0 writes anything, so a refused job leaves no run folder.
+            let placed = world
+                .all_gather(u64::from(placement.is_ok()))
+                .map_err(|e| TrainError::NotBuilt(e.to_string()))?;
+            if let (Ok(_), Some(r)) = (&placement, placed.iter().position(|&ok| ok == 0)) {
+                return Err(TrainError::NotBuilt(format!(
+                    "rank {r} could not place its devices (its own error says why); nothing was written"
+                )));
+            }
+        }
+        let placement = placement?.with_parallel(cfg.parallel)?;
+        if cfg.devices.is_local() {
+            // Rank 0 alone writes the run's files: each rank says here what it took.
+            let (local, _) = crate::engine::devices::node_local();
+            eprintln!(
+                "rank {} (local rank {local}): --devices {} takes {placement:?}",
+                world.rank(),
+                cfg.devices
+            );
+        }
         check_replicas(&placement, cfg.batch)?;
         if let Placement::CpuHybrid(workers) = placement {
             check_hybrid(&cfg.model, workers, cfg.batch)?;

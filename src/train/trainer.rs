@@ -75,6 +75,8 @@ pub(super) struct Trainer<'p> {
     settings: AugmentSettings,
     pca: Pca,
     loader_cfg: LoaderConfig,
+    /// The rows of every global batch this process trains on (what its loader reads).
+    rows: std::ops::Range<usize>,
     steps_per_epoch: u64,
     total_steps: u64,
     log_every: usize,
@@ -141,8 +143,11 @@ impl<'p> Trainer<'p> {
             drop_last: true,
             threads: p.threads,
             prefetch: cfg.loader.prefetch.max(1),
+            // Under MPI each rank reads and decodes only the rows it trains on.
+            take: (engine.world_size() > 1).then(|| engine.process_rows(batch)),
             ..LoaderConfig::default()
         };
+        let rows = engine.process_rows(batch);
         let steps_per_epoch = (p.set.len() / batch) as u64;
         let total_steps = cfg
             .max_steps
@@ -185,6 +190,7 @@ impl<'p> Trainer<'p> {
                 eigenvectors: p.stats.pca_eigenvectors,
             },
             loader_cfg,
+            rows,
             steps_per_epoch,
             total_steps,
             log_every,
@@ -324,7 +330,8 @@ impl<'p> Trainer<'p> {
         let input = StepInput {
             images: &b.images,
             labels: &b.labels,
-            draws: &draws,
+            // Draws are per global row: this process's rows take theirs.
+            draws: &draws[self.rows.clone()],
             dropout,
             hyper: SgdHyper {
                 lr: lr as f32,
@@ -442,7 +449,7 @@ impl<'p> Trainer<'p> {
             match self.val {
                 Some(v) if st.epoch % self.cfg.val_every.max(1) == 0 => Some(
                     self.engine
-                        .evaluate(&self.spec, v, View::Centre, self.threads)?,
+                        .validate(&self.spec, v, View::Centre, self.threads)?,
                 ),
                 _ => None,
             };
