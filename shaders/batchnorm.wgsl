@@ -6,18 +6,43 @@
 // backward:     dβ = Σ dy, dγ = Σ dy·x̂; training dx = γ·s/M·(M·dy − Σ dy − x̂·Σ dy·x̂),
 //               evaluation dx = γ·s·dy.
 //
-// Params (binding 0, uniform): n, c, hw (= H·W), train (1: batch statistics), eps, momentum.
+// Why several passes: one workgroup per channel (the first kernel) left a large GPU idle and
+// made each workgroup walk the whole batch (conv1 at batch 128: 96 workgroups of 387,200
+// values each). Here a channel's M values are cut into `slices` runs of `per` consecutive
+// values (image-major, then position), and workgroup (channel, slice) reduces one run; a small
+// pass merges the slices of each channel; the element-wise pass then covers all values with
+// every workgroup busy. src/gpu/batchnorm.rs picks the slices (about four workgroups per
+// target workgroup of the GPU) and records the passes:
 //
-// forward:          1 `x` [N,C,H,W] read, 2 `gamma` [C] read, 3 `beta` [C] read,
-//                   4 `running_mean` [C] read_write, 5 `running_var` [C] read_write,
-//                   6 `y` [N,C,H,W] read_write, 7 `saved` [2,C] read_write (μ then s).
-// backward:         1 `x` read, 2 `dy` read, 3 `gamma` read, 4 `saved` read,
-//                   5 `dgamma` [C] read_write, 6 `dbeta` [C] read_write, 7 `dx` read_write.
-// backward_params:  bindings 1–6 of backward, without dx.
+//   forward, training:   stats (C, slices) → merge (⌈C/256⌉) → normalise (⌈len/2048⌉)
+//   forward, evaluation: eval_stats (⌈C/256⌉) → normalise
+//   backward:            grad_stats (C, slices) → grad_merge (⌈C/256⌉) [→ grad_input (⌈len/2048⌉)]
 //
-// One workgroup of 256 per channel (dispatch C workgroups along x): each invocation sums a
-// strided share of the channel's values, the workgroup adds the shares in a tree; the mean is
-// taken before the squared deviations are summed (two passes, as the reference does).
+// Variance without cancellation: f32 Σx² − M·μ² loses everything when the mean is large
+// against the spread (μ = 1000, σ = 0.01: Σx² ≈ 4e11 where the answer is 39 at M = 387,200).
+// Each invocation instead sums d = x − x₀ and d² about its own first value x₀ (a value of the
+// same channel, so |μ − x₀| is of the order of σ and d is exact by Sterbenz's lemma when x is
+// near x₀), turns them into a count, mean and M2 = Σ(x − mean)² with one division, and the
+// counts, means and M2s are merged in a tree, then across slices, with Chan et al.'s formula:
+//   n = na + nb, δ = μb − μa, μ = μa + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n.
+// The means travel as offsets from the channel's first value K (image 0, position 0), which
+// are of the order of σ: carried as themselves, each of the ~20 merges would round μ to the
+// f32 grid at |μ| (6e-5 at 1000), and the errors would add up; as offsets only the final
+// K + offset rounds once.
+//
+// No division per value: each invocation finds its first value's (image, position) with one
+// division and then steps 256 values at a time with a carry (the step's parts come from the
+// host in Params: a plane crossing adds `wrap_i`), as conv_sums.wgsl's bias gradient does.
+// The element-wise passes step the flat index and carry the channel the same way.
+//
+// Bindings (each entry uses only its own names; a binding number has one meaning per entry):
+//   stats        1 x, 8 part (partials [2, slices, C]: means − K, then M2s)
+//   merge        1 x (for K), 4 running_mean, 5 running_var, 7 saved_out ([2, C]: μ then s), 8 part
+//   eval_stats   4 running_mean, 5 running_var, 7 saved_out
+//   normalise    1 x, 2 gamma, 3 beta, 6 y, 7 saved_out
+//   grad_stats   1 x, 2 dy, 4 saved_in, 8 part (partials [2, slices, C]: Σdy then Σdy·x̂)
+//   grad_merge   5 dgamma, 6 dbeta, 8 part
+//   grad_input   1 x, 2 dy, 3 gamma_b, 4 saved_in, 5 dgamma, 6 dbeta, 7 dx (dγ, dβ are the sums)
 
 struct Params {
     n: u32,
@@ -26,13 +51,20 @@ struct Params {
     train: u32,
     eps: f32,
     momentum: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // Slices per channel and values per slice (the last may hold fewer).
+    slices: u32,
+    per: u32,
+    // A step of 256 values: 256 % hw positions, and in flat indices of a channel's walk
+    // (256 / hw)·C·hw + 256 % hw; a plane crossing adds (C − 1)·hw more.
+    step_q: u32,
+    step_i: u32,
+    wrap_i: u32,
+    // (256 / hw) % C: channels a flat step of 256 moves on before a plane crossing's carry.
+    step_c: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// Bindings differ per entry point; each entry uses only its own names.
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
@@ -40,6 +72,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> saved_out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> part: array<f32>;
 
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read> gamma_b: array<f32>;
@@ -48,115 +81,236 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dbeta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
+// Values per invocation of the element-wise passes (2,048 a workgroup).
+const PER_THREAD: u32 = 8u;
 
-// Index in [N,C,H,W] of channel ch's k-th value (image-major, then position).
-fn at(ch: u32, k: u32) -> u32 {
-    let img = k / p.hw;
-    return (img * p.c + ch) * p.hw + (k - img * p.hw);
+var<workgroup> red: array<vec3<f32>, 256>;
+
+// An invocation's walk over its values of one channel's slice: flat index i, position q in
+// the plane, index k in the channel's M values, and the slice's end.
+struct Walk {
+    i: u32,
+    q: u32,
+    k: u32,
+    end: u32,
 }
 
-// The workgroup's sums of a and b (every invocation gets them).
-fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
-    red_a[lid] = a;
-    red_b[lid] = b;
+fn walk_start(ch: u32, slice: u32, lid: u32) -> Walk {
+    let k = slice * p.per + lid;
+    // The one division of the walk.
+    let b = k / p.hw;
+    let q = k - b * p.hw;
+    let end = min(slice * p.per + p.per, p.n * p.hw);
+    return Walk((b * p.c + ch) * p.hw + q, q, k, end);
+}
+
+fn walk_next(w: ptr<function, Walk>) {
+    (*w).k += 256u;
+    (*w).q += p.step_q;
+    (*w).i += p.step_i;
+    if (*w).q >= p.hw {
+        (*w).q -= p.hw;
+        (*w).i += p.wrap_i;
+    }
+}
+
+// Chan et al.'s merge of (count, mean, M2) pairs; an empty side leaves the other as it is.
+fn chan(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+    if b.x == 0.0 {
+        return a;
+    }
+    if a.x == 0.0 {
+        return b;
+    }
+    let n = a.x + b.x;
+    let d = b.y - a.y;
+    let f = b.x / n;
+    return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
+
+// Values of slice `slice` of a channel.
+fn slice_count(slice: u32) -> f32 {
+    return f32(min(p.per, p.n * p.hw - slice * p.per));
+}
+
+@compute @workgroup_size(256)
+fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let slice = wid.y;
+    var w = walk_start(ch, slice, lid);
+    var x0 = 0.0;
+    if w.k < w.end {
+        x0 = x[w.i];
+    }
+    var cnt = 0.0;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    while w.k < w.end {
+        let d = x[w.i] - x0;
+        s1 += d;
+        s2 += d * d;
+        cnt += 1.0;
+        walk_next(&w);
+    }
+    var mine = vec3<f32>(0.0);
+    if cnt > 0.0 {
+        let dm = s1 / cnt;
+        // Σ(d − dm)² = Σd² − dm·Σd; rounding may take it a hair below 0.
+        mine = vec3<f32>(cnt, (x0 - x[ch * p.hw]) + dm, max(s2 - dm * s1, 0.0));
+    }
+    red[lid] = mine;
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if lid < s {
-            red_a[lid] += red_a[lid + s];
-            red_b[lid] += red_b[lid + s];
+            red[lid] = chan(red[lid], red[lid + s]);
         }
         workgroupBarrier();
     }
-    let r = vec2<f32>(red_a[0], red_b[0]);
-    // Nobody overwrites the sums before everyone has read them.
-    workgroupBarrier();
-    return r;
+    if lid == 0u {
+        part[slice * p.c + ch] = red[0].y;
+        part[(p.slices + slice) * p.c + ch] = red[0].z;
+    }
 }
 
 @compute @workgroup_size(256)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wid.x;
-    let m = p.n * p.hw;
-    var mean: f32;
-    var inv: f32;
-    if p.train == 1u {
-        var s = 0.0;
-        for (var k = lid; k < m; k += 256u) {
-            s += x[at(ch, k)];
-        }
-        mean = reduce2(lid, s, 0.0).x / f32(m);
-        var q = 0.0;
-        for (var k = lid; k < m; k += 256u) {
-            let d = x[at(ch, k)] - mean;
-            q += d * d;
-        }
-        let var_b = reduce2(lid, q, 0.0).x / f32(m);
-        inv = 1.0 / sqrt(var_b + p.eps);
-        if lid == 0u {
-            // One value per channel has no unbiased variance: keep the biased one.
-            let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
-            running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
-            running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
-        }
-    } else {
-        mean = running_mean[ch];
-        inv = 1.0 / sqrt(running_var[ch] + p.eps);
+fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x * 256u + lid;
+    if ch >= p.c {
+        return;
     }
-    if lid == 0u {
-        saved_out[ch] = mean;
-        saved_out[p.c + ch] = inv;
+    var acc = vec3<f32>(0.0);
+    for (var slice = 0u; slice < p.slices; slice++) {
+        let b = vec3<f32>(slice_count(slice), part[slice * p.c + ch], part[(p.slices + slice) * p.c + ch]);
+        acc = chan(acc, b);
     }
-    let scale = gamma[ch] * inv;
-    let shift = beta[ch] - mean * scale;
-    for (var k = lid; k < m; k += 256u) {
-        let i = at(ch, k);
-        y[i] = x[i] * scale + shift;
+    let m = f32(p.n * p.hw);
+    let var_b = acc.z / m;
+    // One value per channel has no unbiased variance: keep the biased one (M2 is 0 then).
+    let unbiased = acc.z / f32(max(p.n * p.hw, 2u) - 1u);
+    let mean = x[ch * p.hw] + acc.y;
+    running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
+    running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
+    saved_out[ch] = mean;
+    saved_out[p.c + ch] = 1.0 / sqrt(var_b + p.eps);
+}
+
+@compute @workgroup_size(256)
+fn eval_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x * 256u + lid;
+    if ch >= p.c {
+        return;
+    }
+    saved_out[ch] = running_mean[ch];
+    saved_out[p.c + ch] = 1.0 / sqrt(running_var[ch] + p.eps);
+}
+
+// An invocation's walk over the flat values of an element-wise pass: its first flat index and
+// that value's position and channel.
+struct Flat {
+    i: u32,
+    q: u32,
+    c: u32,
+}
+
+fn flat_start(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Flat {
+    let i = (wid.y * nwg.x + wid.x) * (256u * PER_THREAD) + lid;
+    // The pass's divisions: two per invocation, none per value.
+    let plane = i / p.hw;
+    return Flat(i, i - plane * p.hw, plane % p.c);
+}
+
+fn flat_next(f: ptr<function, Flat>) {
+    (*f).i += 256u;
+    (*f).q += p.step_q;
+    (*f).c += p.step_c;
+    if (*f).q >= p.hw {
+        (*f).q -= p.hw;
+        (*f).c += 1u;
+    }
+    // step_c < C and the carry adds one, so one subtraction brings c back below C.
+    if (*f).c >= p.c {
+        (*f).c -= p.c;
     }
 }
 
-// Σ dy and Σ dy·x̂ of channel ch, written to dβ and dγ.
-fn param_grads(ch: u32, lid: u32) -> vec2<f32> {
-    let m = p.n * p.hw;
+@compute @workgroup_size(256)
+fn normalise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let len = p.n * p.c * p.hw;
+    var f = flat_start(wid, nwg, lid);
+    for (var j = 0u; j < PER_THREAD; j++) {
+        if f.i >= len {
+            break;
+        }
+        let ch = f.c;
+        // (x − μ) first: x·scale + (β − μ·scale) would cancel when μ is large against σ.
+        y[f.i] = (x[f.i] - saved_out[ch]) * (gamma[ch] * saved_out[p.c + ch]) + beta[ch];
+        flat_next(&f);
+    }
+}
+
+@compute @workgroup_size(256)
+fn grad_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let slice = wid.y;
     let mean = saved_in[ch];
-    let inv = saved_in[p.c + ch];
+    var w = walk_start(ch, slice, lid);
     var sd = 0.0;
     var sdx = 0.0;
-    for (var k = lid; k < m; k += 256u) {
-        let i = at(ch, k);
-        sd += dy[i];
-        sdx += dy[i] * (x[i] - mean) * inv;
+    while w.k < w.end {
+        let g = dy[w.i];
+        sd += g;
+        sdx += g * (x[w.i] - mean);
+        walk_next(&w);
     }
-    let r = reduce2(lid, sd, sdx);
-    if lid == 0u {
-        dbeta[ch] = r.x;
-        dgamma[ch] = r.y;
-    }
-    return r;
-}
-
-@compute @workgroup_size(256)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wid.x;
-    let r = param_grads(ch, lid);
-    let m = p.n * p.hw;
-    let mean = saved_in[ch];
-    let inv = saved_in[p.c + ch];
-    let g = gamma_b[ch] * inv;
-    let mean_dy = r.x / f32(m);
-    let mean_dy_xh = r.y / f32(m);
-    for (var k = lid; k < m; k += 256u) {
-        let i = at(ch, k);
-        if p.train == 1u {
-            dx[i] = g * (dy[i] - mean_dy - (x[i] - mean) * inv * mean_dy_xh);
-        } else {
-            dx[i] = g * dy[i];
+    red[lid] = vec3<f32>(sd, sdx, 0.0);
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red[lid] += red[lid + s];
         }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        part[slice * p.c + ch] = red[0].x;
+        // Σ dy·x̂ = s·Σ dy·(x − μ): the scale once per slice, not per value.
+        part[(p.slices + slice) * p.c + ch] = red[0].y * saved_in[p.c + ch];
     }
 }
 
 @compute @workgroup_size(256)
-fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    _ = param_grads(wid.x, lid);
+fn grad_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x * 256u + lid;
+    if ch >= p.c {
+        return;
+    }
+    var sd = 0.0;
+    var sdx = 0.0;
+    for (var slice = 0u; slice < p.slices; slice++) {
+        sd += part[slice * p.c + ch];
+        sdx += part[(p.slices + slice) * p.c + ch];
+    }
+    dbeta[ch] = sd;
+    dgamma[ch] = sdx;
+}
+
+@compute @workgroup_size(256)
+fn grad_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let len = p.n * p.c * p.hw;
+    let inv_m = 1.0 / f32(p.n * p.hw);
+    var f = flat_start(wid, nwg, lid);
+    for (var j = 0u; j < PER_THREAD; j++) {
+        if f.i >= len {
+            break;
+        }
+        let ch = f.c;
+        let inv = saved_in[p.c + ch];
+        let g = gamma_b[ch] * inv;
+        if p.train == 1u {
+            let xh = (x[f.i] - saved_in[ch]) * inv;
+            dx[f.i] = g * (dy[f.i] - dbeta[ch] * inv_m - xh * (dgamma[ch] * inv_m));
+        } else {
+            dx[f.i] = g * dy[f.i];
+        }
+        flat_next(&f);
+    }
 }

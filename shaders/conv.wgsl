@@ -242,3 +242,64 @@ fn cw_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
     cw_store1(t, m, n + 2u, v.z);
     cw_store1(t, m, n + 3u, v.w);
 }
+
+// ---- backward_weight_bias: backward_weight with the bias gradient as one more column of its
+// product (prefix cb). db[co] = Σ_k dY[co, k] is A times a column of ones, so column
+// Cig·k·k of B gives 1.0 at every k and that column of C is db: it comes out of the tiles the
+// weight gradient runs anyway, without a second read of dY (src/gpu/conv.rs uses it only
+// where the column fits in the last column tile's spare columns, `folds_bias`).
+// Bindings: backward_weight's, and 6 `out_db` = db (written when splits = 1). With split-K,
+// each split's row of partials in `out` is C_out·Cig·k·k weights then C_out biases, which
+// conv_sums.wgsl's reduce_splits_bias adds into dW and db.
+
+// The column of ones, as a Field no image position has.
+const ONES: u32 = 0xfffffffeu;
+
+fn cb_part(z: u32) -> Part {
+    return cw_part(z);
+}
+fn cb_a_row(t: Part, m: u32) -> u32 {
+    return cw_a_row(t, m);
+}
+fn cb_a_at(t: Part, r: u32, k: u32) -> f32 {
+    return cw_a_at(t, r, k);
+}
+fn cb_b_col(t: Part, n: u32) -> Field {
+    if n == CIG * KK {
+        return Field(ONES, 0, 0);
+    }
+    return cw_b_col(t, n);
+}
+fn cb_b_at(t: Part, f: Field, k: u32) -> f32 {
+    if f.base == ONES {
+        return select(0.0, 1.0, k < t.k_end);
+    }
+    return cw_b_at(t, f, k);
+}
+fn cb_store1(t: Part, m: u32, n: u32, v: f32) {
+    let wl = CO * CIG * KK;
+    if n < CIG * KK {
+        let idx = (t.g * COG + m) * CIG * KK + n;
+        if p.splits == 1u {
+            accumulate_store(idx, v);
+        } else {
+            out[t.split * (wl + CO) + idx] = v;
+        }
+    } else if n == CIG * KK {
+        let co = t.g * COG + m;
+        if p.splits == 1u {
+            accumulate_db(co, v);
+        } else {
+            out[t.split * (wl + CO) + wl + co] = v;
+        }
+    }
+}
+fn cb_store4(t: Part, m: u32, n: u32, v: vec4<f32>) {
+    if m >= COG {
+        return;
+    }
+    cb_store1(t, m, n, v.x);
+    cb_store1(t, m, n + 1u, v.y);
+    cb_store1(t, m, n + 2u, v.z);
+    cb_store1(t, m, n + 3u, v.w);
+}

@@ -28,6 +28,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> mat_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+// The bias gradient where a weight-gradient entry makes it too (conv.wgsl's
+// backward_weight_bias, conv_sums.wgsl's reduce_splits_bias).
+@group(0) @binding(6) var<storage, read_write> out_db: array<f32>;
 
 fn accumulate_store(idx: u32, v: f32) {
     if (p.flags & 2u) != 0u {
@@ -45,4 +48,13 @@ fn activate(x: f32) -> f32 {
         return tanh(x);
     }
     return x;
+}
+
+// accumulate_store for `out_db`.
+fn accumulate_db(idx: u32, v: f32) {
+    if (p.flags & 2u) != 0u {
+        out_db[idx] = out_db[idx] + v;
+    } else {
+        out_db[idx] = v;
+    }
 }

@@ -15,7 +15,11 @@
 //   reduce_splits  dW (+)= Σ_split partial[split]
 //                  1 `mat_a` = partials [splits, weight_len], 3 `out` = dW. Workgroup 256,
 //                  one invocation per weight, dispatch ceil(weight_len / 256) over x and y.
-// flags bit 1: accumulate into `out`.
+//   reduce_splits_bias  reduce_splits of conv.wgsl's backward_weight_bias: each split's row is
+//                  C_out·Cig·k·k weights then C_out biases; dW (+)= and db (+)= their sums.
+//                  1 `mat_a` = partials [splits, weight_len + C_out], 3 `out` = dW,
+//                  6 `out_db` = db. Dispatch ceil((weight_len + C_out) / 256) over x and y.
+// flags bit 1: accumulate into `out` (and `out_db`).
 
 @compute @workgroup_size(256)
 fn reduce_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
@@ -29,6 +33,25 @@ fn reduce_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         s += mat_a[split * weight_len + i];
     }
     accumulate_store(i, s);
+}
+
+@compute @workgroup_size(256)
+fn reduce_splits_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
+    let weight_len = p.c_out * (p.c_in / p.groups) * p.k * p.k;
+    let row = weight_len + p.c_out;
+    if i >= row {
+        return;
+    }
+    var s = 0.0;
+    for (var split = 0u; split < p.splits; split++) {
+        s += mat_a[split * row + i];
+    }
+    if i < weight_len {
+        accumulate_store(i, s);
+    } else {
+        accumulate_db(i - weight_len, s);
+    }
 }
 
 var<workgroup> partial: array<f32, 256>;

@@ -162,6 +162,11 @@ fn on_backend<B: Backend>(be: &mut B, c: &Case, mode: Mode, with_dx: bool) -> Ou
 
 /// The case through the WGSL kernels' launchers.
 fn on_gpu(g: &Gpu, c: &Case, train: bool, with_dx: bool) -> Out {
+    on_gpu_sliced(g, c, train, with_dx, gpu::batchnorm::slices(&c.s))
+}
+
+/// [`on_gpu`] with the reductions over `slices` slices a channel.
+fn on_gpu_sliced(g: &Gpu, c: &Case, train: bool, with_dx: bool, slices: usize) -> Out {
     let up = |v: &[f32], label: &str| Tensor::from_slice(g, v, label);
     let (x, gamma, beta) = (up(&c.x, "x"), up(&c.gamma, "gamma"), up(&c.beta, "beta"));
     let (mean, var, dy) = (up(&c.mean, "mean"), up(&c.var, "var"), up(&c.dy, "dy"));
@@ -173,9 +178,9 @@ fn on_gpu(g: &Gpu, c: &Case, train: bool, with_dx: bool) -> Out {
     {
         let mut rec = Recorder::new(g, &mut enc);
         let s = &c.s;
-        gpu::batchnorm::forward(
+        gpu::batchnorm::forward_sliced(
             &mut rec,
-            s,
+            (s, slices),
             train,
             &x,
             [&gamma, &beta],
@@ -185,7 +190,8 @@ fn on_gpu(g: &Gpu, c: &Case, train: bool, with_dx: bool) -> Out {
         .unwrap();
         let dx = with_dx.then_some(&dx);
         let (t, st) = ([&x, &dy], [&gamma, &saved]);
-        gpu::batchnorm::backward(&mut rec, s, train, t, st, [&dgamma, &dbeta], dx).unwrap();
+        let g = [&dgamma, &dbeta];
+        gpu::batchnorm::backward_sliced(&mut rec, (s, slices), train, t, st, g, dx).unwrap();
     }
     g.submit(enc);
     let down = |t: &Tensor| t.download(g).unwrap();
@@ -261,6 +267,126 @@ fn gpu_kernels_match_the_reference() {
                     assert!(got.dx.is_none());
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn gpu_kernels_in_slices() {
+    // Each channel's values in 1, 2, 3 and 7 slices: a plane larger than a workgroup's 256
+    // invocations (300) so a turn stays in one image, a plane smaller (20) so a turn crosses
+    // images, one channel (no plane of another channel between two images), and slices that
+    // end mid-plane and hold fewer values than a workgroup has invocations.
+    let g = Gpu::best().expect("no GPU adapter: install mesa-vulkan-drivers");
+    let shapes = [
+        BnShape {
+            n: 4,
+            c: 3,
+            hw: 300,
+        },
+        BnShape {
+            n: 30,
+            c: 5,
+            hw: 20,
+        },
+        BnShape { n: 3, c: 1, hw: 97 },
+    ];
+    for (k, s) in shapes.into_iter().enumerate() {
+        let c = case(s, 60 + 10 * k as u32);
+        for slices in [1, 2, 3, 7] {
+            assert_eq!(gpu::batchnorm::sliced(&s, slices), slices, "{s:?}");
+            for (_, train) in modes() {
+                let want = reference(&c, train);
+                for with_dx in [true, false] {
+                    let got = on_gpu_sliced(&g, &c, train, with_dx, slices);
+                    let tag = format!("gpu {s:?} in {slices} slices train {train} dx {with_dx}");
+                    compare(&tag, &got, &want, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_statistics_hold_for_a_large_mean_and_a_small_spread() {
+    // x = 1000 + 10·c + N(0, 0.1²) per channel c: f32 Σx² − M·μ² would lose the variance
+    // (Σx² ≈ 1.2e10 against M·σ² ≈ 121 at M = 12,100: its rounding alone is ~1e3). Held to
+    // the f64 reference per value: the mean within two f32 steps at 1000, 1/√(σ² + ε) and the
+    // running variance within 1e-4 relative, in 1, 7 and the default slices. What depends on
+    // the mean may move by what the mean's own difference from the reference's f32 rounding
+    // moves it (bounds below), plus the usual 1e-4 of the tensor's largest value.
+    let g = Gpu::best().expect("no GPU adapter: install mesa-vulkan-drivers");
+    let s = BnShape {
+        n: 4,
+        c: 3,
+        hw: 55 * 55,
+    };
+    let mut c = case(s, 90);
+    // Its own seed: the case's dy is random_tensor(95, ..), and x ∝ dy would make dx cancel.
+    c.x = random_tensor(197, s.len(), 0.1)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 1000.0 + 10.0 * ((i / s.hw) % s.c) as f32 + v)
+        .collect();
+    let want = reference(&c, true);
+    let ulp = f32::from_bits(1000f32.to_bits() + 1) - 1000.0;
+    let scale = |v: &[f32]| v.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let m = s.per_channel() as f32;
+    for slices in [1, 7, gpu::batchnorm::slices(&s)] {
+        let got = on_gpu_sliced(&g, &c, true, true, slices);
+        let tag = format!("large mean in {slices} slices");
+        let (mean, inv) = got.saved.split_at(s.c);
+        let (want_mean, want_inv) = want.saved.split_at(s.c);
+        check_close(&format!("{tag} mean"), mean, want_mean, 2.0 * ulp, 0.0).unwrap();
+        check_close(&format!("{tag} 1/std"), inv, want_inv, 0.0, 1e-4).unwrap();
+        let var = (&got.var, &want.var);
+        check_close(&format!("{tag} running var"), var.0, var.1, 0.0, 1e-4).unwrap();
+        let rmean = (&got.mean, &want.mean);
+        check_close(&format!("{tag} running mean"), rmean.0, rmean.1, 0.0, 1e-6).unwrap();
+        close(&format!("{tag} dbeta"), &got.dbeta, &want.dbeta, 1e-4);
+        let dmu: Vec<f32> = mean
+            .iter()
+            .zip(want_mean)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let within = |name: &str, got: &[f32], want: &[f32], moved: &dyn Fn(usize) -> f32| {
+            let tol0 = 1e-4 * scale(want);
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                let tol = moved(i) + tol0;
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{tag} {name}[{i}]: {g} against {w} (bound {tol:e})"
+                );
+            }
+        };
+        let ch = |i: usize| (i / s.hw) % s.c;
+        let xh = |i: usize| (c.x[i] - want_mean[ch(i)]).abs() * want_inv[ch(i)];
+        // y = γ·s·(x − μ) + β moves by γ·s per unit of μ.
+        within("y", &got.y, &want.y, &|i| {
+            c.gamma[ch(i)] * want_inv[ch(i)] * dmu[ch(i)]
+        });
+        // dγ = s·Σ dy·(x − μ) moves by s·|Σ dy| per unit of μ.
+        within("dgamma", &got.dgamma, &want.dgamma, &|k| {
+            want_inv[k] * want.dbeta[k].abs() * dmu[k]
+        });
+        // dx = γ·s·(dy − Σdy/M − x̂·dγ/M) moves by γ·s²·(|dγ| + |x̂|·|Σ dy|)/M per unit of μ.
+        let (got_dx, want_dx) = (got.dx.as_ref().unwrap(), want.dx.as_ref().unwrap());
+        within("dx", got_dx, want_dx, &|i| {
+            let k = ch(i);
+            let moved = want.dgamma[k].abs() + xh(i) * want.dbeta[k].abs();
+            c.gamma[k] * want_inv[k] * want_inv[k] * moved * dmu[k] / m
+        });
+        // With the batch's statistics the output is normalised: γ·x̂ + β has mean β.
+        for k in 0..s.c {
+            let mean_y = (0..s.n)
+                .flat_map(|n| &got.y[(n * s.c + k) * s.hw..][..s.hw])
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / m as f64;
+            assert!(
+                (mean_y - c.beta[k] as f64).abs() < 1e-3,
+                "channel {k} mean {mean_y}"
+            );
         }
     }
 }

@@ -84,6 +84,7 @@ fn settings(dir: &std::path::Path, candidates: Vec<TileConfig>) -> Settings {
         candidates: Some(candidates),
         reps: 3,
         verbose: true,
+        multiprocessors: None,
     }
 }
 
@@ -284,4 +285,64 @@ fn gpu_selftest_tuned_convolution_weight_gradient_matches_the_reference() {
     )
     .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gpu_selftest_split_k_candidates_follow_the_multiprocessor_count() {
+    // conv3's weight gradient at batch 128 (M 384, N 2,304, K 21,632) in 128×128 tiles: 54
+    // workgroups without split-K. Offered nothing is timed or run.
+    let mut g = device();
+    let p = Product::Conv {
+        entry: ConvEntry::BackwardWeight,
+        shape: ConvShape {
+            n: 128,
+            c_in: 256,
+            h: 13,
+            w: 13,
+            c_out: 384,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            groups: 1,
+        },
+    };
+    let t = TileConfig::LARGE;
+    // 132 SMs (H100/H200, given as the setting here: lavapipe is a CPU adapter): 108, 216
+    // and 378 workgroups fill 82%, 82% and 95% of their waves, where 162, 270 and 432 (the
+    // factors just above) would fill 61%, 68% and 82%.
+    g.tuning.multiprocessors = Some(132);
+    let (counts, why) = tuner::multiprocessor_counts(&g);
+    assert_eq!((counts, why.contains("ALEXNET_SMS")), (vec![132], true));
+    assert_eq!(tuner::split_candidates(&g, &p, &t), vec![1, 2, 4, 7]);
+    for s in [2, 4, 7] {
+        assert!(tuner::wave_fill(54 * s, 132) > tuner::wave_fill(54 * (s + 1), 132));
+    }
+    // Another count gives other factors: 66 SMs → 54, 108, 162 and 216 workgroups.
+    g.tuning.multiprocessors = Some(66);
+    assert_eq!(tuner::split_candidates(&g, &p, &t), vec![1, 2, 3, 4]);
+    // Without the setting lavapipe counts the host's threads: at most a few, so no split
+    // makes a wave.
+    g.tuning.multiprocessors = None;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(tuner::multiprocessor_counts(&g).0, vec![threads]);
+    if threads < 54 {
+        assert_eq!(tuner::split_candidates(&g, &p, &t), vec![1]);
+    }
+    // Products without split-K are offered 1 only.
+    let fwd = Product::Conv {
+        entry: ConvEntry::Forward,
+        shape: ConvShape {
+            n: 2,
+            c_in: 3,
+            h: 9,
+            w: 9,
+            c_out: 4,
+            k: 3,
+            stride: 1,
+            pad: 0,
+            groups: 1,
+        },
+    };
+    g.tuning.multiprocessors = Some(132);
+    assert_eq!(tuner::split_candidates(&g, &fwd, &t), vec![1]);
 }

@@ -343,6 +343,27 @@ fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
     let dw = Tensor::zeros(g, s.weight_len(), "t.dw");
     let db = up(g, &vec![1.0; s.c_out], "t.db");
     let dw_split = up(g, &vec![0.25; s.weight_len()], "t.dw_split");
+    // Weight and bias gradients together (the bias folded into the weight's product where the
+    // tile leaves a spare column), in one and in 3 splits accumulated onto random values.
+    let start_w = random_tensor(seed + 4, s.weight_len(), 1.0);
+    let start_b = random_tensor(seed + 5, s.c_out, 1.0);
+    let params = [1, 3].map(|splits| {
+        let acc = splits > 1;
+        let dw = if acc {
+            up(g, &start_w, "t.dw_params")
+        } else {
+            Tensor::zeros(g, s.weight_len(), "t.dw_params")
+        };
+        let db = if acc {
+            up(g, &start_b, "t.db_params")
+        } else {
+            Tensor::zeros(g, s.c_out, "t.db_params")
+        };
+        run(g, |e| {
+            conv::backward_params_split(e, &s, [&tdy, &tx], [&dw, &db], acc, splits)
+        });
+        (splits, acc, down(g, &dw), down(g, &db))
+    });
     run(g, |e| {
         conv::forward(e, &s, &tx, &tw, &tb, &y, None)?;
         conv::forward(e, &s, &tx, &tw, &tb, &y_relu, Some(Activation::Relu))?;
@@ -406,6 +427,75 @@ fn conv_case_with(g: &Gpu, s: ConvShape, seed: u32) {
         &want_db,
         1e-4,
         1e-4,
+    );
+    let want_db = r::conv2d_backward_weight(&s, &dy, &x).1;
+    for (splits, acc, got_dw, got_db) in params {
+        let add = |want: &[f32], start: &[f32]| -> Vec<f32> {
+            want.iter()
+                .zip(start)
+                .map(|(w, s)| if acc { w + s } else { *w })
+                .collect()
+        };
+        let tag = format!("{tag} backward_params in {splits} splits");
+        close(
+            &format!("{tag} dw"),
+            &got_dw,
+            &add(&want_dw, &start_w),
+            2e-4,
+            1e-4,
+        );
+        close(
+            &format!("{tag} db"),
+            &got_db,
+            &add(&want_db, &start_b),
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv_bias_folds_only_into_a_spare_column() {
+    // Cig·k·k = 3·121 = 363 leaves a spare column in 128- and 64-wide tiles; 16·2·2 = 64 and
+    // 32·2·2 = 128 fill them, and folding would add a column of tiles: the separate pass runs.
+    // The tiled cases run both paths through conv_case (`conv_past_a_full_column_tile`).
+    let s = |c_in, k| ConvShape {
+        n: 1,
+        c_in,
+        h: 9,
+        w: 9,
+        c_out: 4,
+        k,
+        stride: 1,
+        pad: 0,
+        groups: 1,
+    };
+    assert!(conv::folds_bias(&s(3, 11), &TileConfig::LARGE));
+    assert!(conv::folds_bias(&s(3, 11), &TileConfig::SMALL));
+    assert!(!conv::folds_bias(&s(16, 2), &TileConfig::SMALL));
+    assert!(conv::folds_bias(&s(16, 2), &TileConfig::LARGE));
+    assert!(!conv::folds_bias(&s(32, 2), &TileConfig::LARGE));
+}
+
+#[test]
+fn conv_past_a_full_column_tile() {
+    // 16·2·2 = 64 weight columns: the 64-wide tile (the CPU policy) runs the separate bias
+    // pass, the 128-wide one (the GPU policy) the folded column; two groups, stride 2.
+    let mut g = device();
+    conv_case(
+        &mut g,
+        ConvShape {
+            n: 3,
+            c_in: 32,
+            h: 9,
+            w: 8,
+            c_out: 6,
+            k: 2,
+            stride: 2,
+            pad: 1,
+            groups: 2,
+        },
+        120,
     );
 }
 
@@ -830,4 +920,66 @@ fn dropout_at_an_offset_draws_those_elements_of_the_whole_mask() {
         gpu::dropout::forward_at(e, &t, slot, p, (first * f) as u32)
     });
     assert_eq!(bits(&down(&g, &t)), bits(&want), "GPU dropout at an offset");
+}
+
+#[test]
+fn conv_bias_folding_saves_two_dispatches_a_layer() {
+    // The paper's five convolutions (batch 2: the dispatches do not depend on it beyond the
+    // bias slices, 2 here as at 128) on the tiled kernels with the GPU policy's 128-wide
+    // tiles, counted as recorded (a timer counts every dispatch; nothing is submitted).
+    // Cig·k·k = 363, 1,200, 2,304, 1,728, 1,728: all but conv3's (18 whole tiles) fold.
+    let mut g = device();
+    g.conv_kernels = conv::ConvKernels::Tiled;
+    g.tiles = TilePolicy::Gpu;
+    let layer = |c_in, hw, c_out, k, stride, pad, groups| ConvShape {
+        n: 2,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        k,
+        stride,
+        pad,
+        groups,
+    };
+    let paper = [
+        layer(3, 227, 96, 11, 4, 0, 1),
+        layer(96, 27, 256, 5, 1, 2, 2),
+        layer(256, 13, 384, 3, 1, 1, 1),
+        layer(384, 13, 384, 3, 1, 1, 2),
+        layer(384, 13, 256, 3, 1, 1, 2),
+    ];
+    let count = |s: &ConvShape, folded: bool| -> usize {
+        let dy = Tensor::zeros(&g, s.output_len(), "t.dy");
+        let x = Tensor::zeros(&g, s.input_len(), "t.x");
+        let dw = Tensor::zeros(&g, s.weight_len(), "t.dw");
+        let db = Tensor::zeros(&g, s.c_out, "t.db");
+        let timer = gpu::KernelTimer::new(&g, 64).expect("lavapipe has timestamp queries");
+        let mut enc = g.encoder("t.count");
+        let mut rec = Recorder::new(&g, &mut enc).with_timer(Some(&timer));
+        if folded {
+            conv::backward_params(&mut rec, s, [&dy, &x], [&dw, &db], false).unwrap();
+        } else {
+            conv::backward_weight(&mut rec, s, &dy, &x, &dw, false).unwrap();
+            conv::backward_bias(&mut rec, s, &dy, &db, false).unwrap();
+        }
+        drop(rec);
+        timer.len()
+    };
+    let (mut before, mut after) = (0, 0);
+    for (i, s) in paper.iter().enumerate() {
+        let tile = conv::tile_for(&g, s.c_out / s.groups);
+        let (b, a) = (count(s, false), count(s, true));
+        let saved = if conv::folds_bias(s, &tile) { 2 } else { 0 };
+        assert_eq!(i == 2, saved == 0, "conv{} {tile:?}", i + 1);
+        assert_eq!(
+            a + saved,
+            b,
+            "conv{}: {b} dispatches before, {a} after",
+            i + 1
+        );
+        before += b;
+        after += a;
+    }
+    println!("weight and bias gradients of the five convolutions: {before} dispatches before, {after} after");
 }

@@ -150,8 +150,7 @@ impl Backend for GpuPass<'_, '_> {
     ) -> Result<()> {
         let rec = self.rec()?;
         activation::backward(rec, act, t.dy, t.y)?;
-        conv::backward_weight(rec, s, t.dy, t.x, g.w, false)?;
-        conv::backward_bias(rec, s, t.dy, g.b, false)?;
+        conv::backward_params(rec, s, [t.dy, t.x], [g.w, g.b], false)?;
         if let Some(dx) = t.dx {
             conv::backward_input(rec, s, t.dy, w, dx, false)?;
         }

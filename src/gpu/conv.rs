@@ -1,7 +1,8 @@
 //! Launcher for `shaders/conv.wgsl` (GPUs: an implicit GEMM on the generated tile core) and
 //! `shaders/conv_direct.wgsl` (CPU adapters), with `shaders/conv_sums.wgsl` for the bias
 //! gradient and the split-K reduction: convolution without an im2col buffer, forward with bias
-//! (and the activation, fused), backward to the input, the weight and the bias. Each operand
+//! (and the activation, fused), backward to the input, the weight and the bias (on the tiled
+//! kernels a column of the weight gradient's product where it fits, [`folds_bias`]). Each operand
 //! is bound whole, so it must fit one storage binding ([`GpuError::BindingTooLarge`]
 //! otherwise).
 use super::gemm::{self, TilePolicy};
@@ -37,6 +38,12 @@ pub static SHADER: Shader = Shader {
         GemmEntry {
             name: "backward_weight",
             prefix: "cw",
+            a_k_contiguous: true,
+            b_k_contiguous: true,
+        },
+        GemmEntry {
+            name: "backward_weight_bias",
+            prefix: "cb",
             a_k_contiguous: true,
             b_k_contiguous: true,
         },
@@ -140,6 +147,8 @@ enum Product {
     Forward,
     BackwardInput,
     BackwardWeight,
+    /// The weight gradient with the bias gradient as one more column (tiled only).
+    BackwardWeightBias,
 }
 
 /// `conv.wgsl`'s `tab` for `product` of `s`: per reduction index k, four numbers the gathers
@@ -170,7 +179,7 @@ fn offset_table(s: &ConvShape, product: Product) -> Vec<u32> {
                 }
             }
         }
-        Product::BackwardWeight => {
+        Product::BackwardWeight | Product::BackwardWeightBias => {
             for b in 0..s.n {
                 for oy in 0..s.out_h() {
                     for ox in 0..s.out_w() {
@@ -187,10 +196,15 @@ fn offset_table(s: &ConvShape, product: Product) -> Vec<u32> {
 
 /// The kept offset table of `product` of `s` ([`offset_table`], made on first use).
 fn table(gpu: &Gpu, s: &ConvShape, product: Product) -> Result<wgpu::Buffer> {
+    // The folded bias column reads the weight gradient's table.
+    let product = match product {
+        Product::BackwardWeightBias => Product::BackwardWeight,
+        p => p,
+    };
     let rows = match product {
         Product::Forward => (s.c_in / s.groups) * s.k * s.k,
         Product::BackwardInput => (s.c_out / s.groups) * s.k * s.k,
-        Product::BackwardWeight => s.n * s.out_h() * s.out_w(),
+        Product::BackwardWeight | Product::BackwardWeightBias => s.n * s.out_h() * s.out_w(),
     };
     let bytes = rows as u64 * 16;
     if bytes > gpu.max_binding() {
@@ -204,7 +218,7 @@ fn table(gpu: &Gpu, s: &ConvShape, product: Product) -> Result<wgpu::Buffer> {
     let name = match product {
         Product::Forward => "conv.forward.tab",
         Product::BackwardInput => "conv.backward_input.tab",
-        Product::BackwardWeight => "conv.backward_weight.tab",
+        Product::BackwardWeight | Product::BackwardWeightBias => "conv.backward_weight.tab",
     };
     let key = [
         s.n, s.c_in, s.h, s.w, s.c_out, s.k, s.stride, s.pad, s.groups,
@@ -248,6 +262,7 @@ fn plan(
                 Product::Forward => &TILED_FORWARD,
                 Product::BackwardInput => &TILED_BACKWARD_INPUT,
                 Product::BackwardWeight => &TILED_BACKWARD_WEIGHT,
+                Product::BackwardWeightBias => &TILED_BACKWARD_WEIGHT_BIAS,
             },
             constants: shape_constants(s),
             groups: grid(gpu, rows, cols, z, (t.bm as usize, t.bn as usize))?,
@@ -258,7 +273,7 @@ fn plan(
             entry: match product {
                 Product::Forward => &FORWARD,
                 Product::BackwardInput => &BACKWARD_INPUT,
-                Product::BackwardWeight => &BACKWARD_WEIGHT,
+                Product::BackwardWeight | Product::BackwardWeightBias => &BACKWARD_WEIGHT,
             },
             constants: Vec::new(),
             groups: grid(gpu, rows, cols, z, (DIRECT_TM, DIRECT_WG * DIRECT_TN))?,
@@ -317,6 +332,31 @@ static TILED_BACKWARD_WEIGHT: Entry = Entry {
         Slot::ReadWrite,
         Slot::Unused,
         Slot::Read,
+    ],
+};
+/// backward_weight's bindings and `out_db` at 6.
+static TILED_BACKWARD_WEIGHT_BIAS: Entry = Entry {
+    name: "backward_weight_bias",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Unused,
+        Slot::Read,
+        Slot::ReadWrite,
+    ],
+};
+static REDUCE_SPLITS_BIAS: Entry = Entry {
+    name: "reduce_splits_bias",
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Unused,
+        Slot::ReadWrite,
+        Slot::Unused,
+        Slot::Unused,
+        Slot::ReadWrite,
     ],
 };
 static REDUCE_SPLITS: Entry = Entry {
@@ -536,9 +576,35 @@ pub fn direct_weight_splits(s: &ConvShape, max_scratch: u64) -> usize {
         .max(1)
 }
 
-/// The most weight-gradient partials (each a whole `dw`) that fit `max_scratch` bytes; 1 at least.
+/// The most weight-gradient partials (each a whole `dw`, and `db` beside it when the bias
+/// gradient is folded in) that fit `max_scratch` bytes; 1 at least.
 fn splits_within(s: &ConvShape, max_scratch: u64) -> usize {
-    ((max_scratch / (s.weight_len() as u64 * 4).max(1)) as usize).max(1)
+    let row = (s.weight_len() + s.c_out) as u64 * 4;
+    ((max_scratch / row.max(1)) as usize).max(1)
+}
+
+/// Whether the weight gradient of `s` with tile `t` also makes the bias gradient, as one
+/// more column of its product (`conv.wgsl`'s backward_weight_bias): only when that column
+/// falls in the last column tile's spare columns, Cig·k·k not a multiple of the tile's
+/// width. Otherwise it would add a whole column of tiles (conv3's 256·9 = 2,304 columns are
+/// 18 tiles of 128: a 19th is 5.6% more of its largest product) to save a pass that reads dY
+/// once (33 MB for conv3 at batch 128, tens of microseconds on an H100), so the separate
+/// bias pass stays.
+pub fn folds_bias(s: &ConvShape, t: &TileConfig) -> bool {
+    ((s.c_in / s.groups) * s.k * s.k) % t.bn as usize != 0
+}
+
+/// The split-K factor [`backward_weight`] uses for `s` on this device.
+fn default_weight_splits(gpu: &Gpu, s: &ConvShape) -> Result<usize> {
+    let max_scratch = gpu.max_binding().min(256 << 20);
+    Ok(match gpu.conv_kernels {
+        ConvKernels::Tiled => {
+            let c = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?;
+            c.splits
+                .unwrap_or_else(|| weight_splits(s, &c.tile, max_scratch))
+        }
+        ConvKernels::Direct => direct_weight_splits(s, max_scratch),
+    })
 }
 
 /// Record `dw (+)= ∂L/∂w` from `dy` and the forward input `x`. Long reductions are split over
@@ -551,17 +617,8 @@ pub fn backward_weight(
     dw: &Tensor,
     accumulate: bool,
 ) -> Result<()> {
-    let gpu = rec.gpu();
-    let max_scratch = gpu.max_binding().min(256 << 20);
-    let splits = match gpu.conv_kernels {
-        ConvKernels::Tiled => {
-            let c = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?;
-            c.splits
-                .unwrap_or_else(|| weight_splits(s, &c.tile, max_scratch))
-        }
-        ConvKernels::Direct => direct_weight_splits(s, max_scratch),
-    };
-    backward_weight_split(rec, s, dy, x, dw, accumulate, splits)
+    let splits = default_weight_splits(rec.gpu(), s)?;
+    weight_pass(rec, s, [dy, x], [dw], None, accumulate, splits)
 }
 
 /// [`backward_weight`] with an explicit split-K factor (tests and tuning).
@@ -574,11 +631,60 @@ pub fn backward_weight_split(
     accumulate: bool,
     splits: usize,
 ) -> Result<()> {
+    weight_pass(rec, s, [dy, x], [dw], None, accumulate, splits)
+}
+
+/// Record `g` = (dw, db) (+)= (∂L/∂w, ∂L/∂b) from `t` = (dy, x): on the tiled kernels with
+/// the bias column folded into the weight gradient's product where [`folds_bias`] says so,
+/// otherwise [`backward_weight`] then [`backward_bias`].
+pub fn backward_params(
+    rec: &mut Recorder<'_>,
+    s: &ConvShape,
+    t: [&Tensor; 2],
+    g: [&Tensor; 2],
+    accumulate: bool,
+) -> Result<()> {
+    let splits = default_weight_splits(rec.gpu(), s)?;
+    backward_params_split(rec, s, t, g, accumulate, splits)
+}
+
+/// [`backward_params`] with an explicit split-K factor for the weight gradient (tests).
+pub fn backward_params_split(
+    rec: &mut Recorder<'_>,
+    s: &ConvShape,
+    t: [&Tensor; 2],
+    g: [&Tensor; 2],
+    accumulate: bool,
+    splits: usize,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let tile = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?.tile;
+    if gpu.conv_kernels == ConvKernels::Tiled && folds_bias(s, &tile) {
+        return weight_pass(rec, s, t, [g[0]], Some(g[1]), accumulate, splits);
+    }
+    weight_pass(rec, s, t, [g[0]], None, accumulate, splits)?;
+    backward_bias(rec, s, t[0], g[1], accumulate)
+}
+
+/// The weight gradient's product (and the bias gradient's column when `db` is given), split
+/// `splits` ways over K, and the reduction of the splits.
+fn weight_pass(
+    rec: &mut Recorder<'_>,
+    s: &ConvShape,
+    [dy, x]: [&Tensor; 2],
+    [dw]: [&Tensor; 1],
+    db: Option<&Tensor>,
+    accumulate: bool,
+    splits: usize,
+) -> Result<()> {
     let gpu = rec.gpu();
     let mut p = params(s, accumulate)?;
     kernel::expect_len("conv", "dy", dy, s.output_len())?;
     kernel::expect_len("conv", "x", x, s.input_len())?;
     kernel::expect_len("conv", "dw", dw, s.weight_len())?;
+    if let Some(db) = db {
+        kernel::expect_len("conv", "db", db, s.c_out)?;
+    }
     let rows = s.c_out / s.groups;
     let t = choice(gpu, s, tuner::ConvEntry::BackwardWeight)?.tile;
     let k = s.n * s.out_h() * s.out_w();
@@ -590,21 +696,28 @@ pub fn backward_weight_split(
         splits = k.div_ceil(per.max(1)).max(1);
     }
     p.splits = kernel::u32_of("conv", splits)?;
+    let (product, cols) = match db {
+        Some(_) => (Product::BackwardWeightBias, 1),
+        None => (Product::BackwardWeight, 0),
+    };
     let pl = plan(
         gpu,
         s,
-        Product::BackwardWeight,
+        product,
         rows,
-        (s.c_in / s.groups) * s.k * s.k,
+        (s.c_in / s.groups) * s.k * s.k + cols,
         s.groups * splits,
         t,
     )?;
     let dy_v = kernel::whole(gpu, "conv", "dy", dy)?;
     let x_v = kernel::whole(gpu, "conv", "x", x)?;
+    let dw_v = kernel::whole(gpu, "conv", "dw", dw)?;
+    let db_v = db
+        .map(|db| kernel::whole(gpu, "conv", "db", db))
+        .transpose()?;
     let flops = 2.0 * s.macs() as f64;
-    if splits == 1 {
-        let views = pl.views(&[dy_v, x_v, kernel::whole(gpu, "conv", "dw", dw)?]);
-        return rec.launch(&Launch {
+    let launch = |rec: &mut Recorder<'_>, views: &[kernel::View<'_>]| {
+        rec.launch(&Launch {
             program: pl.program,
             constants: &pl.constants,
             flops,
@@ -612,12 +725,18 @@ pub fn backward_weight_split(
                 &SHADER,
                 pl.entry,
                 bytemuck::bytes_of(&p),
-                &views,
+                views,
                 pl.groups,
             )
-        });
+        })
+    };
+    if splits == 1 {
+        let mut views = pl.views(&[dy_v, x_v, dw_v]);
+        views.extend(db_v);
+        return launch(rec, &views);
     }
-    let bytes = (splits * s.weight_len()) as u64 * 4;
+    let row = s.weight_len() + if db.is_some() { s.c_out } else { 0 };
+    let bytes = (splits * row) as u64 * 4;
     if bytes > gpu.max_binding() {
         return Err(GpuError::BindingTooLarge {
             op: "conv",
@@ -632,24 +751,17 @@ pub fn backward_weight_split(
         offset: 0,
         size: bytes,
     };
-    let views = pl.views(&[dy_v, x_v, part]);
-    rec.launch(&Launch {
-        program: pl.program,
-        constants: &pl.constants,
-        flops,
-        ..Launch::new(
-            &SHADER,
-            pl.entry,
-            bytemuck::bytes_of(&p),
-            &views,
-            pl.groups,
-        )
-    })?;
-    let groups = kernel::grid_1d(gpu, "conv", (s.weight_len() as u64).div_ceil(256))?;
-    let views = [part, kernel::whole(gpu, "conv", "dw", dw)?];
+    let mut views = pl.views(&[dy_v, x_v, part]);
+    views.extend(db_v);
+    launch(rec, &views)?;
+    let groups = kernel::grid_1d(gpu, "conv", (row as u64).div_ceil(256))?;
+    let (entry, views) = match db_v {
+        Some(db_v) => (&REDUCE_SPLITS_BIAS, vec![part, dw_v, db_v]),
+        None => (&REDUCE_SPLITS, vec![part, dw_v]),
+    };
     rec.launch(&Launch::new(
         &SUMS_SHADER,
-        &REDUCE_SPLITS,
+        entry,
         bytemuck::bytes_of(&p),
         &views,
         groups,

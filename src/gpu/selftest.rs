@@ -515,17 +515,17 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
             || r::conv2d_backward_input(s, &dy2, &w2),
         )
     };
+    // The weight and bias gradients together, as the engine runs them: with the tile's
+    // width leaving a spare column, the bias gradient is a column of the weight's product.
     let weight = |splits: usize, acc: bool| {
         let start = if acc { 0.25 } else { 0.0 };
         let dw = up(gpu, &vec![start; s.weight_len()], "selftest.dw");
+        let db = up(gpu, &vec![-start; s.c_out], "selftest.db");
         let got = run_forced(gpu, one(splits), &dw, |rec| {
-            conv::backward_weight(rec, s, &tdy, &tx, &dw, acc)
+            conv::backward_params(rec, s, [&tdy, &tx], [&dw, &db], acc)
         })?;
-        let want: Vec<f32> = r::conv2d_backward_weight(s, &dy, &x)
-            .0
-            .iter()
-            .map(|v| v + start)
-            .collect();
+        let (want_dw, want_db) = r::conv2d_backward_weight(s, &dy, &x);
+        let want: Vec<f32> = want_dw.iter().map(|v| v + start).collect();
         compare(
             &tile,
             &format!("{tag} dw"),
@@ -533,6 +533,16 @@ fn conv_case(gpu: &Gpu, tile: TileConfig, check: Check, s: &ConvShape) -> Result
             &want,
             (2e-4, 1e-4),
             || r::conv2d_backward_weight(s, &dy2, &x2).0,
+        )?;
+        let got = db.download(gpu).map_err(|e| e.to_string())?;
+        let want: Vec<f32> = want_db.iter().map(|v| v - start).collect();
+        compare(
+            &tile,
+            &format!("{tag} db"),
+            &got,
+            &want,
+            (2e-4, 1e-4),
+            || r::conv2d_backward_weight(s, &dy2, &x2).1,
         )
     };
     match check {

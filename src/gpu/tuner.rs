@@ -192,6 +192,9 @@ pub struct Settings {
     pub reps: usize,
     /// Print a line per tuned product on stderr.
     pub verbose: bool,
+    /// The adapter's multiprocessor count when given (`ALEXNET_SMS`), over what
+    /// [`multiprocessors`] would look up.
+    pub multiprocessors: Option<usize>,
 }
 
 impl Settings {
@@ -206,12 +209,24 @@ impl Settings {
             _ if device_type == wgpu::DeviceType::Cpu => TuneMode::Off,
             _ => TuneMode::Cached,
         };
+        let multiprocessors = match std::env::var("ALEXNET_SMS") {
+            Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(format!(
+                        "ALEXNET_SMS `{v}`: expected the adapter's multiprocessor count (SMs, CUs), a positive integer such as 132"
+                    ))
+                }
+            },
+            _ => None,
+        };
         Ok(Settings {
             mode,
             cache_dir: tune_cache::default_dir(),
             candidates: None,
             reps: 5,
             verbose: true,
+            multiprocessors,
         })
     }
 }
@@ -391,16 +406,15 @@ pub fn candidate_tiles() -> Vec<TileConfig> {
     ]
 }
 
-/// Multiprocessors of the adapter, and where the number comes from. Vulkan reports no
-/// SM/CU count, so known cards are looked up by name (the best proxy wgpu offers); a CPU
-/// adapter counts the host's threads; anything else is assumed to have 64.
-pub fn multiprocessors(gpu: &Gpu) -> (usize, String) {
-    let name = gpu.adapter.name.to_ascii_uppercase();
-    if gpu.adapter.device_type == wgpu::DeviceType::Cpu {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        return (n, "host threads (CPU adapter)".into());
-    }
-    // (name fragment, SMs): SXM parts first where a PCIe part shares the prefix.
+/// Multiprocessor counts assumed for a GPU nobody has named: a small part, the old
+/// assumption, an A100 and an H100/H200. Split-K factors are offered for each, so the tuner's
+/// timing finds the one that fits the card it runs on.
+pub const FALLBACK_MULTIPROCESSORS: [usize; 4] = [40, 64, 108, 132];
+
+/// Multiprocessors by adapter name: Vulkan reports no SM/CU count and wgpu passes none on,
+/// so the name is the best proxy (SXM parts after their PCIe part where they share a prefix).
+pub fn known_multiprocessors(adapter_name: &str) -> Option<(usize, &'static str)> {
+    let name = adapter_name.to_ascii_uppercase();
     let known: [(&str, usize); 12] = [
         ("H100 PCIE", 114),
         ("H100", 132),
@@ -415,15 +429,64 @@ pub fn multiprocessors(gpu: &Gpu) -> (usize, String) {
         ("RTX 4090", 128),
         ("T4", 40),
     ];
-    match known.iter().find(|(k, _)| name.contains(k)) {
-        Some(&(k, n)) => (n, format!("{n} SMs ({k}, by adapter name)")),
-        None => (64, "unknown card: 64 multiprocessors assumed".into()),
+    known
+        .into_iter()
+        .find(|(k, _)| name.contains(k))
+        .map(|(k, n)| (n, k))
+}
+
+/// The multiprocessor counts the tuner's split-K factors are made for, and where they come
+/// from: the setting (`ALEXNET_SMS`) when given; the host's threads on a CPU adapter; the
+/// table of [`known_multiprocessors`]; else every count of [`FALLBACK_MULTIPROCESSORS`].
+pub fn multiprocessor_counts(gpu: &Gpu) -> (Vec<usize>, String) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    counts_for(
+        &gpu.adapter.name,
+        gpu.adapter.device_type,
+        gpu.tuning.multiprocessors,
+        threads,
+    )
+}
+
+fn counts_for(
+    name: &str,
+    device_type: wgpu::DeviceType,
+    setting: Option<usize>,
+    threads: usize,
+) -> (Vec<usize>, String) {
+    if let Some(n) = setting {
+        return (vec![n], format!("{n} (ALEXNET_SMS)"));
+    }
+    if device_type == wgpu::DeviceType::Cpu {
+        return (
+            vec![threads],
+            format!("{threads} host threads (CPU adapter)"),
+        );
+    }
+    match known_multiprocessors(name) {
+        Some((n, k)) => (vec![n], format!("{n} SMs ({k}, by adapter name)")),
+        None => (
+            FALLBACK_MULTIPROCESSORS.to_vec(),
+            format!(
+                "unknown card: split-K made for {FALLBACK_MULTIPROCESSORS:?} multiprocessors (set ALEXNET_SMS to the card's count)"
+            ),
+        ),
     }
 }
 
-/// The split-K factors worth timing for `p` with tile `t`: 1 and those making about 1, 2
-/// and 3 workgroups per multiprocessor, each slice at least 4 K steps, partials within
-/// the scratch limit.
+/// The adapter's multiprocessor count (the first of [`multiprocessor_counts`]: 64 for an
+/// unknown card) and where it comes from.
+pub fn multiprocessors(gpu: &Gpu) -> (usize, String) {
+    let (counts, source) = multiprocessor_counts(gpu);
+    let n = if counts.len() > 1 { 64 } else { counts[0] };
+    (n, source)
+}
+
+/// The split-K factors worth timing for `p` with tile `t`: 1 and, for each of
+/// [`multiprocessor_counts`] and f = 1, 2, 3, the factor next to f workgroups per
+/// multiprocessor (below or above) whose workgroups fill their last wave best: 270
+/// workgroups on 132 SMs run a third wave of 6 (68% of the three waves busy), 216 fill two
+/// waves to 82%. Each slice at least 4 K steps, partials within the scratch limit.
 pub fn split_candidates(gpu: &Gpu, p: &Product, t: &TileConfig) -> Vec<usize> {
     if !p.splits_k() {
         return vec![1];
@@ -433,15 +496,29 @@ pub fn split_candidates(gpu: &Gpu, p: &Product, t: &TileConfig) -> Vec<usize> {
     let max_by_k = (k / (4 * t.bk as usize)).max(1);
     let scratch = gpu.max_binding().min(256 << 20);
     let max_by_mem = ((scratch / ((m * n * g) as u64 * 4).max(1)) as usize).max(1);
-    let sms = multiprocessors(gpu).0;
     let mut out = BTreeSet::from([1]);
-    for f in 1..=3 {
-        let s = (f * sms)
-            .div_ceil(tiles)
-            .clamp(1, max_by_k.min(max_by_mem).min(256));
-        out.insert(s);
+    let most = max_by_k.min(max_by_mem).min(256);
+    for count in multiprocessor_counts(gpu).0 {
+        for f in 1..=3 {
+            let below = ((f * count) / tiles).clamp(1, most);
+            let above = (f * count).div_ceil(tiles).clamp(1, most);
+            // Ties go to the larger factor (more workgroups to hide latency with).
+            let best = if wave_fill(tiles * below, count) > wave_fill(tiles * above, count) {
+                below
+            } else {
+                above
+            };
+            out.insert(best);
+        }
     }
     out.into_iter().collect()
+}
+
+/// The share of `waves` · `count` slots that `workgroups` keep busy, one workgroup a
+/// multiprocessor at a time.
+pub fn wave_fill(workgroups: usize, count: usize) -> f64 {
+    let waves = workgroups.div_ceil(count.max(1)).max(1);
+    workgroups as f64 / (waves * count.max(1)) as f64
 }
 
 /// Random operands for timing one product (uniform in [-1, 1): never zeros).
@@ -777,6 +854,27 @@ pub fn table_text(gpu: &Gpu, products: &[(String, Product)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiprocessor_counts_come_from_the_setting_the_name_or_the_fallback() {
+        use wgpu::DeviceType::{Cpu, DiscreteGpu};
+        let h100 = "NVIDIA H100 80GB HBM3";
+        assert_eq!(counts_for(h100, DiscreteGpu, None, 2).0, vec![132]);
+        assert_eq!(counts_for("NVIDIA H200", DiscreteGpu, None, 2).0, vec![132]);
+        assert_eq!(
+            counts_for("NVIDIA H100 PCIe", DiscreteGpu, None, 2).0,
+            vec![114]
+        );
+        // The setting wins over the name and the CPU adapter's threads.
+        let (c, why) = counts_for(h100, DiscreteGpu, Some(66), 2);
+        assert_eq!((c, why.contains("ALEXNET_SMS")), (vec![66], true));
+        assert_eq!(counts_for("llvmpipe", Cpu, Some(7), 2).0, vec![7]);
+        assert_eq!(counts_for("llvmpipe (LLVM 15)", Cpu, None, 2).0, vec![2]);
+        // An unknown card gets every fallback count, and says how to set its own.
+        let (c, why) = counts_for("Some Future GPU", DiscreteGpu, None, 2);
+        assert_eq!(c, FALLBACK_MULTIPROCESSORS.to_vec());
+        assert!(why.contains("ALEXNET_SMS"), "{why}");
+    }
 
     #[test]
     fn tune_modes_parse_and_bad_ones_say_what_is_accepted() {
