@@ -119,6 +119,24 @@ pub struct TrainConfig {
     /// keep the weights (and momentum) the run starts with (`--freeze`, for fine-tuning).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freeze: Option<String>,
+    /// Across MPI ranks, sum each bucket of gradients while backward is still computing the
+    /// layers below it (DDP's overlap; the CPU engine). `false` (`--no-overlap-allreduce`):
+    /// sum them all after backward. The weights are the same either way.
+    #[serde(skip_serializing_if = "is_true")]
+    pub overlap_allreduce: bool,
+    /// Most gradient values per bucket of the overlapped all-reduce (buckets are whole
+    /// tensors, filled from fc8 down; smaller buckets start earlier, larger ones are fewer
+    /// messages).
+    #[serde(skip_serializing_if = "is_default_bucket")]
+    pub allreduce_bucket: usize,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+fn is_default_bucket(v: &usize) -> bool {
+    *v == crate::collective::overlap::OVERLAP_BUCKET_VALUES
 }
 
 impl Default for TrainConfig {
@@ -147,6 +165,8 @@ impl Default for TrainConfig {
             divergence_guard: true,
             allow_one_class: false,
             freeze: None,
+            overlap_allreduce: true,
+            allreduce_bucket: crate::collective::overlap::OVERLAP_BUCKET_VALUES,
         }
     }
 }
@@ -307,6 +327,12 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return err("epochs must be at least 1".into());
+        }
+        if self.allreduce_bucket == 0 {
+            return err(format!(
+                "allreduce_bucket must be at least 1 gradient value (default {})",
+                crate::collective::overlap::OVERLAP_BUCKET_VALUES
+            ));
         }
         if self.batch == 0 {
             return err("batch must be at least 1 (the paper: 128)".into());

@@ -114,6 +114,7 @@ impl<'p> Trainer<'p> {
             mean: &p.stats.mean_image,
         };
         let mut engine = Engine::open(&p.placement, &spec, &p.params)?;
+        engine.set_overlap_allreduce(cfg.overlap_allreduce.then_some(cfg.allreduce_bucket))?;
         if let Some(block) = &cfg.freeze {
             engine.freeze_through(block)?;
         }
