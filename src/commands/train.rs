@@ -176,7 +176,9 @@ pub struct TrainArgs {
     /// Under MPI, sum the gradients over the ranks after backward instead of bucket by
     /// bucket during it (docs/distributed.md). Recorded as `overlap_allreduce = false`.
     #[arg(long)]
-    #[serde(default)]
+    // Left out of a pipeline's stage record when off, so records written before the flag
+    // existed still match and their stages are not taken for changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_overlap_allreduce: bool,
     /// Train on a set whose images are all of one class (refused otherwise: the network
     /// would learn to predict it whatever it sees).
