@@ -1086,3 +1086,319 @@ fn mpirun_ranks_pick_their_node_local_devices() {
     );
     assert!(!refused.exists(), "a refused job left its run folder");
 }
+
+/// Rank 0's view of a world of two ranks whose other rank holds the same gradients, so a
+/// bucket's sum is twice it: the exchange's bookkeeping runs for real (which tensors, which
+/// order, where the sums land) without MPI.
+struct Twin {
+    calls: std::cell::RefCell<Vec<usize>>,
+}
+
+impl alexnet::collective::World for Twin {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        2
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), alexnet::collective::CollectiveError> {
+        buf.iter_mut().for_each(|v| *v += *v);
+        self.calls.borrow_mut().push(buf.len());
+        Ok(())
+    }
+    fn all_gather(&self, value: u64) -> Result<Vec<u64>, alexnet::collective::CollectiveError> {
+        Ok(vec![value; 2])
+    }
+    fn abort(&self, _code: i32) {}
+    fn describe(&self) -> String {
+        "twin".into()
+    }
+}
+
+/// Buckets filled during backward (fc8 first) give bit for bit the weights of the sum after
+/// backward, with one and with two local replicas (the second adds the first's gradients as
+/// it hands its own over) and with frozen layers (their tensors are not exchanged).
+#[test]
+fn the_all_reduce_overlapped_with_backward_is_the_one_after_it() {
+    let cfg = tiny();
+    let global = 8;
+    let params = Params::init_with(&cfg, 5, Init::He).unwrap();
+    let (mean, steps) = three_steps(global);
+    for (local, freeze) in [(1, None), (2, None), (2, Some("conv2"))] {
+        let split = Split {
+            global_batch: global,
+            local,
+            rank: 0,
+            ranks: 2,
+        };
+        let run = |overlap: Option<usize>| {
+            let world = Twin {
+                calls: Default::default(),
+            };
+            let mut reps = CpuReplicas::new(&cfg, split, STORED, &mean, &params, 2).unwrap();
+            if let Some(block) = freeze {
+                reps.freeze_through(block).unwrap();
+            }
+            reps.set_overlap(overlap).unwrap();
+            let mut stats = Vec::new();
+            for (images, labels, draws, dropout) in &steps {
+                stats = reps
+                    .step(&world, images, labels, draws, *dropout, HYPER)
+                    .unwrap()
+                    .clone();
+            }
+            let plan = reps.bucket_plan().cloned();
+            let calls = world.calls.into_inner();
+            (reps.download_params().unwrap(), stats, calls, plan)
+        };
+        let what = format!("{local} local replica(s), freeze {freeze:?}");
+        let (want, want_stats, blocking_calls, _) = run(None);
+        match freeze {
+            None => assert_moved(&params, &want),
+            Some(_) => {
+                let last = want.tensors.len() - 2;
+                assert!(
+                    want.tensors[0].data == params.tensors[0].data,
+                    "conv1 moved"
+                );
+                assert!(
+                    want.tensors[last].data != params.tensors[last].data,
+                    "fc8 still"
+                );
+            }
+        }
+        // 3,000 values: several buckets at this model (18,266 parameters), so several sums start mid-backward.
+        let (got, stats, calls, plan) = run(Some(3_000));
+        let plan = plan.expect("overlap on, no bucket plan");
+        assert!(plan.buckets().len() >= 3, "{what}: {:?}", plan.sizes());
+        // Three steps: the plan's buckets in order, then the loss rows' sum, each step.
+        let per_step: Vec<usize> = plan.sizes().iter().copied().chain([global * 3]).collect();
+        assert_eq!(calls, per_step.repeat(3), "{what}");
+        assert_ne!(
+            calls, blocking_calls,
+            "{what}: the same buckets as the blocking path"
+        );
+        // The first bucket holds fc8's tensors, the last parameters in list order.
+        let last = cfg_tensors(&cfg) - 1;
+        assert!(
+            plan.buckets()[0].contains(&last),
+            "{what}: {:?}",
+            plan.buckets()
+        );
+        for (g, w) in got.tensors.iter().zip(&want.tensors) {
+            assert!(g.data == w.data, "{what}: {} differs", g.spec.name);
+        }
+        assert_eq!(stats, want_stats, "{what}: loss rows");
+        if freeze.is_some() {
+            let frozen = plan.buckets().iter().flatten().min().copied();
+            assert!(
+                frozen > Some(3),
+                "{what}: frozen conv1/conv2 tensors exchanged"
+            );
+        }
+    }
+}
+
+fn cfg_tensors(cfg: &ModelConfig) -> usize {
+    alexnet::model::param_specs(cfg).unwrap().len()
+}
+
+/// `mpirun -np 2 alexnet train` of the tiny model on `data` into `out`, with `extra` flags.
+#[cfg(feature = "mpi")]
+fn mpirun_train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(["train", "--quiet", "--input-size", "67", "--widths", WIDTHS])
+        .args([data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--batch", "8", "--seed", "4"])
+        .args(extra);
+    c
+}
+
+/// Over real MPI (immediate all-reduces started during backward, in buckets small enough
+/// that there are several): the weights of the blocking after-backward exchange within 1e-6,
+/// with one and two replicas per rank, and the one-device run within the usual 1e-4.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_overlapped_allreduce_is_the_after_backward_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let want = one_device_run(dir.path(), &data);
+    for devices in ["cpu", "cpu,cpu"] {
+        let run = |name: &str, flags: &[&str]| {
+            let out = dir.path().join(name);
+            let mut args = vec!["--devices", devices, "--steps", "3"];
+            args.extend_from_slice(flags);
+            let mut c = mpirun_train(&data, &out, &args);
+            let (ok, _, err) = common::run_with_timeout(&mut c, 300);
+            assert!(ok, "mpirun -np 2 --devices {devices} {flags:?}: {err}");
+            out
+        };
+        let tag = devices.replace(',', "-");
+        let after = run(&format!("after-{tag}"), &["--no-overlap-allreduce"]);
+        let during = run(
+            &format!("during-{tag}"),
+            &["--set", "allreduce_bucket=3000"],
+        );
+        let got = params(&during.join("last.safetensors"));
+        let blocking = params(&after.join("last.safetensors"));
+        assert_same_weights(&got, &blocking, 1e-6, &format!("overlapped, {devices}"));
+        assert_same_weights(&got, &want, 1e-4, &format!("overlapped, {devices}"));
+        let config = std::fs::read_to_string(after.join("config.toml")).unwrap();
+        assert!(config.contains("overlap_allreduce = false"), "{config}");
+        // Both exchanges carry every trainable value once a step.
+        let bytes = |run: &Path| -> Vec<String> {
+            std::fs::read_to_string(run.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split("\"bytes\":").nth(1))
+                .map(|b| b.split([',', '}']).next().unwrap().to_string())
+                .collect()
+        };
+        assert!(!bytes(&during).is_empty(), "no exchange bytes recorded");
+        assert_eq!(bytes(&during), bytes(&after), "{devices}");
+    }
+}
+
+/// One rank killed for real (SIGKILL by its own PID, which each rank's shell writes before
+/// it becomes `alexnet`) once the run has logged a step: mpirun stops the job within a
+/// bounded time with a non-zero status naming the rank, and the run folder holds no
+/// temporary file and only checkpoints that load (at least the one written before the kill).
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_stops_the_job_when_a_rank_is_killed_and_leaves_no_partial_checkpoint() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let out = dir.path().join("run");
+    let pids = dir.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let mut c = std::process::Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}/rank-$OMPI_COMM_WORLD_RANK && exec \"$0\" \"$@\"",
+            pids.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_alexnet"))
+        .args(["train", "--quiet", "--input-size", "67", "--widths", WIDTHS])
+        .args([data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--batch", "8", "--seed", "4", "--devices", "cpu"])
+        // Long enough never to finish; a checkpoint and a step record every step, so the
+        // kill lands among checkpoint writes.
+        .args(["--steps", "100000", "--set", "checkpoint_every=1"])
+        .args(["--set", "log_every=1", "--set", "val_every=1000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let t0 = Instant::now();
+    let metrics = out.join("metrics.jsonl");
+    // A step logged and a checkpoint on disk: from here on, checkpoints are rewritten every
+    // step, so the kill lands in a run that is writing them.
+    let logged = || std::fs::read_to_string(&metrics).is_ok_and(|m| m.contains("\"step\""));
+    while !(logged() && out.join("last.safetensors").exists()) {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("mpirun ended ({s}) before a step was logged");
+        }
+        if t0.elapsed() > Duration::from_secs(240) {
+            let _ = child.kill();
+            panic!("no step logged in 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = std::fs::read_to_string(pids.join("rank-1")).unwrap();
+    let pid = pid.trim();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -KILL {pid} (rank 1)");
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t1.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mpirun still running 60 s after rank 1 was killed: the job hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success(),
+        "mpirun exited 0 after a rank died: {err}"
+    );
+    assert!(
+        err.contains("rank 1"),
+        "mpirun's error does not name rank 1: {err}"
+    );
+    let mut checkpoints = 0;
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(alexnet::atomic::TEMP_SUFFIX),
+            "a temporary was left behind: {name}"
+        );
+        if name.ends_with(".safetensors") {
+            Checkpoint::load(&out.join(&name), None)
+                .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+            checkpoints += 1;
+        }
+    }
+    assert!(
+        checkpoints > 0,
+        "the checkpoint written before the kill is gone"
+    );
+}
+
+/// One rank failing with an error of its own (its shard folder does not exist; the other
+/// rank's does): it prints `error: rank 1 of 2: …` naming the folder and ends the whole job,
+/// which exits non-zero within a bounded time, leaving no temporary file behind.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_rank_that_fails_with_an_error_names_itself_and_aborts_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let missing = dir.path().join("not-there");
+    let out = dir.path().join("run");
+    let rank = |shards: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["-np", "1", env!("CARGO_BIN_EXE_alexnet")]
+            .into_iter()
+            .chain(["train", "--quiet", "--input-size", "67", "--widths", WIDTHS])
+            .map(String::from)
+            .collect();
+        a.extend([shards.to_str().unwrap(), "--out", out.to_str().unwrap()].map(String::from));
+        a.extend(["--batch", "8", "--devices", "cpu", "--steps", "50"].map(String::from));
+        a
+    };
+    let mut c = std::process::Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .arg("--oversubscribe")
+        .args(rank(&data))
+        .arg(":")
+        .args(rank(&missing));
+    let (ok, _, err) = common::run_with_timeout(&mut c, 120);
+    assert!(!ok, "mpirun exited 0 with a failing rank: {err}");
+    assert!(err.contains("error: rank 1 of 2:"), "{err}");
+    assert!(
+        err.contains("not-there"),
+        "the error does not name the folder: {err}"
+    );
+    for e in std::fs::read_dir(&out).into_iter().flatten() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(alexnet::atomic::TEMP_SUFFIX),
+            "a temporary was left behind: {name}"
+        );
+    }
+}

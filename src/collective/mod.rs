@@ -13,6 +13,9 @@ use std::rc::Rc;
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod overlap;
+
+pub use overlap::{BucketPlan, Overlapped, Put};
 
 /// What can go wrong in a collective operation.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,18 @@ pub trait World {
     fn size(&self) -> usize;
     /// `buf ← Σ_ranks buf`, element by element, on every rank.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError>;
+    /// Sums `plan`'s buckets over the world while `backward` runs: `backward` hands each
+    /// gradient tensor to its `put` as soon as it is final, and a bucket's sum starts when its
+    /// last tensor arrives. Returns when every bucket is summed. Every rank must use the
+    /// same plan. This default sums each bucket with [`World::all_reduce_sum`] as it
+    /// completes (blocking); the MPI world starts immediate all-reduces instead.
+    fn all_reduce_overlapped(
+        &self,
+        plan: &BucketPlan,
+        backward: &mut dyn FnMut(&mut Put<'_>),
+    ) -> Result<Overlapped, CollectiveError> {
+        overlap::all_reduce_in_turn(self, plan, backward)
+    }
     /// Every rank's `value`, by rank.
     fn all_gather(&self, value: u64) -> Result<Vec<u64>, CollectiveError>;
     /// Ends the whole job after this rank failed: every other rank stops too. Returns only

@@ -2,9 +2,11 @@
 //! `mpirun -np N alexnet train …`, `srun alexnet train …` or an MPI Operator job start the
 //! ranks; [`MpiWorld::from_launcher`] joins them when the environment says a launcher
 //! started this process, so a plain `alexnet train` never initialises MPI.
+use super::overlap::{BucketPlan, Filling, Overlapped, Put};
 use super::{CollectiveError, World};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::request::{Request, Scope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
@@ -69,6 +71,56 @@ impl World for MpiWorld {
         Ok(())
     }
 
+    fn all_reduce_overlapped(
+        &self,
+        plan: &BucketPlan,
+        backward: &mut dyn FnMut(&mut Put<'_>),
+    ) -> Result<Overlapped, CollectiveError> {
+        // The buffers outlive the request scope (rsmpi's rule for immediate collectives):
+        // each bucket's send and receive buffer is lent to its request when it starts.
+        let mut send: Vec<Vec<f32>> = plan.sizes().iter().map(|&n| vec![0.0; n]).collect();
+        let mut sums: Vec<Vec<f32>> = plan.sizes().iter().map(|&n| vec![0.0; n]).collect();
+        let mut filling = Filling::new(plan);
+        let mut seconds = 0.0;
+        let mut send_slots: Vec<Option<&mut Vec<f32>>> = send.iter_mut().map(Some).collect();
+        let mut recv_slots: Vec<Option<&mut Vec<f32>>> = sums.iter_mut().map(Some).collect();
+        mpi::request::scope(|scope| {
+            let mut pending = Vec::new();
+            backward(&mut |t, values| {
+                let Some((b, at, complete)) = filling.arrive(t, values.len()) else {
+                    return;
+                };
+                if let Some(buf) = send_slots[b].as_mut() {
+                    buf[at..at + values.len()].copy_from_slice(values);
+                }
+                let t0 = std::time::Instant::now();
+                if complete {
+                    if let (Some(s), Some(r)) = (send_slots[b].take(), recv_slots[b].take()) {
+                        let req = self.comm.immediate_all_reduce_into(
+                            scope,
+                            frozen(s),
+                            opened(r),
+                            SystemOperation::sum(),
+                        );
+                        pending.push(Some(req));
+                    }
+                }
+                // Open MPI moves a non-blocking collective on only inside MPI calls (no
+                // progress thread): testing the started buckets after every hand-over keeps
+                // them moving while backward computes.
+                progress(&mut pending);
+                seconds += t0.elapsed().as_secs_f64();
+            });
+            let t0 = std::time::Instant::now();
+            for r in pending.into_iter().flatten() {
+                r.wait();
+            }
+            seconds += t0.elapsed().as_secs_f64();
+        });
+        filling.finish()?;
+        Ok(Overlapped { sums, seconds })
+    }
+
     fn all_gather(&self, value: u64) -> Result<Vec<u64>, CollectiveError> {
         let mut out = vec![0u64; self.size()];
         self.comm.all_gather_into(&value, &mut out[..]);
@@ -92,5 +144,26 @@ impl World for MpiWorld {
 
     fn node_local(&self) -> (usize, usize) {
         self.node_local
+    }
+}
+
+/// A bucket's send buffer, lent to its request for the rest of the scope.
+fn frozen(v: &mut Vec<f32>) -> &[f32] {
+    v
+}
+
+/// A bucket's receive buffer, lent to its request for the rest of the scope.
+fn opened(v: &mut Vec<f32>) -> &mut [f32] {
+    v
+}
+
+/// Tests every started request once (completing those that are done).
+fn progress<'a, S: Scope<'a>>(pending: &mut [Option<Request<'a, [f32], S>>]) {
+    for slot in pending.iter_mut() {
+        if let Some(r) = slot.take() {
+            if let Err(r) = r.test() {
+                *slot = Some(r);
+            }
+        }
     }
 }

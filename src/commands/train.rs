@@ -186,6 +186,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub no_divergence_guard: bool,
+    /// Under MPI, sum the gradients over the ranks after backward instead of bucket by
+    /// bucket during it (docs/distributed.md). Recorded as `overlap_allreduce = false`.
+    #[arg(long)]
+    // Left out of a pipeline's stage record when off, so records written before the flag
+    // existed still match and their stages are not taken for changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_overlap_allreduce: bool,
     /// Train on a set whose images are all of one class (refused otherwise: the network
     /// would learn to predict it whatever it sees).
     #[arg(long)]
@@ -246,6 +253,9 @@ impl TrainArgs {
         }
         if self.no_divergence_guard {
             p.push("--no-divergence-guard", "divergence_guard", &false)?;
+        }
+        if self.no_overlap_allreduce {
+            p.push("--no-overlap-allreduce", "overlap_allreduce", &false)?;
         }
         if self.allow_one_class {
             p.push("--allow-one-class", "allow_one_class", &true)?;

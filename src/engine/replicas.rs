@@ -12,14 +12,17 @@
 //!
 //! The replicas of one process run one after another on one shared worker pool (the CPU
 //! engine already spreads each op over every core, so running them side by side would only
-//! split the same cores). The gradients are exchanged after backward, not layer by layer:
-//! the walk's backward is one call.
+//! split the same cores). Over more than one rank, the last replica's backward hands each
+//! layer's gradients (added to the earlier replicas' sum) to the world as soon as they are
+//! final, and buckets of them are summed while backward goes on with the layers below
+//! ([`crate::collective::overlap`]; [`CpuReplicas::set_overlap`] turns it off, and the
+//! gradients are then summed after backward).
 use super::infer::CpuStage;
 use super::EngineError;
 use crate::backend::{Dropout, SgdHyper};
-use crate::collective::{all_reduce_buckets, World};
+use crate::collective::{all_reduce_buckets, BucketPlan, Overlapped, World};
 use crate::cpu::{CpuDevice, HostInput};
-use crate::model::{CpuNetwork, ModelConfig, Params};
+use crate::model::{param_specs, CpuNetwork, ModelConfig, Params};
 use crate::shape::AugmentDraw;
 use std::cell::{Cell, RefCell};
 
@@ -77,6 +80,11 @@ pub struct CpuReplicas {
     /// Per-image (loss, top-1, top-5) `[global batch, 3]` of the last step, on every rank.
     stats: RefCell<Vec<f32>>,
     exchange: Exchange,
+    /// Most values per bucket of the all-reduce overlapped with backward; `None`: summed
+    /// after backward.
+    overlap: Option<usize>,
+    /// The buckets of the overlapped all-reduce (rebuilt when the trainable layers change).
+    plan: Option<BucketPlan>,
 }
 
 /// The host side of a replicated step, shared by the CPU and the GPU replicas: the local
@@ -115,9 +123,25 @@ impl Exchange {
         let t0 = std::time::Instant::now();
         let sent = all_reduce_buckets(world, &mut views)
             .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
-        self.seconds
-            .set(self.seconds.get() + t0.elapsed().as_secs_f64());
+        self.record(sent, t0.elapsed().as_secs_f64());
+        self.finish(world, split, sum, stats)
+    }
+
+    /// Counts `sent` values and `seconds` in the all-reduce.
+    pub(crate) fn record(&self, sent: usize, seconds: f64) {
+        self.seconds.set(self.seconds.get() + seconds);
         self.sent.set(self.sent.get() + sent);
+    }
+
+    /// The mean from the job's gradient sum `sum` (already summed over the world), and the
+    /// other ranks' loss rows added into `stats` as in [`Exchange::mean`].
+    pub(crate) fn finish(
+        &self,
+        world: &dyn World,
+        split: Split,
+        mut sum: Params,
+        stats: &mut [f32],
+    ) -> Result<Params, EngineError> {
         let scale = 1.0 / split.total() as f32;
         for t in &mut sum.tensors {
             t.data.iter_mut().for_each(|v| *v *= scale);
@@ -200,6 +224,8 @@ impl CpuReplicas {
             rows,
             stats: RefCell::new(vec![0.0; split.global_batch * 3]),
             exchange: Exchange::default(),
+            overlap: None,
+            plan: None,
         })
     }
 
@@ -208,6 +234,38 @@ impl CpuReplicas {
         for s in &mut self.stages {
             s.get_mut().net.freeze_through(block)?;
         }
+        self.replan()
+    }
+
+    /// Sums the gradients over the world during backward, in buckets of at most
+    /// `bucket_values` values filled in backward order (`Some`), or after backward in
+    /// parameter order (`None`, as before overlapping was built). Either gives the same
+    /// weights: each value is the same sum over the same ranks.
+    pub fn set_overlap(&mut self, bucket_values: Option<usize>) -> Result<(), EngineError> {
+        self.overlap = bucket_values;
+        self.replan()
+    }
+
+    /// The buckets of the overlapped all-reduce, if it is on.
+    pub fn bucket_plan(&self) -> Option<&BucketPlan> {
+        self.plan.as_ref()
+    }
+
+    fn replan(&mut self) -> Result<(), EngineError> {
+        self.plan = match self.overlap {
+            None => None,
+            Some(max) => {
+                let s = self.stages[0].borrow();
+                let lens: Vec<usize> = param_specs(&s.net.config)
+                    .map_err(crate::model::NetworkError::from)?
+                    .iter()
+                    .map(|p| p.len())
+                    .collect();
+                let plan = BucketPlan::new(&s.net.backward_order(), &lens, max.max(1))
+                    .map_err(|e| EngineError::NotBuilt(e.to_string()))?;
+                Some(plan)
+            }
+        };
         Ok(())
     }
 
@@ -247,6 +305,8 @@ impl CpuReplicas {
             stats.iter_mut().for_each(|v| *v = 0.0);
         }
         let mut sum: Option<Params> = None;
+        let last = self.stages.len() - 1;
+        let mut summed = false;
         for (r, stage) in self.stages.iter().enumerate() {
             let first = self.split.replica(r) * rows;
             let range = first..first + rows;
@@ -260,11 +320,34 @@ impl CpuReplicas {
             net.upload_labels(&labels[mine])?;
             net.forward(Some(dropout))?;
             net.loss()?;
-            net.backward(Some(dropout))?;
+            match self.plan.as_ref().filter(|_| r == last && world.size() > 1) {
+                Some(plan) => {
+                    let out = backward_overlapped(world, plan, net, dropout, sum.as_ref())?;
+                    add_into(&mut sum, net.download_grads()?);
+                    if let Some(sum) = sum.as_mut() {
+                        let mut views: Vec<&mut [f32]> = sum
+                            .tensors
+                            .iter_mut()
+                            .map(|t| t.data.as_mut_slice())
+                            .collect();
+                        plan.scatter(&out.sums, &mut views);
+                    }
+                    self.exchange.record(plan.values(), out.seconds);
+                    summed = true;
+                }
+                None => {
+                    net.backward(Some(dropout))?;
+                    add_into(&mut sum, net.download_grads()?);
+                }
+            }
             stats[range.start * 3..range.end * 3].copy_from_slice(net.stats());
-            add_into(&mut sum, net.download_grads()?);
         }
-        let sum = self.exchange.mean(world, self.split, sum, &mut stats[..])?;
+        let sum = match sum {
+            Some(sum) if summed => self
+                .exchange
+                .finish(world, self.split, sum, &mut stats[..])?,
+            sum => self.exchange.mean(world, self.split, sum, &mut stats[..])?,
+        };
         for stage in &self.stages {
             let mut s = stage.borrow_mut();
             s.net.upload_grads(&sum)?;
@@ -297,4 +380,35 @@ impl CpuReplicas {
     pub fn take_sent(&self) -> (usize, f64) {
         self.exchange.take()
     }
+}
+
+/// The last replica's backward with its gradients, plus `earlier` (the other local
+/// replicas' sum), summed over the world in `plan`'s buckets as they become final.
+fn backward_overlapped(
+    world: &dyn World,
+    plan: &BucketPlan,
+    net: &mut CpuNetwork,
+    dropout: Dropout,
+    earlier: Option<&Params>,
+) -> Result<Overlapped, EngineError> {
+    let mut failed = None;
+    let mut scratch: Vec<f32> = Vec::new();
+    let out = world.all_reduce_overlapped(plan, &mut |put| {
+        let run = net.backward_observed(Some(dropout), &mut |t, g| match earlier {
+            // The same addition, in the same order, as `add_into` on the blocking path.
+            Some(acc) => {
+                scratch.clear();
+                scratch.extend(acc.tensors[t].data.iter().zip(g).map(|(a, b)| a + b));
+                put(t, &scratch);
+            }
+            None => put(t, g),
+        });
+        if let Err(e) = run {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    out.map_err(|e| EngineError::NotBuilt(e.to_string()))
 }

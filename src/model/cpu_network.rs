@@ -143,6 +143,30 @@ impl CpuNetwork {
         self.walk.backward(&mut self.be, mode.into())
     }
 
+    /// [`CpuNetwork::backward`], handing each layer's parameter gradients to
+    /// `ready(tensor index, values)` as soon as they are final, in
+    /// [`CpuNetwork::backward_order`] (the CPU engine runs each op to completion, so the
+    /// values are the finished gradients while the layers below are still to run).
+    pub fn backward_observed(
+        &mut self,
+        mode: impl Into<Mode>,
+        ready: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let walk = &self.walk;
+        walk.backward_observed(&mut self.be, mode.into(), &mut |be, tensors| {
+            for &i in tensors {
+                ready(i, be.slice(&walk.grads()[i]));
+            }
+            Ok(())
+        })
+    }
+
+    /// The tensors [`CpuNetwork::backward_observed`] hands over, in its order
+    /// ([`Walk::backward_order`]).
+    pub fn backward_order(&self) -> Vec<usize> {
+        self.walk.backward_order()
+    }
+
     /// One SGD step on every parameter from the last backward pass.
     pub fn sgd(&mut self, h: SgdHyper) -> Result<()> {
         self.walk.sgd(&mut self.be, h)

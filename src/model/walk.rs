@@ -227,6 +227,12 @@ impl<T> Walk<T> {
         &self.params
     }
 
+    /// The gradient tensors in [`param_specs`] order (read them in a
+    /// [`Walk::backward_observed`] observer).
+    pub fn grads(&self) -> &[T] {
+        &self.grads
+    }
+
     /// The activations `alexnet forward` reports, by name, with their shapes: conv1..conv5
     /// (block outputs), fc6 and fc7 (after the activation, before dropout) and logits.
     pub fn activations(&self) -> Vec<(&'static str, Vec<usize>, &T)> {
@@ -488,6 +494,37 @@ impl<T> Walk<T> {
         B: Backend<Buf = T>,
         NetworkError: From<B::Error>,
     {
+        self.backward_observed(be, mode, &mut |_, _| Ok(()))
+    }
+
+    /// The parameter tensors (indices in [`param_specs`] order) whose gradients
+    /// [`Walk::backward_observed`] hands over, in the order it hands them: trainable layers
+    /// from the last to the first, weight then bias. A data-parallel run fills its all-reduce
+    /// buckets in this order, so the first bucket is complete while backward is still at the
+    /// top of the network.
+    pub fn backward_order(&self) -> Vec<usize> {
+        self.layers[self.first_trainable..]
+            .iter()
+            .rev()
+            .filter_map(|l| l.params)
+            .flat_map(|(w, b)| [w, b])
+            .collect()
+    }
+
+    /// [`Walk::backward`], calling `ready(be, tensors)` as soon as a layer's parameter
+    /// gradients are final (before the layers below it run), with the layer's tensor indices
+    /// in [`param_specs`] order; the calls follow [`Walk::backward_order`]. On an engine that
+    /// records work for later submission (the GPU), "final" means recorded, not computed.
+    pub fn backward_observed<B>(
+        &self,
+        be: &mut B,
+        mode: Mode,
+        ready: &mut dyn FnMut(&mut B, &[usize]) -> Result<()>,
+    ) -> Result<()>
+    where
+        B: Backend<Buf = T>,
+        NetworkError: From<B::Error>,
+    {
         let dropout = mode.dropout();
         let training = dropout.is_some();
         let last = self.layers.len() - 1;
@@ -543,6 +580,11 @@ impl<T> Walk<T> {
                         be.dropout(d.p, seed(d.seeds, slot, self.mask_offset(l)), t.dy)?;
                     }
                 }
+            }
+            // The same rule as `backward_order`: a layer with parameters has just written
+            // all of their gradients.
+            if let Some((w, b)) = l.params {
+                ready(be, &[w, b])?;
             }
         }
         Ok(())

@@ -129,6 +129,24 @@ pub struct TrainConfig {
     /// config.toml only when `mixed`.
     #[serde(skip_serializing_if = "crate::gpu::coop::Precision::is_fp32")]
     pub precision: crate::gpu::coop::Precision,
+    /// Across MPI ranks, sum each bucket of gradients while backward is still computing the
+    /// layers below it (DDP's overlap; the CPU engine). `false` (`--no-overlap-allreduce`):
+    /// sum them all after backward. The weights are the same either way.
+    #[serde(skip_serializing_if = "is_true")]
+    pub overlap_allreduce: bool,
+    /// Most gradient values per bucket of the overlapped all-reduce (buckets are whole
+    /// tensors, filled from fc8 down; smaller buckets start earlier, larger ones are fewer
+    /// messages).
+    #[serde(skip_serializing_if = "is_default_bucket")]
+    pub allreduce_bucket: usize,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+fn is_default_bucket(v: &usize) -> bool {
+    *v == crate::collective::overlap::OVERLAP_BUCKET_VALUES
 }
 
 impl Default for TrainConfig {
@@ -159,6 +177,8 @@ impl Default for TrainConfig {
             allow_one_class: false,
             freeze: None,
             precision: crate::gpu::coop::Precision::Fp32,
+            overlap_allreduce: true,
+            allreduce_bucket: crate::collective::overlap::OVERLAP_BUCKET_VALUES,
         }
     }
 }
@@ -319,6 +339,12 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return err("epochs must be at least 1".into());
+        }
+        if self.allreduce_bucket == 0 {
+            return err(format!(
+                "allreduce_bucket must be at least 1 gradient value (default {})",
+                crate::collective::overlap::OVERLAP_BUCKET_VALUES
+            ));
         }
         if self.batch == 0 {
             return err("batch must be at least 1 (the paper: 128)".into());

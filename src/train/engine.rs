@@ -244,6 +244,16 @@ impl Engine {
         })
     }
 
+    /// Sums gradients over the ranks bucket by bucket during backward (`Some(max values per
+    /// bucket)`) or after it (`None`). The CPU replicas overlap; GPU replicas record their
+    /// whole backward before any gradient can be read, so they always sum after it.
+    pub fn set_overlap_allreduce(&mut self, bucket: Option<usize>) -> Result<(), TrainError> {
+        if let Engine::Replicas { reps, .. } = self {
+            reps.set_overlap(bucket)?;
+        }
+        Ok(())
+    }
+
     /// Ranks summing gradients (1 unless replicas run across processes).
     pub fn world_size(&self) -> usize {
         match self {

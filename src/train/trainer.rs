@@ -117,6 +117,7 @@ impl<'p> Trainer<'p> {
             precision: cfg.precision,
         };
         let mut engine = Engine::open(&p.placement, &spec, &p.params)?;
+        engine.set_overlap_allreduce(cfg.overlap_allreduce.then_some(cfg.allreduce_bucket))?;
         if let Some(block) = &cfg.freeze {
             engine.freeze_through(block)?;
         }
