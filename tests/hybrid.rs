@@ -254,8 +254,18 @@ fn measure(cfg: &ModelConfig, workers: usize, global: usize) -> (exchange::Traff
         ranks: 2,
     };
     let reps = CpuReplicas::new(cfg, split, side, &mean, &params, 0).unwrap();
-    reps.step(&Mirror, images, labels, draws, *dropout, HYPER)
-        .unwrap();
+    // A rank's step takes its own rows of the global batch (what its loader reads).
+    let rows = split.process_rows().unwrap();
+    let per = images.len() / labels.len();
+    reps.step(
+        &Mirror,
+        &images[rows.start * per..rows.end * per],
+        &labels[rows.clone()],
+        &draws[rows],
+        *dropout,
+        HYPER,
+    )
+    .unwrap();
     let (dp, _) = reps.take_sent();
     (got, dp)
 }

@@ -361,7 +361,7 @@ mod tests {
                     ("--devices 0,0,0", "devices", "0,0,0".into()),
                     ("--columns 2", "columns", 2.into()),
                 ]),
-                "replicas of the two-column split are not built",
+                "--columns 2 takes them in pairs",
             ),
             (patch(&[("--steps 0", "max_steps", 0.into())]), "max_steps"),
             (
