@@ -4,104 +4,18 @@
 //! Augmentation and dropout stay on: both are drawn per global row.
 mod common;
 
-use alexnet::backend::{Dropout, SgdHyper};
+use common::steps::{assert_same_weights, steps_of, stored, tiny, Lcg, HYPER};
+
 use alexnet::collective::{CollectiveError, World};
-use alexnet::engine::augment::{random_draws, AugmentSettings, Pca};
 use alexnet::engine::hybrid::{exchange, CpuHybrid, HybridNet};
 use alexnet::engine::replicas::{CpuReplicas, Split};
 use alexnet::engine::CpuStage;
 use alexnet::model::reference::{network_loss_and_grads, TrainMode};
 use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
 use alexnet::reference::backend::RefBackend;
-use alexnet::shape::AugmentDraw;
 use std::path::Path;
 
 const STORED: usize = 70;
-
-/// The stored side for a model input of `crop`: a few pixels of room for random crops.
-fn stored(crop: usize) -> usize {
-    crop + 3
-}
-
-fn tiny() -> ModelConfig {
-    let mut c = ModelConfig::small(67, 1, 10);
-    c.widths = [8, 16, 24, 24, 16, 64, 64];
-    c
-}
-
-/// A reproducible stream of awkward values (never constant, never all zero).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-}
-
-/// Largest |a − b| of each tensor over its largest |b|; panics naming the first tensor past
-/// `tol`.
-fn assert_same(got: &Params, want: &Params, tol: f32, what: &str) {
-    for (g, w) in got.tensors.iter().zip(&want.tensors) {
-        assert_eq!(g.spec.name, w.spec.name);
-        let scale = w.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let diff = g
-            .data
-            .iter()
-            .zip(&w.data)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff / scale <= tol,
-            "{what}: {} differs by {diff:e} (relative {:e} > {tol:e})",
-            g.spec.name,
-            diff / scale
-        );
-    }
-}
-
-type Step = (Vec<u8>, Vec<i32>, Vec<AugmentDraw>, Dropout);
-
-const HYPER: SgdHyper = SgdHyper {
-    lr: 0.02,
-    momentum: 0.9,
-    weight_decay: 5e-4,
-};
-
-/// A mean image and `steps` steps of `global` random images with random crops, flips,
-/// lighting and dropout, for a model of input `crop` and `classes` classes.
-fn steps_of(global: usize, steps: u32, crop: usize, classes: u32) -> (Vec<f32>, Vec<Step>) {
-    let mut rng = Lcg(42);
-    let stored = stored(crop);
-    let mean: Vec<f32> = (0..stored * stored * 3)
-        .map(|_| 100.0 + (rng.next() % 50) as f32)
-        .collect();
-    let pca = Pca {
-        eigenvalues: [900.0, 80.0, 9.0],
-        eigenvectors: [[0.58, 0.58, 0.57], [-0.7, 0.0, 0.71], [0.41, -0.82, 0.41]],
-    };
-    let settings = AugmentSettings {
-        random_crop: true,
-        flip: true,
-        lighting_std: 0.1,
-    };
-    let steps = (0..steps)
-        .map(|k| {
-            let images: Vec<u8> = (0..global * stored * stored * 3)
-                .map(|_| rng.next() as u8)
-                .collect();
-            let labels: Vec<i32> = (0..global).map(|_| (rng.next() % classes) as i32).collect();
-            let draws = random_draws(100 + k, global, stored, crop, &settings, &pca);
-            let dropout = Dropout {
-                p: 0.5,
-                seeds: [rng.next(), rng.next()],
-            };
-            (images, labels, draws, dropout)
-        })
-        .collect();
-    (mean, steps)
-}
 
 /// Fails unless the steps moved conv1 and fc6: equal weights would otherwise prove nothing.
 fn assert_moved(before: &Params, after: &Params) {
@@ -147,8 +61,8 @@ fn hybrid_of_k_workers_is_one_device_at_the_global_batch_after_three_steps() {
             rows.extend(h.step(images, labels, draws, *dropout, HYPER).unwrap());
         }
         let what = format!("{workers} workers");
-        assert_same(&h.net.download_params().unwrap(), &want, 1e-4, &what);
-        assert_same(&h.net.download_momentum().unwrap(), &want_m, 1e-4, &what);
+        assert_same_weights(&h.net.download_params().unwrap(), &want, 1e-4, &what);
+        assert_same_weights(&h.net.download_momentum().unwrap(), &want_m, 1e-4, &what);
         assert_eq!(rows.len(), want_rows.len());
         // The loss rows of steps 2 and 3 come from weights that already differ by rounding
         // (the conv layers' GEMMs are blocked by the batch each engine sees), and the loss
@@ -190,7 +104,7 @@ fn hybrid_on_reference_workers_gives_the_reference_gradients() {
         net.loss().unwrap();
         net.backward(t.mode()).unwrap();
         let got = net.download_grads().unwrap();
-        assert_same(&got, &want, 1e-4, &format!("{workers} reference workers"));
+        assert_same_weights(&got, &want, 1e-4, &format!("{workers} reference workers"));
     }
 }
 
@@ -342,7 +256,7 @@ fn train_with_parallel_hybrid_is_the_one_device_run_and_records_its_bytes() {
     let (ok, err) = run(&data, &out, "cpu,cpu", "8", &["--parallel", "hybrid"]);
     assert!(ok, "--parallel hybrid: {err}");
     let got = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
-    assert_same(
+    assert_same_weights(
         &got.params,
         &want.params,
         1e-4,

@@ -4,100 +4,25 @@
 //! `mpi` feature. Augmentation and dropout stay on: both are drawn per global row.
 mod common;
 
-use alexnet::backend::{Dropout, SgdHyper};
+use common::steps::{assert_same_weights, steps_of, tiny, Lcg, Step, HYPER};
+
 use alexnet::collective::Solo;
-use alexnet::engine::augment::{random_draws, AugmentSettings, Pca};
 use alexnet::engine::input::InputStage;
 use alexnet::engine::replicas::{CpuReplicas, Split};
 use alexnet::engine::replicas_gpu::{ColumnReplicas, GpuReplicas, ReplicaNet};
 use alexnet::engine::CpuStage;
 use alexnet::gpu::{Gpu, Recorder};
 use alexnet::model::{Checkpoint, ColumnNetwork, Init, ModelConfig, Network, Params};
-use alexnet::shape::AugmentDraw;
 use common::alexnet;
 use std::path::Path;
 
 const WIDTHS: &str = "8,16,24,24,16,64,64";
 const STORED: usize = 70;
 
-fn tiny() -> ModelConfig {
-    let mut c = ModelConfig::small(67, 1, 10);
-    c.widths = [8, 16, 24, 24, 16, 64, 64];
-    c
-}
-
-/// A reproducible stream of awkward values (never constant, never all zero).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as u32
-    }
-}
-
-/// Largest |a − b| of each tensor over its largest |b|; panics naming the first tensor past
-/// `tol`.
-fn assert_same_weights(got: &Params, want: &Params, tol: f32, what: &str) {
-    for (g, w) in got.tensors.iter().zip(&want.tensors) {
-        assert_eq!(g.spec.name, w.spec.name);
-        let scale = w.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let diff = g
-            .data
-            .iter()
-            .zip(&w.data)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff / scale <= tol,
-            "{what}: {} differs by {diff:e} (relative {:e} > {tol:e})",
-            g.spec.name,
-            diff / scale
-        );
-    }
-}
-
-/// One step of the global batch: images, labels, augmentation draws and dropout.
-type Step = (Vec<u8>, Vec<i32>, Vec<AugmentDraw>, Dropout);
-
-const HYPER: SgdHyper = SgdHyper {
-    lr: 0.02,
-    momentum: 0.9,
-    weight_decay: 5e-4,
-};
-
 /// A mean image and three steps of `global` random images with random crops, flips,
 /// lighting and dropout.
 fn three_steps(global: usize) -> (Vec<f32>, Vec<Step>) {
-    let mut rng = Lcg(42);
-    let mean: Vec<f32> = (0..STORED * STORED * 3)
-        .map(|_| 100.0 + (rng.next() % 50) as f32)
-        .collect();
-    let pca = Pca {
-        eigenvalues: [900.0, 80.0, 9.0],
-        eigenvectors: [[0.58, 0.58, 0.57], [-0.7, 0.0, 0.71], [0.41, -0.82, 0.41]],
-    };
-    let settings = AugmentSettings {
-        random_crop: true,
-        flip: true,
-        lighting_std: 0.1,
-    };
-    let steps: Vec<_> = (0..3u32)
-        .map(|k| {
-            let images: Vec<u8> = (0..global * STORED * STORED * 3)
-                .map(|_| rng.next() as u8)
-                .collect();
-            let labels: Vec<i32> = (0..global).map(|_| (rng.next() % 10) as i32).collect();
-            let draws = random_draws(100 + k, global, STORED, 67, &settings, &pca);
-            let dropout = Dropout {
-                p: 0.5,
-                seeds: [rng.next(), rng.next()],
-            };
-            (images, labels, draws, dropout)
-        })
-        .collect();
-    (mean, steps)
+    steps_of(global, 3, 67, 10)
 }
 
 /// Fails unless three steps moved conv1: equal weights would otherwise prove nothing.

@@ -1,5 +1,7 @@
 //! Helpers shared by the ingest tests: fixtures, derived odd files, raw trees, comparisons.
 #![allow(dead_code)]
+pub mod steps;
+
 use image::{ImageEncoder, RgbImage};
 use std::path::{Path, PathBuf};
 
