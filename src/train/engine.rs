@@ -479,32 +479,14 @@ impl Engine {
                     )?,
                     _ => unreachable!("matched above"),
                 };
-                let mut rows = rows.borrow_mut();
-                let from = at as usize / 4;
-                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
-                    TrainError::NotBuilt(format!(
-                        "loss history has no room for {} values at {from}",
-                        stats.len()
-                    ))
-                })?;
-                dst.copy_from_slice(&stats);
-                Ok(Pending::Done)
+                store_rows(rows, at, &stats)
             }
             (Engine::Hybrid(h), LossHistory::Host(rows)) => {
                 let stats = h
                     .net
                     .borrow_mut()
                     .step(x.images, x.labels, x.draws, x.dropout, x.hyper)?;
-                let mut rows = rows.borrow_mut();
-                let from = at as usize / 4;
-                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
-                    TrainError::NotBuilt(format!(
-                        "loss history has no room for {} values at {from}",
-                        stats.len()
-                    ))
-                })?;
-                dst.copy_from_slice(&stats);
-                Ok(Pending::Done)
+                store_rows(rows, at, &stats)
             }
             (Engine::Cpu(c), LossHistory::Host(rows)) => {
                 let mut c = c.borrow_mut();
@@ -517,17 +499,7 @@ impl Engine {
                 net.backward(Some(x.dropout))?;
                 net.sgd(x.hyper)?;
                 let stats = net.stats();
-                let mut rows = rows.borrow_mut();
-                let from = at as usize / 4;
-                let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
-                    TrainError::NotBuilt(format!(
-                        "loss history of {} values has no room for {} at {from}",
-                        stats.len(),
-                        stats.len()
-                    ))
-                })?;
-                dst.copy_from_slice(stats);
-                Ok(Pending::Done)
+                store_rows(rows, at, stats)
             }
             (_, LossHistory::Gpu(t)) if self.gpu_device().is_some() => {
                 Ok(Pending::Gpu(self.step(x, t, at)?))
@@ -833,6 +805,24 @@ impl Engine {
         // The engine was built on this split, so it divides.
         split.process_rows().unwrap_or(0..batch)
     }
+}
+
+/// Copies a host step's per-image loss rows into the host loss history at byte `at`.
+fn store_rows(
+    rows: &std::cell::RefCell<Vec<f32>>,
+    at: u64,
+    stats: &[f32],
+) -> Result<Pending, TrainError> {
+    let mut rows = rows.borrow_mut();
+    let (from, have) = (at as usize / 4, rows.len());
+    let dst = rows.get_mut(from..from + stats.len()).ok_or_else(|| {
+        TrainError::NotBuilt(format!(
+            "loss history of {have} values has no room for {} at {from}",
+            stats.len()
+        ))
+    })?;
+    dst.copy_from_slice(stats);
+    Ok(Pending::Done)
 }
 
 /// `train`'s words for GPU replicas: how many, their rows, their devices, and the world.
