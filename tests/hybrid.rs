@@ -6,7 +6,7 @@ mod common;
 
 use common::steps::{assert_same_weights, steps_of, stored, tiny, Lcg, HYPER};
 
-use alexnet::collective::{CollectiveError, World};
+use alexnet::collective::{CollectiveError, Solo, World};
 use alexnet::engine::hybrid::{exchange, CpuHybrid, HybridNet};
 use alexnet::engine::replicas::{CpuReplicas, Split};
 use alexnet::engine::CpuStage;
@@ -14,8 +14,14 @@ use alexnet::model::reference::{network_loss_and_grads, TrainMode};
 use alexnet::model::{Checkpoint, Init, ModelConfig, Params};
 use alexnet::reference::backend::RefBackend;
 use std::path::Path;
+use std::rc::Rc;
 
 const STORED: usize = 70;
+
+/// A world of one process: every worker of the split is here.
+fn solo() -> Rc<dyn World> {
+    Rc::new(Solo)
+}
 
 /// Fails unless the steps moved conv1 and fc6: equal weights would otherwise prove nothing.
 fn assert_moved(before: &Params, after: &Params) {
@@ -55,7 +61,8 @@ fn hybrid_of_k_workers_is_one_device_at_the_global_batch_after_three_steps() {
     assert_moved(&params, &want);
 
     for workers in [2, 3] {
-        let mut h = CpuHybrid::new(&cfg, workers, global, STORED, &mean, &params, 2).unwrap();
+        let mut h =
+            CpuHybrid::new(&cfg, workers, solo(), global, STORED, &mean, &params, 2).unwrap();
         let mut rows = Vec::new();
         for (images, labels, draws, dropout) in &steps {
             rows.extend(h.step(images, labels, draws, *dropout, HYPER).unwrap());
@@ -108,19 +115,137 @@ fn hybrid_on_reference_workers_gives_the_reference_gradients() {
     }
 }
 
+/// Ranks as threads of one test: each rank hands its values to a shared slot, and after a
+/// barrier every rank reads every slot in rank order (a test double of MPI, not a collective
+/// the program uses).
+struct Threads {
+    rank: usize,
+    size: usize,
+    barrier: std::sync::Arc<std::sync::Barrier>,
+    slots: std::sync::Arc<std::sync::Mutex<Vec<Vec<f32>>>>,
+}
+
+impl Threads {
+    /// Every rank's `mine`, by rank.
+    fn exchange(&self, mine: &[f32]) -> Vec<Vec<f32>> {
+        self.slots.lock().unwrap()[self.rank] = mine.to_vec();
+        self.barrier.wait();
+        let all = self.slots.lock().unwrap().clone();
+        // No rank overwrites its slot before every rank has read it.
+        self.barrier.wait();
+        all
+    }
+}
+
+impl World for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        let all = self.exchange(buf);
+        buf.iter_mut().for_each(|v| *v = 0.0);
+        for part in all {
+            buf.iter_mut().zip(&part).for_each(|(a, x)| *a += x);
+        }
+        Ok(())
+    }
+    fn all_gather(&self, value: u64) -> Result<Vec<u64>, CollectiveError> {
+        let all = self.exchange(&[value as f32]);
+        Ok(all.iter().map(|v| v[0] as u64).collect())
+    }
+    fn all_gather_varcount_f32(
+        &self,
+        mine: &[f32],
+        counts: &[usize],
+    ) -> Result<Vec<f32>, CollectiveError> {
+        let all = self.exchange(mine);
+        assert_eq!(
+            all.iter().map(Vec::len).collect::<Vec<_>>(),
+            counts,
+            "rank {}: the counts every rank passes are the lengths the ranks hand",
+            self.rank
+        );
+        Ok(all.concat())
+    }
+    fn abort(&self, _code: i32) {}
+    fn describe(&self) -> String {
+        format!("thread rank {} of {}", self.rank, self.size)
+    }
+}
+
+/// The split across ranks (here threads, each holding `local` reference workers) is the
+/// reference walk at the global batch: every rank's gradients, assembled through the world's
+/// all-gather and all-reduce, are the one-device gradients.
+#[test]
+fn hybrid_across_ranks_gives_the_reference_gradients_on_every_rank() {
+    let cfg = tiny();
+    let global = 7;
+    let params = Params::init_with(&cfg, 3, Init::He).unwrap();
+    let mut rng = Lcg(5);
+    let images: Vec<f32> = (0..global * 3 * 67 * 67)
+        .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let labels: Vec<i32> = (0..global).map(|_| (rng.next() % 10) as i32).collect();
+    let t = TrainMode {
+        dropout: 0.5,
+        run_seed: 11,
+        step: 2,
+    };
+    let (_, _, want) =
+        network_loss_and_grads(&cfg, &params, global, &images, &labels, Some(t)).unwrap();
+    // 7 images and fc widths of 64 and 10 over 2 or 3 ranks give unequal shares.
+    for (ranks, local) in [(2, 1), (3, 1), (2, 2)] {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(ranks));
+        let slots = std::sync::Arc::new(std::sync::Mutex::new(vec![Vec::new(); ranks]));
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..ranks)
+                .map(|rank| {
+                    let (barrier, slots) = (barrier.clone(), slots.clone());
+                    let (cfg, params, images, labels) = (&cfg, &params, &images, &labels);
+                    scope.spawn(move || {
+                        let world: Rc<dyn World> = Rc::new(Threads {
+                            rank,
+                            size: ranks,
+                            barrier,
+                            slots,
+                        });
+                        let engines = (0..local).map(|_| RefBackend::new()).collect();
+                        let mut net = HybridNet::over(engines, world, cfg, global, params).unwrap();
+                        assert_eq!(net.workers(), ranks * local);
+                        net.upload_input(images).unwrap();
+                        net.upload_labels(labels).unwrap();
+                        net.forward(t.mode()).unwrap();
+                        net.loss().unwrap();
+                        net.backward(t.mode()).unwrap();
+                        net.download_grads().unwrap()
+                    })
+                })
+                .collect();
+            for (rank, h) in handles.into_iter().enumerate() {
+                let got = h.join().unwrap();
+                let what = format!("rank {rank} of {ranks}, {local} worker(s) each");
+                assert_same_weights(&got, &want, 1e-4, &what);
+            }
+        });
+    }
+}
+
 #[test]
 fn hybrid_refuses_what_it_cannot_split_with_the_reason() {
     let cfg = tiny();
     let params = Params::init_with(&cfg, 1, Init::He).unwrap();
     let mean = vec![0.0; STORED * STORED * 3];
-    let e = CpuHybrid::new(&cfg, 4, 3, STORED, &mean, &params, 1).unwrap_err();
+    let e = CpuHybrid::new(&cfg, 4, solo(), 3, STORED, &mean, &params, 1).unwrap_err();
     assert!(e.to_string().contains("batch 3"), "{e}");
-    let e = CpuHybrid::new(&cfg, 11, 22, STORED, &mean, &params, 1).unwrap_err();
+    let e = CpuHybrid::new(&cfg, 11, solo(), 22, STORED, &mean, &params, 1).unwrap_err();
     assert!(e.to_string().contains("at most 10 workers"), "{e}");
     let mut bn = cfg.clone();
     bn.norm = alexnet::model::Norm::Batch;
     let p = Params::init_with(&bn, 1, Init::He).unwrap();
-    let e = CpuHybrid::new(&bn, 2, 4, STORED, &mean, &p, 1).unwrap_err();
+    let e = CpuHybrid::new(&bn, 2, solo(), 4, STORED, &mean, &p, 1).unwrap_err();
     assert!(e.to_string().contains("batch normalisation"), "{e}");
 }
 
@@ -155,7 +280,7 @@ fn measure(cfg: &ModelConfig, workers: usize, global: usize) -> (exchange::Traff
     let (mean, steps) = steps_of(global, 1, cfg.input_size, cfg.classes as u32);
     let (images, labels, draws, dropout) = &steps[0];
     let side = stored(cfg.input_size);
-    let mut h = CpuHybrid::new(cfg, workers, global, side, &mean, &params, 0).unwrap();
+    let mut h = CpuHybrid::new(cfg, workers, solo(), global, side, &mean, &params, 0).unwrap();
     h.step(images, labels, draws, *dropout, HYPER).unwrap();
     let got = h.net.take_traffic();
     let want = exchange::predicted(cfg, workers, global).unwrap();
@@ -292,4 +417,57 @@ fn train_with_parallel_hybrid_is_the_one_device_run_and_records_its_bytes() {
             "{devices} {extra}: a refused run left its folder"
         );
     }
+}
+
+/// `mpirun -np 2 … --devices cpu --parallel hybrid` (Open MPI, run as root in CI): one
+/// worker per rank, the exchanges through MPI, is the one-process split over two workers;
+/// rank 0's record of the bytes per step is the formula's.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fashion_shards(dir.path(), 40);
+    let one = dir.path().join("one");
+    let (ok, err) = run(&data, &one, "cpu,cpu", "8", &["--parallel", "hybrid"]);
+    assert!(ok, "one process: {err}");
+    let want = Checkpoint::load(&one.join("last.safetensors"), None).unwrap();
+    let out = dir.path().join("mpi");
+    let o = std::process::Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(["train", "--quiet", "--input-size", "67", "--widths"])
+        .args(["8,16,24,24,16,64,64", data.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--devices", "cpu"])
+        .args(["--batch", "8", "--steps", "3", "--seed", "4"])
+        .args(["--parallel", "hybrid"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "mpirun -np 2: {err}");
+    let got = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
+    assert_same_weights(
+        &got.params,
+        &want.params,
+        1e-4,
+        "mpirun -np 2 --parallel hybrid",
+    );
+    assert_eq!(
+        got.run_state.get("world_size").map(String::as_str),
+        Some("2"),
+        "the checkpoint records the ranks"
+    );
+    let per_step = exchange::predicted(&want.config, 2, 8).unwrap().values() * 4;
+    let bytes: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.pointer("/exchange/bytes").and_then(|b| b.as_u64()))
+        .collect();
+    assert_eq!(
+        bytes.iter().sum::<u64>(),
+        3 * per_step,
+        "exchange.bytes: {bytes:?}"
+    );
 }

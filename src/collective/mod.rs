@@ -75,6 +75,29 @@ pub trait World {
     fn node_local(&self) -> (usize, usize) {
         (0, 1)
     }
+    /// Every rank's `mine`, concatenated in rank order, where rank r hands `counts[r]`
+    /// values (parts of unequal length: the hybrid split's activations). Every rank passes
+    /// the same `counts`. The default serves a world of one; a world of more ranks overrides it.
+    fn all_gather_varcount_f32(
+        &self,
+        mine: &[f32],
+        counts: &[usize],
+    ) -> Result<Vec<f32>, CollectiveError> {
+        if counts.len() != self.size() || counts.get(self.rank()) != Some(&mine.len()) {
+            return Err(CollectiveError::Diverged(format!(
+                "{}: an all-gather of {} values with counts {counts:?} (a bug: one count per rank, this rank's the length it hands)",
+                self.describe(),
+                mine.len()
+            )));
+        }
+        if self.size() == 1 {
+            return Ok(mine.to_vec());
+        }
+        Err(CollectiveError::Setup(format!(
+            "{}: this world has no variable-count all-gather (a bug: every world of several ranks needs one)",
+            self.describe()
+        )))
+    }
 }
 
 /// A world of one process: no other rank to sum with.

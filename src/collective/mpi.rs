@@ -5,11 +5,12 @@
 use super::overlap::{BucketPlan, Filling, Overlapped, Put};
 use super::{CollectiveError, World};
 use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::request::{Request, Scope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
-use mpi::Threading;
+use mpi::{Count, Threading};
 
 /// Variables that MPI launchers set in every rank's environment: Open MPI's `mpirun`, PMIx
 /// (Open MPI 4+, Slurm's `srun --mpi=pmix`) and PMI-1/2 (MPICH's Hydra, `srun --mpi=pmi2`).
@@ -144,6 +145,42 @@ impl World for MpiWorld {
 
     fn node_local(&self) -> (usize, usize) {
         self.node_local
+    }
+
+    fn all_gather_varcount_f32(
+        &self,
+        mine: &[f32],
+        counts: &[usize],
+    ) -> Result<Vec<f32>, CollectiveError> {
+        if counts.len() != self.size() || counts.get(self.rank()) != Some(&mine.len()) {
+            return Err(CollectiveError::Diverged(format!(
+                "{}: an all-gather of {} values with counts {counts:?} (a bug: one count per rank, this rank's the length it hands)",
+                self.describe(),
+                mine.len()
+            )));
+        }
+        let too_big = |n: usize| {
+            Count::try_from(n).map_err(|_| {
+                CollectiveError::Setup(format!(
+                    "{}: an all-gather of {n} values is more than MPI counts in one call",
+                    self.describe()
+                ))
+            })
+        };
+        let cs = counts
+            .iter()
+            .map(|&n| too_big(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut displs = Vec::with_capacity(cs.len());
+        let mut at = 0usize;
+        for &n in counts {
+            displs.push(too_big(at)?);
+            at += n;
+        }
+        let mut out = vec![0.0f32; at];
+        let mut recv = PartitionMut::new(&mut out[..], &cs[..], &displs[..]);
+        self.comm.all_gather_varcount_into(mine, &mut recv);
+        Ok(out)
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Columns {
 pub struct HybridRun {
     /// The workers.
     net: RefCell<CpuHybrid>,
+    /// The job's ranks, each holding as many workers.
+    world: Rc<dyn World>,
     /// The whole network on the CPU engine for validation, built on first use.
     eval: OnceCell<RefCell<CpuStage>>,
 }
@@ -164,7 +166,7 @@ impl Engine {
             Placement::Cpu => Engine::replicas(s, params, 1, world, 0),
             Placement::CpuReplicas(n) => Engine::replicas(s, params, *n, world, 0),
             Placement::GpuReplicas(a) => Engine::gpu_replicas(s, params, a, world),
-            Placement::CpuHybrid(n) => Engine::hybrid(s, params, *n),
+            Placement::CpuHybrid(n) => Engine::hybrid(s, params, *n, world),
             Placement::ColumnReplicas(a) => Engine::column_replicas(s, params, a, world),
             Placement::Adapters(a) if world.size() > 1 && a.len() == 1 => {
                 Engine::gpu_replicas(s, params, a, world)
@@ -260,6 +262,7 @@ impl Engine {
             Engine::Replicas { world, .. }
             | Engine::GpuReplicas { world, .. }
             | Engine::ColumnReplicas { world, .. } => world.size(),
+            Engine::Hybrid(h) => h.world.size(),
             _ => 1,
         }
     }
@@ -271,11 +274,12 @@ impl Engine {
         params: &Params,
         momentum: &Params,
     ) -> Result<(), TrainError> {
-        let (Engine::Replicas { world, .. }
-        | Engine::GpuReplicas { world, .. }
-        | Engine::ColumnReplicas { world, .. }) = self
-        else {
-            return Ok(());
+        let world = match self {
+            Engine::Replicas { world, .. }
+            | Engine::GpuReplicas { world, .. }
+            | Engine::ColumnReplicas { world, .. } => world,
+            Engine::Hybrid(h) => &h.world,
+            _ => return Ok(()),
         };
         if world.size() == 1 {
             return Ok(());
@@ -306,15 +310,26 @@ impl Engine {
     }
 
     /// The hybrid split over `workers` workers on the CPU engine (one pool, one worker per
-    /// core); `s.batch` is the global batch.
+    /// core) here and as many on every other rank of `world`; `s.batch` is the global batch.
     pub fn hybrid(
         s: &EngineSpec<'_>,
         params: &Params,
         workers: usize,
+        world: Rc<dyn World>,
     ) -> Result<Engine, TrainError> {
-        let net = CpuHybrid::new(s.model, workers, s.batch, s.stored, s.mean, params, 0)?;
+        let net = CpuHybrid::new(
+            s.model,
+            workers,
+            world.clone(),
+            s.batch,
+            s.stored,
+            s.mean,
+            params,
+            0,
+        )?;
         Ok(Engine::Hybrid(Box::new(HybridRun {
             net: RefCell::new(net),
+            world,
             eval: OnceCell::new(),
         })))
     }
@@ -416,13 +431,21 @@ impl Engine {
                 d
             }
             Engine::Hybrid(h) => {
-                let h = h.net.borrow();
-                format!(
+                let (world, h) = (&h.world, h.net.borrow());
+                let mut d = format!(
                     "the hybrid split over {} workers of {} images on the CPU engine (conv layers data parallel, fc layers model parallel), {} threads",
                     h.net.workers(),
                     h.net.batch() / h.net.workers(),
                     h.threads()
-                )
+                );
+                if world.size() > 1 {
+                    d += &format!(
+                        ", {} ({} worker(s) per rank)",
+                        world.describe(),
+                        h.net.workers() / world.size()
+                    );
+                }
+                d
             }
             Engine::GpuReplicas { reps, world } => describe_replicas(reps, world.as_ref()),
             Engine::ColumnReplicas { reps, world } => describe_replicas(reps, world.as_ref()),

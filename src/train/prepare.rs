@@ -7,6 +7,7 @@ use super::run::{RunState, TrainJob, LAST};
 use super::schedule::LrSchedule;
 use super::{TrainConfig, TrainError};
 use crate::dataset::ShardSet;
+use crate::engine::Parallel;
 use crate::lock::FolderLock;
 use crate::model::{Checkpoint, DataStats, Params};
 use std::path::Path;
@@ -96,7 +97,11 @@ impl Prepared {
                 )));
             }
         }
-        let placement = placement?.with_parallel(cfg.parallel)?;
+        let placement = match (placement?, cfg.parallel) {
+            // Under mpirun each rank's one device is one worker of the split across ranks.
+            (Placement::Cpu, Parallel::Hybrid) if world.size() > 1 => Placement::CpuHybrid(1),
+            (p, parallel) => p.with_parallel(parallel)?,
+        };
         if cfg.devices.is_local() {
             // Rank 0 alone writes the run's files: each rank says here what it took.
             let (local, _) = crate::engine::devices::node_local();
@@ -106,9 +111,10 @@ impl Prepared {
                 cfg.devices
             );
         }
-        check_replicas(&placement, cfg.batch)?;
         if let Placement::CpuHybrid(workers) = placement {
             check_hybrid(&cfg.model, workers, cfg.batch)?;
+        } else {
+            check_replicas(&placement, cfg.batch)?;
         }
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -254,21 +260,20 @@ impl Prepared {
     }
 }
 
-/// Before any file is written: the hybrid split runs in one process, and every worker gets
-/// rows and fc neurons.
+/// Before any file is written: every worker of the hybrid split (this process's `workers`
+/// on every rank) gets rows and fc neurons. Its shares need not be equal, so the global
+/// batch need not divide among the workers as data parallelism's does.
 fn check_hybrid(
     model: &crate::model::ModelConfig,
     workers: usize,
     batch: usize,
 ) -> Result<(), TrainError> {
     let world = crate::collective::world();
-    if world.size() > 1 {
-        return Err(TrainError::NotBuilt(format!(
-            "{}: the hybrid split across processes is not built; run it in one process (--devices cpu,cpu --parallel hybrid), or use --parallel data under mpirun (docs/distributed.md)",
-            world.describe()
-        )));
-    }
-    Ok(crate::engine::hybrid::check(model, workers, batch)?)
+    Ok(crate::engine::hybrid::check(
+        model,
+        workers * world.size(),
+        batch,
+    )?)
 }
 
 /// Before any file is written: the global batch must split evenly among every replica of

@@ -1,7 +1,13 @@
 //! The hybrid split's conversions between forms: the exchanges between workers (all-gather,
-//! reduce-scatter, all-reduce) and the slices inside each. In one process the values meet on
-//! the host; [`Traffic`] counts what each worker hands to each collective, as a rank would
-//! over MPI, so the bytes per step compare with data parallelism's all-reduce.
+//! reduce-scatter, all-reduce) and the slices inside each. The values meet on the host: the
+//! process's own workers' first, then the other ranks' through the [`crate::collective::World`]
+//! (a variable-count all-gather of the parts, an all-reduce of the partial sums; [`Solo`]
+//! in one process). The reduce-scatter is that all-reduce, each worker keeping its part:
+//! MPI's block reduce-scatter wants equal parts, and the shares differ by one and a
+//! neuron-cut part is not one run of the flat tensor. [`Traffic`] counts what worker 0 hands
+//! to each collective, so the bytes per step compare with data parallelism's all-reduce.
+//!
+//! [`Solo`]: crate::collective::Solo
 use super::buf::{paste, Form, HBuf, Part};
 use super::Hybrid;
 use crate::backend::Backend;
@@ -38,6 +44,13 @@ fn bug(b: &str, why: String) -> NetworkError {
     }
 }
 
+fn lost(b: &str, e: crate::collective::CollectiveError) -> NetworkError {
+    NetworkError::Input {
+        what: "hybrid split",
+        reason: format!("tensor {b}: exchange between ranks: {e}"),
+    }
+}
+
 impl<B> Hybrid<B>
 where
     B: Backend,
@@ -65,12 +78,12 @@ where
             _ => {}
         }
         if b.part.get().is_none() {
-            let k = self.workers.len();
+            let (first, k) = (self.global(0), self.workers());
             let stores = self
                 .workers
                 .iter_mut()
                 .enumerate()
-                .map(|(i, w)| w.alloc(p.len(i, k), &b.label))
+                .map(|(i, w)| w.alloc(p.len(first + i, k), &b.label))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let _ = b.part.set(stores);
             b.split.set(Some(p));
@@ -78,13 +91,18 @@ where
         Ok(b.part.get().map(Vec::as_slice).unwrap_or(&[]))
     }
 
-    /// The sum over the workers of `b`'s whole stores, on the host.
+    /// The sum over every rank's workers of `b`'s whole stores, on the host.
     fn sum_wholes(&mut self, b: &HBuf<B::Buf>) -> Result<Vec<f32>> {
         let stores = self.whole_stores(b)?;
         let mut sum = vec![0.0f32; b.len];
         for (w, s) in self.workers.iter_mut().zip(stores) {
             let v = w.download(s)?;
             sum.iter_mut().zip(&v).for_each(|(a, x)| *a += x);
+        }
+        if self.world.size() > 1 {
+            self.world
+                .all_reduce_sum(&mut sum)
+                .map_err(|e| lost(&b.label, e))?;
         }
         Ok(sum)
     }
@@ -96,11 +114,26 @@ where
             .get()
             .ok_or_else(|| bug(&b.label, "held in parts never cut".into()))?;
         let stores = self.part_stores(b, p)?;
-        let k = self.workers.len();
+        let (local, k) = (self.workers.len(), self.workers());
+        let mut mine = Vec::new();
+        for (w, s) in self.workers.iter_mut().zip(stores) {
+            mine.extend(w.download(s)?);
+        }
+        // Rank r hands its workers' parts, r·L .. (r+1)·L in order: the gathered parts are
+        // every worker's in order.
+        let counts: Vec<usize> = (0..self.world.size())
+            .map(|r| (0..local).map(|j| p.len(r * local + j, k)).sum())
+            .collect();
+        let all = self
+            .world
+            .all_gather_varcount_f32(&mine, &counts)
+            .map_err(|e| lost(&b.label, e))?;
         let mut whole = vec![0.0f32; b.len];
-        for (i, (w, s)) in self.workers.iter_mut().zip(stores).enumerate() {
-            let mine = w.download(s)?;
-            paste(&p.cut(i, k)).apply(&mine, &mut whole, false);
+        let mut at = 0;
+        for i in 0..k {
+            let n = p.len(i, k);
+            paste(&p.cut(i, k)).apply(&all[at..at + n], &mut whole, false);
+            at += n;
         }
         Ok(whole)
     }
@@ -126,7 +159,7 @@ where
             Form::Zero | Form::Whole | Form::Both => return Ok(stores),
             Form::Part => {
                 let p = b.split.get().unwrap_or(Part::Rows { n: 1, f: b.len });
-                self.traffic.gathered += p.len(0, self.workers.len()) as u64;
+                self.traffic.gathered += p.len(0, self.workers()) as u64;
                 self.paste_parts(b)?
             }
             Form::Partial => {
@@ -150,14 +183,14 @@ where
     /// worker, or a reduce-scatter of the partial sums.
     pub(super) fn read_part<'a>(&mut self, b: &'a HBuf<B::Buf>, p: Part) -> Result<&'a [B::Buf]> {
         let stores = self.part_stores(b, p)?;
-        let k = self.workers.len();
+        let (first, k) = (self.global(0), self.workers());
         match b.form.get() {
             Form::Zero | Form::Part | Form::Both => {}
             Form::Whole => {
                 let wholes = self.whole_stores(b)?;
                 for (i, w) in self.workers.iter_mut().enumerate() {
                     let all = w.download(&wholes[i])?;
-                    let m = p.cut(i, k);
+                    let m = p.cut(first + i, k);
                     let mut mine = vec![0.0; m.dst_len()];
                     m.apply(&all, &mut mine, false);
                     w.upload(&stores[i], &mine)?;
@@ -169,7 +202,7 @@ where
                 self.traffic.exchanges += 1;
                 self.traffic.scattered += b.len as u64;
                 for (i, w) in self.workers.iter_mut().enumerate() {
-                    let m = p.cut(i, k);
+                    let m = p.cut(first + i, k);
                     let mut mine = vec![0.0; m.dst_len()];
                     m.apply(&sum, &mut mine, false);
                     w.upload(&stores[i], &mine)?;

@@ -29,32 +29,57 @@ mod ops;
 
 use super::EngineError;
 use crate::backend::{Backend, Dropout, Mode, SgdHyper};
+use crate::collective::{Solo, World};
 use crate::cpu::{CpuBackend, CpuDevice, HostInput};
 use crate::model::{ModelConfig, NetworkError, Norm, Params, Walk};
 use crate::shape::AugmentDraw;
 pub use buf::{Form, HBuf, Part};
 pub use exchange::Traffic;
+use std::rc::Rc;
 
 /// K engines driven as one [`Backend`] by the walk: data parallel below fc6, model parallel
-/// from it on.
-#[derive(Debug)]
+/// from it on. The workers are this process's engines; over MPI every rank holds the same
+/// number of them and rank r's are the workers `r·L .. (r+1)·L` of the K = L·ranks in all.
 pub struct Hybrid<B: Backend> {
     workers: Vec<B>,
+    /// The other ranks' workers: the exchanges go through it ([`Solo`]: none).
+    world: Rc<dyn World>,
     traffic: Traffic,
 }
 
+impl<B: Backend> std::fmt::Debug for Hybrid<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hybrid")
+            .field("local workers", &self.workers.len())
+            .field("world", &self.world.describe())
+            .field("traffic", &self.traffic)
+            .finish()
+    }
+}
+
 impl<B: Backend> Hybrid<B> {
-    /// The split over these workers' engines (one per worker).
+    /// The split over these workers' engines (one per worker), all in this process.
     pub fn new(workers: Vec<B>) -> Hybrid<B> {
+        Hybrid::over(workers, Rc::new(Solo))
+    }
+
+    /// The split over these workers here and as many on every other rank of `world`.
+    pub fn over(workers: Vec<B>, world: Rc<dyn World>) -> Hybrid<B> {
         Hybrid {
             workers,
+            world,
             traffic: Traffic::default(),
         }
     }
 
-    /// Workers.
+    /// Workers in all (every rank's).
     pub fn workers(&self) -> usize {
-        self.workers.len()
+        self.workers.len() * self.world.size()
+    }
+
+    /// The place among every rank's workers of this process's worker `i`.
+    fn global(&self, i: usize) -> usize {
+        self.world.rank() * self.workers.len() + i
     }
 
     /// What the split's collectives carried since the last call.
@@ -123,8 +148,20 @@ where
         batch: usize,
         params: &Params,
     ) -> Result<HybridNet<B>, EngineError> {
-        check(config, workers.len(), batch)?;
-        let mut be = Hybrid::new(workers);
+        HybridNet::over(workers, Rc::new(Solo), config, batch, params)
+    }
+
+    /// [`HybridNet::new`] with as many workers again on every other rank of `world` (each
+    /// rank builds its own with the same arguments).
+    pub fn over(
+        workers: Vec<B>,
+        world: Rc<dyn World>,
+        config: &ModelConfig,
+        batch: usize,
+        params: &Params,
+    ) -> Result<HybridNet<B>, EngineError> {
+        check(config, workers.len() * world.size(), batch)?;
+        let mut be = Hybrid::over(workers, world);
         let walk = Walk::new(&mut be, config, batch)?;
         walk.upload_params(&mut be, params)?;
         Ok(HybridNet { be, walk })
@@ -225,21 +262,24 @@ pub struct CpuHybrid {
 }
 
 impl CpuHybrid {
-    /// `workers` workers for a global batch of `batch` images of `stored`² with the training
-    /// set's mean image, on a pool of `threads` (0: one per core).
+    /// `workers` workers in this process (and as many on every other rank of `world`) for a
+    /// global batch of `batch` images of `stored`² with the training set's mean image, on a
+    /// pool of `threads` (0: one per core).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &ModelConfig,
         workers: usize,
+        world: Rc<dyn World>,
         batch: usize,
         stored: usize,
         mean: &[f32],
         params: &Params,
         threads: usize,
     ) -> Result<CpuHybrid, EngineError> {
-        check(config, workers, batch)?;
+        check(config, workers * world.size(), batch)?;
         let device = CpuDevice::new(threads)?;
         let engines = (0..workers).map(|_| CpuBackend::new(&device)).collect();
-        let net = HybridNet::new(engines, config, batch, params)?;
+        let net = HybridNet::over(engines, world, config, batch, params)?;
         let input = HostInput::new(batch, stored, config.input_size, mean, config.input_scale);
         let images = vec![0.0; batch * 3 * config.input_size * config.input_size];
         Ok(CpuHybrid {

@@ -24,14 +24,14 @@ where
     B: Backend,
     NetworkError: From<B::Error>,
 {
-    /// Images on worker `k` of a batch of `n`.
+    /// Images on this process's worker `k` of a batch of `n`.
     fn rows_of(&self, k: usize, n: usize) -> usize {
-        super::buf::share(k, self.workers.len(), n).len()
+        super::buf::share(self.global(k), self.workers(), n).len()
     }
 
-    /// Neurons on worker `k` of a layer of `f`.
+    /// Neurons on this process's worker `k` of a layer of `f`.
     fn cols_of(&self, k: usize, f: usize) -> usize {
-        super::buf::share(k, self.workers.len(), f).len()
+        super::buf::share(self.global(k), self.workers(), f).len()
     }
 }
 
