@@ -420,54 +420,54 @@ fn train_with_parallel_hybrid_is_the_one_device_run_and_records_its_bytes() {
 }
 
 /// `mpirun -np 2 … --devices cpu --parallel hybrid` (Open MPI, run as root in CI): one
-/// worker per rank, the exchanges through MPI, is the one-process split over two workers;
-/// rank 0's record of the bytes per step is the formula's.
+/// worker per rank, the exchanges through MPI, is the one-process split over two workers, at
+/// a batch that splits evenly and at one that does not (shares of 4 and 3 rows); rank 0's
+/// record of the bytes per step is the formula's.
 #[cfg(feature = "mpi")]
 #[test]
 fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::fashion_shards(dir.path(), 40);
-    let one = dir.path().join("one");
-    let (ok, err) = run(&data, &one, "cpu,cpu", "8", &["--parallel", "hybrid"]);
-    assert!(ok, "one process: {err}");
-    let want = Checkpoint::load(&one.join("last.safetensors"), None).unwrap();
-    let out = dir.path().join("mpi");
-    let o = std::process::Command::new("mpirun")
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_btl", "self,tcp")
-        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
-        .args(["train", "--quiet", "--input-size", "67", "--widths"])
-        .args(["8,16,24,24,16,64,64", data.to_str().unwrap()])
-        .args(["--out", out.to_str().unwrap(), "--devices", "cpu"])
-        .args(["--batch", "8", "--steps", "3", "--seed", "4"])
-        .args(["--parallel", "hybrid"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "mpirun -np 2: {err}");
-    let got = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
-    assert_same_weights(
-        &got.params,
-        &want.params,
-        1e-4,
-        "mpirun -np 2 --parallel hybrid",
-    );
-    assert_eq!(
-        got.run_state.get("world_size").map(String::as_str),
-        Some("2"),
-        "the checkpoint records the ranks"
-    );
-    let per_step = exchange::predicted(&want.config, 2, 8).unwrap().values() * 4;
-    let bytes: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.pointer("/exchange/bytes").and_then(|b| b.as_u64()))
-        .collect();
-    assert_eq!(
-        bytes.iter().sum::<u64>(),
-        3 * per_step,
-        "exchange.bytes: {bytes:?}"
-    );
+    for batch in ["8", "7"] {
+        let one = dir.path().join(format!("one{batch}"));
+        let (ok, err) = run(&data, &one, "cpu,cpu", batch, &["--parallel", "hybrid"]);
+        assert!(ok, "one process, batch {batch}: {err}");
+        let want = Checkpoint::load(&one.join("last.safetensors"), None).unwrap();
+        let out = dir.path().join(format!("mpi{batch}"));
+        let o = std::process::Command::new("mpirun")
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl", "self,tcp")
+            .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+            .args(["train", "--quiet", "--input-size", "67", "--widths"])
+            .args(["8,16,24,24,16,64,64", data.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap(), "--devices", "cpu"])
+            .args(["--batch", batch, "--steps", "3", "--seed", "4"])
+            .args(["--parallel", "hybrid"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "mpirun -np 2, batch {batch}: {err}");
+        let got = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
+        let what = format!("mpirun -np 2 --parallel hybrid --batch {batch}");
+        assert_same_weights(&got.params, &want.params, 1e-4, &what);
+        assert_eq!(
+            got.run_state.get("world_size").map(String::as_str),
+            Some("2"),
+            "the checkpoint records the ranks"
+        );
+        let n: usize = batch.parse().unwrap();
+        let per_step = exchange::predicted(&want.config, 2, n).unwrap().values() * 4;
+        let bytes: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.pointer("/exchange/bytes").and_then(|b| b.as_u64()))
+            .collect();
+        assert_eq!(
+            bytes.iter().sum::<u64>(),
+            3 * per_step,
+            "{what}: exchange.bytes {bytes:?}"
+        );
+    }
 }

@@ -248,6 +248,16 @@ mod tests {
     }
 
     #[test]
+    fn solo_gathers_its_own_part_and_refuses_counts_that_do_not_match_it() {
+        let mine = [0.5f32, -3.0, 7.25];
+        assert_eq!(Solo.all_gather_varcount_f32(&mine, &[3]).unwrap(), mine);
+        for bad in [&[2usize][..], &[3, 1][..], &[][..]] {
+            let e = Solo.all_gather_varcount_f32(&mine, bad).unwrap_err();
+            assert!(e.to_string().contains("one count per rank"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn solo_sums_nothing() {
         let mut a = vec![1.5f32, -2.0];
         let mut views: Vec<&mut [f32]> = vec![a.as_mut_slice()];
