@@ -419,10 +419,33 @@ fn train_with_parallel_hybrid_is_the_one_device_run_and_records_its_bytes() {
     }
 }
 
-/// `mpirun -np 2 … --devices cpu --parallel hybrid` (Open MPI, run as root in CI): one
-/// worker per rank, the exchanges through MPI, is the one-process split over two workers, at
-/// a batch that splits evenly and at one that does not (shares of 4 and 3 rows); rank 0's
-/// record of the bytes per step is the formula's.
+/// `mpirun -np 2 alexnet train … --devices cpu --parallel hybrid --batch BATCH --steps STEPS`
+/// (Open MPI, run as root in CI): whether it succeeded, and its stderr.
+#[cfg(feature = "mpi")]
+fn mpirun_hybrid(data: &Path, out: &Path, batch: &str, steps: &str) -> (bool, String) {
+    let o = std::process::Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl", "self,tcp")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
+        .args(["train", "--quiet", "--input-size", "67", "--widths"])
+        .args(["8,16,24,24,16,64,64", data.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--devices", "cpu"])
+        .args(["--batch", batch, "--steps", steps, "--seed", "4"])
+        .args(["--parallel", "hybrid"])
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `mpirun -np 2 … --devices cpu --parallel hybrid`: one worker per rank, the exchanges
+/// through MPI, is the one-process split over two workers, at a batch that splits evenly and
+/// at one that does not (shares of 4 and 3 rows); rank 0's record of the bytes per step is
+/// the formula's; two steps on two ranks and the third resumed in one process are the
+/// uninterrupted run.
 #[cfg(feature = "mpi")]
 #[test]
 fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
@@ -434,20 +457,8 @@ fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
         assert!(ok, "one process, batch {batch}: {err}");
         let want = Checkpoint::load(&one.join("last.safetensors"), None).unwrap();
         let out = dir.path().join(format!("mpi{batch}"));
-        let o = std::process::Command::new("mpirun")
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("OMPI_MCA_btl", "self,tcp")
-            .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_alexnet")])
-            .args(["train", "--quiet", "--input-size", "67", "--widths"])
-            .args(["8,16,24,24,16,64,64", data.to_str().unwrap()])
-            .args(["--out", out.to_str().unwrap(), "--devices", "cpu"])
-            .args(["--batch", batch, "--steps", "3", "--seed", "4"])
-            .args(["--parallel", "hybrid"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "mpirun -np 2, batch {batch}: {err}");
+        let (ok, err) = mpirun_hybrid(&data, &out, batch, "3");
+        assert!(ok, "mpirun -np 2, batch {batch}: {err}");
         let got = Checkpoint::load(&out.join("last.safetensors"), None).unwrap();
         let what = format!("mpirun -np 2 --parallel hybrid --batch {batch}");
         assert_same_weights(&got.params, &want.params, 1e-4, &what);
@@ -468,6 +479,28 @@ fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
             bytes.iter().sum::<u64>(),
             3 * per_step,
             "{what}: exchange.bytes {bytes:?}"
+        );
+
+        let cut = dir.path().join(format!("cut{batch}"));
+        let (ok, err) = mpirun_hybrid(&data, &cut, batch, "2");
+        assert!(ok, "mpirun -np 2, 2 steps, batch {batch}: {err}");
+        // Else the resume would have nothing to do and its equality would prove nothing.
+        let two = Checkpoint::load(&cut.join("last.safetensors"), None).unwrap();
+        assert_moved(&two.params, &want.params);
+        let (ok, err) = run(
+            &data,
+            &cut,
+            "cpu,cpu",
+            batch,
+            &["--parallel", "hybrid", "--resume"],
+        );
+        assert!(ok, "resumed in one process, batch {batch}: {err}");
+        let resumed = Checkpoint::load(&cut.join("last.safetensors"), None).unwrap();
+        assert_same_weights(
+            &resumed.params,
+            &want.params,
+            1e-4,
+            &format!("{what}, resumed"),
         );
     }
 }

@@ -31,6 +31,7 @@ const EXAMPLES: &[(&str, &str)] = &[
   alexnet train shards/ --out runs/h2 --devices cpu,cpu --parallel hybrid   # one weird trick: conv data parallel, fc model parallel
   alexnet train shards/ --out runs/r4 --devices 0,1,2,3              # four GPU replicas (0,1 --columns 1: two)
   mpirun -np 2 alexnet train shards/ --out runs/mpi --devices cpu   # built with --features mpi
+  mpirun -np 2 alexnet train shards/ --out runs/h2mpi --devices cpu --parallel hybrid   # one hybrid worker per rank
   mpirun -np 8 --npernode 4 alexnet train shards/ --out runs/m8 --devices local   # each rank its node's GPU
   alexnet train shards/ --out runs/small --input-size 67 --widths 12,32,48,48,32,512,512 --init he
   alexnet train shards/ --out runs/cos --schedule cosine --min-lr 1e-4 --momentum 0.9 --weight-decay 5e-4

@@ -102,7 +102,8 @@ pub struct TrainArgs {
     pub columns: Option<usize>,
     /// How several devices share the network: `data` (the default: replicas, or the
     /// paper's columns) or `hybrid` ("One weird trick": conv layers data parallel, fc
-    /// layers model parallel; `--devices cpu,cpu[,…]`, one worker per entry).
+    /// layers model parallel; `--devices cpu,cpu[,…]`, one worker per entry, and under
+    /// mpirun as many on every rank).
     #[arg(long)]
     #[serde(default)]
     pub parallel: Option<crate::engine::Parallel>,
