@@ -503,4 +503,12 @@ fn mpirun_two_ranks_of_one_hybrid_worker_is_the_one_process_split() {
             &format!("{what}, resumed"),
         );
     }
+    // Two ranks' workers at a batch of one: refused on every rank before anything is written.
+    let bad = dir.path().join("bad");
+    let (ok, err) = mpirun_hybrid(&data, &bad, "1", "1");
+    assert!(
+        !ok && err.contains("batch 1 gives some worker no image"),
+        "{err}"
+    );
+    assert!(!bad.exists(), "a refused job left its run folder");
 }
