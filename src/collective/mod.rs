@@ -83,13 +83,7 @@ pub trait World {
         mine: &[f32],
         counts: &[usize],
     ) -> Result<Vec<f32>, CollectiveError> {
-        if counts.len() != self.size() || counts.get(self.rank()) != Some(&mine.len()) {
-            return Err(CollectiveError::Diverged(format!(
-                "{}: an all-gather of {} values with counts {counts:?} (a bug: one count per rank, this rank's the length it hands)",
-                self.describe(),
-                mine.len()
-            )));
-        }
+        check_counts(self, mine.len(), counts)?;
         if self.size() == 1 {
             return Ok(mine.to_vec());
         }
@@ -135,6 +129,22 @@ pub fn install(w: Rc<dyn World>) {
 /// Takes this thread's world back (the binary drops it before exiting, which finalises MPI).
 pub fn uninstall() -> Option<Rc<dyn World>> {
     WORLD.with(|cell| cell.borrow_mut().take())
+}
+
+/// What [`World::all_gather_varcount_f32`] requires of its arguments on every world: one
+/// count per rank, and this rank's count the length it hands.
+pub(crate) fn check_counts<W: World + ?Sized>(
+    world: &W,
+    mine: usize,
+    counts: &[usize],
+) -> Result<(), CollectiveError> {
+    if counts.len() != world.size() || counts.get(world.rank()) != Some(&mine) {
+        return Err(CollectiveError::Diverged(format!(
+            "{}: an all-gather of {mine} values with counts {counts:?} (a bug: one count per rank, this rank's the length it hands)",
+            world.describe()
+        )));
+    }
+    Ok(())
 }
 
 /// This thread's world: what [`install`] set, else [`Solo`].

@@ -152,13 +152,7 @@ impl World for MpiWorld {
         mine: &[f32],
         counts: &[usize],
     ) -> Result<Vec<f32>, CollectiveError> {
-        if counts.len() != self.size() || counts.get(self.rank()) != Some(&mine.len()) {
-            return Err(CollectiveError::Diverged(format!(
-                "{}: an all-gather of {} values with counts {counts:?} (a bug: one count per rank, this rank's the length it hands)",
-                self.describe(),
-                mine.len()
-            )));
-        }
+        super::check_counts(self, mine.len(), counts)?;
         let too_big = |n: usize| {
             Count::try_from(n).map_err(|_| {
                 CollectiveError::Setup(format!(

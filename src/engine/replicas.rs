@@ -40,6 +40,17 @@ pub struct Split {
 }
 
 impl Split {
+    /// `local` replicas in this process, among every rank of `world`, at `global_batch`
+    /// images per step.
+    pub fn in_world(global_batch: usize, local: usize, world: &dyn World) -> Split {
+        Split {
+            global_batch,
+            local,
+            rank: world.rank(),
+            ranks: world.size(),
+        }
+    }
+
     /// Replicas in the whole job.
     pub fn total(&self) -> usize {
         self.local * self.ranks

@@ -188,12 +188,7 @@ impl Engine {
         adapters: &[usize],
         world: Rc<dyn World>,
     ) -> Result<Engine, TrainError> {
-        let split = Split {
-            global_batch: s.batch,
-            local: adapters.len(),
-            rank: world.rank(),
-            ranks: world.size(),
-        };
+        let split = Split::in_world(s.batch, adapters.len(), world.as_ref());
         let reps = GpuReplicas::new(s.model, split, adapters, s.stored, s.mean, params)?;
         Ok(Engine::GpuReplicas {
             reps: Box::new(reps),
@@ -210,12 +205,7 @@ impl Engine {
         adapters: &[usize],
         world: Rc<dyn World>,
     ) -> Result<Engine, TrainError> {
-        let split = Split {
-            global_batch: s.batch,
-            local: adapters.len() / 2,
-            rank: world.rank(),
-            ranks: world.size(),
-        };
+        let split = Split::in_world(s.batch, adapters.len() / 2, world.as_ref());
         let reps = ColumnReplicas::new(s.model, split, adapters, s.stored, s.mean, params)?;
         Ok(Engine::ColumnReplicas {
             reps: Box::new(reps),
@@ -233,12 +223,7 @@ impl Engine {
         world: Rc<dyn World>,
         threads: usize,
     ) -> Result<Engine, TrainError> {
-        let split = Split {
-            global_batch: s.batch,
-            local,
-            rank: world.rank(),
-            ranks: world.size(),
-        };
+        let split = Split::in_world(s.batch, local, world.as_ref());
         let reps = CpuReplicas::new(s.model, split, s.stored, s.mean, params, threads)?;
         Ok(Engine::Replicas {
             reps: Box::new(reps),

@@ -286,13 +286,7 @@ fn check_replicas(placement: &Placement, batch: usize) -> Result<(), TrainError>
         Placement::ColumnReplicas(a) => a.len() / 2,
         _ => 1,
     };
-    let split = crate::engine::replicas::Split {
-        global_batch: batch,
-        local,
-        rank: world.rank(),
-        ranks: world.size(),
-    };
-    split.rows()?;
+    crate::engine::replicas::Split::in_world(batch, local, world.as_ref()).rows()?;
     Ok(())
 }
 
